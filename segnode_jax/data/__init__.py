@@ -1,0 +1,83 @@
+"""Datasets and input pipelines of segnode-jax (TFDS array_record + grain, no TensorFlow).
+
+Typical use::
+
+    from segnode_jax import data
+    dcfg = data.data_config("cityscapes")
+    info = data.get_info(dcfg)
+    it = data.train_iterator(dcfg, batch_size=8, seed=0)
+    batch = next(it)          # {'image': (B,H,W,3) float32, 'label': (B,H,W) int32, 255 = ignore}
+    for ex in data.eval_dataset(dcfg, split="val"):
+        ...                   # 'image', 'label' (original size), 'raw_image', 'name'
+
+Datasets are built once with ``python -m segnode_jax.data.prepare`` (see docs/datasets.md);
+the synthetic dataset is built on first use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ml_collections import config_dict
+
+from segnode_jax.data.base import DatasetInfo
+from segnode_jax.data.classes import colorize
+from segnode_jax.data.errors import PreparationError
+from segnode_jax.data.pipeline import (
+    eval_dataset,
+    num_examples,
+    steps_per_epoch,
+    train_dataset,
+    train_iterator,
+)
+from segnode_jax.data.prepare import ensure_prepared, prepare
+from segnode_jax.data.registry import DATASETS, data_config, dataset_module, get_info
+
+
+def label_to_train_ids(dcfg: config_dict.ConfigDict, label) -> np.ndarray:
+    """Converts a label in the dataset's own format to train ids.
+
+    Arguments:
+      dcfg: data settings.
+      label: an array, or the path of a label file as the dataset distributes it
+        (Cityscapes ``*_gtFine_labelIds.png``, CamVid ``*annot/*.png``, LIP
+        ``*_segmentations/*.png``, PASCAL-Context 60-class PNG, folder masks, synthetic PNG).
+
+    Returns:
+      int32 ``(H, W)`` train ids, 255 = ignore.
+
+    Raises:
+      PreparationError: the label holds values outside the class table.
+    """
+    return dataset_module(dcfg.name).label_to_train_ids(dcfg, label)
+
+
+def ground_truth_files(dcfg: config_dict.ConfigDict, split: str) -> list[tuple[str, str]]:
+    """Ground-truth label files of ``split`` in the dataset's own format.
+
+    Arguments:
+      dcfg: data settings (real datasets need ``manual_dir``, extracted).
+      split: e.g. ``"val"``.
+
+    Returns:
+      ``[(name, path)]`` sorted by name; ``label_to_train_ids(dcfg, path)`` reads each.
+    """
+    return dataset_module(dcfg.name).ground_truth_files(dcfg, split)
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "PreparationError",
+    "colorize",
+    "data_config",
+    "ensure_prepared",
+    "eval_dataset",
+    "get_info",
+    "ground_truth_files",
+    "label_to_train_ids",
+    "num_examples",
+    "prepare",
+    "steps_per_epoch",
+    "train_dataset",
+    "train_iterator",
+]
