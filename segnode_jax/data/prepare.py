@@ -56,6 +56,12 @@ def _cleanup_failed(builder: SegmentationBuilder, data_dir: str) -> None:
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
     if not builder.is_prepared():
         _remove_empty_parents(parent, data_dir)
+        # TFDS also keeps builder-config metadata in <data_dir>/<name>/.config/; drop it when
+        # no variant of this dataset is prepared.
+        dataset_dir = os.path.join(data_dir, builder.name)
+        complete = any("dataset_info.json" in f for _, _, f in os.walk(dataset_dir))
+        if os.path.isdir(dataset_dir) and not complete:
+            shutil.rmtree(dataset_dir, ignore_errors=True)
 
 
 def prepare(
