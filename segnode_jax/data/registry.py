@@ -112,7 +112,6 @@ def data_dir(dcfg: config_dict.ConfigDict) -> str:
 def make_builder(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
     """The TFDS builder for these settings (nothing is read or written)."""
     module = dataset_module(dcfg.name)
-    os.makedirs(data_dir(dcfg), exist_ok=True)
     return module.Builder(data_dir=data_dir(dcfg), config=module.builder_config(dcfg))
 
 
