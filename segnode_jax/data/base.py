@@ -184,6 +184,21 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             }
 
 
+def variant_config(builder_cls: type[SegmentationBuilder], name: str) -> str | tfds.core.BuilderConfig:
+    """The builder's predefined config ``name``, else a custom ``BuilderConfig`` of that name.
+
+    Arguments:
+      builder_cls: the dataset's builder class.
+      name: variant (TFDS builder-config) name.
+
+    Returns:
+      What ``builder_cls(config=...)`` takes.
+    """
+    if name in builder_cls.builder_configs:
+        return name
+    return tfds.core.BuilderConfig(name=name, description=f"{builder_cls.name} variant {name}")
+
+
 def split_names(split: str) -> list[str]:
     """``"train+val"`` -> ``["train", "val"]``."""
     parts = [s.strip() for s in split.split("+") if s.strip()]

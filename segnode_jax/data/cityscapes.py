@@ -21,7 +21,7 @@ from cityscapesscripts.helpers import labels as cs_labels
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder
+from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable
 from segnode_jax.data.errors import PreparationError
 
@@ -94,8 +94,8 @@ class SegnodeCityscapes(SegmentationBuilder):
 Builder = SegnodeCityscapes
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> str:
-    return dcfg.get("variant") or ("fine_coarse" if dcfg.get("use_coarse") else "fine")
+def builder_config(dcfg: config_dict.ConfigDict):
+    return variant_config(Builder, dcfg.get("variant") or ("fine_coarse" if dcfg.get("use_coarse") else "fine"))
 
 
 def _tree(root: str, folder: str, archive: str, *, what: str) -> files.SourceTree:

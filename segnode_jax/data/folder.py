@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder
+from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable, voc_colormap
 from segnode_jax.data.errors import PreparationError
 
@@ -151,7 +151,7 @@ def variant_name(dcfg: config_dict.ConfigDict) -> str:
 
 
 def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
-    return tfds.core.BuilderConfig(name=variant_name(dcfg), description=f"folder dataset from {_root(dcfg)}")
+    return variant_config(Builder, variant_name(dcfg))
 
 
 def _split_folders(tree: files.SourceTree, image_dir: str) -> list[str] | None:

@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder
+from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import ClassEntry, ClassTable
 from segnode_jax.data.errors import PreparationError
 
@@ -72,12 +72,14 @@ def split_sizes(dcfg: config_dict.ConfigDict) -> dict[str, int]:
 class SegnodeLip(SegmentationBuilder):
     """LIP human parsing (20 classes) for segnode-jax."""
 
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="single_person", description="LIP train/val")]
+
 
 Builder = SegnodeLip
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
-    return tfds.core.BuilderConfig(name=dcfg.get("variant") or "single_person", description="LIP train/val")
+def builder_config(dcfg: config_dict.ConfigDict):
+    return variant_config(Builder, dcfg.get("variant") or "single_person")
 
 
 def _trees(root: str) -> list[files.SourceTree]:

@@ -27,13 +27,14 @@ from __future__ import annotations
 import collections
 import json
 import os
+import warnings
 
 import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder
+from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable, voc_colormap
 from segnode_jax.data.errors import PreparationError
 
@@ -94,12 +95,14 @@ def split_sizes(dcfg: config_dict.ConfigDict) -> dict[str, int]:
 class SegnodePascalContext(SegmentationBuilder):
     """PASCAL-Context, 59 classes (background ignored), for segnode-jax."""
 
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="context59", description="59 classes, background ignored")]
+
 
 Builder = SegnodePascalContext
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
-    return tfds.core.BuilderConfig(name=dcfg.get("variant") or "context59", description="59 classes")
+def builder_config(dcfg: config_dict.ConfigDict):
+    return variant_config(Builder, dcfg.get("variant") or "context59")
 
 
 def _voc_root(dcfg: config_dict.ConfigDict) -> str:
@@ -166,7 +169,9 @@ class _DetailIndex:
                     rle = dict(seg)
                     if isinstance(rle["counts"], str):
                         rle["counts"] = rle["counts"].encode("ascii")
-                m = mask_utils.decode(rle)
+                with warnings.catch_warnings():  # pycocotools' numpy-2 copy= notice
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    m = mask_utils.decode(rle)
             except Exception as e:
                 raise PreparationError(
                     f"{self.path}: segmentation {ann.get('id')} of image {img.get('file_name')} cannot be decoded "

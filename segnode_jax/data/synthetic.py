@@ -17,7 +17,7 @@ from ml_collections import config_dict
 from PIL import Image
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder
+from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import ClassEntry, ClassTable, voc_colormap
 from segnode_jax.data.errors import PreparationError
 
@@ -68,7 +68,7 @@ Builder = SegnodeSynthetic
 
 
 def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
-    return tfds.core.BuilderConfig(name=dcfg.get("variant") or variant_name(dcfg), description="procedural shapes")
+    return variant_config(Builder, dcfg.get("variant") or variant_name(dcfg))
 
 
 def _size(dcfg: config_dict.ConfigDict) -> tuple[int, int]:
