@@ -1,6 +1,31 @@
-"""segnode-jax: SegNode (semantic segmentation with neural ODEs) in JAX/Flax with diffrax."""
+"""segnode-jax: SegNode (semantic segmentation with neural ODEs) in JAX/Flax with diffrax.
 
-from segnode_jax.config import base_config, load_config
+Public API::
 
-__all__ = ["base_config", "load_config"]
+    import jax, segnode_jax
+    cfg = segnode_jax.load_config("configs/camvid.py")
+    variables = segnode_jax.init(cfg.model, jax.random.key(0), (1, 360, 480, 3))
+    logits, aux = segnode_jax.apply(variables, images, cfg.model)
+    n = segnode_jax.count_params(cfg.model)
+"""
+
+from segnode_jax.api import apply, count_params, freeze, init
+from segnode_jax.config import base_config, load_config, model_config
+from segnode_jax.models import build_model, model_names, register_model
+from segnode_jax.ode import ODESettings, ODESolveError
+
+__all__ = [
+    "ODESettings",
+    "ODESolveError",
+    "apply",
+    "base_config",
+    "build_model",
+    "count_params",
+    "freeze",
+    "init",
+    "load_config",
+    "model_config",
+    "model_names",
+    "register_model",
+]
 __version__ = "0.1.0.dev0"

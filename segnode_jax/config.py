@@ -34,8 +34,8 @@ def ode_config() -> config_dict.ConfigDict:
             # Integration interval [t0, t1] of the neural ODE.
             t0=0.0,
             t1=1.0,
-            # dopri5 (paper: torchdiffeq's default RK) | tsit5 | heun: adaptive, PID-controlled.
-            # euler | rk4: fixed step, `num_steps` equal steps over [t0, t1].
+            # dopri5 (paper: torchdiffeq's default RK) | tsit5 | heun: embedded error estimates,
+            # adaptive steps unless `num_steps` is set. euler | rk4: need `num_steps`.
             solver="dopri5",
             rtol=1e-3,
             atol=1e-3,
@@ -44,7 +44,8 @@ def ode_config() -> config_dict.ConfigDict:
             # Step-size floor for adaptive solvers; None = no floor (a collapse then shows up
             # as `max_steps` reached).
             dtmin=placeholder(float),
-            num_steps=4,
+            # None: adaptive steps. An int: that many equal steps over [t0, t1].
+            num_steps=placeholder(int),
             max_steps=128,
             # backsolve: the adjoint method (paper), O(1) memory in the number of steps.
             # recursive_checkpoint: discretise-then-optimise with binomial checkpointing.
@@ -53,6 +54,9 @@ def ode_config() -> config_dict.ConfigDict:
             # Use diffrax's adjoint seminorm (Kidger et al. 2021) on the backward solve:
             # parameter cotangents do not drive step sizes -> fewer backward steps.
             adjoint_seminorm=True,
+            # Backsolve: solve the adjoint ODE for the cotangent divided by its RMS and rescale
+            # (exact), so that atol does not depend on the loss scale (batch, image size).
+            adjoint_normalise=True,
             # Extra output times inside [t0, t1] for trajectory analysis (paper sec. 4.8).
             # Empty: only the final state. With times, `aux["ode"]["ys"]` holds the states.
             saveat=(),

@@ -1,0 +1,42 @@
+"""Models chosen by name (``cfg.model.name``): hrnetv2, baseline, segnode.
+
+Every model is a Flax module built from the model config and called as
+``model.apply(variables, images, train)`` -> ``(logits, aux)``. Register your own with
+:func:`register_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+from ml_collections import config_dict
+
+from segnode_jax.models.baseline import Baseline
+from segnode_jax.models.hrnet import HRNetV2
+from segnode_jax.models.segnode import SegNode
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {"hrnetv2": HRNetV2, "baseline": Baseline, "segnode": SegNode}
+
+
+def register_model(name: str):
+    """Class decorator adding a model (a Flax module taking ``cfg``) to the registry."""
+
+    def wrap(cls):
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(model_cfg) -> nn.Module:
+    """The Flax module for ``model_cfg.name`` (the config is frozen into the module)."""
+    name = model_cfg.name
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model.name={name!r}; choose one of {model_names()}")
+    frozen = model_cfg if isinstance(model_cfg, config_dict.FrozenConfigDict) else config_dict.FrozenConfigDict(model_cfg)
+    return _REGISTRY[name](frozen)

@@ -1,0 +1,251 @@
+"""HRNet building blocks and HRNetV2 (Wang et al.), structured like the official PyTorch code.
+
+Every parameter path mirrors the official state_dict key with sequential indices joined to
+their container name, e.g. ``stage4.0.branches.0.1.conv1.weight`` ->
+``stage4_0/branches_0_1/conv1/kernel`` and ``fuse_layers.2.0.1.0.weight`` ->
+``fuse_layers_2_0_1_0/kernel``; the stem (``conv1 .. layer1``) lives under ``stem/`` and the
+segmentation head (``last_layer``) under ``head/``. See ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from segnode_jax.models.heads import HRNetHead
+from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of, resize_bilinear
+
+Features = tuple[Float[Array, "b h w c"], ...]
+
+
+def _with_time(x, t):
+    """Appends the solve time as a constant channel (time-dependent vector fields)."""
+    if t is None:
+        return x
+    tt = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:-1] + (1,))
+    return jnp.concatenate([x, tt], axis=-1)
+
+
+class BasicBlock(nn.Module):
+    """HRNet's BasicBlock.
+
+    ``preact=False`` (official): conv3x3-BN-ReLU-conv3x3-BN, + identity, ReLU.
+    ``preact=True`` (paper Fig. 2, "BN, ReLU, conv" units; used by Baseline and SegNode):
+    x + conv(ReLU(N(conv(ReLU(N(x)))))), with no activation after the sum. ``t`` (optional)
+    is concatenated as an extra input channel of both convolutions.
+    """
+
+    features: int
+    norm: NormSpec = NormSpec()
+    preact: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool, t=None):
+        c = self.features
+        if not self.preact:
+            y = conv(c, 3, dtype=self.dtype, name="conv1")(x)
+            y = nn.relu(self.norm(y, train, "bn1"))
+            y = conv(c, 3, dtype=self.dtype, name="conv2")(y)
+            y = self.norm(y, train, "bn2")
+            return nn.relu(y + x.astype(y.dtype))
+        y = nn.relu(self.norm(x, train, "norm1")).astype(self.dtype)
+        y = conv(c, 3, dtype=self.dtype, name="conv1")(_with_time(y, t))
+        y = nn.relu(self.norm(y, train, "norm2")).astype(self.dtype)
+        y = conv(c, 3, dtype=self.dtype, name="conv2")(_with_time(y, t))
+        return x + y.astype(x.dtype)
+
+
+class Bottleneck(nn.Module):
+    """HRNet's (ResNet's) Bottleneck: 1x1, 3x3, 1x1 (x4 expansion), 1x1 projection if needed."""
+
+    planes: int
+    norm: NormSpec = NormSpec()
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        p = self.planes
+        y = nn.relu(self.norm(conv(p, 1, dtype=self.dtype, name="conv1")(x), train, "bn1"))
+        y = nn.relu(self.norm(conv(p, 3, dtype=self.dtype, name="conv2")(y), train, "bn2"))
+        y = self.norm(conv(4 * p, 1, dtype=self.dtype, name="conv3")(y), train, "bn3")
+        if x.shape[-1] != 4 * p:
+            x = self.norm(conv(4 * p, 1, dtype=self.dtype, name="downsample_0")(x), train, "downsample_1")
+        return nn.relu(y + x.astype(y.dtype))
+
+
+class HRModule(nn.Module):
+    """HRNet's HighResolutionModule over ``len(widths)`` parallel branches.
+
+    Each branch applies ``num_blocks`` BasicBlocks; then output ``i`` sums, over inputs ``j``:
+    the identity (j == i); 1x1 conv + norm, bilinearly upsampled (j > i); a chain of (i - j)
+    3x3 stride-2 convs + norm, ReLU between them (j < i). The official module applies ReLU to
+    the sum; the pre-activation form (``preact=True``) does not.
+    """
+
+    widths: tuple[int, ...]
+    num_blocks: int
+    norm: NormSpec = NormSpec()
+    preact: bool = False
+    align_corners: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, xs: Sequence, train: bool, t=None) -> Features:
+        n = len(self.widths)
+        xs = list(xs)
+        for i in range(n):
+            for k in range(self.num_blocks):
+                block = BasicBlock(
+                    self.widths[i], self.norm, self.preact, self.dtype, name=f"branches_{i}_{k}"
+                )
+                xs[i] = block(xs[i], train, t)
+        outs = []
+        for i in range(n):
+            y = None
+            for j in range(n):
+                if j == i:
+                    z = xs[j]
+                elif j > i:
+                    z = conv(self.widths[i], 1, dtype=self.dtype, name=f"fuse_layers_{i}_{j}_0")(xs[j])
+                    z = self.norm(z, train, f"fuse_layers_{i}_{j}_1")
+                    z = resize_bilinear(z, xs[i].shape[1:3], align_corners=self.align_corners)
+                else:
+                    z = xs[j]
+                    for k in range(i - j):
+                        last = k == i - j - 1
+                        width = self.widths[i] if last else self.widths[j]
+                        z = conv(width, 3, stride=2, dtype=self.dtype, name=f"fuse_layers_{i}_{j}_{k}_0")(z)
+                        z = self.norm(z, train, f"fuse_layers_{i}_{j}_{k}_1")
+                        if not last:
+                            z = nn.relu(z)
+                y = z.astype(xs[i].dtype) if y is None else y + z.astype(y.dtype)
+            outs.append(y if self.preact else nn.relu(y))
+        return tuple(outs)
+
+
+def transition(
+    xs: Sequence,
+    widths_pre: Sequence[int],
+    widths_cur: Sequence[int],
+    *,
+    prefix: str,
+    norm: NormSpec,
+    train: bool,
+    dtype: Dtype,
+) -> list:
+    """HRNet's transition layer; call it inside a module's compact method (the layers attach
+    to that module).
+
+    An existing branch whose width changes gets 3x3 conv + norm + ReLU; a new branch is a chain
+    of 3x3 stride-2 conv + norm + ReLU from the last existing branch, keeping that branch's width
+    until the last conv.
+    """
+    out = []
+    for i, c in enumerate(widths_cur):
+        if i < len(widths_pre):
+            z = xs[i]
+            if c != widths_pre[i]:
+                z = conv(c, 3, dtype=dtype, name=f"{prefix}_{i}_0")(z)
+                z = nn.relu(norm(z, train, f"{prefix}_{i}_1"))
+        else:
+            z = xs[-1]
+            steps = i + 1 - len(widths_pre)
+            for j in range(steps):
+                width = c if j == steps - 1 else widths_pre[-1]
+                z = conv(width, 3, stride=2, dtype=dtype, name=f"{prefix}_{i}_{j}_0")(z)
+                z = nn.relu(norm(z, train, f"{prefix}_{i}_{j}_1"))
+        out.append(z)
+    return out
+
+
+class Stem(nn.Module):
+    """Two 3x3 stride-2 convs (to 1/4 resolution) and layer1 (Bottlenecks)."""
+
+    width: int = 64
+    planes: int = 64
+    num_blocks: int = 4
+    norm: NormSpec = NormSpec()
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = x.astype(self.dtype)
+        x = nn.relu(self.norm(conv(self.width, 3, stride=2, dtype=self.dtype, name="conv1")(x), train, "bn1"))
+        x = nn.relu(self.norm(conv(self.width, 3, stride=2, dtype=self.dtype, name="conv2")(x), train, "bn2"))
+        for k in range(self.num_blocks):
+            x = Bottleneck(self.planes, self.norm, self.dtype, name=f"layer1_{k}")(x, train)
+        return x
+
+
+def widths_of(cfg) -> tuple[int, int, int, int]:
+    """Branch widths (w, 2w, 4w, 8w) of a model config."""
+    w = int(cfg.width)
+    return (w, 2 * w, 4 * w, 8 * w)
+
+
+def outer_norm(cfg) -> NormSpec:
+    """BatchNorm with running statistics, used everywhere outside an ODE vector field."""
+    return NormSpec("batch", momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps))
+
+
+def make_stem(cfg, dtype: Dtype) -> nn.Module:
+    """The stem module (``name='stem'``), rematerialised if ``cfg.remat.stem``."""
+    cls = nn.remat(Stem, static_argnums=(2,)) if cfg.remat.stem else Stem
+    return cls(
+        int(cfg.stem_width), int(cfg.layer1_planes), int(cfg.layer1_blocks), outer_norm(cfg), dtype, name="stem"
+    )
+
+
+def hrnet_stages(
+    x,
+    cfg,
+    *,
+    stage_modules: Sequence[int],
+    stage_blocks: Sequence[int],
+    train: bool,
+    dtype: Dtype,
+) -> list:
+    """Transitions and HighResolutionModules of stages 2, 3, ... (call inside a compact method).
+
+    Stage ``s`` (2-based) has ``s`` branches; names follow the official code
+    (``transition{s-1}_*``, ``stage{s}_{m}``).
+    """
+    widths = widths_of(cfg)
+    norm = outer_norm(cfg)
+    xs, widths_pre = [x], [x.shape[-1]]
+    for k, (num_modules, num_blocks) in enumerate(zip(stage_modules, stage_blocks)):
+        cur = widths[: k + 2]
+        xs = transition(xs, widths_pre, cur, prefix=f"transition{k + 1}", norm=norm, train=train, dtype=dtype)
+        for m in range(num_modules):
+            module = HRModule(cur, int(num_blocks), norm, False, bool(cfg.align_corners), dtype, name=f"stage{k + 2}_{m}")
+            xs = list(module(xs, train))
+        widths_pre = cur
+    return xs
+
+
+class HRNetV2(nn.Module):
+    """HRNetV2 for segmentation (official HRNet-Semantic-Segmentation ``seg_hrnet``).
+
+    Returns ``(logits, aux)``: float32 logits (N, H, W, classes) bilinearly resized to the input
+    size, and ``aux = {"features": the 4 branch outputs}``.
+    """
+
+    cfg: object  # the model config, frozen (hashable)
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        x = make_stem(cfg, dtype)(images, train)
+        xs = hrnet_stages(
+            x, cfg, stage_modules=cfg.hrnet.stage_modules, stage_blocks=cfg.hrnet.stage_blocks, train=train, dtype=dtype
+        )
+        head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
+        head = head_cls(int(cfg.num_classes), outer_norm(cfg), bool(cfg.align_corners), dtype, name="head")
+        logits = head(tuple(xs), train)
+        logits = resize_bilinear(logits, images.shape[1:3], align_corners=bool(cfg.align_corners))
+        return logits, {"features": tuple(xs)}

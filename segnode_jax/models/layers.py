@@ -1,0 +1,168 @@
+"""Small building blocks shared by every model: convolutions, normalisation, bilinear resize.
+
+Conventions (PyTorch HRNet compatible, so that official checkpoints map one to one):
+3x3 convolutions pad one pixel on each side (so stride 2 gives ``ceil(H / 2)``), convolutions
+carry no bias unless stated, BatchNorm uses momentum 0.9 (PyTorch 0.1) and eps 1e-5, and
+bilinear resizing uses half-pixel centres (PyTorch ``align_corners=False``) unless asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+Dtype = Any
+
+# He-normal over fan-out, as torchvision / HRNet-ImageNet train from scratch.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def dtype_of(name: str) -> Dtype:
+    """Maps a config dtype name to a jnp dtype ("float64" needs ``jax_enable_x64``; tests)."""
+    table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown model.dtype={name!r}; use one of {sorted(table)}") from None
+
+
+def conv(
+    features: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    bias: bool = False,
+    dtype: Dtype = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
+    """A ``kernel x kernel`` convolution with PyTorch's symmetric ``kernel // 2`` padding."""
+    pad = kernel // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=bias,
+        dtype=dtype,
+        param_dtype=jnp.promote_types(dtype, jnp.float32),
+        kernel_init=conv_init,
+        name=name,
+    )
+
+
+def group_count(channels: int, groups: int) -> int:
+    """Number of GroupNorm groups for ``channels``: the largest divisor of it <= ``groups``."""
+    return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
+
+
+def norm(
+    x: Float[Array, "b h w c"],
+    train: bool,
+    *,
+    kind: str,
+    name: str,
+    groups: int = 16,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+) -> Float[Array, "b h w c"]:
+    """Creates (inside the calling module's compact method) and applies a normalisation.
+
+    ``"batch"``: BatchNorm with running statistics (collection ``batch_stats``); in training it
+    normalises with the statistics of the whole global batch, also when the batch is sharded
+    over devices (what PyTorch users know as SyncBatchNorm). ``"group"``: GroupNorm, a pure
+    function of its input (used inside the ODE vector field). ``"none"``: identity.
+    Statistics are computed in float32 whatever the compute dtype.
+    """
+    if kind == "none":
+        return x
+    dtype = jnp.promote_types(x.dtype, jnp.float32)  # float32, or float64 for float64 inputs
+    if kind == "batch":
+        layer = nn.BatchNorm(momentum=momentum, epsilon=epsilon, dtype=dtype, param_dtype=dtype, name=name)
+        y = layer(x.astype(dtype), use_running_average=not train)
+    elif kind == "group":
+        layer = nn.GroupNorm(
+            num_groups=group_count(x.shape[-1], groups),
+            epsilon=epsilon,
+            dtype=dtype,
+            param_dtype=dtype,
+            name=name,
+        )
+        y = layer(x.astype(dtype))
+    else:
+        raise ValueError(f"unknown normalisation {kind!r}; use 'batch', 'group' or 'none'")
+    return y.astype(x.dtype)
+
+
+def _source_index(out_size: int, in_size: int, align_corners: bool):
+    """Per output pixel: the two source pixels and the weight of the second (PyTorch rules)."""
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = np.arange(out_size, dtype=np.float64) * scale
+    else:
+        src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+        src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, w1
+
+
+def resize_bilinear(
+    x: Float[Array, "b h w c"], size: Sequence[int], *, align_corners: bool = False
+) -> Float[Array, "b H W c"]:
+    """Bilinear resize of an NHWC tensor to ``size=(H, W)``, exactly as PyTorch's
+    ``F.interpolate(mode="bilinear", align_corners=...)`` (no antialiasing).
+
+    Separable: two gathers and a lerp per axis, with index tables computed on the host.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    in_h, in_w = x.shape[1], x.shape[2]
+    if (out_h, out_w) == (in_h, in_w):
+        return x
+    if in_h != out_h:
+        i0, i1, w = _source_index(out_h, in_h, align_corners)
+        w = jnp.asarray(w, x.dtype)[None, :, None, None]
+        x = jnp.take(x, i0, axis=1) * (1 - w) + jnp.take(x, i1, axis=1) * w
+    if in_w != out_w:
+        i0, i1, w = _source_index(out_w, in_w, align_corners)
+        w = jnp.asarray(w, x.dtype)[None, None, :, None]
+        x = jnp.take(x, i0, axis=2) * (1 - w) + jnp.take(x, i1, axis=2) * w
+    return x
+
+
+def branch_sizes(height: int, width: int, num_branches: int = 4) -> list[tuple[int, int]]:
+    """Spatial sizes of the branches for an input image: stem /4, then /2 per branch."""
+    h, w = math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
+    sizes = [(h, w)]
+    for _ in range(num_branches - 1):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+        sizes.append((h, w))
+    return sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class NormSpec:
+    """Which normalisation a layer uses and its hyper-parameters (see ``layers.norm``)."""
+
+    kind: str = "batch"
+    groups: int = 16
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    def __call__(self, x, train: bool, name: str):
+        return norm(
+            x,
+            train,
+            kind=self.kind,
+            name=name,
+            groups=self.groups,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+        )

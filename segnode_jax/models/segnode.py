@@ -1,0 +1,129 @@
+"""SegNode (paper sec. 3.2, Fig. 1): the 4-branch module as the vector field of a neural ODE.
+
+stem (two stride-2 convs + layer1) -> HRNet transition from layer1 straight to 4 branches of
+widths (w, 2w, 4w, 8w) at 1/4 .. 1/32 resolution -> ODE block: dh/dt = f(t, h), f being
+``segnode.modules_per_field`` 4-branch modules in series over the tuple of 4 maps, solved by
+diffrax (``segnode_jax.ode``) -> per branch 1x1 conv to the classes, bilinear upsampling to the
+input size, sum.
+
+The vector field's modules use pre-activation BasicBlocks whose normalisation is GroupNorm
+(``field.norm``), a pure function of the state: BatchNorm running statistics cannot be updated
+inside a diffrax solve, and batch statistics would make f depend on the other images of the
+batch (and on the batch size), so that the forward solve, the adjoint's backward solve and
+evaluation would each integrate a different ODE. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segnode_jax import ode
+from segnode_jax.models.heads import SegNodeHead
+from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
+from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
+
+TIME_DEPENDENCE = ("none", "concat")
+
+
+class VectorField(nn.Module):
+    """f(t, h): ``num_modules`` pre-activation 4-branch modules in series.
+
+    ``time_dependent``: t enters every BasicBlock convolution as an extra constant channel
+    (torchdiffeq's ConcatConv2d); otherwise the field is autonomous, as in the paper.
+    The state stays in its own dtype (float32); convolutions run in ``dtype``.
+    """
+
+    widths: tuple[int, ...]
+    num_modules: int
+    num_blocks: int
+    norm: NormSpec
+    time_dependent: bool = False
+    align_corners: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, t, y):
+        xs = tuple(y)
+        tt = t if self.time_dependent else None
+        for m in range(self.num_modules):
+            module = HRModule(self.widths, self.num_blocks, self.norm, True, self.align_corners, self.dtype, name=f"module_{m}")
+            xs = module(xs, False, tt)
+        return tuple(x.astype(v.dtype) for x, v in zip(xs, y))
+
+
+def make_field(cfg) -> VectorField:
+    """The (unbound) vector field of a SegNode model config."""
+    f = cfg.field
+    if f.time_dependence not in TIME_DEPENDENCE:
+        raise ValueError(f"invalid model.field.time_dependence={f.time_dependence!r}; use one of {TIME_DEPENDENCE}")
+    if f.norm not in ("group", "none"):
+        raise ValueError(
+            f"invalid model.field.norm={f.norm!r}: the vector field's normalisation must be a pure "
+            "function of its input ('group' or 'none'); BatchNorm cannot update running "
+            "statistics inside an ODE solve"
+        )
+    return VectorField(
+        widths_of(cfg),
+        int(cfg.segnode.modules_per_field),
+        int(cfg.segnode.blocks_per_branch),
+        NormSpec(f.norm, groups=int(f.groups), epsilon=float(cfg.bn_eps)),
+        f.time_dependence == "concat",
+        bool(cfg.align_corners),
+        dtype_of(cfg.dtype),
+        parent=None,
+    )
+
+
+class ODEBlock(nn.Module):
+    """Owns the vector field's parameters (``params/ode/field``) and solves the ODE.
+
+    The field is an unbound Flax module applied as a pure function ``f(t, y, params)``; its
+    parameters go to ``diffeqsolve`` through ``args``.
+    """
+
+    cfg: object
+
+    @nn.compact
+    def __call__(self, y0):
+        field = make_field(self.cfg)
+        params = self.param("field", lambda rng: field.init(rng, jnp.zeros((), jnp.float32), y0)["params"])
+        settings = ode.ODESettings.from_config(self.cfg.ode)
+        if self.is_initializing():  # shapes only: skip the solve (and its compilation)
+            zero = jnp.zeros((), jnp.int32)
+            return y0, dict(num_steps=zero, num_accepted_steps=zero, num_rejected_steps=zero, nfe=zero)
+
+        def vector_field(t, y, p):
+            return field.apply({"params": p}, t, y)
+
+        return ode.solve(vector_field, y0, params, settings, remat=bool(self.cfg.remat.field))
+
+
+class SegNode(nn.Module):
+    """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["ode"]`` holds the
+    solver statistics (``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``nfe``)
+    and, with ``model.ode.saveat`` set (evaluation only), ``ts`` and ``trajectory_logits``
+    (T, N, H, W, classes) -- the prediction from the state at each time; ``aux["features"]``
+    is the state at t1."""
+
+    cfg: object
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        x = make_stem(cfg, dtype)(images, train)
+        xs = transition([x], [x.shape[-1]], widths_of(cfg), prefix="transition1", norm=outer_norm(cfg), train=train, dtype=dtype)
+        y0 = tuple(v.astype(jnp.float32) for v in xs)
+        y1, info = ODEBlock(cfg, name="ode")(y0)
+        head_cls = nn.remat(SegNodeHead, static_argnums=(3,)) if cfg.remat.head else SegNodeHead
+        head = head_cls(int(cfg.num_classes), outer_norm(cfg), bool(cfg.align_corners), dtype, name="head")
+        size = tuple(images.shape[1:3])
+        logits = head(y1, size, train)
+        stats = {k: v for k, v in info.items() if k != "ys"}
+        if "ys" in info and not train:
+            ys = info["ys"]
+            stats["trajectory_logits"] = jnp.stack(
+                [head(tuple(a[k] for a in ys), size, False) for k in range(ys[0].shape[0])]
+            )
+        return logits, {"ode": stats, "features": y1}

@@ -1,0 +1,401 @@
+"""The ODE core of SegNode: settings, the diffrax solve, adjoints, statistics and failures.
+
+The vector field is any pure function ``f(t, y, params) -> dy/dt`` over a pytree state ``y``
+(SegNode: a tuple of 4 NHWC feature maps). Its parameters reach ``diffrax.diffeqsolve``
+through ``args`` -- never by closure -- so that every adjoint, ``BacksolveAdjoint``
+included, differentiates with respect to them.
+
+Everything the solve does comes from ``cfg.model.ode`` (see ``segnode_jax.config.ode_config``):
+
+================  =========================================================================
+field             meaning
+================  =========================================================================
+solver            dopri5 (default) | tsit5 | heun (embedded error estimates) | euler | rk4
+num_steps         None: adaptive steps (PID controller, rtol/atol). An int: that many equal
+                  steps (required for euler and rk4, allowed for every solver)
+rtol, atol        tolerances of the adaptive controller
+dt0, dtmin        initial step (None: chosen by diffrax) and step floor (None: none)
+max_steps         steps allowed before the solve fails
+adjoint           backsolve (the paper) | recursive_checkpoint | direct
+adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward step size
+adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
+                  (exact rescaling), so ``atol`` means the same whatever the loss scale
+saveat            extra output times in [t0, t1] (trajectory analysis)
+================  =========================================================================
+
+A solve that fails raises :class:`ODESolveError` naming what happened and which config field
+to change (inside ``jax.jit`` the error is raised by ``equinox.error_if`` when the computation
+runs; :func:`solver_errors` turns the runtime error into a plain ``ODESolveError``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import dataclasses
+from typing import Any, Callable, ClassVar, Mapping
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+VectorField = Callable[[jax.Array, PyTree, PyTree], PyTree]
+
+_MARK = "SegNode ODE solve failed"
+
+
+class ODESolveError(RuntimeError):
+    """The ODE solve did not reach ``t1``; the message names the config field to change."""
+
+
+_rk4_tableau = diffrax.ButcherTableau(
+    a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
+    b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+    # RK4 has no embedded method; this estimate is never used (rk4 runs with fixed steps).
+    b_error=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]) - np.array([0.0, 0.0, 0.0, 1.0]),
+    c=np.array([0.5, 0.5, 1.0]),
+)
+
+
+class RK4(diffrax.AbstractERK):
+    """The classical 4th-order Runge--Kutta method (4 evaluations per step, fixed steps)."""
+
+    tableau: ClassVar[diffrax.ButcherTableau] = _rk4_tableau
+    interpolation_cls: ClassVar[Callable[..., diffrax.ThirdOrderHermitePolynomialInterpolation]] = (
+        diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+    )
+
+    def order(self, terms):
+        return 4
+
+
+# name -> (solver class, has an error estimate, evaluations per step, extra evaluations).
+# Evaluation counts are diffrax's (FSAL methods evaluate f(t0, y0) once more); they are checked
+# against a counting vector field in tests/test_ode.py.
+SOLVERS: dict[str, tuple[type, bool, int, int]] = {
+    "dopri5": (diffrax.Dopri5, True, 6, 1),
+    "tsit5": (diffrax.Tsit5, True, 6, 1),
+    "heun": (diffrax.Heun, True, 2, 0),
+    "euler": (diffrax.Euler, False, 1, 0),
+    "rk4": (RK4, False, 4, 0),
+}
+ADJOINTS = ("backsolve", "recursive_checkpoint", "direct")
+
+
+def _field(name: str) -> str:
+    return f"model.ode.{name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ODESettings:
+    """Validated, hashable solve settings (built from ``cfg.model.ode``)."""
+
+    solver: str = "dopri5"
+    t0: float = 0.0
+    t1: float = 1.0
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    dt0: float | None = None
+    dtmin: float | None = None
+    num_steps: int | None = None
+    max_steps: int = 128
+    adjoint: str = "backsolve"
+    adjoint_seminorm: bool = True
+    adjoint_normalise: bool = True
+    saveat: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        def bad(field, why):
+            raise ValueError(f"invalid {_field(field)}: {why}")
+
+        if self.solver not in SOLVERS:
+            bad("solver", f"{self.solver!r} is not one of {sorted(SOLVERS)}")
+        if self.adjoint not in ADJOINTS:
+            bad("adjoint", f"{self.adjoint!r} is not one of {list(ADJOINTS)}")
+        if not self.t1 > self.t0:
+            bad("t1", f"t1={self.t1} must be greater than t0={self.t0}")
+        if self.num_steps is None and not SOLVERS[self.solver][1]:
+            bad(
+                "num_steps",
+                f"solver={self.solver} has no error estimate, so it needs fixed steps: "
+                f"set --config.{_field('num_steps')}=8 (or use solver=dopri5 for adaptive steps)",
+            )
+        if self.num_steps is not None and self.num_steps < 1:
+            bad("num_steps", f"{self.num_steps} must be a positive number of steps (or None)")
+        if self.max_steps < 1:
+            bad("max_steps", f"{self.max_steps} must be positive")
+        if self.num_steps is not None and self.num_steps > self.max_steps:
+            bad("max_steps", f"max_steps={self.max_steps} is smaller than num_steps={self.num_steps}")
+        if self.num_steps is None and not (self.rtol > 0 and self.atol >= 0):
+            bad("rtol", f"tolerances must be positive (rtol={self.rtol}, atol={self.atol})")
+        for s in self.saveat:
+            if not self.t0 <= s <= self.t1:
+                bad("saveat", f"time {s} is outside [t0, t1] = [{self.t0}, {self.t1}]")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | "ODESettings") -> "ODESettings":
+        """Builds settings from ``cfg.model.ode`` (a ConfigDict or mapping)."""
+        if isinstance(cfg, ODESettings):
+            return cfg
+        get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            value = get(f.name, None)
+            if value is not None:
+                kwargs[f.name] = value
+        if "saveat" in kwargs:
+            kwargs["saveat"] = tuple(float(s) for s in kwargs["saveat"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        keys = list(cfg.keys()) if hasattr(cfg, "keys") else []
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise ValueError(f"unknown model.ode field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**kwargs)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.num_steps is None
+
+    def describe(self) -> str:
+        """A one-line summary of the settings, as config fields."""
+        steps = (
+            f"rtol={self.rtol:g}, atol={self.atol:g}, dt0={self.dt0}, dtmin={self.dtmin}"
+            if self.adaptive
+            else f"num_steps={self.num_steps}"
+        )
+        return (
+            f"solver={self.solver}, {steps}, max_steps={self.max_steps}, adjoint={self.adjoint}, "
+            f"t0={self.t0:g}, t1={self.t1:g}"
+        )
+
+    def nfe(self, num_steps):
+        """Vector-field evaluations of a forward solve that took ``num_steps`` steps."""
+        _, _, per_step, extra = SOLVERS[self.solver]
+        return per_step * num_steps + extra
+
+
+def failure_message(result: str, settings: ODESettings, *, phase: str = "forward") -> str:
+    """The error text for a failed solve: what happened and which config field to change."""
+    where = "" if phase == "forward" else f" during the {phase}"
+    fixed = f"--config.{_field('solver')}=rk4 --config.{_field('num_steps')}=8"
+    if result == "max_steps_reached":
+        what = (
+            f"the solver used all max_steps={settings.max_steps} steps before reaching "
+            f"t1={settings.t1:g}{where}; the step size collapsed (stiff or diverging dynamics: "
+            "check for NaN/inf inputs or a too large learning rate) or the tolerances are too tight"
+        )
+        fix = (
+            f"raise --config.{_field('max_steps')} (e.g. {4 * settings.max_steps}), loosen "
+            f"--config.{_field('rtol')}/--config.{_field('atol')}, or use fixed steps ({fixed})"
+        )
+    elif result == "dt_min_reached":
+        what = f"the step size fell below dtmin={settings.dtmin}{where}"
+        fix = f"lower or unset --config.{_field('dtmin')}, loosen rtol/atol, or use fixed steps ({fixed})"
+    else:
+        what = f"diffrax reported '{result}'{where}"
+        fix = f"change the solver settings (e.g. {fixed})"
+    return f"{_MARK}: {what} [settings: {settings.describe()}]. Fix: {fix}."
+
+
+def _result_messages(settings: ODESettings) -> list[str]:
+    names = sorted(diffrax.RESULTS._name_to_item, key=lambda n: int(diffrax.RESULTS._name_to_item[n]._value))
+    return [failure_message(name, settings) for name in names]
+
+
+def _solver_parts(settings: ODESettings):
+    solver = SOLVERS[settings.solver][0]()
+    if settings.adaptive:
+        controller = diffrax.PIDController(
+            rtol=settings.rtol,
+            atol=settings.atol,
+            dtmin=settings.dtmin,
+            force_dtmin=False,
+        )
+        dt0 = settings.dt0
+    else:
+        controller = diffrax.ConstantStepSize()
+        dt0 = (settings.t1 - settings.t0) / settings.num_steps
+    return solver, controller, dt0
+
+
+def _adjoint(settings: ODESettings, solver):
+    if settings.adjoint == "backsolve":
+        kwargs: dict[str, Any] = dict(solver=solver, throw=True)
+        if settings.adaptive and settings.adjoint_seminorm:
+            kwargs["stepsize_controller"] = diffrax.PIDController(
+                rtol=settings.rtol,
+                atol=settings.atol,
+                dtmin=settings.dtmin,
+                force_dtmin=False,
+                norm=diffrax.adjoint_rms_seminorm,
+            )
+        return diffrax.BacksolveAdjoint(**kwargs)
+    if settings.adjoint == "recursive_checkpoint":
+        return diffrax.RecursiveCheckpointAdjoint()
+    return diffrax.DirectAdjoint()
+
+
+def solve(
+    vector_field: VectorField,
+    y0: PyTree,
+    params: PyTree,
+    settings: ODESettings | Mapping,
+    *,
+    remat: bool = False,
+) -> tuple[PyTree, dict[str, Any]]:
+    """Solves dy/dt = vector_field(t, y, params) from ``settings.t0`` to ``settings.t1``.
+
+    Arguments:
+      vector_field: pure function ``(t, y, params) -> dy/dt`` with the structure of ``y``. It
+        must not close over arrays: everything it differentiates goes in ``params``.
+      y0: initial state (any pytree of float arrays; SegNode: 4 NHWC maps).
+      params: the vector field's parameters, passed to diffrax as ``args``.
+      settings: ``ODESettings`` or ``cfg.model.ode``.
+      remat: rematerialise the vector field's activations in the backward pass
+        (``jax.checkpoint``), trading compute for memory.
+
+    Returns:
+      ``(y1, info)``: the state at ``t1`` and a dict with the solver statistics
+      ``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``nfe`` (int32 scalars,
+      forward solve) and, when ``settings.saveat`` is set, ``ts`` (float32 [T]) and ``ys`` (the
+      state at each time in ``ts``, stacked on a leading axis; ``ts`` ends with ``t1``).
+
+    Raises:
+      ODESolveError: (eagerly, or via :func:`solver_errors` around a jitted call) when the
+        solve fails; with ``adjoint=backsolve`` also when the backward solve fails.
+    """
+    settings = ODESettings.from_config(settings)
+    solver, controller, dt0 = _solver_parts(settings)
+
+    def f(t, y, args):
+        return vector_field(t, y, args)
+
+    if remat:
+        f = jax.checkpoint(f)
+    if settings.saveat:
+        ts = np.array(sorted(set(settings.saveat) | {settings.t1}), dtype=np.float32)
+        saveat = diffrax.SaveAt(ts=jnp.asarray(ts))
+    else:
+        ts = None
+        saveat = diffrax.SaveAt(t1=True)
+    def integrate(y0, params):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(f),
+            solver,
+            t0=settings.t0,
+            t1=settings.t1,
+            dt0=dt0,
+            y0=y0,
+            args=params,
+            saveat=saveat,
+            stepsize_controller=controller,
+            adjoint=_adjoint(settings, solver),
+            max_steps=settings.max_steps,
+            throw=False,
+        )
+        failed = sol.result != diffrax.RESULTS.successful
+        ys = eqx.branched_error_if(sol.ys, failed, sol.result._value, _result_messages(settings))
+        stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
+        return ys, stats
+
+    if settings.adjoint == "backsolve" and settings.adjoint_normalise:
+        integrate = _normalised_cotangents(integrate)
+    ys, info = integrate(y0, params)
+    info["nfe"] = settings.nfe(info["num_steps"]).astype(jnp.int32)
+    y1 = jax.tree_util.tree_map(lambda a: a[-1], ys)
+    if ts is not None:
+        info["ts"] = jnp.asarray(ts)
+        info["ys"] = ys
+    return y1, info
+
+
+def _normalised_cotangents(integrate):
+    """Runs the backward (adjoint) solve on the cotangent divided by its RMS, then rescales.
+
+    The adjoint ODE is linear in the cotangent, so this is exact in exact arithmetic; it makes
+    the backward solve's error control (``atol``) independent of the loss scale. Without it a
+    mean-over-pixels loss gives per-element cotangents far below ``atol`` and the controller
+    controls almost nothing but the reconstruction of the state, whatever the image size and
+    batch size; with it, the adjoint gets the same relative accuracy as the forward solve
+    (tests/test_ode.py checks that the gradient does not depend on the loss scale).
+    """
+
+    @jax.custom_vjp
+    def run(y0, params):
+        return integrate(y0, params)
+
+    def fwd(y0, params):
+        ys, vjp_fn, stats = jax.vjp(integrate, y0, params, has_aux=True)
+        return (ys, stats), vjp_fn
+
+    def bwd(vjp_fn, cotangents):
+        ct_ys, _ = cotangents
+        leaves = jax.tree_util.tree_leaves(ct_ys)
+        total = sum(jnp.sum(jnp.square(c.astype(jnp.float32))) for c in leaves)
+        count = sum(c.size for c in leaves)
+        rms = jnp.sqrt(total / count)
+        scale = jnp.where(rms > 0, rms, 1.0)
+        grads = vjp_fn(jax.tree_util.tree_map(lambda c: c / scale.astype(c.dtype), ct_ys))
+        return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), grads)
+
+    run.defvjp(fwd, bwd)
+    return run
+
+
+_DIFFRAX_MESSAGES = {
+    "max_steps_reached": "The maximum number of solver steps was reached",
+    "dt_min_reached": "The minimum step size was reached",
+}
+
+
+def translate_error(error: BaseException, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:
+    """Returns the ``ODESolveError`` hidden in a JAX runtime error, or None if there is none."""
+    text = str(error)
+    start = text.find(_MARK)
+    if start >= 0:
+        end = text.find("\n", start)
+        return ODESolveError(text[start:] if end < 0 else text[start:end])
+    for result, marker in _DIFFRAX_MESSAGES.items():
+        if marker in text:  # raised by diffrax itself: the backward (adjoint) solve
+            s = ODESettings.from_config(settings) if settings is not None else ODESettings()
+            return ODESolveError(failure_message(result, s, phase="backward (adjoint) solve"))
+    return None
+
+
+@contextlib.contextmanager
+def solver_errors(settings: ODESettings | Mapping | None = None):
+    """Re-raises runtime failures of ODE solves inside the block as :class:`ODESolveError`.
+
+    Wrap the call *and* the first read of the results (errors of asynchronously dispatched
+    computations surface when the values are used)::
+
+        with ode.solver_errors(cfg.model.ode):
+            loss = float(train_step(state, batch)[1]["loss"])
+    """
+    try:
+        yield
+    except ODESolveError:
+        raise
+    except Exception as e:  # noqa: BLE001 - jax and equinox raise several runtime error types
+        translated = translate_error(e, settings)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+class _DropReportedSolveFailures(logging.Filter):
+    """JAX logs a traceback for every failing callback before re-raising it. For ODE solve
+    failures that traceback only repeats the ``ODESolveError`` the caller gets, so drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        text = str(exc)
+        return not (_MARK in text or any(m in text for m in _DIFFRAX_MESSAGES.values()))
+
+
+logging.getLogger("jax._src.callback").addFilter(_DropReportedSolveFailures())
