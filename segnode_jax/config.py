@@ -90,9 +90,11 @@ def model_config() -> config_dict.ConfigDict:
             # SegNode (paper sec. 3.2): stem -> transition to 4 branches -> ODE block whose
             # vector field is `modules_per_field` 4-branch modules -> 4 classifiers -> sum.
             segnode=dict(modules_per_field=2, blocks_per_branch=2),
-            # Normalisation inside the vector field must be a pure function of its input:
-            # "group" (GroupNorm with `groups` groups, clipped to divide each width) | "none".
-            field=dict(norm="group", groups=16, time_dependence="none"),
+            # The vector field. norm: must be a pure function of its input: "group" (GroupNorm
+            # with `groups` groups, clipped to divide each width) | "none". activation: relu
+            # (paper) | silu | softplus | gelu. time_dependence: "none" (autonomous, paper) |
+            # "concat" (t as an extra input channel of every block convolution).
+            field=dict(norm="group", groups=16, activation="relu", time_dependence="none"),
             ode=ode_config(),
             # Rematerialisation (jax.checkpoint) of parts of the network, trading compute
             # for training memory.

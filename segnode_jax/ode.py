@@ -183,8 +183,8 @@ def failure_message(result: str, settings: ODESettings, *, phase: str = "forward
     fixed = f"--config.{_field('solver')}=rk4 --config.{_field('num_steps')}=8"
     if result == "max_steps_reached":
         what = (
-            f"the solver used all max_steps={settings.max_steps} steps before reaching "
-            f"t1={settings.t1:g}{where}; the step size collapsed (stiff or diverging dynamics: "
+            f"the solver used all max_steps={settings.max_steps} steps before the end of "
+            f"[t0, t1] = [{settings.t0:g}, {settings.t1:g}]{where}; the step size collapsed (stiff or diverging dynamics: "
             "check for NaN/inf inputs or a too large learning rate) or the tolerances are too tight"
         )
         fix = (

@@ -29,19 +29,32 @@ def _with_time(x, t):
     return jnp.concatenate([x, tt], axis=-1)
 
 
+ACTIVATIONS = {"relu": nn.relu, "silu": nn.silu, "softplus": nn.softplus, "gelu": nn.gelu}
+
+
+def activation(name: str):
+    """The activation function called ``name`` (relu | silu | softplus | gelu)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}") from None
+
+
 class BasicBlock(nn.Module):
     """HRNet's BasicBlock.
 
     ``preact=False`` (official): conv3x3-BN-ReLU-conv3x3-BN, + identity, ReLU.
     ``preact=True`` (paper Fig. 2, "BN, ReLU, conv" units; used by Baseline and SegNode):
     x + conv(ReLU(N(conv(ReLU(N(x)))))), with no activation after the sum. ``t`` (optional)
-    is concatenated as an extra input channel of both convolutions.
+    is concatenated as an extra input channel of both convolutions. ``act`` names the
+    activation of the pre-activation form (the official form is always ReLU).
     """
 
     features: int
     norm: NormSpec = NormSpec()
     preact: bool = False
     dtype: Dtype = jnp.float32
+    act: str = "relu"
 
     @nn.compact
     def __call__(self, x, train: bool, t=None):
@@ -52,9 +65,10 @@ class BasicBlock(nn.Module):
             y = conv(c, 3, dtype=self.dtype, name="conv2")(y)
             y = self.norm(y, train, "bn2")
             return nn.relu(y + x.astype(y.dtype))
-        y = nn.relu(self.norm(x, train, "norm1")).astype(self.dtype)
+        act = activation(self.act)
+        y = act(self.norm(x, train, "norm1")).astype(self.dtype)
         y = conv(c, 3, dtype=self.dtype, name="conv1")(_with_time(y, t))
-        y = nn.relu(self.norm(y, train, "norm2")).astype(self.dtype)
+        y = act(self.norm(y, train, "norm2")).astype(self.dtype)
         y = conv(c, 3, dtype=self.dtype, name="conv2")(_with_time(y, t))
         return x + y.astype(x.dtype)
 
@@ -83,7 +97,8 @@ class HRModule(nn.Module):
     Each branch applies ``num_blocks`` BasicBlocks; then output ``i`` sums, over inputs ``j``:
     the identity (j == i); 1x1 conv + norm, bilinearly upsampled (j > i); a chain of (i - j)
     3x3 stride-2 convs + norm, ReLU between them (j < i). The official module applies ReLU to
-    the sum; the pre-activation form (``preact=True``) does not.
+    the sum; the pre-activation form (``preact=True``) does not, and uses ``act`` (default
+    ReLU) as its activation.
     """
 
     widths: tuple[int, ...]
@@ -92,6 +107,7 @@ class HRModule(nn.Module):
     preact: bool = False
     align_corners: bool = False
     dtype: Dtype = jnp.float32
+    act: str = "relu"
 
     @nn.compact
     def __call__(self, xs: Sequence, train: bool, t=None) -> Features:
@@ -100,7 +116,7 @@ class HRModule(nn.Module):
         for i in range(n):
             for k in range(self.num_blocks):
                 block = BasicBlock(
-                    self.widths[i], self.norm, self.preact, self.dtype, name=f"branches_{i}_{k}"
+                    self.widths[i], self.norm, self.preact, self.dtype, self.act, name=f"branches_{i}_{k}"
                 )
                 xs[i] = block(xs[i], train, t)
         outs = []
@@ -121,7 +137,7 @@ class HRModule(nn.Module):
                         z = conv(width, 3, stride=2, dtype=self.dtype, name=f"fuse_layers_{i}_{j}_{k}_0")(z)
                         z = self.norm(z, train, f"fuse_layers_{i}_{j}_{k}_1")
                         if not last:
-                            z = nn.relu(z)
+                            z = activation(self.act)(z)
                 y = z.astype(xs[i].dtype) if y is None else y + z.astype(y.dtype)
             outs.append(y if self.preact else nn.relu(y))
         return tuple(outs)

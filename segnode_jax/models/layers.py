@@ -51,10 +51,15 @@ def conv(
         padding=((pad, pad), (pad, pad)),
         use_bias=bias,
         dtype=dtype,
-        param_dtype=jnp.promote_types(dtype, jnp.float32),
+        param_dtype=_stats_dtype(dtype),
         kernel_init=conv_init,
         name=name,
     )
+
+
+def _stats_dtype(dtype) -> Dtype:
+    """float32 for every compute dtype but float64 (kept for float64 tests)."""
+    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
 
 
 def group_count(channels: int, groups: int) -> int:
@@ -82,7 +87,7 @@ def norm(
     """
     if kind == "none":
         return x
-    dtype = jnp.promote_types(x.dtype, jnp.float32)  # float32, or float64 for float64 inputs
+    dtype = _stats_dtype(x.dtype)
     if kind == "batch":
         layer = nn.BatchNorm(momentum=momentum, epsilon=epsilon, dtype=dtype, param_dtype=dtype, name=name)
         y = layer(x.astype(dtype), use_running_average=not train)

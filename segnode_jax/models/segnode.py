@@ -31,7 +31,10 @@ class VectorField(nn.Module):
 
     ``time_dependent``: t enters every BasicBlock convolution as an extra constant channel
     (torchdiffeq's ConcatConv2d); otherwise the field is autonomous, as in the paper.
-    The state stays in its own dtype (float32); convolutions run in ``dtype``.
+    The state stays in its own dtype (float32); convolutions run in ``dtype``. ``act`` is the
+    activation (``field.activation``): ReLU as in the paper, or a smooth one (silu, softplus,
+    gelu), whose continuous Jacobian spares the adaptive backward (adjoint) solve the small
+    steps it takes around every ReLU switching point.
     """
 
     widths: tuple[int, ...]
@@ -41,13 +44,16 @@ class VectorField(nn.Module):
     time_dependent: bool = False
     align_corners: bool = False
     dtype: Dtype = jnp.float32
+    act: str = "relu"
 
     @nn.compact
     def __call__(self, t, y):
         xs = tuple(y)
         tt = t if self.time_dependent else None
         for m in range(self.num_modules):
-            module = HRModule(self.widths, self.num_blocks, self.norm, True, self.align_corners, self.dtype, name=f"module_{m}")
+            module = HRModule(
+                self.widths, self.num_blocks, self.norm, True, self.align_corners, self.dtype, self.act, name=f"module_{m}"
+            )
             xs = module(xs, False, tt)
         return tuple(x.astype(v.dtype) for x, v in zip(xs, y))
 
@@ -71,6 +77,7 @@ def make_field(cfg) -> VectorField:
         f.time_dependence == "concat",
         bool(cfg.align_corners),
         dtype_of(cfg.dtype),
+        str(f.activation),
         parent=None,
     )
 

@@ -1,0 +1,250 @@
+"""The ODE core: accuracy against closed forms, solver statistics, adjoint gradients, failures."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from jax.experimental import io_callback
+
+from segnode_jax import ode
+
+A = np.array([[-0.5, 2.0], [-2.0, -0.5]])
+
+
+def linear_field(t, y, p):
+    """A pytree state: a rotating/decaying 2-vector field and a scalar decay."""
+    return (y[0] @ p["A"].T, -p["k"] * y[1])
+
+
+PARAMS = {"A": jnp.asarray(A, jnp.float32), "k": jnp.asarray(0.7, jnp.float32)}
+Y0 = (jnp.asarray([[1.0, 0.0], [0.3, -2.0]], jnp.float32), jnp.asarray(1.5, jnp.float32))
+
+
+def exact(t):
+    return np.asarray(Y0[0]) @ scipy.linalg.expm(A * t).T, 1.5 * np.exp(-0.7 * t)
+
+
+@pytest.mark.parametrize(
+    "solver,num_steps,tol",
+    [("dopri5", None, 1e-5), ("tsit5", None, 1e-5), ("heun", None, 1e-4), ("rk4", 16, 1e-4), ("euler", 512, 1e-2)],
+)
+def test_linear_field_matches_closed_form(solver, num_steps, tol):
+    s = ode.ODESettings(solver=solver, num_steps=num_steps, rtol=1e-7, atol=1e-7, max_steps=4096)
+    (y, k), info = jax.jit(lambda p, y0: ode.solve(linear_field, y0, p, s))(PARAMS, Y0)
+    ey, ek = exact(1.0)
+    np.testing.assert_allclose(y, ey, atol=tol)
+    np.testing.assert_allclose(k, ek, atol=tol)
+    if num_steps is not None:
+        assert int(info["num_steps"]) == num_steps
+
+
+def test_rk4_converges_at_fourth_order():
+    errors = []
+    for n in (4, 8, 16):
+        s = ode.ODESettings(solver="rk4", num_steps=n)
+        (y, _), _ = ode.solve(linear_field, Y0, PARAMS, s)
+        errors.append(np.abs(np.asarray(y) - exact(1.0)[0]).max())
+    ratios = [errors[0] / errors[1], errors[1] / errors[2]]
+    assert all(12 < r < 20 for r in ratios), ratios  # 2^4 = 16
+
+
+def test_time_dependent_field_and_trajectory_outputs():
+    def field(t, y, p):
+        return p * jnp.cos(t) * jnp.ones_like(y)  # y(t) = y0 + p sin(t)
+
+    s = ode.ODESettings(rtol=1e-7, atol=1e-7, saveat=(0.25, 0.5), t1=2.0)
+    y1, info = ode.solve(field, jnp.zeros(3), jnp.asarray(2.0), s)
+    np.testing.assert_allclose(info["ts"], [0.25, 0.5, 2.0])
+    np.testing.assert_allclose(info["ys"][:, 0], 2.0 * np.sin([0.25, 0.5, 2.0]), atol=1e-5)
+    np.testing.assert_allclose(y1, 2.0 * np.sin(2.0) * np.ones(3), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "solver,num_steps", [("dopri5", None), ("tsit5", None), ("heun", None), ("dopri5", 5), ("heun", 3), ("euler", 7), ("rk4", 3)]
+)
+def test_nfe_counts_every_vector_field_evaluation(solver, num_steps):
+    calls = []
+
+    def count(t):
+        calls.append(float(t))
+        return np.zeros((), np.float32)
+
+    def field(t, y, p):
+        tick = io_callback(count, jax.ShapeDtypeStruct((), jnp.float32), t, ordered=False)
+        return linear_field(t, y, p)[0] + tick
+
+    s = ode.ODESettings(solver=solver, num_steps=num_steps, rtol=1e-4, atol=1e-4, max_steps=1000)
+    _, info = jax.jit(lambda p, y0: ode.solve(field, y0, p, s))(PARAMS, Y0[0])
+    jax.effects_barrier()
+    assert int(info["nfe"]) == len(calls)
+    assert int(info["num_steps"]) == int(info["num_accepted_steps"]) + int(info["num_rejected_steps"])
+
+
+def _nonlinear(t, y, p):
+    return jnp.tanh(y @ p["W"] + p["b"][None, :]) - 0.5 * y
+
+
+@pytest.fixture(scope="module")
+def nonlinear_problem():
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        p = {"W": jnp.asarray(rng.normal(size=(3, 3))), "b": jnp.asarray(rng.normal(size=3))}
+        y0 = jnp.asarray(rng.normal(size=(2, 3)))
+        direction = {"W": jnp.asarray(rng.normal(size=(3, 3))), "b": jnp.asarray(rng.normal(size=3))}
+    return p, y0, direction
+
+
+@pytest.mark.parametrize("adjoint,rel", [("recursive_checkpoint", 1e-8), ("direct", 1e-8), ("backsolve", 1e-5)])
+def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
+    """Fixed steps (no step-size jitter in the finite differences), float64. The discrete
+    adjoints are exact for the discrete solve; backsolve approximates it to the solver's order."""
+    p, y0, d = nonlinear_problem
+    with jax.enable_x64(True):
+        s = ode.ODESettings(solver="rk4", num_steps=8, adjoint=adjoint)
+
+        def loss(p, y0):
+            return jnp.sum(jnp.sin(ode.solve(_nonlinear, y0, p, s)[0]))
+
+        gp, gy = jax.jit(jax.grad(loss, argnums=(0, 1)))(p, y0)
+        eps = 1e-6
+        shift = lambda sign: jax.tree_util.tree_map(lambda a, b: a + sign * eps * b, p, d)  # noqa: E731
+        fd = (loss(shift(1), y0) - loss(shift(-1), y0)) / (2 * eps)
+        ad = jnp.vdot(gp["W"], d["W"]) + jnp.vdot(gp["b"], d["b"])
+        assert abs(float(ad - fd)) <= rel * abs(float(fd)) + 1e-9
+        e = jnp.zeros_like(y0).at[1, 2].set(1.0)
+        fd_y = (loss(p, y0 + eps * e) - loss(p, y0 - eps * e)) / (2 * eps)
+        assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
+
+
+@pytest.fixture(scope="module")
+def tiny_field():
+    """The tiny SegNode vector field (GroupNorm, pre-activation modules) in float64.
+
+    Flax's normalisation promotes float64 with float32 internally, which strict promotion
+    forbids, hence the standard promotion here."""
+    import segnode_jax
+    from segnode_jax.models.segnode import make_field
+
+    cfg = segnode_jax.load_config("configs/tiny.py").model
+    cfg.dtype = "float64"
+    # A smooth activation: with ReLU the adjoint's right-hand side jumps wherever a unit
+    # switches, and a backward solve held to 1e-8 needs thousands of steps around the jumps.
+    cfg.field.activation = "silu"
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        field = make_field(cfg)
+        y0 = tuple(
+            jax.random.normal(jax.random.key(i), (1, s, s, c), jnp.float64)
+            for i, (s, c) in enumerate([(8, 4), (4, 8), (2, 16), (2, 32)])
+        )
+        params = field.init(jax.random.key(0, impl="rbg"), jnp.zeros((), jnp.float64), y0)["params"]
+
+    def vf(t, y, p):
+        return field.apply({"params": p}, t, y)
+
+    return vf, y0, params
+
+
+def test_backsolve_matches_recursive_checkpoint_at_tight_tolerances(tiny_field):
+    vf, y0, params = tiny_field
+    grads = {}
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        for adjoint in ("backsolve", "recursive_checkpoint"):
+            s = ode.ODESettings(adjoint=adjoint, rtol=1e-8, atol=1e-8, max_steps=4096)
+
+            def loss(p, y0):
+                return sum(jnp.sum(jnp.sin(a)) for a in ode.solve(vf, y0, p, s)[0])
+
+            grads[adjoint] = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, y0)
+        diff = jax.tree_util.tree_map(lambda a, b: a - b, grads["backsolve"], grads["recursive_checkpoint"])
+        norm = lambda t: float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(t))))  # noqa: E731
+        assert norm(diff) <= 1e-3 * norm(grads["recursive_checkpoint"])
+
+
+def test_normalised_backsolve_does_not_depend_on_the_loss_scale():
+    """The adjoint ODE is linear in the cotangent: with `adjoint_normalise` a loss scaled by
+    1e-6 gives the same (rescaled) gradient; without it, atol swamps the tiny cotangent."""
+
+    def grads(scale, normalise):
+        s = ode.ODESettings(rtol=1e-3, atol=1e-3, adjoint_normalise=normalise)
+
+        def loss(p):
+            return scale * jnp.sum(jnp.sin(ode.solve(_nonlinear, y0, p, s)[0]))
+
+        g = jax.jit(jax.grad(loss))(p)
+        return np.concatenate([np.ravel(g["W"]), np.ravel(g["b"])]) / scale
+
+    rng = np.random.default_rng(1)
+    p = {"W": jnp.asarray(3 * rng.normal(size=(3, 3)), jnp.float32), "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+    y0 = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+    ref = grads(1.0, True)
+    rel = lambda g: np.linalg.norm(g - ref) / np.linalg.norm(ref)  # noqa: E731
+    assert rel(grads(1e-6, True)) < 1e-5
+    assert rel(grads(1e-6, False)) > 1e-3
+
+
+def test_max_steps_raises_clear_error_inside_jit_and_eagerly():
+    s = ode.ODESettings(max_steps=2, rtol=1e-8, atol=1e-8)
+    with pytest.raises(ode.ODESolveError, match=r"max_steps=2.*--config\.model\.ode\.max_steps"):
+        with ode.solver_errors(s):
+            jax.block_until_ready(jax.jit(lambda p, y0: ode.solve(linear_field, y0, p, s)[0])(PARAMS, Y0))
+    with pytest.raises(ode.ODESolveError, match="model.ode.max_steps"):
+        with ode.solver_errors(s):
+            ode.solve(linear_field, Y0, PARAMS, s)
+
+
+def test_failed_backward_solve_is_reported_as_such():
+    """The forward solve of a tiny state fits in 3 steps, the adjoint (rescaled to O(1)) does not."""
+    rotation = jnp.asarray([[0.0, 6.0], [-6.0, 0.0]], jnp.float32)
+    y0 = 1e-7 * jnp.ones(2, jnp.float32)
+    s = ode.ODESettings(max_steps=5, rtol=1e-4, atol=1e-4)
+    f = lambda t, y, p: y @ p.T  # noqa: E731
+    with ode.solver_errors(s):
+        y1, info = jax.jit(lambda p: ode.solve(f, y0, p, s))(rotation)
+        assert int(info["num_steps"]) <= 5
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(f, y0, p, s)[0] ** 2)))
+    with pytest.raises(ode.ODESolveError, match=r"backward \(adjoint\) solve.*model\.ode\.max_steps"):
+        with ode.solver_errors(s):
+            jax.block_until_ready(grad(rotation))
+
+
+def test_dtmin_reached_names_the_field():
+    s = ode.ODESettings(rtol=1e-10, atol=1e-10, dtmin=0.2, max_steps=100)
+    with pytest.raises(ode.ODESolveError, match=r"dtmin=0\.2.*model\.ode\.dtmin"):
+        with ode.solver_errors(s):
+            jax.block_until_ready(jax.jit(lambda p, y0: ode.solve(linear_field, y0, p, s)[0])(PARAMS, Y0))
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(solver="rk4"), "model.ode.num_steps"),
+        (dict(solver="midpoint"), "model.ode.solver"),
+        (dict(adjoint="magic"), "model.ode.adjoint"),
+        (dict(t0=1.0, t1=1.0), "model.ode.t1"),
+        (dict(saveat=(1.5,)), "model.ode.saveat"),
+        (dict(num_steps=0), "model.ode.num_steps"),
+        (dict(num_steps=10, max_steps=5), "model.ode.max_steps"),
+    ],
+)
+def test_invalid_settings_name_the_config_field(kwargs, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        ode.ODESettings(**kwargs)
+
+
+def test_settings_from_config_rejects_unknown_fields():
+    import segnode_jax
+
+    cfg = segnode_jax.model_config().ode
+    assert ode.ODESettings.from_config(cfg) == ode.ODESettings()
+    cfg.unlock()
+    cfg.rtoll = 1e-3
+    with pytest.raises(ValueError, match="rtoll"):
+        ode.ODESettings.from_config(cfg)
+
+
+def test_solver_table_covers_diffrax_fsal_solvers():
+    """The NFE bookkeeping assumes FSAL for dopri5/tsit5 (one extra evaluation)."""
+    assert diffrax.Dopri5.tableau.fsal and diffrax.Tsit5.tableau.fsal
+    assert not diffrax.Heun.tableau.fsal and not ode.RK4.tableau.fsal
