@@ -7,7 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, NormSpec, conv, resize_bilinear
+from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv, resize_bilinear
 
 
 class HRNetHead(nn.Module):
@@ -29,7 +29,7 @@ class HRNetHead(nn.Module):
         x = jnp.concatenate([f.astype(self.dtype) for f in feats], axis=-1)
         x = conv(x.shape[-1], 1, bias=True, dtype=self.dtype, name="last_layer_0")(x)
         x = nn.relu(self.norm(x, train, "last_layer_1")).astype(self.dtype)
-        x = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name="last_layer_3")(x)
+        x = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name="last_layer_3", kernel_init=classifier_init)(x)
         return x.astype(jnp.float32)
 
 
@@ -52,7 +52,7 @@ class SegNodeHead(nn.Module):
         total = None
         for i, x in enumerate(xs):
             z = nn.relu(self.norm(x, train, f"norm_{i}")).astype(self.dtype)
-            z = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name=f"classifier_{i}")(z)
+            z = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name=f"classifier_{i}", kernel_init=classifier_init)(z)
             z = resize_bilinear(z.astype(jnp.float32), size, align_corners=self.align_corners)
             total = z if total is None else total + z
         return total

@@ -22,6 +22,9 @@ Dtype = Any
 
 # He-normal over fan-out, as torchvision / HRNet-ImageNet train from scratch.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# Final classifiers start small (normal, std 0.01, as mmsegmentation's decode heads) so that
+# the initial prediction is near uniform whatever the width.
+classifier_init = nn.initializers.normal(0.01)
 
 
 def dtype_of(name: str) -> Dtype:
@@ -41,6 +44,7 @@ def conv(
     bias: bool = False,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
+    kernel_init=conv_init,
 ) -> nn.Conv:
     """A ``kernel x kernel`` convolution with PyTorch's symmetric ``kernel // 2`` padding."""
     pad = kernel // 2
@@ -52,7 +56,7 @@ def conv(
         use_bias=bias,
         dtype=dtype,
         param_dtype=_stats_dtype(dtype),
-        kernel_init=conv_init,
+        kernel_init=kernel_init,
         name=name,
     )
 

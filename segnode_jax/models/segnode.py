@@ -123,7 +123,7 @@ class SegNode(nn.Module):
         xs = transition([x], [x.shape[-1]], widths_of(cfg), prefix="transition1", norm=outer_norm(cfg), train=train, dtype=dtype)
         y0 = tuple(v.astype(jnp.float32) for v in xs)
         y1, info = ODEBlock(cfg, name="ode")(y0)
-        head_cls = nn.remat(SegNodeHead, static_argnums=(3,)) if cfg.remat.head else SegNodeHead
+        head_cls = nn.remat(SegNodeHead, static_argnums=(2, 3)) if cfg.remat.head else SegNodeHead
         head = head_cls(int(cfg.num_classes), outer_norm(cfg), bool(cfg.align_corners), dtype, name="head")
         size = tuple(images.shape[1:3])
         logits = head(y1, size, train)

@@ -1,0 +1,280 @@
+"""Models: shapes, dtypes, train/eval behaviour, compilation caching, resize, parameter counts."""
+
+import glob
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import segnode_jax
+from segnode_jax import api
+from segnode_jax.models.hrnet import HRModule
+from segnode_jax.models.layers import NormSpec, branch_sizes, resize_bilinear
+
+MODELS = ("hrnetv2", "baseline", "segnode")
+SHAPE = (2, 30, 34, 3)  # odd sizes: the branches are 8x9, 4x5, 2x3, 1x2
+
+
+def tiny(name, **ode):
+    cfg = segnode_jax.load_config("configs/tiny.py").model
+    cfg.name = name
+    for k, v in ode.items():
+        cfg.ode[k] = v
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jax.random.normal(jax.random.key(1), SHAPE, jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def variables():
+    return {name: segnode_jax.init(tiny(name), jax.random.key(0), SHAPE) for name in MODELS}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_shape_dtype_and_eval_determinism(name, variables, images):
+    cfg = tiny(name)
+    logits, aux = segnode_jax.apply(variables[name], images, cfg)
+    assert logits.shape == SHAPE[:3] + (5,) and logits.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(logits)))
+    assert [f.shape[1:3] for f in aux["features"]] == branch_sizes(30, 34)
+    again, _ = segnode_jax.apply(variables[name], images, cfg)
+    np.testing.assert_array_equal(logits, again)
+    # Images are independent in evaluation (running statistics): image 0 alone gives the same.
+    # (An adaptive solve picks one step size for the whole batch, so SegNode is compared with
+    # fixed steps here; with adaptive steps images agree to within the tolerances.)
+    if name == "segnode":
+        cfg = tiny(name, solver="rk4", num_steps=3)
+        logits, _ = segnode_jax.apply(variables[name], images, cfg)
+    single, _ = segnode_jax.apply(variables[name], images[:1], cfg)
+    np.testing.assert_allclose(single, logits[:1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_train_mode_returns_updated_batch_stats(name, variables, images):
+    cfg = tiny(name)
+    v = variables[name]
+    logits, aux = segnode_jax.apply(v, images, cfg, train=True)
+    new = aux["batch_stats"]
+    assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(v["batch_stats"])
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), new, v["batch_stats"])
+    assert all(jax.tree_util.tree_leaves(changed))
+    # Batch statistics normalise differently from the initial running statistics.
+    eval_logits, _ = segnode_jax.apply(v, images, cfg)
+    assert not np.allclose(logits, eval_logits)
+    assert "batch_stats" not in segnode_jax.apply(v, images, cfg)[1]
+
+
+def test_segnode_vector_field_is_pure(variables):
+    v = variables["segnode"]
+    assert "ode" not in v["batch_stats"]  # no running statistics inside the ODE
+    field = v["params"]["ode"]["field"]
+    assert set(field) == {"module_0"}
+    assert "gn" not in str(jax.tree_util.tree_structure(field))  # norm params sit directly under their name
+    assert field["module_0"]["branches_3_0"]["norm1"]["scale"].shape == (32,)
+
+
+def test_segnode_reports_solver_statistics(variables, images):
+    _, aux = segnode_jax.apply(variables["segnode"], images, tiny("segnode"))
+    stats = aux["ode"]
+    assert {"num_steps", "num_accepted_steps", "num_rejected_steps", "nfe"} <= set(stats)
+    n = int(stats["num_steps"])
+    assert n >= 1 and int(stats["nfe"]) == 6 * n + 1  # dopri5, FSAL
+    assert all(stats[k].dtype == jnp.int32 for k in ("num_steps", "nfe"))
+
+
+def test_trajectory_logits_end_at_the_final_prediction(variables, images):
+    cfg = tiny("segnode", saveat=(0.25, 0.5))
+    logits, aux = segnode_jax.apply(variables["segnode"], images, cfg)
+    traj = aux["ode"]["trajectory_logits"]
+    np.testing.assert_allclose(aux["ode"]["ts"], [0.25, 0.5, 1.0])
+    assert traj.shape == (3,) + logits.shape
+    np.testing.assert_allclose(traj[-1], logits, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(traj[0], logits, atol=1e-3)
+
+
+def test_apply_compiles_once_per_shape(variables, images):
+    cfg = tiny("hrnetv2")
+    v = variables["hrnetv2"]
+    segnode_jax.apply(v, images, cfg)
+    before = api._apply_jit._cache_size()
+    segnode_jax.apply(v, images + 1.0, cfg)
+    segnode_jax.apply(v, images, tiny("hrnetv2"))  # an equal config built anew hits the cache
+    assert api._apply_jit._cache_size() == before
+    segnode_jax.apply(v, images[:, :28], cfg)
+    assert api._apply_jit._cache_size() == before + 1
+
+
+def test_apply_inside_user_jit(variables, images):
+    cfg = tiny("segnode")
+    f = jax.jit(lambda v, x: segnode_jax.apply(v, x, cfg)[0])
+    np.testing.assert_allclose(f(variables["segnode"], images), segnode_jax.apply(variables["segnode"], images, cfg)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_failed_solve_raises_from_apply(variables, images):
+    cfg = tiny("segnode", max_steps=1, rtol=1e-9, atol=1e-9)
+    with pytest.raises(segnode_jax.ODESolveError, match="model.ode.max_steps"):
+        segnode_jax.apply(variables["segnode"], images, cfg)
+
+
+def test_bfloat16_compute_keeps_float32_state_and_logits(variables, images):
+    cfg = tiny("segnode")
+    cfg.dtype = "bfloat16"
+    logits, aux = segnode_jax.apply(variables["segnode"], images, cfg)
+    ref, _ = segnode_jax.apply(variables["segnode"], images, tiny("segnode"))
+    assert logits.dtype == jnp.float32 and all(f.dtype == jnp.float32 for f in aux["features"])
+    assert float(jnp.abs(logits - ref).max()) < 0.05 * float(jnp.abs(ref).max())
+
+
+def test_time_dependent_field_adds_a_time_channel(images):
+    cfg = tiny("segnode")
+    cfg.field.time_dependence = "concat"
+    v = segnode_jax.init(cfg, jax.random.key(0), SHAPE)
+    kernel = v["params"]["ode"]["field"]["module_0"]["branches_0_0"]["conv1"]["kernel"]
+    assert kernel.shape == (3, 3, 4 + 1, 4)
+    base = segnode_jax.count_params(tiny("segnode"))
+    # One extra input channel for both 3x3 convolutions of the block of every branch.
+    assert segnode_jax.count_params(cfg) == base + 2 * 9 * (4 + 8 + 16 + 32)
+    logits, _ = segnode_jax.apply(v, images, cfg)
+    assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_rematerialisation_changes_nothing_but_memory(variables, images):
+    labels = jax.random.randint(jax.random.key(3), SHAPE[:3], 0, 5)
+
+    def grads(cfg):
+        def loss(p):
+            logits, _ = segnode_jax.apply({"params": p, "batch_stats": variables["segnode"]["batch_stats"]}, images, cfg, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return jax.jit(jax.grad(loss))(variables["segnode"]["params"])
+
+    plain = tiny("segnode", solver="rk4", num_steps=2)
+    remat = tiny("segnode", solver="rk4", num_steps=2)
+    remat.remat.field = remat.remat.stem = remat.remat.head = True
+    g0, g1 = grads(plain), grads(remat)
+    for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resize_matches_pytorch_bilinear():
+    """Against a direct transcription of PyTorch's upsample_bilinear2d index rules."""
+
+    def reference(x, out_h, out_w, align):
+        n, h, w, c = x.shape
+        out = np.zeros((n, out_h, out_w, c))
+
+        def src(o, size_in, size_out):
+            if align:
+                return o * (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+            return max((o + 0.5) * size_in / size_out - 0.5, 0.0)
+
+        for i in range(out_h):
+            sy = src(i, h, out_h)
+            y0 = min(int(np.floor(sy)), h - 1)
+            y1, ly = min(y0 + 1, h - 1), sy - min(int(np.floor(sy)), h - 1)
+            for j in range(out_w):
+                sx = src(j, w, out_w)
+                x0 = min(int(np.floor(sx)), w - 1)
+                x1, lx = min(x0 + 1, w - 1), sx - x0
+                out[:, i, j] = (
+                    (1 - ly) * ((1 - lx) * x[:, y0, x0] + lx * x[:, y0, x1])
+                    + ly * ((1 - lx) * x[:, y1, x0] + lx * x[:, y1, x1])
+                )
+        return out
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
+    for size in [(20, 28), (9, 13), (3, 4), (5, 7)]:
+        for align in (False, True):
+            got = resize_bilinear(jnp.asarray(x), size, align_corners=align)
+            np.testing.assert_allclose(got, reference(x, *size, align), rtol=1e-5, atol=1e-5)
+
+
+def _apply_overrides(cfg, text):
+    for item in text.split(","):
+        key, value = item.strip().split("=")
+        node = cfg
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value if leaf == "name" else int(value)
+
+
+def _documented_rows():
+    doc = open("docs/reproduction.md").read()
+    rows = re.findall(r"^\| (hrnetv2|baseline|segnode) \| `([^`]*)`[^|]*\| ([\d,]+) \|", doc, re.M)
+    assert len(rows) == 13, rows
+    return doc, rows
+
+
+def test_parameter_counts_equal_the_documented_table():
+    doc, rows = _documented_rows()
+    for name, overrides, documented in rows:
+        cfg = segnode_jax.model_config()
+        cfg.name = name
+        cfg.num_classes = 11
+        _apply_overrides(cfg, overrides)
+        assert segnode_jax.count_params(cfg) == int(documented.replace(",", "")), (name, overrides)
+    # The official HRNetV2-W48 reference points.
+    cfg = segnode_jax.model_config()
+    cfg.name = "hrnetv2"
+    assert segnode_jax.count_params(cfg) == 65_859_379 and "65,859,379" in doc
+    cfg.hrnet.stage_modules = (1, 4, 0)
+    assert segnode_jax.count_params(cfg) == 18_235_123 and "18,235,123" in doc
+    widths = (48, 96, 192, 384)
+    xs = tuple(jnp.zeros((1, 16 >> i, 16 >> i, w)) for i, w in enumerate(widths))
+    for blocks, official in [(4, 15_874_752), (2, 8_818_752), (1, 5_290_752)]:
+        for preact, norm in [(False, "batch"), (True, "group")]:
+            module = HRModule(widths, blocks, NormSpec(norm), preact)
+            shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), xs, False))
+            assert sum(s.size for s in jax.tree_util.tree_leaves(shapes["params"])) == official
+        assert f"{official:,}" in doc
+
+
+def test_default_readings_reproduce_table2():
+    """Paper Table 2 (CamVid): HRNetV2 65.8M within 0.5%, Baseline 70.9M and SegNode 20.9M
+    within 5%, with the defaults every dataset config inherits."""
+    cfg = segnode_jax.load_config("configs/camvid.py").model
+    for name, paper, tol in [("hrnetv2", 65.8e6, 0.005), ("baseline", 70.9e6, 0.05), ("segnode", 20.9e6, 0.05)]:
+        cfg.name = name
+        assert abs(segnode_jax.count_params(cfg) / paper - 1) <= tol, name
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/*.py")))
+def test_every_config_builds_its_models(path):
+    cfg = segnode_jax.load_config(path)
+    for name in MODELS:
+        cfg.model.name = name
+        assert segnode_jax.count_params(cfg.model) > 0
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(name="unet"), "model.name"),
+        (dict(dtype="float8"), "model.dtype"),
+    ],
+)
+def test_bad_model_config_names_the_field(change, message, images):
+    cfg = tiny("segnode")
+    for k, v in change.items():
+        cfg[k] = v
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        segnode_jax.count_params(cfg)
+
+
+def test_batchnorm_in_the_field_is_refused():
+    cfg = tiny("segnode")
+    cfg.field.norm = "batch"
+    with pytest.raises(ValueError, match=r"model\.field\.norm.*pure function"):
+        segnode_jax.count_params(cfg)
+
+
+def test_images_must_be_nhwc(variables):
+    with pytest.raises(ValueError, match=r"images\[None\]"):
+        segnode_jax.apply(variables["hrnetv2"], jnp.zeros((30, 34, 3)), tiny("hrnetv2"))
