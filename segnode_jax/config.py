@@ -57,6 +57,10 @@ def ode_config() -> config_dict.ConfigDict:
             # Backsolve: solve the adjoint ODE for the cotangent divided by its RMS and rescale
             # (exact), so that atol does not depend on the loss scale (batch, image size).
             adjoint_normalise=True,
+            # Tolerances of the backward (adjoint) solve; None = the forward's rtol/atol.
+            # Gradients for SGD need less accuracy than the forward pass (see docs/architecture.md).
+            adjoint_rtol=placeholder(float),
+            adjoint_atol=placeholder(float),
             # Extra output times inside [t0, t1] for trajectory analysis (paper sec. 4.8).
             # Empty: only the final state. With times, `aux["ode"]["ys"]` holds the states.
             saveat=(),

@@ -105,6 +105,8 @@ class ODESettings:
     adjoint: str = "backsolve"
     adjoint_seminorm: bool = True
     adjoint_normalise: bool = True
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
     saveat: tuple[float, ...] = ()
 
     def __post_init__(self):
@@ -131,6 +133,10 @@ class ODESettings:
             bad("max_steps", f"max_steps={self.max_steps} is smaller than num_steps={self.num_steps}")
         if self.num_steps is None and not (self.rtol > 0 and self.atol >= 0):
             bad("rtol", f"tolerances must be positive (rtol={self.rtol}, atol={self.atol})")
+        if self.adjoint_rtol is not None and not self.adjoint_rtol > 0:
+            bad("adjoint_rtol", f"{self.adjoint_rtol} must be positive (or None: same as rtol)")
+        if self.adjoint_atol is not None and not self.adjoint_atol >= 0:
+            bad("adjoint_atol", f"{self.adjoint_atol} must be non-negative (or None: same as atol)")
         for s in self.saveat:
             if not self.t0 <= s <= self.t1:
                 bad("saveat", f"time {s} is outside [t0, t1] = [{self.t0}, {self.t1}]")
@@ -224,14 +230,18 @@ def _solver_parts(settings: ODESettings):
 def _adjoint(settings: ODESettings, solver):
     if settings.adjoint == "backsolve":
         kwargs: dict[str, Any] = dict(solver=solver, throw=True)
-        if settings.adaptive and settings.adjoint_seminorm:
-            kwargs["stepsize_controller"] = diffrax.PIDController(
-                rtol=settings.rtol,
-                atol=settings.atol,
+        if settings.adaptive:
+            # The backward solve's own controller: the adjoint tolerances (default: the
+            # forward ones) and, with the seminorm, parameter cotangents excluded from the norm.
+            pid: dict[str, Any] = dict(
+                rtol=settings.rtol if settings.adjoint_rtol is None else settings.adjoint_rtol,
+                atol=settings.atol if settings.adjoint_atol is None else settings.adjoint_atol,
                 dtmin=settings.dtmin,
                 force_dtmin=False,
-                norm=diffrax.adjoint_rms_seminorm,
             )
+            if settings.adjoint_seminorm:
+                pid["norm"] = diffrax.adjoint_rms_seminorm
+            kwargs["stepsize_controller"] = diffrax.PIDController(**pid)
         return diffrax.BacksolveAdjoint(**kwargs)
     if settings.adjoint == "recursive_checkpoint":
         return diffrax.RecursiveCheckpointAdjoint()

@@ -118,6 +118,29 @@ def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
         assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
 
 
+
+def test_adjoint_tolerances_set_only_the_backward_accuracy(nonlinear_problem):
+    """Adaptive Dopri5 + backsolve in float64: the forward output does not depend on the
+    adjoint tolerances; the gradient's error against a tight solve grows as they loosen."""
+    p, y0, _ = nonlinear_problem
+    with jax.enable_x64(True):
+
+        def run(**kw):
+            s = ode.ODESettings(rtol=1e-4, atol=1e-4, **kw)
+
+            def loss(p):
+                return jnp.sum(jnp.sin(ode.solve(_nonlinear, y0, p, s)[0]))
+
+            return jax.jit(jax.value_and_grad(loss))(p)
+
+        ref_value, ref = run(adjoint_rtol=1e-11, adjoint_atol=1e-11)
+        errors = []
+        for tol in (1e-8, 1e-2):
+            value, g = run(adjoint_rtol=tol, adjoint_atol=tol)
+            assert float(value) == float(ref_value)
+            errors.append(float(jnp.abs(g["W"] - ref["W"]).max()))
+        assert errors[0] < 1e-6 < errors[1], errors
+
 @pytest.fixture(scope="module")
 def tiny_field():
     """The tiny SegNode vector field (GroupNorm, pre-activation modules) in float64.
@@ -226,6 +249,8 @@ def test_dtmin_reached_names_the_field():
         (dict(saveat=(1.5,)), "model.ode.saveat"),
         (dict(num_steps=0), "model.ode.num_steps"),
         (dict(num_steps=10, max_steps=5), "model.ode.max_steps"),
+        (dict(adjoint_rtol=0.0), "model.ode.adjoint_rtol"),
+        (dict(adjoint_atol=-1.0), "model.ode.adjoint_atol"),
     ],
 )
 def test_invalid_settings_name_the_config_field(kwargs, field):

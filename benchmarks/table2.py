@@ -1,0 +1,409 @@
+"""The paper's Table 2, measured: parameters, training/inference memory and time (not a test).
+
+For HRNetV2, the Baseline and SegNode (each adjoint, and each memory/speed lever on and off):
+
+* parameters, exact (``segnode_jax.count_params``);
+* memory of one training step (SGD with momentum, batch 24) and of inference (batch 1) at the
+  paper's setting (W48, CamVid 480x360, 11 classes), read from the compiled XLA executable
+  (``jit(f).lower(shapes).compile().memory_analysis()``: temp + arguments + outputs - aliases),
+  so nothing runs and no accelerator is needed; on a GPU also the measured peak memory of a step
+  and, with ``--max_batch``, the largest training batch that fits;
+* wall time of a training step and of inference, side by side in one process (interleaved
+  repeats, median) at a size a 2-core CPU can run (``--time_width``, ``--time_size``,
+  ``--time_batch``), and SegNode's mean number of function evaluations (NFE);
+* the ratios SegNode/Baseline (training memory, training time) and SegNode/HRNetV2 (inference
+  memory, inference time, parameters) next to the paper's (0.42, 1.9, 0.58, 2.4, 0.32).
+
+Writes ``benchmarks/results/table2.json`` and regenerates the table section of
+``benchmarks/README.md``.
+
+    python benchmarks/table2.py                       # everything (about an hour on 2 CPU cores)
+    python benchmarks/table2.py --only hrnetv2 segnode --no_time
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import segnode_jax  # noqa: E402
+from segnode_jax import ode  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+README = os.path.join(ROOT, "benchmarks", "README.md")
+BEGIN, END = "<!-- table2:begin -->", "<!-- table2:end -->"
+
+# The paper's Table 2 (CamVid, W48) and its ratios.
+PAPER = {
+    "params": {"hrnetv2": 65.8e6, "baseline": 70.9e6, "segnode": 20.9e6},
+    "ratios": {
+        "train_memory_vs_baseline": 0.42,
+        "train_time_vs_baseline": 1.9,
+        "infer_memory_vs_hrnetv2": 0.58,
+        "infer_time_vs_hrnetv2": 2.4,
+        "params_vs_hrnetv2": 0.32,
+    },
+}
+
+# name -> (description, config overrides on cfg.model). "segnode" is the paper's setting.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "hrnetv2": ("HRNetV2-W48 (official)", {"name": "hrnetv2"}),
+    "baseline": ("Baseline: 6 residual 4-branch modules", {"name": "baseline"}),
+    "segnode": ("SegNode, Dopri5, backsolve adjoint (paper)", {"name": "segnode"}),
+    "segnode/recursive_checkpoint": (
+        "SegNode, recursive-checkpoint adjoint",
+        {"name": "segnode", "ode.adjoint": "recursive_checkpoint"},
+    ),
+    "segnode/direct": ("SegNode, direct backprop through the solver", {"name": "segnode", "ode.adjoint": "direct"}),
+    "segnode/no_seminorm": (
+        "SegNode, backsolve without the adjoint seminorm",
+        {"name": "segnode", "ode.adjoint_seminorm": False},
+    ),
+    "segnode/adjoint_tol_1e-1": (
+        "SegNode, backsolve with a looser backward solve (adjoint rtol = atol = 0.1)",
+        {"name": "segnode", "ode.adjoint_rtol": 0.1, "ode.adjoint_atol": 0.1},
+    ),
+    "segnode+remat_field": ("SegNode + remat of the vector field", {"name": "segnode", "remat.field": True}),
+    "segnode+remat_all": (
+        "SegNode + remat of field, stem and head",
+        {"name": "segnode", "remat.field": True, "remat.stem": True, "remat.head": True},
+    ),
+    "segnode+remat_all+bf16": (
+        "SegNode + remat of field, stem and head + bfloat16 compute (float32 state)",
+        {"name": "segnode", "remat.field": True, "remat.stem": True, "remat.head": True, "dtype": "bfloat16"},
+    ),
+    "segnode+rk4x2": (
+        "SegNode, fixed-step RK4 with 2 steps (8 NFE), backsolve",
+        {"name": "segnode", "ode.solver": "rk4", "ode.num_steps": 2},
+    ),
+    "segnode+rk4x2+remat_all": (
+        "SegNode, RK4 x2 + remat of field, stem and head",
+        {"name": "segnode", "ode.solver": "rk4", "ode.num_steps": 2, "remat.field": True, "remat.stem": True, "remat.head": True},
+    ),
+    "segnode+euler_x2": (
+        "SegNode, fixed-step Euler with 2 steps (2 NFE), backsolve",
+        {"name": "segnode", "ode.solver": "euler", "ode.num_steps": 2},
+    ),
+}
+
+
+def model_config(overrides: dict[str, Any], **extra: Any):
+    """``configs/camvid.py``'s model section with ``overrides`` (dotted keys) applied."""
+    cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py")).model
+    for key, value in {**overrides, **extra}.items():
+        node = cfg
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return segnode_jax.freeze(cfg)
+
+
+def make_train_step(mc) -> Callable:
+    """One SGD-with-momentum step (the paper's SegNode optimiser) with BatchNorm updates."""
+    tx = optax.sgd(0.01, momentum=0.9)
+
+    def step(variables, opt_state, images, labels):
+        def loss_fn(params):
+            logits, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, mc, train=True)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, (aux["batch_stats"], aux.get("ode", {}).get("nfe", jnp.zeros((), jnp.int32)))
+
+        (loss, (stats, nfe)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+        updates, opt_state = tx.update(grads, opt_state, variables["params"])
+        params = optax.apply_updates(variables["params"], updates)
+        return {"params": params, "batch_stats": stats}, opt_state, loss, nfe
+
+    return step, tx
+
+
+def make_infer(mc) -> Callable:
+    def infer(variables, images):
+        logits, aux = segnode_jax.apply(variables, images, mc)
+        return logits, aux.get("ode", {}).get("nfe", jnp.zeros((), jnp.int32))
+
+    return infer
+
+
+def _abstract_state(mc, shape):
+    variables = jax.eval_shape(lambda: segnode_jax.init(mc, jax.random.key(0), shape))
+    return variables
+
+
+def _bytes(compiled) -> dict[str, int]:
+    m = compiled.memory_analysis()
+    total = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+    return {"total": int(total), "temp": int(m.temp_size_in_bytes), "arguments": int(m.argument_size_in_bytes)}
+
+
+def train_memory(mc, batch: int, size: tuple[int, int]) -> dict[str, int]:
+    shape = (batch, *size, 3)
+    variables = _abstract_state(mc, shape)
+    step, tx = make_train_step(mc)
+    opt_state = jax.eval_shape(tx.init, variables["params"])
+    images = jax.ShapeDtypeStruct(shape, jnp.float32)
+    labels = jax.ShapeDtypeStruct(shape[:3], jnp.int32)
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(variables, opt_state, images, labels).compile()
+    return _bytes(compiled)
+
+
+def infer_memory(mc, size: tuple[int, int]) -> dict[str, int]:
+    shape = (1, *size, 3)
+    variables = _abstract_state(mc, shape)
+    images = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return _bytes(jax.jit(make_infer(mc)).lower(variables, images).compile())
+
+
+def gpu_measurements(mc, batch: int, size: tuple[int, int], find_max_batch: bool) -> dict[str, Any]:
+    """Measured peak memory of a training step on the accelerator, and the largest batch."""
+    device = jax.local_devices()[0]
+
+    def run(b: int) -> int | None:
+        shape = (b, *size, 3)
+        variables = segnode_jax.init(mc, jax.random.key(0), shape)
+        step, tx = make_train_step(mc)
+        opt_state = tx.init(variables["params"])
+        images = jax.random.normal(jax.random.key(1), shape)
+        labels = jax.random.randint(jax.random.key(2), shape[:3], 0, int(mc.num_classes))
+        try:
+            with ode.solver_errors(mc.ode):
+                out = jax.jit(step, donate_argnums=(0, 1))(variables, opt_state, images, labels)
+                jax.block_until_ready(out)
+        except Exception as e:  # noqa: BLE001 - out of memory shows up as several error types
+            if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+                return None
+            raise
+        return int(device.memory_stats().get("peak_bytes_in_use", 0))
+
+    out: dict[str, Any] = {"peak_bytes": run(batch)}
+    if find_max_batch:
+        lo, hi = 0, batch
+        while run(hi) is not None:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if run(mid) is not None else (lo, mid)
+        out["max_batch"] = lo
+    return out
+
+
+def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: int, repeats: int) -> dict[str, dict]:
+    """Median seconds per training step and per inference batch, interleaved across models."""
+    prepared = {}
+    for name in names:
+        small = {"width": width, "stem_width": max(16, 2 * width), "layer1_planes": max(16, 2 * width), "field.groups": min(16, width)}
+        mc = model_config(VARIANTS[name][1], **small)
+        shape = (batch, *size, 3)
+        variables = segnode_jax.init(mc, jax.random.key(0), shape)
+        step, tx = make_train_step(mc)
+        opt_state = tx.init(variables["params"])
+        images = jax.random.normal(jax.random.key(1), shape)
+        labels = jax.random.randint(jax.random.key(2), shape[:3], 0, int(mc.num_classes))
+        t = time.perf_counter()
+        train = jax.jit(step).lower(variables, opt_state, images, labels).compile()
+        infer = jax.jit(make_infer(mc)).lower(variables, images[:1]).compile()
+        compile_s = time.perf_counter() - t
+        prepared[name] = (mc, train, infer, variables, opt_state, images, labels)
+        print(f"  compiled {name} for timing in {compile_s:.0f}s", flush=True)
+    times = {n: {"train": [], "infer": [], "train_nfe": [], "infer_nfe": []} for n in names}
+    for r in range(repeats + 1):  # the first round warms up and is dropped
+        for name in names:
+            mc, train, infer, variables, opt_state, images, labels = prepared[name]
+            with ode.solver_errors(mc.ode):
+                t = time.perf_counter()
+                out = train(variables, opt_state, images, labels)
+                jax.block_until_ready(out)
+                dt_train = time.perf_counter() - t
+                t = time.perf_counter()
+                logits, nfe_i = infer(variables, images[:1])
+                jax.block_until_ready(logits)
+                dt_infer = time.perf_counter() - t
+            if r:
+                times[name]["train"].append(dt_train)
+                times[name]["infer"].append(dt_infer)
+                times[name]["train_nfe"].append(int(out[3]))
+                times[name]["infer_nfe"].append(int(nfe_i))
+    return {
+        n: {
+            "train_step_seconds": statistics.median(v["train"]),
+            "infer_seconds": statistics.median(v["infer"]),
+            "nfe": float(np.mean(v["infer_nfe"])) if n.startswith("segnode") else None,
+        }
+        for n, v in times.items()
+    }
+
+
+def ratios(models: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+    def r(a, b):
+        return None if a is None or b is None or not b else a / b
+
+    base, hr = models.get("baseline", {}), models.get("hrnetv2", {})
+    out = {}
+    for name, m in models.items():
+        if not name.startswith("segnode"):
+            continue
+        out[name] = {
+            "train_memory_vs_baseline": r(m.get("train_memory_bytes"), base.get("train_memory_bytes")),
+            "train_time_vs_baseline": r(m.get("train_step_seconds"), base.get("train_step_seconds")),
+            "infer_memory_vs_hrnetv2": r(m.get("infer_memory_bytes"), hr.get("infer_memory_bytes")),
+            "infer_time_vs_hrnetv2": r(m.get("infer_seconds"), hr.get("infer_seconds")),
+            "params_vs_hrnetv2": r(m.get("params"), hr.get("params")),
+        }
+    return out
+
+
+def _gib(x):
+    return "-" if x is None else f"{x / 2**30:.2f}"
+
+
+def _f(x, fmt="{:.2f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        f"Measured {result['date']} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
+        f"Memory: W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, {s['num_classes']} classes, training batch "
+        f"{s['train_batch']}, inference batch 1, from XLA's memory analysis of the compiled step.",
+        f"Time: width {s['time_width']}, {s['time_size'][1]}x{s['time_size'][0]} images, training batch "
+        f"{s['time_batch']}, inference batch 1, median of {s['repeats']} interleaved repeats; NFE at "
+        "initialisation on random images (a trained field may need more or fewer).",
+        "",
+        "| model | params (M) | train mem (GiB) | infer mem (GiB) | train step (s) | inference (s) | NFE |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in result["models"].items():
+        lines.append(
+            f"| `{name}` | {_f(m.get('params') and m['params'] / 1e6)} | {_gib(m.get('train_memory_bytes'))} | "
+            f"{_gib(m.get('infer_memory_bytes'))} | {_f(m.get('train_step_seconds'), '{:.3f}')} | "
+            f"{_f(m.get('infer_seconds'), '{:.3f}')} | {_f(m.get('nfe'), '{:.0f}')} |"
+        )
+    p = PAPER["ratios"]
+    lines += [
+        "",
+        "Ratios (paper in the header):",
+        "",
+        f"| SegNode variant | train mem / Baseline ({p['train_memory_vs_baseline']}) | train time / Baseline "
+        f"({p['train_time_vs_baseline']}) | infer mem / HRNetV2 ({p['infer_memory_vs_hrnetv2']}) | infer time / "
+        f"HRNetV2 ({p['infer_time_vs_hrnetv2']}) | params / HRNetV2 ({p['params_vs_hrnetv2']}) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in result["ratios"].items():
+        lines.append(
+            f"| `{name}` | {_f(r['train_memory_vs_baseline'])} | {_f(r['train_time_vs_baseline'])} | "
+            f"{_f(r['infer_memory_vs_hrnetv2'])} | {_f(r['infer_time_vs_hrnetv2'])} | {_f(r['params_vs_hrnetv2'])} |"
+        )
+    lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    text = open(README).read() if os.path.exists(README) else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
+    if BEGIN not in text:
+        text += "\n" + BEGIN + "\n" + END + "\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(README + ".tmp", "w") as f:
+        f.write(head + BEGIN + "\n" + table + "\n" + END + tail)
+    os.replace(README + ".tmp", README)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to measure (default: all)")
+    parser.add_argument("--train_batch", type=int, default=24)
+    parser.add_argument("--size", type=int, nargs=2, default=(360, 480), metavar=("H", "W"))
+    parser.add_argument("--no_memory", action="store_true", help="skip the W48 memory analysis")
+    parser.add_argument("--no_time", action="store_true", help="skip the wall-time measurements")
+    parser.add_argument("--time_width", type=int, default=16)
+    parser.add_argument("--time_size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
+    parser.add_argument("--time_batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--time_only", nargs="+", choices=list(VARIANTS), help="variants to time (default: --only)")
+    parser.add_argument("--max_batch", action="store_true", help="GPU only: search the largest training batch")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "table2.json"))
+    parser.add_argument("--no_readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    args = parser.parse_args(argv)
+
+    names = args.only or list(VARIANTS)
+    size = tuple(args.size)
+    previous = json.load(open(args.out)) if os.path.exists(args.out) else {"models": {}}
+    models: dict[str, dict] = {n: dict(previous["models"].get(n, {})) for n in names}
+    backend = jax.default_backend()
+    infer_cache: dict[Any, dict] = {}
+    for name in names:
+        mc = model_config(VARIANTS[name][1], num_classes=11)
+        m = models[name]
+        m["params"] = segnode_jax.count_params(mc)
+        if not args.no_memory:
+            t = time.perf_counter()
+            m["train_memory_bytes"] = train_memory(mc, args.train_batch, size)["total"]
+            # Inference does not depend on the adjoint: measure once per remaining settings.
+            key = model_config(VARIANTS[name][1], num_classes=11, **{"ode.adjoint": "direct", "ode.adjoint_seminorm": True})
+            if key not in infer_cache:
+                infer_cache[key] = infer_memory(mc, size)
+            m["infer_memory_bytes"] = infer_cache[key]["total"]
+            print(
+                f"{name}: params {m['params']:,}  train {_gib(m['train_memory_bytes'])} GiB  "
+                f"infer {_gib(m['infer_memory_bytes'])} GiB  ({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
+            if backend == "gpu":
+                m.update(gpu_measurements(mc, args.train_batch, size, args.max_batch))
+    if not args.no_time:
+        timed = time_models(
+            args.time_only or names, width=args.time_width, size=tuple(args.time_size), batch=args.time_batch, repeats=args.repeats
+        )
+        for name, t in timed.items():
+            models.setdefault(name, {}).update(t)
+            print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
+    merged = {**previous["models"], **models}
+    ordered = {n: merged[n] for n in VARIANTS if n in merged}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores" + (f", {jax.devices()[0].device_kind}" if backend == "gpu" else ""),
+        "backend": backend,
+        "jax": jax.__version__,
+        "settings": {
+            "width": 48,
+            "size": list(size),
+            "num_classes": 11,
+            "train_batch": args.train_batch,
+            "time_width": args.time_width,
+            "time_size": list(args.time_size),
+            "time_batch": args.time_batch,
+            "repeats": args.repeats,
+        },
+        "paper": PAPER,
+        "models": ordered,
+        "ratios": ratios(ordered),
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+    table = markdown(result)
+    print(table)
+    if not args.no_readme:
+        write_readme(table)
+    return result
+
+
+if __name__ == "__main__":
+    main()
