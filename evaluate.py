@@ -30,25 +30,11 @@ flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (de
 flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
 
 
-def _quiet_logs():
-    """Keeps the console to our own messages: absl INFO (orbax's per-save chatter) and TFDS's
-    notes about custom builder configs are dropped; warnings and errors stay."""
-    import logging as std_logging
-
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-
-    class _Drop(std_logging.Filter):
-        def filter(self, record):
-            msg = record.getMessage()
-            return not (msg.startswith("Using custom data configuration") or "has no dataset_info.json" in msg)
-
-    logging.get_absl_logger().addFilter(_Drop())
-
 
 def main(argv):
-    _quiet_logs()
+    from segnode_jax import cli
+
+    cli.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.ckpt) == bool(FLAGS.predictions):
@@ -57,15 +43,16 @@ def main(argv):
 
     try:
         if FLAGS.predictions:
-            if FLAGS.config is None:
+            config = cli.read_config(FLAGS)
+            if config is None:
                 raise checkpoints.CheckpointError("--predictions needs --config configs/<dataset>.py (the dataset to score against)")
-            results, out_dir = evaluate_lib.score_folder(FLAGS.config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
+            results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
         else:
             results, out_dir = evaluate_lib.evaluate_checkpoint(
-                FLAGS.ckpt, FLAGS.config, which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
+                FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
                 num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
             )
-    except (checkpoints.CheckpointError, data.PreparationError, train_lib.ConfigError, evaluation.PredictionError) as e:
+    except (cli.ConfigFileError, checkpoints.CheckpointError, data.PreparationError, train_lib.ConfigError, evaluation.PredictionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ode.ODESolveError as e:

@@ -20,32 +20,18 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_logs():
-    """Keeps the console to our own messages: absl INFO (orbax's per-save chatter) and TFDS's
-    notes about custom builder configs are dropped; warnings and errors stay."""
-    import logging as std_logging
-
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-
-    class _Drop(std_logging.Filter):
-        def filter(self, record):
-            msg = record.getMessage()
-            return not (msg.startswith("Using custom data configuration") or "has no dataset_info.json" in msg)
-
-    logging.get_absl_logger().addFilter(_Drop())
-
 
 def main(argv):
-    _quiet_logs()
+    from segnode_jax import cli
+
+    cli.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from segnode_jax import checkpoints, data, ode, train_lib
 
     try:
-        result = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (train_lib.ConfigError, data.PreparationError, checkpoints.CheckpointError) as e:
+        result = train_lib.train_and_evaluate(cli.read_config(FLAGS), FLAGS.workdir)
+    except (cli.ConfigFileError, train_lib.ConfigError, data.PreparationError, checkpoints.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (train_lib.NonFiniteLossError, ode.ODESolveError) as e:

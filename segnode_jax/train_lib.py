@@ -260,7 +260,8 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
         step=state.step + 1, params=params, batch_stats=aux.get("batch_stats", state.batch_stats), opt_state=opt_state
     )
     grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # The update itself must be finite too (e.g. a NaN learning rate, an overflowing step).
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     valid = labels != losses.IGNORE_INDEX
     pred = jnp.argmax(losses.logits_at_label_size(logits, labels), axis=-1)
