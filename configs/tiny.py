@@ -1,10 +1,14 @@
-"""A tiny network for tests and smoke runs: width 4, one block everywhere, 32x32 images.
+"""A tiny network and dataset for tests and smoke runs: width 4, one block everywhere, 32x32
+synthetic images (5 classes), 4 training steps.
 
-    python -m pytest tests   # uses it end to end
+    python -m pytest tests                                      # uses it end to end
+    python train.py --config configs/tiny.py --workdir /tmp/tiny # ~1 minute on a CPU (compilation)
 
-Not meant to learn anything useful; every code path of the full models runs at toy size.
+Not meant to learn anything useful (expect an mIoU near chance); every code path of the full
+models, the training loop, checkpoints and evaluation runs at toy size.
 """
 
+from segnode_jax import data
 from segnode_jax.config import base_config
 
 
@@ -28,4 +32,21 @@ def get_config():
     m.ode.rtol = 1e-2
     m.ode.atol = 1e-2
     m.ode.max_steps = 64
+
+    d = cfg.data = data.data_config("synthetic")
+    d.num_classes = 5
+    d.image_size = (32, 32)
+    d.num_train = 16
+    d.num_val = 4
+    d.crop_size = (32, 32)
+    d.num_workers = 0
+
+    t = cfg.train
+    t.batch_size = 4
+    t.num_steps = 4
+    t.log_every_steps = 1
+    t.checkpoint_every_steps = 2
+    t.progress_bar = False
+    cfg.eval.batch_size = 4
+    cfg.eval.num_visualizations = 2
     return cfg

@@ -107,11 +107,129 @@ def model_config() -> config_dict.ConfigDict:
     )
 
 
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("poly", "cosine", "constant")
+EVAL_MODES = ("whole", "slide", "multiscale")
+
+
+def paper_recipes() -> config_dict.ConfigDict:
+    """The optimiser recipe of each model (``cfg.train.recipes``), keyed by ``model.name``.
+
+    SegNode and Baseline: the paper (sec. 4.1). HRNetV2: HRNet's own Cityscapes recipe; the
+    dataset configs replace it with HRNet's recipe for their dataset where it differs.
+    Fields: ``optimizer`` (sgd | adamw), ``learning_rate``, ``momentum`` (SGD only),
+    ``weight_decay`` (SGD: L2 added to the gradient, as PyTorch's SGD; AdamW: decoupled).
+    """
+    return config_dict.ConfigDict(
+        dict(
+            segnode=dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.0),
+            baseline=dict(optimizer="adamw", learning_rate=1e-4, momentum=0.9, weight_decay=0.05),
+            hrnetv2=dict(optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4),
+        )
+    )
+
+
+def train_config() -> config_dict.ConfigDict:
+    """Training settings (``cfg.train``); see docs/training.md for every field.
+
+    The optimiser fields ``optimizer``, ``learning_rate``, ``momentum`` and ``weight_decay``
+    default to "auto"/None, meaning "the recipe of ``model.name`` in ``recipes``", so that
+    ``--config.model.name=baseline`` switches to the Baseline's AdamW recipe; a value given
+    explicitly (``--config.train.learning_rate=0.05``) wins over the recipe.
+    """
+    return config_dict.ConfigDict(
+        dict(
+            # Global batch size: over all devices and hosts (must divide by the device count).
+            batch_size=16,
+            # Length: num_steps if set, else num_epochs passes over the training split
+            # (HRNet's END_EPOCH; steps per epoch = examples // batch_size).
+            num_epochs=placeholder(float),
+            num_steps=placeholder(int),
+            # "auto" / None: from recipes[model.name].
+            optimizer="auto",
+            learning_rate=placeholder(float),
+            momentum=placeholder(float),
+            weight_decay=placeholder(float),
+            nesterov=False,
+            adam_b1=0.9,
+            adam_b2=0.999,
+            adam_eps=1e-8,
+            recipes=paper_recipes(),
+            # poly: lr * (1 - step / num_steps) ** poly_power (HRNet, the paper); cosine; constant.
+            lr_schedule="poly",
+            poly_power=0.9,
+            end_learning_rate=0.0,
+            # Linear warm-up from 0 over this many steps (0: none, as the paper).
+            warmup_steps=0,
+            # Clip the global gradient norm (None: no clipping, as the paper).
+            grad_clip_norm=placeholder(float),
+            # Pixel cross-entropy, ignore index 255, class weights if data.class_weights.
+            # OHEM (HRNet): keep pixels whose target probability is below ohem_threshold, and
+            # at least ohem_min_kept pixels per image (the hardest ones).
+            loss=dict(ohem=False, ohem_threshold=0.9, ohem_min_kept=131072),
+            log_every_steps=50,
+            # Asynchronous orbax checkpoints (train state + data iterator) every N steps and
+            # at the end; the newest max_to_keep are kept.
+            checkpoint_every_steps=1000,
+            max_to_keep=3,
+            # Validation (eval.mode on eval.split) every N steps and at the end; None: at the
+            # end only; 0: never. The checkpoint with the best mIoU is kept in WORKDIR/best.
+            eval_every_steps=placeholder(int),
+            # Validation on the first N images only (None: the whole split).
+            eval_num_images=placeholder(int),
+            # tqdm progress bar on process 0 (loss, images/s, solver NFE).
+            progress_bar=True,
+        )
+    )
+
+
+def eval_config() -> config_dict.ConfigDict:
+    """Evaluation settings (``cfg.eval``); None fields default to the data section's values.
+
+    Modes: ``whole`` (the whole image at once), ``slide`` (overlapping ``crop_size`` windows,
+    ``stride`` apart, averaged), ``multiscale`` (``scales`` x optional horizontal ``flip``,
+    softmax probabilities averaged; each scale inferred with ``multiscale_base``).
+    """
+    return config_dict.ConfigDict(
+        dict(
+            mode="whole",
+            # None: data.eval_split.
+            split=placeholder(str),
+            # Images (whole) or windows (slide) per forward pass; None: one per local device.
+            batch_size=placeholder(int),
+            # Sliding window (h, w); None: data.crop_size. Stride None: 2/3 of the window.
+            crop_size=placeholder(tuple),
+            stride=placeholder(tuple),
+            # Multi-scale test; None: data.eval_scales / data.eval_flip (HRNet's per dataset).
+            scales=placeholder(tuple),
+            flip=placeholder(bool),
+            # How each scale of `multiscale` is inferred: slide (HRNet) | whole.
+            multiscale_base="slide",
+            # Whole mode: pad images (bottom/right, black) to a multiple of this, so that
+            # datasets of many image sizes compile few shapes (1: no padding).
+            pad_multiple=1,
+            # SegNode: solve each image's ODE with its own adaptive steps (vmap), so results
+            # do not depend on the batch size or on padding; False: the batch is solved jointly.
+            per_image_solve=True,
+            # Evaluate the first N images only (None: the whole split).
+            num_images=placeholder(int),
+            # Input | ground truth | prediction PNGs written next to results.json.
+            num_visualizations=4,
+        )
+    )
+
+
 def base_config() -> config_dict.ConfigDict:
-    """Everything a run needs; dataset config files override parts of it."""
+    """Everything a run needs but the data section (``cfg.data``, set by the dataset configs
+    with ``segnode_jax.data.data_config(name)``); dataset config files override parts of it."""
     cfg = config_dict.ConfigDict()
     cfg.seed = 0
     cfg.model = model_config()
+    cfg.train = train_config()
+    cfg.eval = eval_config()
+    # Initialise from another run's checkpoint or a converted-weights directory (see
+    # segnode_jax.checkpoints.load_variables); ignored when the workdir already has a checkpoint.
+    cfg.init_from = placeholder(str)
     return cfg
 
 

@@ -15,3 +15,78 @@ import jax  # noqa: E402
 # Catch silent dtype/rank promotions in our code (diffrax, flax and optax run under them too).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# ---------------------------------------------------------------------------------------
+# Training/evaluation fixtures (tests/test_train*.py, test_evaluation*.py, test_cli*.py).
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tiny run every training test shares: long enough to kill a CLI run in the middle.
+TINY_STEPS = 24
+TINY_CHECKPOINT_EVERY = 4
+
+
+def tiny_config(data_dir, **overrides):
+    """configs/tiny.py on a test data dir, with ``{"train.num_steps": 8}``-style overrides."""
+    import segnode_jax
+
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py"))
+    cfg.data.data_dir = str(data_dir)
+    cfg.train.num_steps = TINY_STEPS
+    cfg.train.checkpoint_every_steps = TINY_CHECKPOINT_EVERY
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        with node.ignore_type():
+            node[leaf] = value
+    return cfg
+
+
+def tiny_cli_flags(data_dir):
+    """The command-line flags equivalent to ``tiny_config(data_dir)``."""
+    return [
+        f"--config={os.path.join(REPO, 'configs', 'tiny.py')}",
+        f"--config.data.data_dir={data_dir}",
+        f"--config.train.num_steps={TINY_STEPS}",
+        f"--config.train.checkpoint_every_steps={TINY_CHECKPOINT_EVERY}",
+    ]
+
+
+def run_cli(script, *args, timeout=600):
+    """Runs ``python <script> args`` from the repository root; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A data dir holding the tiny synthetic dataset (built once per session)."""
+    from segnode_jax import data
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    data.ensure_prepared(tiny_config(root).data)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data_dir, tmp_path_factory):
+    """One uninterrupted tiny SegNode run (in this process): ``(workdir, result)``."""
+    from segnode_jax import train_lib
+
+    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    result = train_lib.train_and_evaluate(tiny_config(tiny_data_dir), str(workdir))
+    return str(workdir), result

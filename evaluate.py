@@ -1,0 +1,69 @@
+"""Evaluates a checkpoint, or scores a folder of saved predictions.
+
+    python evaluate.py --ckpt runs/cityscapes                          # newest checkpoint, eval.mode
+    python evaluate.py --ckpt runs/cityscapes --which best --mode multiscale
+    python evaluate.py --ckpt runs/cityscapes/checkpoints/4000 --split val --mode slide
+    python evaluate.py --ckpt converted/ --config configs/cityscapes.py  # a checkpoint without config.json
+    python evaluate.py --predictions preds/ --config configs/cityscapes.py
+
+The run's config is read from its config.json (no --config needed); --config replaces it (and
+takes --config.x=y overrides). Writes results.json (mIoU, pixel accuracy, per-class IoU, ...)
+and input | ground truth | prediction PNGs into --output (default WORKDIR/eval/<split>_<mode>).
+Exit status: 0 done, 1 evaluation failed (ODE solve), 2 bad input.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file; default: the run's config.json.", lock_config=True)
+flags.DEFINE_string("ckpt", None, "Training workdir, checkpoints/<step> folder, or converted-weights folder.")
+flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its newest or its best checkpoint.")
+flags.DEFINE_string("predictions", None, "Score this folder of predicted label images instead (needs --config).")
+flags.DEFINE_string("split", None, "Split to evaluate (default: data.eval_split).")
+flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale"], "Inference mode (default: eval.mode).")
+flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.")
+flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).")
+flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
+
+
+
+def main(argv):
+    from segnode_jax import cli
+
+    cli.quiet_logs()
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if bool(FLAGS.ckpt) == bool(FLAGS.predictions):
+        raise app.UsageError("pass exactly one of --ckpt or --predictions")
+    from segnode_jax import checkpoints, data, evaluate_lib, evaluation, ode, train_lib
+
+    try:
+        if FLAGS.predictions:
+            config = cli.read_config(FLAGS)
+            if config is None:
+                raise checkpoints.CheckpointError("--predictions needs --config configs/<dataset>.py (the dataset to score against)")
+            results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
+        else:
+            results, out_dir = evaluate_lib.evaluate_checkpoint(
+                FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
+                num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
+            )
+    except (cli.ConfigFileError, checkpoints.CheckpointError, data.PreparationError, train_lib.ConfigError, evaluation.PredictionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ode.ODESolveError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(evaluation.summary(results))
+    print(f"results: {os.path.join(out_dir, 'results.json')}")
+    if results.get("visualizations"):
+        print(f"prediction images (input | ground truth | prediction): {os.path.dirname(results['visualizations'][0])}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

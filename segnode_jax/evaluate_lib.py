@@ -1,0 +1,98 @@
+"""What ``evaluate.py`` does, as functions: evaluate a checkpoint, or score saved predictions.
+
+Both write ``results.json`` (see ``evaluation.metrics_from_confusion`` for the fields) into an
+output folder and return ``(results, output_folder)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Any
+
+import jax
+
+from segnode_jax import api, checkpoints, evaluation
+from segnode_jax.checkpoints import CheckpointError
+
+RESULTS_NAME = "results.json"
+PREDICTIONS_DIR = "predictions"
+
+
+def _step_of(pytree_dir: str) -> int | None:
+    m = re.search(r"(?:^|/)(\d+)/state/?$", pytree_dir.replace(os.sep, "/"))
+    return int(m.group(1)) if m else None
+
+
+def default_output(ckpt: str, split: str, mode: str, which: str) -> str:
+    """``<run workdir>/eval/<split>_<mode>[_best]`` (the workdir is where config.json is)."""
+    found = checkpoints.find_run_config(ckpt)
+    base = os.path.dirname(found) if found else os.path.abspath(ckpt)
+    suffix = "_best" if which == "best" else ""
+    return os.path.join(base, "eval", f"{split}_{mode}{suffix}")
+
+
+def evaluate_checkpoint(
+    ckpt: str,
+    cfg=None,
+    *,
+    which: str = "latest",
+    split: str | None = None,
+    mode: str | None = None,
+    num_images: int | None = None,
+    batch_size: int | None = None,
+    output: str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Evaluates a checkpoint and writes ``results.json`` and prediction images.
+
+    Arguments:
+      ckpt: a training workdir, a ``checkpoints/<step>`` folder, or a converted-weights folder.
+      cfg: the config; None reads the run's ``config.json``.
+      which: ``"latest"`` or ``"best"`` (for a workdir).
+      split, mode, num_images, batch_size: override ``cfg.eval`` (None: keep).
+      output: output folder (default :func:`default_output`).
+      progress: show a progress bar.
+
+    Returns:
+      ``(results, output_folder)``.
+
+    Raises:
+      CheckpointError: no checkpoint at ``ckpt``, no config for it, or a checkpoint that does
+        not fit the config.
+      segnode_jax.data.PreparationError: the dataset is not prepared.
+      segnode_jax.ODESolveError: an ODE solve failed.
+    """
+    from segnode_jax import data
+
+    pytree_dir, description = checkpoints.resolve_checkpoint(ckpt, which=which)
+    cfg = checkpoints.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
+    for section in ("model", "data", "eval"):
+        if section not in cfg:
+            raise CheckpointError(f"the config has no '{section}' section; pass a config from configs/")
+    data.ensure_prepared(cfg.data)
+    loaded = checkpoints.load_variables(ckpt, which=which)
+    crop = tuple(int(v) for v in cfg.data.crop_size)
+    expected = jax.eval_shape(lambda: api.init(cfg.model, jax.random.key(0), (1, crop[0], crop[1], 3)))
+    checkpoints.check_compatible(expected, loaded, source=description)
+    settings = evaluation.EvalSettings.from_config(cfg, split=split, mode=mode, num_images=num_images, batch_size=batch_size)
+    out_dir = os.path.abspath(output or default_output(ckpt, settings.split, settings.mode, which))
+    results = evaluation.evaluate(
+        loaded, cfg, settings=settings, visualize_dir=os.path.join(out_dir, PREDICTIONS_DIR), progress=progress
+    )
+    results.update(checkpoint=description, step=_step_of(pytree_dir))
+    evaluation.write_results(os.path.join(out_dir, RESULTS_NAME), results)
+    return results, out_dir
+
+
+def score_folder(cfg, pred_dir: str, *, split: str | None = None, output: str | None = None) -> tuple[dict[str, Any], str]:
+    """Scores a folder of predicted label images (see ``evaluation.score_predictions``) and
+    writes ``results.json`` into ``output`` (default ``<pred_dir>_eval``)."""
+    if "data" not in cfg:
+        raise CheckpointError("the config has no 'data' section; pass a config from configs/")
+    results = evaluation.score_predictions(cfg.data, pred_dir, split=split)
+    results.update(predictions=os.path.abspath(pred_dir))
+    out_dir = os.path.abspath(output or os.path.abspath(pred_dir).rstrip(os.sep) + "_eval")
+    evaluation.write_results(os.path.join(out_dir, RESULTS_NAME), results)
+    return results, out_dir

@@ -1,0 +1,181 @@
+"""Training end to end on configs/tiny.py: checkpoints, logs, evaluation, exact resume after
+SIGKILL, the non-finite guard, init_from, and the CLIs' errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from segnode_jax import checkpoints, evaluation, train_lib
+from tests.conftest import REPO, TINY_CHECKPOINT_EVERY, TINY_STEPS, read_jsonl, run_cli, tiny_cli_flags, tiny_config
+
+
+def _losses(workdir):
+    """Per-step training loss from metrics.jsonl (the last record of each step wins)."""
+    out = {}
+    for rec in read_jsonl(os.path.join(workdir, "metrics.jsonl")):
+        if rec.get("split", "train") == "train" and "loss" in rec:
+            out[int(rec["step"])] = float(rec["loss"])
+    return out
+
+
+def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
+    workdir, result = tiny_run
+    assert result["step"] == TINY_STEPS
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
+    assert steps[-1] == TINY_STEPS and all(s % TINY_CHECKPOINT_EVERY == 0 for s in steps)
+    assert all(os.path.isdir(os.path.join(workdir, "checkpoints", str(s), "data_iter")) for s in steps)
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, TINY_STEPS + 1))
+    assert all(np.isfinite(v) for v in losses.values())
+    # The model learns something even at toy size: the loss goes down.
+    assert np.mean([losses[s] for s in range(TINY_STEPS - 3, TINY_STEPS + 1)]) < np.mean([losses[s] for s in (1, 2, 3, 4)])
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
+    assert 0.0 <= result["val"]["miou"] <= 1.0
+    assert result["best"]["miou"] == pytest.approx(max(result["val"]["miou"], result["best"]["miou"]))
+    assert os.path.isdir(os.path.join(workdir, "best", str(result["best"]["step"])))
+
+
+def test_evaluate_cli_on_the_run_writes_results_and_images(tiny_run, tiny_data_dir):
+    workdir, result = tiny_run
+    out = os.path.join(workdir, "eval_cli")
+    proc = run_cli("evaluate.py", f"--ckpt={workdir}", f"--output={out}", "--which=latest")
+    assert proc.returncode == 0, proc.stderr
+    res = json.load(open(os.path.join(out, "results.json")))
+    for key in ("miou", "pixel_accuracy", "per_class_iou", "num_images", "mean_nfe"):
+        assert key in res, key
+    assert res["num_images"] == 4 and res["mean_nfe"] > 0
+    assert set(res["per_class_iou"]) == {"background", "disc", "square", "triangle", "ring"}
+    # The final validation of training evaluated the same (latest) checkpoint the same way.
+    assert res["miou"] == pytest.approx(result["val"]["miou"], abs=1e-6)
+    pngs = [f for f in os.listdir(os.path.dirname(res["visualizations"][0])) if f.endswith(".png")]
+    assert len(pngs) >= 2
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=600):
+    marker = os.path.join(workdir, "checkpoints", str(step), "commit_success.txt")
+    start = time.time()
+    while not os.path.exists(marker):
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read()}")
+        if time.time() - start > timeout:
+            raise AssertionError("no checkpoint appeared")
+        time.sleep(0.2)
+
+
+def test_sigkill_then_resume_continues_exactly_like_an_uninterrupted_run(tiny_run, tiny_data_dir, tmp_path):
+    reference = _losses(tiny_run[0])
+    workdir = str(tmp_path / "killed")
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    kill_after = 2 * TINY_CHECKPOINT_EVERY
+    _wait_for_checkpoint(workdir, kill_after, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    resumed_from = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert kill_after <= resumed_from < TINY_STEPS, "the run finished before it was killed"
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {workdir} from step {resumed_from}" in done.stderr
+    continued = _losses(workdir)
+    assert sorted(continued) == list(range(1, TINY_STEPS + 1))
+    for step in range(resumed_from + 1, TINY_STEPS + 1):
+        assert continued[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+
+
+def test_non_finite_update_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
+    workdir = str(tmp_path / "nan")
+    train_lib.train_and_evaluate(tiny_config(tiny_data_dir, **{"train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.eval_every_steps": 0}), workdir)
+    good = checkpoints.load_variables(workdir)
+    bad = tiny_config(tiny_data_dir, **{"train.num_steps": 4, "train.checkpoint_every_steps": 1, "train.learning_rate": 1e39, "train.eval_every_steps": 0})
+    with pytest.raises(train_lib.NonFiniteLossError, match="training stopped at step 3") as e:
+        train_lib.train_and_evaluate(bad, workdir)
+    assert "last good checkpoint is step 2" in str(e.value) and "learning_rate" in str(e.value)
+    assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [2]
+    after = checkpoints.load_variables(workdir)
+    for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(after)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert np.all(np.isfinite(np.asarray(b)))
+
+
+def test_init_from_a_run_starts_from_its_weights(tiny_run, tiny_data_dir, tmp_path):
+    import segnode_jax
+
+    source = checkpoints.load_variables(tiny_run[0])
+    workdir = str(tmp_path / "init")
+    cfg = tiny_config(tiny_data_dir, **{"train.num_steps": 1, "train.eval_every_steps": 0, "init_from": tiny_run[0], "train.learning_rate": 1e-12})
+    train_lib.train_and_evaluate(cfg, workdir)
+    loaded = checkpoints.load_variables(workdir)
+    # lr 1e-12: one step leaves the parameters at the source's, far from a fresh initialisation.
+    fresh = segnode_jax.init(cfg.model, jax.random.key(int(cfg.seed)), (1, 32, 32, 3))
+    for a, b, c in zip(*(jax.tree_util.tree_leaves(v["params"]) for v in (source, loaded, fresh))):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-8)
+    distance = sum(float(np.abs(np.asarray(a) - np.asarray(c)).sum()) for a, c in zip(
+        jax.tree_util.tree_leaves(source["params"]), jax.tree_util.tree_leaves(fresh["params"])))
+    assert distance > 1.0
+
+
+def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, tmp_path):
+    import orbax.checkpoint as ocp
+
+    import segnode_jax
+
+    cfg = tiny_config(tiny_data_dir, **{"train.num_steps": 1, "train.eval_every_steps": 0, "train.learning_rate": 1e-12})
+    fresh = segnode_jax.init(cfg.model, jax.random.key(int(cfg.seed)), (1, 32, 32, 3))
+    kernel = np.asarray(fresh["params"]["stem"]["conv1"]["kernel"])
+    converted = tmp_path / "converted"
+    os.makedirs(converted)
+    writer = ocp.StandardCheckpointer()
+    writer.save(str(converted / "variables"), {"params": {"stem": {"conv1": {"kernel": kernel + 1.0}}}})
+    writer.wait_until_finished()
+    json.dump({"format": "segnode-jax-converted/1", "model": cfg.model.to_dict()}, open(converted / "conversion.json", "w"))
+    workdir = str(tmp_path / "run")
+    with cfg.ignore_type():
+        cfg.init_from = str(converted)
+    train_lib.train_and_evaluate(cfg, workdir)
+    loaded = checkpoints.load_variables(workdir)
+    np.testing.assert_allclose(np.asarray(loaded["params"]["stem"]["conv1"]["kernel"]), kernel + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded["params"]["stem"]["conv2"]["kernel"]), np.asarray(fresh["params"]["stem"]["conv2"]["kernel"]), rtol=1e-6, atol=1e-8
+    )
+
+
+def test_workdir_of_another_model_is_refused(tiny_run, tiny_data_dir):
+    cfg = tiny_config(tiny_data_dir, **{"model.width": 8})
+    with pytest.raises(train_lib.ConfigError, match="different model"):
+        train_lib.train_and_evaluate(cfg, tiny_run[0])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--config=configs/nope.py", "--workdir=/tmp/x"], "nope.py"),
+        (["--config=configs/camvid.py", "--workdir={tmp}/w", "--config.data.data_dir={tmp}/empty"], "python -m segnode_jax.data.prepare"),
+        (["{tiny}", "--workdir={tmp}/w", "--config.train.batch_size=3"], "batch_size"),
+    ],
+)
+def test_train_cli_errors_are_one_clear_message(args, message, tiny_data_dir, tmp_path):
+    tiny = " ".join(tiny_cli_flags(tiny_data_dir))
+    argv = []
+    for a in args:
+        argv += a.format(tmp=tmp_path, tiny=tiny).split(" ")
+    proc = run_cli("train.py", *argv)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_evaluate_cli_errors(tmp_path, tiny_data_dir):
+    proc = run_cli("evaluate.py", f"--ckpt={tmp_path}/missing")
+    assert proc.returncode == 2 and f"{tmp_path}/missing" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("evaluate.py", f"--predictions={tmp_path}")
+    assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,49 @@
+"""Trains a segmentation model (SegNode, Baseline or HRNetV2) and validates it.
+
+    python train.py --config configs/cityscapes.py --workdir runs/cityscapes
+    python train.py --config configs/camvid.py --workdir runs/camvid_baseline --config.model.name=baseline
+    python train.py --config configs/synthetic.py --workdir runs/synthetic --config.model.ode.adjoint=recursive_checkpoint
+
+Rerunning the same command resumes from the newest checkpoint in --workdir. Exit status: 0 done,
+1 training failed (non-finite loss, failed ODE solve), 2 bad input (config, dataset, checkpoint).
+See docs/training.md.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cityscapes.py.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.json (resumed if it has a checkpoint).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+
+def main(argv):
+    from segnode_jax import cli
+
+    cli.quiet_logs()
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from segnode_jax import checkpoints, data, ode, train_lib
+
+    try:
+        result = train_lib.train_and_evaluate(cli.read_config(FLAGS), FLAGS.workdir)
+    except (cli.ConfigFileError, train_lib.ConfigError, data.PreparationError, checkpoints.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (train_lib.NonFiniteLossError, ode.ODESolveError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    val = result.get("val")
+    summary = f"done: step {result['step']}, loss {result['loss']:.4f}"
+    if val:
+        summary += f", val mIoU {100 * val['miou']:.2f}"
+    print(f"{summary}; checkpoints in {FLAGS.workdir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
