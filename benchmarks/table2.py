@@ -371,7 +371,7 @@ def main(argv=None) -> dict:
             args.time_only or names, width=args.time_width, size=tuple(args.time_size), batch=args.time_batch, repeats=args.repeats
         )
         for name, t in timed.items():
-            models.setdefault(name, {}).update(t)
+            models.setdefault(name, dict(previous["models"].get(name, {}))).update(t)
             print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
     merged = {**previous["models"], **models}
     ordered = {n: merged[n] for n in VARIANTS if n in merged}
