@@ -14,7 +14,7 @@ from PIL import Image
 from segnode_jax import data, evaluation
 from segnode_jax.models.layers import resize_bilinear
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 # ---------------------------------------------------------------------------------------
