@@ -174,8 +174,18 @@ def test_train_cli_errors_are_one_clear_message(args, message, tiny_data_dir, tm
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_evaluate_cli_errors(tmp_path, tiny_data_dir):
+def test_evaluate_cli_errors(tmp_path, tiny_data_dir, tiny_run):
     proc = run_cli("evaluate.py", f"--ckpt={tmp_path}/missing")
     assert proc.returncode == 2 and f"{tmp_path}/missing" in proc.stderr and "Traceback" not in proc.stderr
+    # A checkpoint evaluated with a config of another width: the mismatch is named, nothing is written.
+    out = tmp_path / "eval_out"
+    proc = run_cli("evaluate.py", f"--ckpt={tiny_run[0]}", *tiny_cli_flags(tiny_data_dir), "--config.model.width=8", f"--output={out}")
+    assert proc.returncode == 2, proc.stderr
+    assert "different model config" in proc.stderr and "omit --config" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    # A dataset that is not prepared (the synthetic one builds itself; CamVid cannot): the
+    # preparation command is named.
+    proc = run_cli("evaluate.py", f"--ckpt={tiny_run[0]}", "--config=configs/camvid.py", f"--config.data.data_dir={tmp_path}/no_data")
+    assert proc.returncode == 2 and "segnode_jax.data" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = run_cli("evaluate.py", f"--predictions={tmp_path}")
     assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr
