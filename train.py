@@ -27,16 +27,20 @@ def main(argv):
     cli.quiet_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from segnode_jax import checkpoints, data, ode, train_lib
+    from segnode_jax import checkpoints, data, ode, parallel, train_lib
 
     try:
         result = train_lib.train_and_evaluate(cli.read_config(FLAGS), FLAGS.workdir)
-    except (cli.ConfigFileError, train_lib.ConfigError, data.PreparationError, checkpoints.CheckpointError) as e:
+    except (cli.ConfigFileError, train_lib.ConfigError, data.PreparationError, checkpoints.CheckpointError, parallel.ParallelConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (train_lib.NonFiniteLossError, ode.ODESolveError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    import jax
+
+    if jax.process_index() != 0:
+        return 0
     val = result.get("val")
     summary = f"done: step {result['step']}, loss {result['loss']:.4f}"
     if val:

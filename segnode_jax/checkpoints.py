@@ -23,6 +23,7 @@ merges such a tree into a freshly initialised one (``--config.init_from=PATH``).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -73,6 +74,13 @@ def save_config(workdir: str, cfg: config_dict.ConfigDict) -> str:
     """Writes ``WORKDIR/config.json`` (process 0) and returns its path."""
     path = os.path.join(workdir, CONFIG_NAME)
     if jax.process_index() == 0:
+        cfg = copy.deepcopy(cfg)
+        if "parallel" in cfg:
+            # How this launch was started (process 0's id, ...) is not part of the run.
+            with cfg.unlocked():
+                for key in ("coordinator_address", "num_processes", "process_id"):
+                    if key in cfg.parallel:
+                        cfg.parallel[key] = None
         os.makedirs(workdir, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -165,12 +173,23 @@ class RunCheckpoints:
         if step is None:
             raise CheckpointError(f"no complete checkpoint in {self.latest.directory}")
         args = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-        if data_iter is not None:
+        if data_iter is not None and self.has_data_position(step):
             import grain
 
             args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+        elif data_iter is not None:
+            log.warning(
+                "checkpoint %d was written by another number of processes than %d: the data order "
+                "restarts (the train state is restored exactly)", step, jax.process_count(),
+            )
         restored = self.latest.restore(step, args=ocp.args.Composite(**args))
         return restored["state"], dict(restored["meta"])
+
+    def has_data_position(self, step: int) -> bool:
+        """Whether checkpoint ``step`` holds this process's data-iterator position (it does not
+        when it was written by a different number of processes: each host reads its own shard)."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return os.path.exists(os.path.join(self.latest.directory, str(step), "data_iter", name))
 
     def save(self, step: int, state, data_iter, meta: Mapping[str, Any]) -> None:
         """Starts an asynchronous save of the state and the iterator position at ``step``."""

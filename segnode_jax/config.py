@@ -215,6 +215,40 @@ def eval_config() -> config_dict.ConfigDict:
             num_images=placeholder(int),
             # Input | ground truth | prediction PNGs written next to results.json.
             num_visualizations=4,
+            # evaluate.py --trajectory (SegNode; segnode_jax/trajectory.py): predictions at
+            # num_times equally spaced solve times, strips of them for num_strips images, and a
+            # sweep of solver settings ("solver:steps" fixed steps, "solver@tol" adaptive);
+            # the fastest within max_miou_drop (absolute) of the best is recommended.
+            trajectory=dict(
+                num_times=8,
+                num_strips=4,
+                max_miou_drop=0.01,
+                sweep=("euler:1", "euler:2", "euler:4", "rk4:1", "rk4:2", "rk4:4", "dopri5@1e-1", "dopri5@1e-2", "dopri5@1e-3"),
+            ),
+        )
+    )
+
+
+def parallel_config() -> config_dict.ConfigDict:
+    """Settings of devices and hosts (``cfg.parallel``)."""
+    return config_dict.ConfigDict(
+        dict(
+            # Multi-host start-up (jax.distributed.initialize): "auto" starts it when a
+            # launcher is detected (SLURM with >1 task, Open MPI, JAX_COORDINATOR_ADDRESS)
+            # or coordinator_address is set; "on" always; "off" never (single host).
+            distributed="auto",
+            # host:port of process 0's coordinator; num_processes and process_id of this
+            # process. None: detected from the launcher (SLURM, Open MPI) or JAX_* variables.
+            coordinator_address=placeholder(str),
+            num_processes=placeholder(int),
+            process_id=placeholder(int),
+            # Seconds to wait for all processes to join.
+            initialization_timeout=300,
+            # Train state layout: "replicated" (every device holds all parameters and the
+            # optimiser state) | "fsdp" (arrays of at least fsdp_min_size elements are
+            # split over the data axis: less memory per device, more communication).
+            param_sharding="replicated",
+            fsdp_min_size=2**16,
         )
     )
 
@@ -227,6 +261,7 @@ def base_config() -> config_dict.ConfigDict:
     cfg.model = model_config()
     cfg.train = train_config()
     cfg.eval = eval_config()
+    cfg.parallel = parallel_config()
     # Initialise from another run's checkpoint or a converted-weights directory (see
     # segnode_jax.checkpoints.load_variables); ignored when the workdir already has a checkpoint.
     cfg.init_from = placeholder(str)

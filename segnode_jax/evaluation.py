@@ -206,9 +206,10 @@ def score_batch(
 # The model as a prediction function.
 
 
-def local_mesh() -> jax.sharding.Mesh:
-    """A 1-D ``data`` mesh over this host's devices (evaluation runs per host)."""
-    devices = jax.local_devices()
+def local_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D ``data`` mesh over this host's devices (evaluation runs per host), or over
+    ``devices``."""
+    devices = jax.local_devices() if devices is None else list(devices)
     return jax.sharding.Mesh(np.array(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
@@ -275,10 +276,13 @@ class Predictor:
         None: one per local device.
       is_ode: whether ``nfe`` is meaningful (SegNode).
       args: leading arguments of ``fn`` (e.g. the variables), replicated on the devices.
+      devices: the devices to run on (default: all of this host's).
     """
 
-    def __init__(self, fn, *, batch_size: int | None = None, is_ode: bool = False, args: tuple = (), _jitted=None):
-        self.mesh = local_mesh()
+    def __init__(
+        self, fn, *, batch_size: int | None = None, is_ode: bool = False, args: tuple = (), devices=None, _jitted=None
+    ):
+        self.mesh = local_mesh(devices)
         n_dev = self.mesh.size
         bs = n_dev if not batch_size else int(batch_size)
         self.batch_size = int(math.ceil(bs / n_dev) * n_dev)
@@ -292,14 +296,16 @@ class Predictor:
         self._nfe: list[tuple[jax.Array, int]] = []
 
     @classmethod
-    def for_model(cls, variables, model_cfg, *, batch_size: int | None = None, per_image_solve: bool = True) -> "Predictor":
+    def for_model(
+        cls, variables, model_cfg, *, batch_size: int | None = None, per_image_solve: bool = True, devices=None
+    ) -> "Predictor":
         """A predictor running a segnode-jax model (see :func:`predict_logits`)."""
         from segnode_jax import api
 
         frozen = api.freeze(model_cfg)
-        mesh = local_mesh()
+        mesh = local_mesh(devices)
         return cls(
-            None, batch_size=batch_size, is_ode=frozen.name == "segnode", args=(variables,),
+            None, batch_size=batch_size, is_ode=frozen.name == "segnode", args=(variables,), devices=devices,
             _jitted=_predict_jit(frozen, bool(per_image_solve), mesh),
         )
 
@@ -322,10 +328,15 @@ class Predictor:
         if n < self.batch_size:
             pad = np.zeros((self.batch_size - n,) + batch.shape[1:], np.float32)
             batch = np.concatenate([batch, pad])
-        logits, nfe = self._fn(*self._args, batch)
+        logits, nfe = self._fn(*self._args, self.put(batch))
         if self.is_ode:
             self._nfe.append((nfe, n))
         return logits
+
+    def put(self, batch: np.ndarray) -> jax.Array:
+        """A host batch (leading axis = batch) split over this predictor's devices (explicit:
+        in a multi-host run JAX does not place NumPy inputs of a sharded ``jit`` itself)."""
+        return jax.device_put(batch, NamedSharding(self.mesh, PartitionSpec("data")))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = []
@@ -604,6 +615,7 @@ def evaluate(
     settings: EvalSettings | None = None,
     visualize_dir: str | None = None,
     progress: bool = False,
+    devices=None,
 ) -> dict[str, Any]:
     """Evaluates model variables on a split of ``cfg.data``.
 
@@ -614,6 +626,7 @@ def evaluate(
       visualize_dir: where to write ``input | ground truth | prediction`` PNGs of the first
         ``settings.num_visualizations`` images (None: none).
       progress: show a tqdm bar.
+      devices: this host's devices to run on (default: all); the batch is split over them.
 
     Returns:
       The metrics of :func:`metrics_from_confusion` plus ``num_images``, ``split``,
@@ -625,7 +638,9 @@ def evaluate(
       segnode_jax.ODESolveError: an ODE solve failed (the message names the field to change).
     """
     s = settings or EvalSettings.from_config(cfg)
-    predictor = Predictor.for_model(variables, cfg.model, batch_size=s.batch_size, per_image_solve=s.per_image_solve)
+    predictor = Predictor.for_model(
+        variables, cfg.model, batch_size=s.batch_size, per_image_solve=s.per_image_solve, devices=devices
+    )
     return evaluate_predictor(predictor, cfg, settings=s, visualize_dir=visualize_dir, progress=progress)
 
 
@@ -745,7 +760,7 @@ def _whole_batch(predictor: Predictor, score, group, pad_value, pad_multiple, vi
     image_size[n:] = (hc, wc)
     label_size[n:] = (lh, lw)
     logits = predictor.device_call(images[:n])
-    cm, pred = score(logits, image_size, labels, label_size)
+    cm, pred = score(logits, *(predictor.put(a) for a in (image_size, labels, label_size)))
     cm = np.asarray(cm, np.int64)
     for i, ex in enumerate(group):
         visualize(ex, np.asarray(pred[i])[: ex["label"].shape[0], : ex["label"].shape[1]])
@@ -825,7 +840,10 @@ def score_predictions(dcfg, pred_dir: str, *, split: str | None = None) -> dict[
 
 
 def write_results(path: str, results: Mapping[str, Any]) -> str:
-    """Writes ``results`` as indented JSON (atomically) and returns the path."""
+    """Writes ``results`` as indented JSON (atomically; process 0 of a multi-host run) and
+    returns the path."""
+    if jax.process_index() != 0:
+        return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

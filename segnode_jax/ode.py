@@ -307,7 +307,11 @@ def solve(
             throw=False,
         )
         failed = sol.result != diffrax.RESULTS.successful
-        ys = eqx.branched_error_if(sol.ys, failed, sol.result._value, _result_messages(settings))
+        # The check runs on a scalar tied to the state (adding it is free), not on the state
+        # itself: an error check on the state would gather the whole, batch-sharded state onto
+        # one device every step when several devices share the batch.
+        token = eqx.branched_error_if(jnp.zeros((), jnp.float32), failed, sol.result._value, _result_messages(settings))
+        ys = jax.tree_util.tree_map(lambda y: y + token.astype(y.dtype), sol.ys)
         stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
         return ys, stats
 

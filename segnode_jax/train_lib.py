@@ -3,10 +3,12 @@
     cfg = segnode_jax.load_config("configs/synthetic.py")
     result = train_lib.train_and_evaluate(cfg, "runs/synthetic")
 
-Everything is laid out for any number of devices and hosts: a 1-D ``data`` mesh over all
-devices (``jax.make_mesh``), batches sharded over it with ``NamedSharding``, parameters and
-optimiser state replicated; ``train_step(state, batch) -> (state, metrics)`` is jitted once,
-donating the state. BatchNorm statistics are computed over the global batch (SyncBN, as HRNet).
+Everything is laid out for any number of devices and hosts (``segnode_jax.parallel``): a 1-D
+``data`` mesh over all devices, batches sharded over it, parameters and optimiser state
+replicated (or split, ``parallel.param_sharding="fsdp"``); ``train_step(state, batch) ->
+(state, metrics)`` is jitted once, donating the state. BatchNorm statistics are computed over
+the global batch (SyncBN, as HRNet). Multi-host runs start ``jax.distributed`` first
+(``parallel.initialize``); each host reads its own shard of the data.
 
 Determinism and resume: the model is initialised from ``key(seed)``; the data pipeline draws
 its shuffles and augmentations from ``seed`` and the example position; the models have no
@@ -31,10 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
-from segnode_jax import api, checkpoints, evaluation, losses, metrics_log, ode
+from segnode_jax import api, checkpoints, evaluation, losses, metrics_log, ode, parallel
 from segnode_jax.config import LR_SCHEDULES, OPTIMIZERS
 
 log = logging.getLogger("segnode_jax")
@@ -198,28 +199,6 @@ def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformat
 # Devices.
 
 
-def make_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh named ``data`` over all devices of all hosts."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def check_batch_size(global_batch: int, *, field: str = "train.batch_size") -> int:
-    """The per-host batch size; errors unless the global batch splits evenly over devices."""
-    n_dev, n_proc = jax.device_count(), jax.process_count()
-    if global_batch % n_dev:
-        raise ConfigError(
-            f"{field}={global_batch} does not divide evenly over the {n_dev} devices; use a multiple "
-            f"of {n_dev} (e.g. --config.{field}={max(n_dev, (global_batch // n_dev) * n_dev)})."
-        )
-    return global_batch // n_proc
-
-
-def global_batch(local: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Assembles the hosts' batches into global arrays sharded over the ``data`` axis."""
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
-
-
 # ---------------------------------------------------------------------------------------
 # State and steps.
 
@@ -281,59 +260,41 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, model_cfg, per_image: bool = True):
-    """Confusion matrix of an evaluation batch (pure; jit it with :func:`make_eval_step`).
-
-    Arguments:
-      state: a train state (or anything with ``.params``/``.batch_stats``).
-      batch: ``image`` (B, h, w, 3) on an image canvas, ``image_size`` (B, 2) the real sizes,
-        ``label`` (B, H, W) on a label canvas (255 outside the real label), ``label_size``
-        (B, 2). Padding examples have all-255 labels. See ``evaluation.score_batch``.
-      model_cfg: ``cfg.model``.
-      per_image: solve each image's ODE separately (see ``evaluation.predict_logits``).
-
-    Returns:
-      int32 ``(C, C)`` confusion matrix (rows: ground truth) at label resolution.
-    """
-    logits, _ = evaluation.predict_logits(state.variables, batch["image"], model_cfg, per_image=per_image)
-    confusion, _ = evaluation.score_batch(logits, batch["image_size"], batch["label"], batch["label_size"])
-    return confusion
-
-
 def _freeze(c):
     return api.freeze(c) if c is not None else None
 
 
+def abstract_train_state(model_cfg, tx: optax.GradientTransformation, seed: int = 0):
+    """Shapes and dtypes of the train state (nothing computed). Parameter shapes do not depend
+    on the image size, so a small input stands in for the crop."""
+    return jax.eval_shape(lambda: create_train_state(model_cfg, tx, jax.random.key(seed), (1, 64, 64, 3)))
+
+
+def train_state_shardings(model_cfg, tx, mesh, parallel_cfg=None):
+    """The sharding of every leaf of the train state (see ``parallel.state_shardings``)."""
+    return parallel.state_shardings(abstract_train_state(model_cfg, tx), mesh, parallel_cfg)
+
+
 @functools.lru_cache(maxsize=16)
-def _train_step_jit(model_cfg, train_cfg, num_steps: int, class_weights: tuple | None, mesh):
+def _train_step_jit(model_cfg, train_cfg, parallel_cfg, num_steps: int, class_weights: tuple | None, mesh):
     tx, schedule = make_optimizer(train_cfg, num_steps)
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)
     fn = functools.partial(
         train_step, model_cfg=model_cfg, tx=tx, schedule=schedule, loss_cfg=train_cfg.loss, class_weights=weights
     )
-    rep = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.jit(fn, donate_argnums=0, in_shardings=(rep, data), out_shardings=(rep, rep))
+    state_sharding = train_state_shardings(model_cfg, tx, mesh, parallel_cfg)
+    rep = parallel.replicated(mesh)
+    return jax.jit(
+        fn, donate_argnums=0, in_shardings=(state_sharding, parallel.batch_sharding(mesh)), out_shardings=(state_sharding, rep)
+    )
 
 
 def make_train_step(cfg, num_steps: int, mesh, class_weights=None):
-    """The jitted ``train_step(state, batch) -> (state, metrics)`` (state donated; cached per
-    config, so several runs in one process compile once)."""
+    """The jitted ``train_step(state, batch) -> (state, metrics)`` for ``mesh`` (state donated,
+    laid out as ``cfg.parallel`` says; cached per config, so several runs in one process
+    compile once). The same function serves every device and host count."""
     cw = None if class_weights is None else tuple(float(v) for v in np.asarray(class_weights).ravel())
-    return _train_step_jit(_freeze(cfg.model), _freeze(cfg.train), int(num_steps), cw, mesh)
-
-
-@functools.lru_cache(maxsize=16)
-def _eval_step_jit(model_cfg, per_image: bool, mesh):
-    rep = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec("data"))
-    fn = functools.partial(eval_step, model_cfg=model_cfg, per_image=per_image)
-    return jax.jit(fn, in_shardings=(rep, data), out_shardings=rep)
-
-
-def make_eval_step(cfg, mesh):
-    """The jitted ``eval_step(state, batch) -> confusion_matrix``."""
-    return _eval_step_jit(_freeze(cfg.model), bool(cfg.eval.get("per_image_solve", True)), mesh)
+    return _train_step_jit(_freeze(cfg.model), _freeze(cfg.train), _freeze(cfg.get("parallel")), int(num_steps), cw, mesh)
 
 
 # ---------------------------------------------------------------------------------------
@@ -404,6 +365,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
 
     from segnode_jax import data
 
+    parallel.initialize(cfg.get("parallel"))
     cfg = resolve_config(cfg)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     dcfg = cfg.data
@@ -417,17 +379,17 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     num_steps = num_train_steps(cfg)
     with cfg.train.ignore_type():
         cfg.train.num_steps = num_steps
-    mesh = make_mesh()
-    local_batch = check_batch_size(int(cfg.train.batch_size))
+    mesh = parallel.make_mesh()
+    local_batch = parallel.local_batch_size(int(cfg.train.batch_size), mesh)
     _check_workdir_config(workdir, cfg)
     checkpoints.save_config(workdir, cfg)
 
     tx, _ = make_optimizer(cfg.train, num_steps)
     crop = tuple(int(v) for v in dcfg.crop_size)
     input_shape = (1, crop[0], crop[1], 3)
-    rep = NamedSharding(mesh, PartitionSpec())
+    shardings = train_state_shardings(cfg.model, tx, mesh, cfg.get("parallel"))
     abstract = jax.eval_shape(lambda: create_train_state(cfg.model, tx, jax.random.key(int(cfg.seed)), input_shape))
-    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+    abstract = jax.tree_util.tree_map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings)
 
     ckpts = checkpoints.RunCheckpoints(workdir, max_to_keep=int(cfg.train.max_to_keep))
     data_iter = data.train_iterator(dcfg, batch_size=local_batch, seed=int(cfg.seed), worker_count=int(dcfg.num_workers))
@@ -442,7 +404,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
         state = create_train_state(cfg.model, tx, jax.random.key(int(cfg.seed)), input_shape)
         if cfg.get("init_from"):
             state = _init_from(state, cfg, tx)
-        state = jax.device_put(state, rep)
+        state = jax.device_put(state, shardings)
     start_step = int(state.step)
     if start_step > num_steps:
         raise ConfigError(f"{workdir} is already at step {start_step}, beyond train.num_steps={num_steps}")
@@ -454,7 +416,14 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
         writer.write_text("config", "```\n" + checkpoints.config_to_json(cfg) + "\n```")
         _say(
             f"training {cfg.model.name} ({api.count_params(cfg.model):,} parameters) on {dcfg.name} for "
-            f"{num_steps} steps of {cfg.train.batch_size} images on {jax.device_count()} device(s); workdir {workdir}"
+            f"{num_steps} steps of {cfg.train.batch_size} images on {parallel.describe(mesh)}; workdir {workdir}"
+        )
+    if jax.process_count() > 1:
+        # Every host says which part of the data it reads (shard i of n: examples i, i+n, ...).
+        shard, shards = data.resolve_shard(None, None)
+        print(
+            f"process {jax.process_index()} of {jax.process_count()}: data shard {shard}/{shards}, "
+            f"{local_batch} of the {cfg.train.batch_size} images of each step", file=sys.stderr, flush=True,
         )
     t = cfg.train
     eval_every = t.get("eval_every_steps")
@@ -509,7 +478,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
         nonlocal best
         settings = evaluation.EvalSettings.from_config(cfg, num_images=t.get("eval_num_images"), num_visualizations=0)
         settings.num_visualizations = 0
-        res = evaluation.evaluate(state.variables, cfg, settings=settings)
+        res = evaluation.evaluate(parallel.host_local(state.variables), cfg, settings=settings)
         scalars = {k: res[k] for k in ("miou", "pixel_accuracy", "mean_accuracy") if k in res}
         scalars.update({k: res[k] for k in ("mean_nfe",) if k in res})
         writer.write(step, scalars, split="val")
@@ -525,7 +494,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     try:
         with ode.solver_errors(cfg.model.ode):
             while step < num_steps:
-                batch = global_batch(next(data_iter), mesh)
+                batch = parallel.global_batch(next(data_iter), mesh)
                 state, device_metrics = step_fn(state, batch)
                 step += 1
                 timer["steps"] += 1

@@ -72,6 +72,15 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def train_losses(workdir):
+    """Per-step training loss from a run's metrics.jsonl (the last record of each step wins)."""
+    out = {}
+    for rec in read_jsonl(os.path.join(workdir, "metrics.jsonl")):
+        if rec.get("split", "train") == "train" and "loss" in rec:
+            out[int(rec["step"])] = float(rec["loss"])
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
     """A data dir holding the tiny synthetic dataset (built once per session)."""

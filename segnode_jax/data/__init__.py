@@ -25,6 +25,7 @@ from segnode_jax.data.errors import PreparationError
 from segnode_jax.data.pipeline import (
     eval_dataset,
     num_examples,
+    resolve_shard,
     steps_per_epoch,
     train_dataset,
     train_iterator,
@@ -77,6 +78,7 @@ __all__ = [
     "label_to_train_ids",
     "num_examples",
     "prepare",
+    "resolve_shard",
     "steps_per_epoch",
     "train_dataset",
     "train_iterator",

@@ -15,16 +15,7 @@ import numpy as np
 import pytest
 
 from segnode_jax import checkpoints, evaluation, train_lib
-from tests.conftest import REPO, TINY_CHECKPOINT_EVERY, TINY_STEPS, read_jsonl, run_cli, tiny_cli_flags, tiny_config
-
-
-def _losses(workdir):
-    """Per-step training loss from metrics.jsonl (the last record of each step wins)."""
-    out = {}
-    for rec in read_jsonl(os.path.join(workdir, "metrics.jsonl")):
-        if rec.get("split", "train") == "train" and "loss" in rec:
-            out[int(rec["step"])] = float(rec["loss"])
-    return out
+from tests.conftest import REPO, TINY_CHECKPOINT_EVERY, TINY_STEPS, read_jsonl, run_cli, tiny_cli_flags, tiny_config, train_losses
 
 
 def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
@@ -33,7 +24,7 @@ def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
     assert steps[-1] == TINY_STEPS and all(s % TINY_CHECKPOINT_EVERY == 0 for s in steps)
     assert all(os.path.isdir(os.path.join(workdir, "checkpoints", str(s), "data_iter")) for s in steps)
-    losses = _losses(workdir)
+    losses = train_losses(workdir)
     assert sorted(losses) == list(range(1, TINY_STEPS + 1))
     assert all(np.isfinite(v) for v in losses.values())
     # The model learns something even at toy size: the loss goes down.
@@ -72,7 +63,7 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=600):
 
 
 def test_sigkill_then_resume_continues_exactly_like_an_uninterrupted_run(tiny_run, tiny_data_dir, tmp_path):
-    reference = _losses(tiny_run[0])
+    reference = train_losses(tiny_run[0])
     workdir = str(tmp_path / "killed")
     cmd = [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -86,7 +77,7 @@ def test_sigkill_then_resume_continues_exactly_like_an_uninterrupted_run(tiny_ru
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert f"resuming {workdir} from step {resumed_from}" in done.stderr
-    continued = _losses(workdir)
+    continued = train_losses(workdir)
     assert sorted(continued) == list(range(1, TINY_STEPS + 1))
     for step in range(resumed_from + 1, TINY_STEPS + 1):
         assert continued[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
