@@ -1,0 +1,457 @@
+"""Converts official HRNet PyTorch checkpoints into segnode-jax variables.
+
+    python -m segnode_jax.convert --torch hrnetv2_w48_imagenet_pretrained.pth \\
+        --config configs/cityscapes.py --out pretrained/hrnetv2_w48_imagenet
+    python train.py --config configs/cityscapes.py --workdir runs/cs --config.init_from=pretrained/hrnetv2_w48_imagenet
+
+Reads the ``.pth`` without PyTorch (``segnode_jax.pth``), maps every official key (e.g.
+``stage4.0.fuse_layers.0.1.0.weight``) to a variable of the config's model, and writes
+``OUT/variables`` (an orbax checkpoint of the -- possibly partial -- ``{"params",
+"batch_stats"}`` tree) and ``OUT/conversion.json`` (what was mapped, what stays freshly
+initialised, what was ignored). ``--config.init_from=OUT`` starts training from it; the rest of
+the model is initialised as usual. What maps where, per model: docs/pretrained.md.
+
+Exit status: 0 done, 2 bad input (one ``error:`` line naming the fix).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from segnode_jax import pth
+from segnode_jax.checkpoints import CONVERSION_INFO, CONVERTED_VARIABLES, flatten, unflatten
+
+FORMAT = "segnode-jax-converted/1"
+MODELS = ("hrnetv2", "baseline", "segnode")
+# Keys of HRNet-Image-Classification's ImageNet head: never part of a segmentation network.
+CLASSIFICATION_PREFIXES = ("incre_modules", "downsamp_modules", "final_layer", "classifier")
+# Wrappers used by the official training code (DataParallel, HRNet-Semantic-Segmentation's
+# FullModel) in front of the network's own keys.
+KEY_PREFIXES = ("module.", "model.")
+STEM = ("conv1", "bn1", "conv2", "bn2", "layer1")
+
+
+class ConversionError(ValueError):
+    """The file or the config cannot be converted; the message names the fix."""
+
+
+@dataclass
+class Conversion:
+    """The result of :func:`convert_state_dict`.
+
+    Attributes:
+      variables: ``{"params": ..., "batch_stats": ...}`` nested dicts of the mapped arrays.
+      mapped: our variable path -> official key it came from.
+      fresh: variable paths of the model left to their initialisation.
+      ignored: official key -> why it is not used.
+      unexpected: official keys with no place in the model.
+      missing: variable paths the mapping should fill but the file lacks.
+      mismatched: official key -> (its shape, the model's shape), incompatible.
+      width: the HRNet width detected in the file.
+    """
+
+    variables: dict[str, Any]
+    mapped: dict[str, str] = field(default_factory=dict)
+    fresh: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    mismatched: dict[str, tuple] = field(default_factory=dict)
+    width: int | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading.
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The state_dict in an official checkpoint, with wrapper prefixes removed.
+
+    Accepts a bare state_dict, or a dict holding one under ``state_dict``/``model``/``net``
+    (training checkpoints), with keys optionally prefixed by ``module.`` or ``model.``.
+
+    Raises:
+      ConversionError: the file is not a PyTorch checkpoint holding a state_dict.
+    """
+    try:
+        obj = pth.load(path)
+    except FileNotFoundError:
+        raise ConversionError(f"--torch {path} does not exist; pass the path of the official .pth file") from None
+    except pth.PthError as e:
+        raise ConversionError(str(e)) from None
+    for wrapper in ("state_dict", "model", "net"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
+    arrays = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)} if isinstance(obj, Mapping) else {}
+    if not arrays:
+        kind = type(obj).__name__
+        raise ConversionError(
+            f"{path} holds a {kind} without tensors, not a state_dict; pass a file saved with "
+            "torch.save(model.state_dict(), ...) such as the official HRNet .pth files"
+        )
+    out = {}
+    for key, value in arrays.items():
+        for prefix in KEY_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Official key -> our path.
+
+
+def _group(parts: list[str]) -> list[str]:
+    """``["stage4", "0", "branches", "0", "1", "conv1"]`` -> ``["stage4_0", "branches_0_1",
+    "conv1"]``: sequential indices join their container's name, as our modules are named."""
+    out: list[str] = []
+    for p in parts:
+        if p.isdigit() and out:
+            out[-1] = f"{out[-1]}_{p}"
+        else:
+            out.append(p)
+    return out
+
+
+def official_path(key: str) -> tuple[list[str], str] | None:
+    """Our module path (as in HRNetV2) and the official leaf name of an official key, e.g.
+    ``stage4.0.fuse_layers.0.1.0.weight`` -> ``(["stage4_0", "fuse_layers_0_1_0"], "weight")``,
+    ``layer1.0.conv1.weight`` -> ``(["stem", "layer1_0", "conv1"], "weight")``; None for keys
+    that are no part of an HRNet segmentation network."""
+    *parts, leaf = key.split(".")
+    if not parts:
+        return None
+    path = _group(parts)
+    head = path[0].split("_")[0]
+    if path[0] in STEM or head == "layer1":
+        path = ["stem"] + path
+    elif head == "last":  # last_layer_N
+        path = ["head"] + path
+    elif not re.fullmatch(r"(transition\d|stage\d)(_\d+)*", path[0]):
+        return None
+    return path, leaf
+
+
+def _route(path: list[str], model_cfg, num_stage4: int) -> tuple[list[str] | None, str]:
+    """Where an HRNetV2 module path goes in the config's model: ``(target path, note)``;
+    target None means the key is not used (the note says why)."""
+    name = model_cfg.name
+    top = path[0]
+    if name == "hrnetv2" or top == "stem":
+        return path, ""
+    if name == "baseline":
+        if top == "head":
+            return path, ""
+        m = re.fullmatch(r"stage4_(\d+)", top)
+        if top.startswith("transition4") or (top.startswith("stage4") and not m):
+            return None, "not an HRNet module"
+        if m:
+            return _module_route(path, int(m.group(1)), num_stage4, int(model_cfg.baseline.num_modules), "repeat_{}", None)
+        return path, ""
+    # segnode
+    if top == "head":
+        return None, "SegNode's head (per-branch classifiers) has no HRNet counterpart"
+    if re.fullmatch(r"transition1_[01](_\d+)*", top):
+        return path, ""
+    m = re.fullmatch(r"stage4_(\d+)", top)
+    if m:
+        return _module_route(
+            path, int(m.group(1)), num_stage4, int(model_cfg.segnode.modules_per_field), "module_{}", ["ode", "field"]
+        )
+    return None, "SegNode goes from layer1 straight to 4 branches: stages 2-3 and transitions 2-3 are not part of it"
+
+
+def _module_route(path, m: int, num_stage4: int, count: int, pattern: str, prefix: list[str] | None):
+    """A stage-4 module of the file into one of the ``count`` pre-activation modules: the last
+    ``count`` stage-4 modules fill them in order. In a BasicBlock the official ``bn1``
+    (normalising conv1's output) is our ``norm2`` (the same position); the official ``bn2``
+    (after conv2) has no counterpart (our ``norm1`` normalises the block input)."""
+    r = m - (num_stage4 - count)
+    if r < 0:
+        return None, f"only the last {count} stage-4 module(s) are used"
+    rest = list(path[1:])
+    if rest and rest[0].startswith("branches_") and len(rest) > 1:
+        if rest[1] == "bn1":
+            rest[1] = "norm2"
+        elif rest[1] == "bn2":
+            return None, "a pre-activation block has no norm after conv2 (its norm1 stays fresh)"
+    return (prefix or []) + [pattern.format(r)] + rest, ""
+
+
+_LEAVES = {
+    "weight": ("params", None),  # kernel (conv) or scale (norm), by rank
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+}
+
+
+def detect_width(state_dict: Mapping[str, np.ndarray]) -> int | None:
+    """The HRNet width (channels of the highest-resolution branch) of an official state_dict."""
+    for key in ("stage2.0.branches.0.0.conv1.weight", "transition1.0.0.weight"):
+        if key in state_dict and np.ndim(state_dict[key]) == 4:
+            return int(np.shape(state_dict[key])[0])
+    return None
+
+
+def _num_stage4(state_dict) -> int:
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(r"stage4\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, strict: bool = True) -> Conversion:
+    """Maps an official HRNet state_dict onto the variables of ``model_cfg``'s model.
+
+    Arguments:
+      state_dict: official key -> array (NCHW conv weights, BatchNorm weight/bias/
+        running_mean/running_var), e.g. from :func:`read_state_dict`.
+      model_cfg: ``cfg.model`` (``name`` hrnetv2 | baseline | segnode, ``width``, ...).
+      strict: refuse unexpected keys, missing keys and any shape mismatch. Off: those are
+        listed in the result, and mismatched entries (e.g. a classifier for another class
+        count) stay freshly initialised.
+
+    Returns:
+      A :class:`Conversion`.
+
+    Raises:
+      ConversionError: another width, or (strict) unexpected/missing keys or shape mismatches.
+    """
+    import jax
+
+    from segnode_jax import api
+
+    if model_cfg.name not in MODELS:
+        raise ConversionError(f"model.name={model_cfg.name!r}; use one of {', '.join(MODELS)}")
+    width = detect_width(state_dict)
+    if width is not None and width != int(model_cfg.width):
+        raise ConversionError(
+            f"the checkpoint is HRNet-W{width} (branch widths {width}, {2 * width}, {4 * width}, {8 * width}) but the "
+            f"config has model.width={int(model_cfg.width)}: pass --config.model.width={width} or a W{int(model_cfg.width)} checkpoint"
+        )
+    shapes = jax.eval_shape(lambda: api.init(model_cfg, jax.random.key(0), (1, 64, 64, 3)))
+    want = {p: tuple(v.shape) for p, v in flatten({k: shapes.get(k, {}) for k in ("params", "batch_stats")}).items()}
+    result = Conversion(variables={}, width=width)
+    flat: dict[str, np.ndarray] = {}
+    num_stage4 = _num_stage4(state_dict)
+    for key in sorted(state_dict):
+        value = np.asarray(state_dict[key])
+        if key.split(".")[0] in CLASSIFICATION_PREFIXES:
+            result.ignored[key] = "ImageNet classification head"
+            continue
+        if key.endswith("num_batches_tracked"):
+            result.ignored[key] = "BatchNorm step counter (unused)"
+            continue
+        if key.startswith("loss."):
+            result.ignored[key] = "training loss state"
+            continue
+        found = official_path(key)
+        if found is None or found[1] not in _LEAVES:
+            result.unexpected.append(key)
+            continue
+        path, leaf = found
+        target, why = _route(path, model_cfg, num_stage4)
+        if target is None:
+            result.ignored[key] = why
+            continue
+        collection, name = _LEAVES[leaf]
+        if leaf == "weight":
+            name = "kernel" if value.ndim == 4 else "scale"
+        if value.ndim == 4:
+            value = np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+        dest = "/".join([collection, *target, name])
+        if dest not in want:
+            if collection == "batch_stats" and f"params/{'/'.join(target)}/scale" in want:
+                result.ignored[key] = "running statistics of a BatchNorm that is a GroupNorm here"
+            else:
+                result.unexpected.append(key)
+            continue
+        if tuple(value.shape) != want[dest]:
+            result.mismatched[key] = (tuple(value.shape), want[dest])
+            continue
+        flat[dest] = value.astype(np.float32)
+        result.mapped[dest] = key
+    expected_parts = _expected_parts(model_cfg, want)
+    result.missing = sorted(p for p in expected_parts if p not in flat and not p.split("/")[1] == "head")
+    result.fresh = sorted(p for p in want if p not in flat)
+    problems = []
+    if result.unexpected:
+        problems.append(f"unexpected keys: {_listing(result.unexpected)}")
+    if result.missing:
+        problems.append(f"missing keys (variables the file should provide): {_listing(result.missing)}")
+    if result.mismatched:
+        items = [f"{k} {a} vs model {b}" for k, (a, b) in sorted(result.mismatched.items())]
+        problems.append(f"shape mismatches: {_listing(items)}")
+    if strict and problems:
+        raise ConversionError(
+            "the checkpoint does not fit the config's model (" + "; ".join(problems) + "). Check --config "
+            "(model.name, width, number of modules); --nostrict converts what fits and leaves the rest freshly "
+            "initialised (e.g. a classifier for another class count), listing it in conversion.json"
+        )
+    if not flat:
+        raise ConversionError(f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it an HRNet checkpoint?")
+    result.variables = unflatten(flat)
+    return result
+
+
+def _expected_parts(model_cfg, want: Mapping[str, tuple]) -> list[str]:
+    """Variable paths the mapping fills from a complete official segmentation checkpoint."""
+    name = model_cfg.name
+    out = []
+    for p in want:
+        parts = p.split("/")
+        top = parts[1]
+        if name == "hrnetv2":
+            out.append(p)
+        elif name == "baseline":
+            if not (len(parts) > 3 and parts[3] == "norm1"):
+                out.append(p)
+        elif top == "stem" or re.fullmatch(r"transition1_[01](_\d+)*", top):
+            out.append(p)
+        elif top == "ode" and parts[-1] in ("kernel", "scale", "bias") and not (len(parts) > 5 and parts[5] == "norm1"):
+            out.append(p)
+    return out
+
+
+def _listing(items, limit: int = 8) -> str:
+    items = list(items)
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+# ---------------------------------------------------------------------------------------
+# Writing.
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert(torch_file: str, cfg, out_dir: str, *, strict: bool = True, overwrite: bool = False) -> Conversion:
+    """Converts an official HRNet ``.pth`` for ``cfg.model`` and writes ``out_dir``.
+
+    Arguments:
+      torch_file: the official checkpoint (zip or legacy ``.pth``).
+      cfg: a run config (``configs/*.py``) or its ``model`` section.
+      out_dir: output folder: ``variables/`` (orbax) and ``conversion.json``.
+      strict: see :func:`convert_state_dict`.
+      overwrite: replace an existing ``out_dir`` (only after the new one is complete).
+
+    Returns:
+      The :class:`Conversion`.
+
+    Raises:
+      ConversionError: bad file, config or output folder (nothing is written then).
+    """
+    import orbax.checkpoint as ocp
+
+    model_cfg = cfg.model if "model" in cfg else cfg
+    out_dir = os.path.abspath(os.path.expanduser(out_dir))
+    if os.path.exists(out_dir) and not overwrite:
+        raise ConversionError(f"--out {out_dir} already exists; pass --overwrite to replace it, or choose another folder")
+    state_dict = read_state_dict(torch_file)
+    result = convert_state_dict(state_dict, model_cfg, strict=strict)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
+    try:
+        ckpt = ocp.StandardCheckpointer()
+        ckpt.save(os.path.join(tmp, CONVERTED_VARIABLES), result.variables)
+        ckpt.wait_until_finished()
+        info = {
+            "format": FORMAT,
+            "source": os.path.abspath(torch_file),
+            "source_sha256": _sha256(torch_file),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "model": copy.deepcopy(model_cfg).to_dict(),
+            "strict": bool(strict),
+            "width": result.width,
+            "mapped": result.mapped,
+            "fresh": result.fresh,
+            "ignored": result.ignored,
+            "unexpected": result.unexpected,
+            "missing": result.missing,
+            "mismatched": {k: [list(a), list(b)] for k, (a, b) in result.mismatched.items()},
+        }
+        with open(os.path.join(tmp, CONVERSION_INFO), "w") as f:
+            json.dump(info, f, indent=2, default=str)
+            f.write("\n")
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
+            os.rename(out_dir, os.path.join(old, "x"))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def summary(result: Conversion, model_name: str) -> str:
+    n = len(result.mapped) + len(result.fresh)
+    lines = [
+        f"{model_name}: {len(result.mapped)} of {n} variables converted from HRNet-W{result.width}; "
+        f"{len(result.fresh)} stay freshly initialised, {len(result.ignored)} file entries ignored"
+    ]
+    for what, items in (("unexpected", result.unexpected), ("missing", result.missing), ("mismatched", list(result.mismatched))):
+        if items:
+            lines.append(f"  {what}: {_listing(items)}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    flags_ = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cityscapes.py.", flag_values=flags_, lock_config=True)
+    flags.DEFINE_string("torch", None, "Official HRNet .pth file.", flag_values=flags_)
+    flags.DEFINE_string("out", None, "Output folder (variables/ and conversion.json).", flag_values=flags_)
+    flags.DEFINE_bool("strict", True, "Refuse unexpected/missing keys and shape mismatches (--nostrict: convert what fits).", flag_values=flags_)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.", flag_values=flags_)
+    argv = sys.argv if argv is None else argv
+    try:
+        rest = flags_(argv)
+    except flags.Error as e:
+        print(f"error: {e}. Usage: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR", file=sys.stderr)
+        return 2
+    from segnode_jax import cli
+
+    cli.quiet_logs()
+    try:
+        if len(rest) > 1:
+            raise ConversionError(f"unexpected arguments: {' '.join(rest[1:])}")
+        for name in ("torch", "config", "out"):
+            if flags_[name].value is None:
+                raise ConversionError(f"--{name} is required: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR")
+        cfg = cli.read_config(flags_)
+        result = convert(flags_.torch, cfg, flags_.out, strict=flags_.strict, overwrite=flags_.overwrite)
+    except (ConversionError, cli.ConfigFileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(result, cfg.model.name))
+    print(f"written: {os.path.abspath(flags_.out)} (use --config.init_from={flags_.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
