@@ -5,6 +5,7 @@
     python evaluate.py --ckpt runs/cityscapes/checkpoints/4000 --split val --mode slide
     python evaluate.py --ckpt converted/ --config configs/cityscapes.py  # a checkpoint without config.json
     python evaluate.py --predictions preds/ --config configs/cityscapes.py
+    python evaluate.py --ckpt runs/synthetic --trajectory               # SegNode speed/accuracy curve
 
 The run's config is read from its config.json (no --config needed); --config replaces it (and
 takes --config.x=y overrides). Writes results.json (mIoU, pixel accuracy, per-class IoU, ...)
@@ -28,6 +29,8 @@ flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale"], "Inference mod
 flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.")
 flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).")
 flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
+flags.DEFINE_bool("trajectory", False, "SegNode: mIoU along the solve and for other solvers/steps/tolerances "
+                  "(eval.trajectory), with a plot, prediction strips and a recommended fast-inference setting.")
 
 
 
@@ -39,7 +42,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.ckpt) == bool(FLAGS.predictions):
         raise app.UsageError("pass exactly one of --ckpt or --predictions")
-    from segnode_jax import checkpoints, data, evaluate_lib, evaluation, ode, train_lib
+    from segnode_jax import checkpoints, data, evaluate_lib, evaluation, ode, parallel, train_lib, trajectory
 
     try:
         if FLAGS.predictions:
@@ -47,12 +50,19 @@ def main(argv):
             if config is None:
                 raise checkpoints.CheckpointError("--predictions needs --config configs/<dataset>.py (the dataset to score against)")
             results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
+        elif FLAGS.trajectory:
+            result, out_dir = evaluate_lib.trajectory_checkpoint(
+                FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, num_images=FLAGS.num_images, output=FLAGS.output
+            )
+            print(trajectory.summary(result))
+            print(f"results: {os.path.join(out_dir, 'trajectory.json')}, plot: {result['plot']}")
+            return 0
         else:
             results, out_dir = evaluate_lib.evaluate_checkpoint(
                 FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
                 num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
             )
-    except (cli.ConfigFileError, checkpoints.CheckpointError, data.PreparationError, train_lib.ConfigError, evaluation.PredictionError) as e:
+    except (cli.ConfigFileError, checkpoints.CheckpointError, data.PreparationError, train_lib.ConfigError, evaluation.PredictionError, parallel.ParallelConfigError, trajectory.TrajectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ode.ODESolveError as e:

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from segnode_jax import api, checkpoints, evaluation
+from segnode_jax import api, checkpoints, evaluation, parallel
 from segnode_jax.checkpoints import CheckpointError
 
 RESULTS_NAME = "results.json"
@@ -64,18 +64,7 @@ def evaluate_checkpoint(
       segnode_jax.data.PreparationError: the dataset is not prepared.
       segnode_jax.ODESolveError: an ODE solve failed.
     """
-    from segnode_jax import data
-
-    pytree_dir, description = checkpoints.resolve_checkpoint(ckpt, which=which)
-    cfg = checkpoints.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
-    for section in ("model", "data", "eval"):
-        if section not in cfg:
-            raise CheckpointError(f"the config has no '{section}' section; pass a config from configs/")
-    data.ensure_prepared(cfg.data)
-    loaded = checkpoints.load_variables(ckpt, which=which)
-    crop = tuple(int(v) for v in cfg.data.crop_size)
-    expected = jax.eval_shape(lambda: api.init(cfg.model, jax.random.key(0), (1, crop[0], crop[1], 3)))
-    checkpoints.check_compatible(expected, loaded, source=description)
+    cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
     settings = evaluation.EvalSettings.from_config(cfg, split=split, mode=mode, num_images=num_images, batch_size=batch_size)
     out_dir = os.path.abspath(output or default_output(ckpt, settings.split, settings.mode, which))
     results = evaluation.evaluate(
@@ -84,6 +73,52 @@ def evaluate_checkpoint(
     results.update(checkpoint=description, step=_step_of(pytree_dir))
     evaluation.write_results(os.path.join(out_dir, RESULTS_NAME), results)
     return results, out_dir
+
+
+def _load(ckpt: str, cfg, which: str):
+    """``(cfg, variables, pytree_dir, description)`` of a checkpoint, checked against the config."""
+    from segnode_jax import data
+
+    pytree_dir, description = checkpoints.resolve_checkpoint(ckpt, which=which)
+    cfg = checkpoints.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
+    for section in ("model", "data", "eval"):
+        if section not in cfg:
+            raise CheckpointError(f"the config has no '{section}' section; pass a config from configs/")
+    # Several hosts: each evaluates its shard of the split; the confusion matrices are summed.
+    parallel.initialize(cfg.get("parallel"))
+    data.ensure_prepared(cfg.data)
+    loaded = checkpoints.load_variables(ckpt, which=which)
+    crop = tuple(int(v) for v in cfg.data.crop_size)
+    expected = jax.eval_shape(lambda: api.init(cfg.model, jax.random.key(0), (1, crop[0], crop[1], 3)))
+    checkpoints.check_compatible(expected, loaded, source=description)
+    return cfg, loaded, pytree_dir, description
+
+
+def trajectory_checkpoint(
+    ckpt: str, cfg=None, *, which: str = "latest", num_images: int | None = None, output: str | None = None, progress: bool = True
+) -> tuple[dict[str, Any], str]:
+    """``evaluate.py --trajectory``: SegNode's speed/accuracy trade-off (see
+    ``segnode_jax.trajectory``), written to ``output`` (default ``<workdir>/eval/trajectory``).
+
+    Raises:
+      CheckpointError, PreparationError: as :func:`evaluate_checkpoint`.
+      segnode_jax.trajectory.TrajectoryError: not a SegNode, or bad ``eval.trajectory`` settings.
+    """
+    from segnode_jax import trajectory
+
+    named = checkpoints.load_run_config(ckpt) if cfg is None else cfg
+    if named.get("model") is not None and named.model.name != "segnode":
+        raise trajectory.TrajectoryError(
+            f"--trajectory needs a SegNode model (an ODE to solve); the config has model.name={named.model.name}"
+        )
+    cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
+    found = checkpoints.find_run_config(ckpt)
+    base = os.path.dirname(found) if found else os.path.abspath(ckpt)
+    out_dir = os.path.abspath(output or os.path.join(base, "eval", "trajectory"))
+    result = trajectory.run(loaded, cfg, out_dir, num_images=num_images, progress=progress)
+    result.update(checkpoint=description, step=_step_of(pytree_dir))
+    evaluation.write_results(os.path.join(out_dir, "trajectory.json"), result)
+    return result, out_dir
 
 
 def score_folder(cfg, pred_dir: str, *, split: str | None = None, output: str | None = None) -> tuple[dict[str, Any], str]:
