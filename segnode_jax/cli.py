@@ -10,8 +10,9 @@ class ConfigFileError(ValueError):
 
 
 def quiet_logs() -> None:
-    """Keeps the console to our own messages: absl INFO (orbax's per-save chatter) and TFDS's
-    notes about custom builder configs are dropped; warnings and errors stay."""
+    """Keeps the console to our own messages: absl INFO (orbax's per-save chatter), TFDS's
+    notes about custom builder configs and orbax's note on reading one item of a checkpoint
+    are dropped; other warnings and errors stay."""
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
@@ -19,7 +20,13 @@ def quiet_logs() -> None:
     class _Drop(std_logging.Filter):
         def filter(self, record):
             msg = record.getMessage()
-            return not (msg.startswith("Using custom data configuration") or "has no dataset_info.json" in msg)
+            return not (
+                msg.startswith("Using custom data configuration")
+                or "has no dataset_info.json" in msg
+                # orbax, reading one item of a composite checkpoint (the step's metadata is
+                # one level up): harmless.
+                or msg.startswith("Metadata file does not exist")
+            )
 
     logging.get_absl_logger().addFilter(_Drop())
 
