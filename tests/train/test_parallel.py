@@ -216,3 +216,13 @@ def test_two_processes_on_localhost_train_on_disjoint_shards(tiny_data_dir, tmp_
     settings.num_visualizations = 0
     here = evaluation.evaluate(checkpoints.load_variables(str(workdir)), cfg, settings=settings)
     assert val["miou"] == pytest.approx(here["miou"], abs=1e-6)
+    # The same workdir continues in one process: the state is restored exactly; the data
+    # position of two hosts' shards cannot carry over, which is said.
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}",
+         f"--config.train.num_steps={steps + 2}", "--config.train.checkpoint_every_steps=2"],
+        cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"from step {steps}" in proc.stderr and "another number of processes" in proc.stderr, proc.stderr
+    assert sorted(train_losses(str(workdir))) == list(range(1, steps + 3))
