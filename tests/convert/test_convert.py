@@ -274,3 +274,23 @@ def test_cli_errors_are_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
     proc = _cli("--torch", ZIP, f"--out={tmp_path / 'o'}")
     assert proc.returncode == 2 and "--config is required" in proc.stderr, proc.stderr
+
+
+def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
+    out = tmp_path / "converted"
+    conv = convert.convert(ZIP, tiny_model_config("segnode"), str(out))
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *_tiny_flags("segnode"), f"--config.data.data_dir={tiny_data_dir}",
+         f"--workdir={workdir}", f"--config.init_from={out}", "--config.train.num_steps=1",
+         "--config.train.eval_every_steps=0", "--config.train.learning_rate=1e-12"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"loaded {len(conv.mapped)} variables" in proc.stderr
+    trained = checkpoints.load_variables(str(workdir))
+    for path in ("stem/conv1/kernel", "ode/field/module_0/fuse_layers_0_1_0/kernel"):
+        node_t, node_c = trained["params"], conv.variables["params"]
+        for part in path.split("/"):
+            node_t, node_c = node_t[part], node_c[part]
+        np.testing.assert_allclose(np.asarray(node_t), node_c, rtol=1e-6, atol=1e-9)
