@@ -15,6 +15,6 @@ echo
 echo "[segnode-jax] done in $(( ($(date +%s) - start) / 60 )) min. Outputs:"
 echo "  $workdir/eval/results.json          mIoU, pixel accuracy, per-class IoU, mean NFE"
 echo "  $workdir/eval/predictions/          input | ground truth | prediction PNGs"
-echo "  $workdir/eval/trajectory/            trajectory.png (mIoU along the solve, solver sweep), strips/"
+echo "  $workdir/eval/trajectory/           trajectory.png (mIoU along the solve, solver sweep), strips/"
 echo "  $workdir/metrics.jsonl              training and validation scalars per step"
 echo "  $workdir/tensorboard/               the same for: tensorboard --logdir $workdir"
