@@ -132,6 +132,17 @@ def make_train_step(mc) -> Callable:
     return step, tx
 
 
+def train_inputs(mc, shape: tuple[int, int, int, int]):
+    """``(step, variables, opt_state, images, labels)`` of a real training step at ``shape``
+    (random images and labels, freshly initialised model)."""
+    variables = segnode_jax.init(mc, jax.random.key(0), shape)
+    step, tx = make_train_step(mc)
+    opt_state = tx.init(variables["params"])
+    images = jax.random.normal(jax.random.key(1), shape)
+    labels = jax.random.randint(jax.random.key(2), shape[:3], 0, int(mc.num_classes))
+    return step, variables, opt_state, images, labels
+
+
 def make_infer(mc) -> Callable:
     def infer(variables, images):
         logits, aux = segnode_jax.apply(variables, images, mc)
@@ -174,12 +185,7 @@ def gpu_measurements(mc, batch: int, size: tuple[int, int], find_max_batch: bool
     device = jax.local_devices()[0]
 
     def run(b: int) -> int | None:
-        shape = (b, *size, 3)
-        variables = segnode_jax.init(mc, jax.random.key(0), shape)
-        step, tx = make_train_step(mc)
-        opt_state = tx.init(variables["params"])
-        images = jax.random.normal(jax.random.key(1), shape)
-        labels = jax.random.randint(jax.random.key(2), shape[:3], 0, int(mc.num_classes))
+        step, variables, opt_state, images, labels = train_inputs(mc, (b, *size, 3))
         try:
             with ode.solver_errors(mc.ode):
                 out = jax.jit(step, donate_argnums=(0, 1))(variables, opt_state, images, labels)
@@ -208,12 +214,7 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
     for name in names:
         small = {"width": width, "stem_width": max(16, 2 * width), "layer1_planes": max(16, 2 * width), "field.groups": min(16, width)}
         mc = model_config(VARIANTS[name][1], **small)
-        shape = (batch, *size, 3)
-        variables = segnode_jax.init(mc, jax.random.key(0), shape)
-        step, tx = make_train_step(mc)
-        opt_state = tx.init(variables["params"])
-        images = jax.random.normal(jax.random.key(1), shape)
-        labels = jax.random.randint(jax.random.key(2), shape[:3], 0, int(mc.num_classes))
+        step, variables, opt_state, images, labels = train_inputs(mc, (batch, *size, 3))
         t = time.perf_counter()
         train = jax.jit(step).lower(variables, opt_state, images, labels).compile()
         infer = jax.jit(make_infer(mc)).lower(variables, images[:1]).compile()

@@ -102,26 +102,25 @@ def test_basic_block_matches_the_official_forward(hrnet_conversion, expected_sd)
     _close(_nchw(ours), official.basic_block(_nchw(x), expected_sd, "stage4.1.branches.1.0"))
 
 
-def test_fuse_layers_match_the_official_forward(hrnet_conversion, expected_sd):
+@pytest.mark.parametrize(
+    "stage,blocks,seed",
+    [
+        # A module without blocks is its fuse step alone: every fuse path (upsampling 1x1
+        # convs, chains of stride-2 convs) and the sums.
+        (0, 0, 2),
+        # The full module: BasicBlocks on every branch, then the fuse step.
+        (1, 1, 3),
+    ],
+    ids=["fuse_layers", "full_module"],
+)
+def test_module_matches_the_official_forward(hrnet_conversion, expected_sd, stage, blocks, seed):
     cfg, conv = hrnet_conversion
     v = conv.variables
-    xs = _branch_inputs(seed=2)
-    # A module without blocks is its fuse step alone: every fuse path (upsampling 1x1 convs,
-    # chains of stride-2 convs) and the sums.
-    fuse_only = HRModule(TINY["widths"], 0, outer_norm(cfg.model))
-    ours = fuse_only.apply({"params": v["params"]["stage4_0"], "batch_stats": v["batch_stats"]["stage4_0"]}, xs, False)
-    reference = official.fuse([_nchw(x) for x in xs], expected_sd, "stage4.0")
-    for o, r in zip(ours, reference, strict=True):
-        _close(_nchw(o), r)
-
-
-def test_full_module_matches_the_official_forward(hrnet_conversion, expected_sd):
-    cfg, conv = hrnet_conversion
-    v = conv.variables
-    xs = _branch_inputs(seed=3)
-    module = HRModule(TINY["widths"], 1, outer_norm(cfg.model))
-    ours = module.apply({"params": v["params"]["stage4_1"], "batch_stats": v["batch_stats"]["stage4_1"]}, xs, False)
-    reference = official.hr_module([_nchw(x) for x in xs], expected_sd, "stage4.1", 1)
+    xs = _branch_inputs(seed=seed)
+    module = HRModule(TINY["widths"], blocks, outer_norm(cfg.model))
+    name = f"stage4_{stage}"
+    ours = module.apply({"params": v["params"][name], "batch_stats": v["batch_stats"][name]}, xs, False)
+    reference = official.hr_module([_nchw(x) for x in xs], expected_sd, f"stage4.{stage}", blocks)
     for o, r in zip(ours, reference, strict=True):
         _close(_nchw(o), r)
 
