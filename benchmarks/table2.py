@@ -5,8 +5,9 @@ For HRNetV2, the Baseline and SegNode (each adjoint, and each memory/speed lever
 * parameters, exact (``segnode_jax.count_params``);
 * memory of one training step (SGD with momentum, batch 24) and of inference (batch 1) at the
   paper's setting (W48, CamVid 480x360, 11 classes), read from the compiled XLA executable
-  (``jit(f).lower(shapes).compile().memory_analysis()``: temp + arguments + outputs - aliases),
-  so nothing runs and no accelerator is needed; on a GPU also the measured peak memory of a step
+  (``segnode_jax.memory.analyse``: temp + arguments + outputs - aliases, compiled so that a
+  CPU keeps remat's optimisation barriers as accelerators do), so nothing runs and no
+  accelerator is needed; on a GPU also the measured peak memory of a step
   and, with ``--max_batch``, the largest training batch that fits;
 * wall time of a training step and of inference, side by side in one process (interleaved
   repeats, median) at a size a 2-core CPU can run (``--time_width``, ``--time_size``,
@@ -42,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import segnode_jax  # noqa: E402
-from segnode_jax import ode  # noqa: E402
+from segnode_jax import memory, ode  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -78,7 +79,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "SegNode, backsolve with a looser backward solve (adjoint rtol = atol = 0.1)",
         {"name": "segnode", "ode.adjoint_rtol": 0.1, "ode.adjoint_atol": 0.1},
     ),
-    "segnode+remat_field": ("SegNode + remat of the vector field", {"name": "segnode", "remat.field": True}),
+    "segnode+remat_field": (
+        "SegNode + remat of the vector field, block by block",
+        {"name": "segnode", "remat.field": True},
+    ),
+    "segnode+remat_stem": (
+        "SegNode + remat of the stem, unit by unit (2 convs, 4 Bottlenecks)",
+        {"name": "segnode", "remat.stem": True},
+    ),
     "segnode+remat_all": (
         "SegNode + remat of field, stem and head",
         {"name": "segnode", "remat.field": True, "remat.stem": True, "remat.head": True},
@@ -98,6 +106,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "segnode+euler_x2": (
         "SegNode, fixed-step Euler with 2 steps (2 NFE), backsolve",
         {"name": "segnode", "ode.solver": "euler", "ode.num_steps": 2},
+    ),
+    "segnode+euler_x2+remat_all": (
+        "SegNode, Euler x2 + remat of field, stem and head",
+        {"name": "segnode", "ode.solver": "euler", "ode.num_steps": 2, "remat.field": True, "remat.stem": True, "remat.head": True},
+    ),
+    "baseline+remat_stem": (
+        "Baseline + remat of the stem (reference: the stem lever applied to the Baseline)",
+        {"name": "baseline", "remat.stem": True},
     ),
 }
 
@@ -156,12 +172,6 @@ def _abstract_state(mc, shape):
     return variables
 
 
-def _bytes(compiled) -> dict[str, int]:
-    m = compiled.memory_analysis()
-    total = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-    return {"total": int(total), "temp": int(m.temp_size_in_bytes), "arguments": int(m.argument_size_in_bytes)}
-
-
 def train_memory(mc, batch: int, size: tuple[int, int]) -> dict[str, int]:
     shape = (batch, *size, 3)
     variables = _abstract_state(mc, shape)
@@ -169,15 +179,14 @@ def train_memory(mc, batch: int, size: tuple[int, int]) -> dict[str, int]:
     opt_state = jax.eval_shape(tx.init, variables["params"])
     images = jax.ShapeDtypeStruct(shape, jnp.float32)
     labels = jax.ShapeDtypeStruct(shape[:3], jnp.int32)
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(variables, opt_state, images, labels).compile()
-    return _bytes(compiled)
+    return memory.analyse(step, variables, opt_state, images, labels, donate_argnums=(0, 1))
 
 
 def infer_memory(mc, size: tuple[int, int]) -> dict[str, int]:
     shape = (1, *size, 3)
     variables = _abstract_state(mc, shape)
     images = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return _bytes(jax.jit(make_infer(mc)).lower(variables, images).compile())
+    return memory.analyse(make_infer(mc), variables, images)
 
 
 def gpu_measurements(mc, batch: int, size: tuple[int, int], find_max_batch: bool) -> dict[str, Any]:

@@ -98,7 +98,8 @@ class HRModule(nn.Module):
     the identity (j == i); 1x1 conv + norm, bilinearly upsampled (j > i); a chain of (i - j)
     3x3 stride-2 convs + norm, ReLU between them (j < i). The official module applies ReLU to
     the sum; the pre-activation form (``preact=True``) does not, and uses ``act`` (default
-    ReLU) as its activation.
+    ReLU) as its activation. ``remat``: every BasicBlock and the fuse step are rematerialised
+    separately in the backward pass (it then holds one of them's activations at a time).
     """
 
     widths: tuple[int, ...]
@@ -108,39 +109,46 @@ class HRModule(nn.Module):
     align_corners: bool = False
     dtype: Dtype = jnp.float32
     act: str = "relu"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, xs: Sequence, train: bool, t=None) -> Features:
         n = len(self.widths)
         xs = list(xs)
+        block_cls = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat else BasicBlock
         for i in range(n):
             for k in range(self.num_blocks):
-                block = BasicBlock(
-                    self.widths[i], self.norm, self.preact, self.dtype, self.act, name=f"branches_{i}_{k}"
-                )
+                block = block_cls(self.widths[i], self.norm, self.preact, self.dtype, self.act, name=f"branches_{i}_{k}")
                 xs[i] = block(xs[i], train, t)
-        outs = []
-        for i in range(n):
-            y = None
-            for j in range(n):
-                if j == i:
-                    z = xs[j]
-                elif j > i:
-                    z = conv(self.widths[i], 1, dtype=self.dtype, name=f"fuse_layers_{i}_{j}_0")(xs[j])
-                    z = self.norm(z, train, f"fuse_layers_{i}_{j}_1")
-                    z = resize_bilinear(z, xs[i].shape[1:3], align_corners=self.align_corners)
-                else:
-                    z = xs[j]
-                    for k in range(i - j):
-                        last = k == i - j - 1
-                        width = self.widths[i] if last else self.widths[j]
-                        z = conv(width, 3, stride=2, dtype=self.dtype, name=f"fuse_layers_{i}_{j}_{k}_0")(z)
-                        z = self.norm(z, train, f"fuse_layers_{i}_{j}_{k}_1")
-                        if not last:
-                            z = activation(self.act)(z)
-                y = z.astype(xs[i].dtype) if y is None else y + z.astype(y.dtype)
-            outs.append(y if self.preact else nn.relu(y))
-        return tuple(outs)
+        fuse = nn.remat(_fuse, static_argnums=(2,)) if self.remat else _fuse
+        return fuse(self, tuple(xs), train)
+
+
+def _fuse(module: HRModule, xs: Features, train: bool) -> Features:
+    """The fuse step of ``module`` (its layers attach to ``module``, named as in the official code)."""
+    n = len(module.widths)
+    outs = []
+    for i in range(n):
+        y = None
+        for j in range(n):
+            if j == i:
+                z = xs[j]
+            elif j > i:
+                z = conv(module.widths[i], 1, dtype=module.dtype, name=f"fuse_layers_{i}_{j}_0")(xs[j])
+                z = module.norm(z, train, f"fuse_layers_{i}_{j}_1")
+                z = resize_bilinear(z, xs[i].shape[1:3], align_corners=module.align_corners)
+            else:
+                z = xs[j]
+                for k in range(i - j):
+                    last = k == i - j - 1
+                    width = module.widths[i] if last else module.widths[j]
+                    z = conv(width, 3, stride=2, dtype=module.dtype, name=f"fuse_layers_{i}_{j}_{k}_0")(z)
+                    z = module.norm(z, train, f"fuse_layers_{i}_{j}_{k}_1")
+                    if not last:
+                        z = activation(module.act)(z)
+            y = z.astype(xs[i].dtype) if y is None else y + z.astype(y.dtype)
+        outs.append(y if module.preact else nn.relu(y))
+    return tuple(outs)
 
 
 def transition(
@@ -179,22 +187,34 @@ def transition(
 
 
 class Stem(nn.Module):
-    """Two 3x3 stride-2 convs (to 1/4 resolution) and layer1 (Bottlenecks)."""
+    """Two 3x3 stride-2 convs (to 1/4 resolution) and layer1 (Bottlenecks).
+
+    ``remat``: the two convs and each Bottleneck are rematerialised separately in the backward
+    pass, which then holds one unit's activations at a time (rematerialising the stem as one
+    block would recompute all of them at once, at the same peak).
+    """
 
     width: int = 64
     planes: int = 64
     num_blocks: int = 4
     norm: NormSpec = NormSpec()
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = x.astype(self.dtype)
-        x = nn.relu(self.norm(conv(self.width, 3, stride=2, dtype=self.dtype, name="conv1")(x), train, "bn1"))
-        x = nn.relu(self.norm(conv(self.width, 3, stride=2, dtype=self.dtype, name="conv2")(x), train, "bn2"))
+        convs = nn.remat(_stem_convs, static_argnums=(2,)) if self.remat else _stem_convs
+        x = convs(self, x.astype(self.dtype), train)
+        block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         for k in range(self.num_blocks):
-            x = Bottleneck(self.planes, self.norm, self.dtype, name=f"layer1_{k}")(x, train)
+            x = block_cls(self.planes, self.norm, self.dtype, name=f"layer1_{k}")(x, train)
         return x
+
+
+def _stem_convs(stem: Stem, x, train: bool):
+    """The stem's two stride-2 conv-norm-ReLU units (their layers attach to ``stem``)."""
+    x = nn.relu(stem.norm(conv(stem.width, 3, stride=2, dtype=stem.dtype, name="conv1")(x), train, "bn1"))
+    return nn.relu(stem.norm(conv(stem.width, 3, stride=2, dtype=stem.dtype, name="conv2")(x), train, "bn2"))
 
 
 def widths_of(cfg) -> tuple[int, int, int, int]:
@@ -209,10 +229,15 @@ def outer_norm(cfg) -> NormSpec:
 
 
 def make_stem(cfg, dtype: Dtype) -> nn.Module:
-    """The stem module (``name='stem'``), rematerialised if ``cfg.remat.stem``."""
-    cls = nn.remat(Stem, static_argnums=(2,)) if cfg.remat.stem else Stem
-    return cls(
-        int(cfg.stem_width), int(cfg.layer1_planes), int(cfg.layer1_blocks), outer_norm(cfg), dtype, name="stem"
+    """The stem module (``name='stem'``), rematerialised unit by unit if ``cfg.remat.stem``."""
+    return Stem(
+        int(cfg.stem_width),
+        int(cfg.layer1_planes),
+        int(cfg.layer1_blocks),
+        outer_norm(cfg),
+        dtype,
+        bool(cfg.remat.stem),
+        name="stem",
     )
 
 

@@ -34,7 +34,8 @@ class VectorField(nn.Module):
     The state stays in its own dtype (float32); convolutions run in ``dtype``. ``act`` is the
     activation (``field.activation``): ReLU as in the paper, or a smooth one (silu, softplus,
     gelu), whose continuous Jacobian spares the adaptive backward (adjoint) solve the small
-    steps it takes around every ReLU switching point.
+    steps it takes around every ReLU switching point. ``remat``: each BasicBlock and fuse step
+    of the field is rematerialised separately when the field is differentiated.
     """
 
     widths: tuple[int, ...]
@@ -45,6 +46,7 @@ class VectorField(nn.Module):
     align_corners: bool = False
     dtype: Dtype = jnp.float32
     act: str = "relu"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, t, y):
@@ -52,7 +54,15 @@ class VectorField(nn.Module):
         tt = t if self.time_dependent else None
         for m in range(self.num_modules):
             module = HRModule(
-                self.widths, self.num_blocks, self.norm, True, self.align_corners, self.dtype, self.act, name=f"module_{m}"
+                self.widths,
+                self.num_blocks,
+                self.norm,
+                True,
+                self.align_corners,
+                self.dtype,
+                self.act,
+                self.remat,
+                name=f"module_{m}",
             )
             xs = module(xs, False, tt)
         return tuple(x.astype(v.dtype) for x, v in zip(xs, y))
@@ -78,6 +88,7 @@ def make_field(cfg) -> VectorField:
         bool(cfg.align_corners),
         dtype_of(cfg.dtype),
         str(f.activation),
+        bool(cfg.remat.field),
         parent=None,
     )
 
@@ -103,7 +114,11 @@ class ODEBlock(nn.Module):
         def vector_field(t, y, p):
             return field.apply({"params": p}, t, y)
 
-        return ode.solve(vector_field, y0, params, settings, remat=bool(self.cfg.remat.field))
+        # remat.field: the field rematerialises block by block (make_field). The adjoints that
+        # store the solver's steps also keep only the state of each evaluation; the backsolve
+        # adjoint stores none, so checkpointing whole evaluations would only recompute them.
+        whole = bool(self.cfg.remat.field) and settings.adjoint != "backsolve"
+        return ode.solve(vector_field, y0, params, settings, remat=whole)
 
 
 class SegNode(nn.Module):
