@@ -225,8 +225,11 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
         mc = model_config(VARIANTS[name][1], **small)
         step, variables, opt_state, images, labels = train_inputs(mc, (batch, *size, 3))
         t = time.perf_counter()
-        train = jax.jit(step).lower(variables, opt_state, images, labels).compile()
-        infer = jax.jit(make_infer(mc)).lower(variables, images[:1]).compile()
+        # Compiled as for the memory analysis: on a CPU, remat's recomputation then runs (and
+        # costs time) as it does on an accelerator.
+        options = memory.compiler_options()
+        train = jax.jit(step).lower(variables, opt_state, images, labels).compile(compiler_options=options)
+        infer = jax.jit(make_infer(mc)).lower(variables, images[:1]).compile(compiler_options=options)
         compile_s = time.perf_counter() - t
         prepared[name] = (mc, train, infer, variables, opt_state, images, labels)
         print(f"  compiled {name} for timing in {compile_s:.0f}s", flush=True)
