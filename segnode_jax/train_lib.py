@@ -35,7 +35,7 @@ import optax
 from flax import struct
 from ml_collections import config_dict
 
-from segnode_jax import api, checkpoints, evaluation, losses, metrics_log, ode, parallel
+from segnode_jax import api, checkpoints, evaluation, losses, memory, metrics_log, ode, parallel
 from segnode_jax.config import LR_SCHEDULES, OPTIMIZERS
 
 log = logging.getLogger("segnode_jax")
@@ -284,8 +284,14 @@ def _train_step_jit(model_cfg, train_cfg, parallel_cfg, num_steps: int, class_we
     )
     state_sharding = train_state_shardings(model_cfg, tx, mesh, parallel_cfg)
     rep = parallel.replicated(mesh)
+    # With remat on, a CPU compile must keep jax.checkpoint's barriers to save memory at all.
+    remat = any(bool(v) for v in model_cfg.get("remat", {}).values())
     return jax.jit(
-        fn, donate_argnums=0, in_shardings=(state_sharding, parallel.batch_sharding(mesh)), out_shardings=(state_sharding, rep)
+        fn,
+        donate_argnums=0,
+        in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+        out_shardings=(state_sharding, rep),
+        compiler_options=memory.compiler_options(mesh.devices.flat[0].platform) if remat else None,
     )
 
 
