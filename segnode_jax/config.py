@@ -50,6 +50,8 @@ def ode_config() -> config_dict.ConfigDict:
             # backsolve: the adjoint method (paper), O(1) memory in the number of steps.
             # recursive_checkpoint: discretise-then-optimise with binomial checkpointing.
             # direct: plain backprop through every step (most memory; for reference).
+            # unrolled: fixed steps written out without a loop, plain backprop (exact
+            # gradients; memory grows with the evaluations, use remat.field; fastest on CPUs).
             adjoint="backsolve",
             # Use diffrax's adjoint seminorm (Kidger et al. 2021) on the backward solve:
             # parameter cotangents do not drive step sizes -> fewer backward steps.

@@ -16,12 +16,24 @@ num_steps         None: adaptive steps (PID controller, rtol/atol). An int: that
 rtol, atol        tolerances of the adaptive controller
 dt0, dtmin        initial step (None: chosen by diffrax) and step floor (None: none)
 max_steps         steps allowed before the solve fails
-adjoint           backsolve (the paper) | recursive_checkpoint | direct
+adjoint           backsolve (the paper) | recursive_checkpoint | direct | unrolled (fixed
+                  steps only: the steps and stages written out, no loop; see below)
 adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward step size
 adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
                   (exact rescaling), so ``atol`` means the same whatever the loss scale
 saveat            extra output times in [t0, t1] (trajectory analysis)
 ================  =========================================================================
+
+``adjoint=unrolled`` differentiates the fixed-step solve itself, like ``recursive_checkpoint``
+(exact gradients of the discrete solve), but writes its steps and Runge--Kutta stages out in
+the traced program (the method's Butcher tableau from diffrax) instead of running them in
+diffrax's ``while`` loops. Memory then grows with the number of evaluations (use
+``remat.field``) and compile time with ``num_steps``; in exchange XLA optimises the whole step
+as one program. On a CPU this matters a lot: XLA:CPU rewrites gradient convolutions into the
+layouts its fast kernels take only in the entry computation, never inside a loop body, so the
+backward pass of a looped solve runs on its slow generic convolution (benchmarks/README.md).
+With ``saveat`` (trajectory analysis) the solve goes through diffrax (same steps; off-grid
+times interpolated).
 
 A solve that fails raises :class:`ODESolveError` naming what happened and which config field
 to change (inside ``jax.jit`` the error is raised by ``equinox.error_if`` when the computation
@@ -82,7 +94,7 @@ SOLVERS: dict[str, tuple[type, bool, int, int]] = {
     "euler": (diffrax.Euler, False, 1, 0),
     "rk4": (RK4, False, 4, 0),
 }
-ADJOINTS = ("backsolve", "recursive_checkpoint", "direct")
+ADJOINTS = ("backsolve", "recursive_checkpoint", "direct", "unrolled")
 
 
 def _field(name: str) -> str:
@@ -124,6 +136,13 @@ class ODESettings:
                 "num_steps",
                 f"solver={self.solver} has no error estimate, so it needs fixed steps: "
                 f"set --config.{_field('num_steps')}=8 (or use solver=dopri5 for adaptive steps)",
+            )
+        if self.adjoint == "unrolled" and self.num_steps is None:
+            bad(
+                "adjoint",
+                "adjoint=unrolled writes out a fixed number of steps: set "
+                f"--config.{_field('num_steps')}=2 (e.g. with --config.{_field('solver')}=euler or rk4), "
+                "or use adjoint=backsolve for adaptive steps",
             )
         if self.num_steps is not None and self.num_steps < 1:
             bad("num_steps", f"{self.num_steps} must be a positive number of steps (or None)")
@@ -177,10 +196,51 @@ class ODESettings:
             f"t0={self.t0:g}, t1={self.t1:g}"
         )
 
+    @property
+    def unrolled(self) -> bool:
+        """Whether the solve is written out step by step (``adjoint=unrolled``, no ``saveat``)."""
+        return self.adjoint == "unrolled" and not self.saveat
+
     def nfe(self, num_steps):
         """Vector-field evaluations of a forward solve that took ``num_steps`` steps."""
+        if self.unrolled:
+            return len(_stages(self.solver)[1]) * num_steps
         _, _, per_step, extra = SOLVERS[self.solver]
         return per_step * num_steps + extra
+
+
+def _stages(solver: str) -> tuple[tuple, tuple, tuple]:
+    """``(a_lower, b, c)`` of an explicit method, from diffrax's Butcher tableau, cut after the
+    last stage with a nonzero weight (the FSAL stage of Dopri5/Tsit5 is only their error
+    estimate's and the next step's first evaluation)."""
+    cls = SOLVERS[solver][0]
+    if cls is diffrax.Euler:
+        return (), (1.0,), ()
+    tableau = cls.tableau
+    last = max(i for i, w in enumerate(tableau.b_sol) if w != 0)
+    rows = tuple(tuple(float(a) for a in row) for row in tableau.a_lower[:last])
+    return rows, tuple(float(w) for w in tableau.b_sol[: last + 1]), tuple(float(c) for c in tableau.c[:last])
+
+
+def _unrolled_solve(f, y0: PyTree, params: PyTree, settings: ODESettings) -> PyTree:
+    """The fixed-step explicit Runge--Kutta solve, every step and stage written out."""
+    rows, b, c = _stages(settings.solver)
+    h = (settings.t1 - settings.t0) / settings.num_steps
+
+    def combine(y, weights, ks):
+        for w, k in zip(weights, ks):
+            if w != 0:
+                y = jax.tree_util.tree_map(lambda a, d: a + (h * w) * d, y, k)
+        return y
+
+    y = y0
+    for step in range(settings.num_steps):
+        t = settings.t0 + step * h
+        ks = [f(jnp.asarray(t, jnp.float32), y, params)]
+        for row, ci in zip(rows, c):
+            ks.append(f(jnp.asarray(t + ci * h, jnp.float32), combine(y, row, ks), params))
+        y = combine(y, b, ks)
+    return y
 
 
 def failure_message(result: str, settings: ODESettings, *, phase: str = "forward") -> str:
@@ -243,7 +303,7 @@ def _adjoint(settings: ODESettings, solver):
                 pid["norm"] = diffrax.adjoint_rms_seminorm
             kwargs["stepsize_controller"] = diffrax.PIDController(**pid)
         return diffrax.BacksolveAdjoint(**kwargs)
-    if settings.adjoint == "recursive_checkpoint":
+    if settings.adjoint in ("recursive_checkpoint", "unrolled"):  # unrolled: with saveat only
         return diffrax.RecursiveCheckpointAdjoint()
     return diffrax.DirectAdjoint()
 
@@ -285,6 +345,11 @@ def solve(
 
     if remat:
         f = jax.checkpoint(f)
+    if settings.unrolled:
+        n = jnp.asarray(settings.num_steps, jnp.int32)
+        info = dict(num_steps=n, num_accepted_steps=n, num_rejected_steps=jnp.zeros((), jnp.int32))
+        info["nfe"] = jnp.asarray(settings.nfe(settings.num_steps), jnp.int32)
+        return _unrolled_solve(f, y0, params, settings), info
     if settings.saveat:
         ts = np.array(sorted(set(settings.saveat) | {settings.t1}), dtype=np.float32)
         saveat = diffrax.SaveAt(ts=jnp.asarray(ts))

@@ -51,6 +51,17 @@ def parse_spec(spec: str) -> dict[str, Any]:
     return out
 
 
+def sweep_overrides(spec: str, model_ode) -> dict[str, Any]:
+    """``model.ode`` overrides for one sweep entry on a model with settings ``model_ode``. The
+    sweep runs no gradients, so the adjoint only matters where it changes the forward solve:
+    a model trained with ``adjoint=unrolled`` keeps it for fixed steps and is solved through
+    diffrax (``backsolve``) for adaptive entries, which cannot be unrolled."""
+    out = parse_spec(spec)
+    if out["num_steps"] is None and model_ode.get("adjoint") == "unrolled":
+        out["adjoint"] = "backsolve"
+    return out
+
+
 def _with_ode(cfg, **ode):
     c = copy.deepcopy(cfg)
     with c.unlocked():
@@ -167,7 +178,7 @@ def solver_sweep(variables, cfg, *, specs, num_images=None, timing_images=4, pro
     images = np.stack([ds[i]["image"] for i in range(min(timing_images, len(ds)))]).astype(np.float32)
     rows = []
     for spec in specs:
-        c = _with_ode(cfg, **parse_spec(spec))
+        c = _with_ode(cfg, **sweep_overrides(spec, cfg.model.ode))
         res = evaluation.evaluate(variables, c, settings=settings, progress=progress)
         predictor = evaluation.Predictor.for_model(variables, c.model, batch_size=1)
         rows.append(

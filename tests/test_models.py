@@ -146,7 +146,7 @@ def test_time_dependent_field_adds_a_time_channel(images):
     assert bool(jnp.all(jnp.isfinite(logits)))
 
 
-@pytest.mark.parametrize("adjoint", ["backsolve", "recursive_checkpoint"])
+@pytest.mark.parametrize("adjoint", ["backsolve", "recursive_checkpoint", "unrolled"])
 def test_rematerialisation_changes_nothing_but_memory(adjoint, variables, images):
     """Block-by-block remat (and, for adjoints that store steps, whole-evaluation remat of the
     field around it) gives the gradients of the plain model."""

@@ -62,9 +62,21 @@ def test_time_dependent_field_and_trajectory_outputs():
 
 
 @pytest.mark.parametrize(
-    "solver,num_steps", [("dopri5", None), ("tsit5", None), ("heun", None), ("dopri5", 5), ("heun", 3), ("euler", 7), ("rk4", 3)]
+    "solver,num_steps,adjoint",
+    [
+        ("dopri5", None, "backsolve"),
+        ("tsit5", None, "backsolve"),
+        ("heun", None, "backsolve"),
+        ("dopri5", 5, "backsolve"),
+        ("heun", 3, "backsolve"),
+        ("euler", 7, "backsolve"),
+        ("rk4", 3, "backsolve"),
+        ("dopri5", 3, "unrolled"),
+        ("tsit5", 2, "unrolled"),
+        ("rk4", 3, "unrolled"),
+    ],
 )
-def test_nfe_counts_every_vector_field_evaluation(solver, num_steps):
+def test_nfe_counts_every_vector_field_evaluation(solver, num_steps, adjoint):
     calls = []
 
     def count(t):
@@ -73,9 +85,9 @@ def test_nfe_counts_every_vector_field_evaluation(solver, num_steps):
 
     def field(t, y, p):
         tick = io_callback(count, jax.ShapeDtypeStruct((), jnp.float32), t, ordered=False)
-        return linear_field(t, y, p)[0] + tick
+        return y @ p["A"].T + tick
 
-    s = ode.ODESettings(solver=solver, num_steps=num_steps, rtol=1e-4, atol=1e-4, max_steps=1000)
+    s = ode.ODESettings(solver=solver, num_steps=num_steps, rtol=1e-4, atol=1e-4, max_steps=1000, adjoint=adjoint)
     _, info = jax.jit(lambda p, y0: ode.solve(field, y0, p, s))(PARAMS, Y0[0])
     jax.effects_barrier()
     assert int(info["nfe"]) == len(calls)
@@ -117,6 +129,40 @@ def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
         fd_y = (loss(p, y0 + eps * e) - loss(p, y0 - eps * e)) / (2 * eps)
         assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
 
+
+
+@pytest.mark.parametrize("solver,num_steps", [("euler", 3), ("heun", 2), ("rk4", 2), ("dopri5", 2), ("tsit5", 1)])
+def test_unrolled_solve_is_diffrax_fixed_step_solve_without_loops(nonlinear_problem, solver, num_steps):
+    """adjoint=unrolled computes diffrax's discrete solve (same steps, same tableau) and its
+    exact gradient, with no loop left in the differentiated program."""
+    p, y0, _ = nonlinear_problem
+    with jax.enable_x64(True):
+        def loss_fn(adjoint):
+            s = ode.ODESettings(solver=solver, num_steps=num_steps, adjoint=adjoint)
+            return lambda p, y0: jnp.sum(jnp.sin(ode.solve(_nonlinear, y0, p, s)[0]))
+
+        grad_unrolled = jax.grad(loss_fn("unrolled"), argnums=(0, 1))
+        reference = jax.jit(jax.value_and_grad(loss_fn("recursive_checkpoint"), argnums=(0, 1)))(p, y0)
+        got = jax.jit(jax.value_and_grad(loss_fn("unrolled"), argnums=(0, 1)))(p, y0)
+        np.testing.assert_allclose(got[0], reference[0], rtol=1e-12)
+        for a, b in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(reference[1])):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        primitives = str(jax.make_jaxpr(grad_unrolled)(p, y0))
+        assert "while" not in primitives and "scan" not in primitives and "cond" not in primitives
+        assert "while" in str(jax.make_jaxpr(jax.grad(loss_fn("recursive_checkpoint")))(p, y0))
+
+
+def test_unrolled_solve_with_saveat_goes_through_diffrax():
+    s = ode.ODESettings(solver="rk4", num_steps=4, adjoint="unrolled")
+    y1, _ = ode.solve(linear_field, Y0, PARAMS, s)
+    y1_saved, info = ode.solve(linear_field, Y0, PARAMS, ode.ODESettings(solver="rk4", num_steps=4, adjoint="unrolled", saveat=(0.5,)))
+    np.testing.assert_allclose(info["ts"], [0.5, 1.0])
+    for a, b in zip(jax.tree_util.tree_leaves(y1), jax.tree_util.tree_leaves(y1_saved)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    half, _ = ode.solve(linear_field, Y0, PARAMS, ode.ODESettings(solver="rk4", num_steps=2, t1=0.5, adjoint="unrolled"))
+    for a, b in zip(jax.tree_util.tree_leaves(half), jax.tree_util.tree_leaves(info["ys"])):
+        np.testing.assert_allclose(a, b[0], rtol=1e-6, atol=1e-6)  # t = 0.5 is on the step grid
+    assert int(info["nfe"]) == 16
 
 
 def test_adjoint_tolerances_set_only_the_backward_accuracy(nonlinear_problem):
@@ -245,6 +291,7 @@ def test_dtmin_reached_names_the_field():
         (dict(solver="rk4"), "model.ode.num_steps"),
         (dict(solver="midpoint"), "model.ode.solver"),
         (dict(adjoint="magic"), "model.ode.adjoint"),
+        (dict(adjoint="unrolled"), "model.ode.adjoint"),
         (dict(t0=1.0, t1=1.0), "model.ode.t1"),
         (dict(saveat=(1.5,)), "model.ode.saveat"),
         (dict(num_steps=0), "model.ode.num_steps"),
