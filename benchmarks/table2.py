@@ -7,8 +7,12 @@ For HRNetV2, the Baseline and SegNode (each adjoint, and each memory/speed lever
   paper's setting (W48, CamVid 480x360, 11 classes), read from the compiled XLA executable
   (``segnode_jax.memory.analyse``: temp + arguments + outputs - aliases, compiled so that a
   CPU keeps remat's optimisation barriers as accelerators do), so nothing runs and no
-  accelerator is needed; on a GPU also the measured peak memory of a step
-  and, with ``--max_batch``, the largest training batch that fits;
+  accelerator is needed;
+* the largest training batch whose analysed memory fits a budget (``--budget_gib``, default
+  32: the paper's "maximum batch size for 32GB" column), a few compiles per variant
+  (``segnode_jax.memory.batch_for_budget``);
+* on a GPU, the measured peak memory of a training step and, with ``--max_batch``, the largest
+  training batch that runs, each step in a fresh process (a device's peak never goes down);
 * wall time of a training step and of inference, side by side in one process (interleaved
   repeats, median) at a size a 2-core CPU can run (``--time_width``, ``--time_size``,
   ``--time_batch``), and SegNode's mean number of function evaluations (NFE);
@@ -18,7 +22,7 @@ For HRNetV2, the Baseline and SegNode (each adjoint, and each memory/speed lever
 Writes ``benchmarks/results/table2.json`` and regenerates the table section of
 ``benchmarks/README.md``.
 
-    python benchmarks/table2.py                       # everything (about an hour on 2 CPU cores)
+    python benchmarks/table2.py                       # everything (about two hours on 2 CPU cores)
     python benchmarks/table2.py --only hrnetv2 segnode --no_time
 """
 
@@ -30,6 +34,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -52,12 +57,15 @@ BEGIN, END = "<!-- table2:begin -->", "<!-- table2:end -->"
 # The paper's Table 2 (CamVid, W48) and its ratios.
 PAPER = {
     "params": {"hrnetv2": 65.8e6, "baseline": 70.9e6, "segnode": 20.9e6},
+    # "Maximum batch size for 32GB" (V100 32GB).
+    "max_batch": {"hrnetv2": 24, "baseline": 24, "segnode": 62},
     "ratios": {
         "train_memory_vs_baseline": 0.42,
         "train_time_vs_baseline": 1.9,
         "infer_memory_vs_hrnetv2": 0.58,
         "infer_time_vs_hrnetv2": 2.4,
         "params_vs_hrnetv2": 0.32,
+        "max_batch_vs_baseline": 62 / 24,
     },
 }
 
@@ -179,7 +187,9 @@ def make_train_step(mc) -> Callable:
 def train_inputs(mc, shape: tuple[int, int, int, int]):
     """``(step, variables, opt_state, images, labels)`` of a real training step at ``shape``
     (random images and labels, freshly initialised model)."""
-    variables = segnode_jax.init(mc, jax.random.key(0), shape)
+    # Parameters and BatchNorm statistics do not depend on the batch: initialise at batch 1 so
+    # that initialisation never needs more memory than the step.
+    variables = segnode_jax.init(mc, jax.random.key(0), (1, *shape[1:]))
     step, tx = make_train_step(mc)
     opt_state = tx.init(variables["params"])
     images = jax.random.normal(jax.random.key(1), shape)
@@ -217,31 +227,72 @@ def infer_memory(mc, size: tuple[int, int]) -> dict[str, int]:
     return memory.analyse(make_infer(mc), variables, images)
 
 
-def gpu_measurements(mc, batch: int, size: tuple[int, int], find_max_batch: bool) -> dict[str, Any]:
-    """Measured peak memory of a training step on the accelerator, and the largest batch."""
+def max_train_batch(mc, size: tuple[int, int], budget: int, known: dict[int, int] | None = None) -> tuple[int, dict[int, int]]:
+    """The largest training batch whose analysed memory fits ``budget`` bytes (a few compiles;
+    ``known``: ``{batch: bytes}`` readings already taken)."""
+    return memory.batch_for_budget(lambda b: train_memory(mc, b, size)["total"], budget, known=known)
+
+
+# A child process runs one training step (``--_run_step``) and prints its result after this tag.
+STEP_TAG = "TABLE2_STEP "
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def _run_step(name: str, batch: int, size: tuple[int, int]) -> None:
+    """Child: one training step of variant ``name`` at ``batch``; prints whether it fitted and
+    the device's peak memory (this process ran nothing else, so the peak is the step's)."""
+    mc = model_config(VARIANTS[name][1], num_classes=11)
     device = jax.local_devices()[0]
-
-    def run(b: int) -> int | None:
-        step, variables, opt_state, images, labels = train_inputs(mc, (b, *size, 3))
-        try:
-            with ode.solver_errors(mc.ode):
-                out = jax.jit(step, donate_argnums=(0, 1))(variables, opt_state, images, labels)
-                jax.block_until_ready(out)
-        except Exception as e:  # noqa: BLE001 - out of memory shows up as several error types
-            if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
-                return None
+    try:
+        step, variables, opt_state, images, labels = train_inputs(mc, (batch, *size, 3))
+        with ode.solver_errors(mc.ode):
+            jax.block_until_ready(jax.jit(step, donate_argnums=(0, 1))(variables, opt_state, images, labels))
+        fits = True
+    except Exception as e:  # noqa: BLE001 - out of memory surfaces as several error types
+        if not _out_of_memory(e):
             raise
-        return int(device.memory_stats().get("peak_bytes_in_use", 0))
+        fits = False
+    stats = device.memory_stats() or {}
+    result = {"fits": fits, "peak_bytes": stats.get("peak_bytes_in_use") if fits else None, "bytes_limit": stats.get("bytes_limit")}
+    print(STEP_TAG + json.dumps(result), flush=True)
 
-    out: dict[str, Any] = {"peak_bytes": run(batch)}
+
+def run_step_in_child(name: str, batch: int, size: tuple[int, int]) -> dict[str, Any]:
+    """Runs one training step in a fresh process, so that its peak is not another variant's
+    (a device's peak statistic never goes down). JAX may take 95% of the device's memory there
+    (unless ``XLA_PYTHON_CLIENT_MEM_FRACTION`` says otherwise), so the largest batch is the
+    device's, not the default 75% pool's."""
+    env = dict(os.environ)
+    fraction = env.get("XLA_PYTHON_CLIENT_MEM_FRACTION") or env.get("XLA_CLIENT_MEM_FRACTION") or "0.95"
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = env["XLA_CLIENT_MEM_FRACTION"] = fraction
+    cmd = [sys.executable, os.path.abspath(__file__), "--_run_step", name, str(batch), str(size[0]), str(size[1])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith(STEP_TAG):
+            return json.loads(line[len(STEP_TAG):])
+    raise RuntimeError(f"the training step of {name} at batch {batch} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def gpu_measurements(name: str, batch: int, size: tuple[int, int], find_max_batch: bool, guess: int | None = None) -> dict[str, Any]:
+    """Measured peak memory of a training step at ``batch`` on the accelerator, and with
+    ``find_max_batch`` the largest batch that runs (searched from ``guess``), each step in a
+    fresh process."""
+    first = run_step_in_child(name, batch, size)
+    out: dict[str, Any] = {"peak_bytes": first["peak_bytes"], "device_memory_bytes": first["bytes_limit"]}
     if find_max_batch:
-        lo, hi = 0, batch
-        while run(hi) is not None:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if run(mid) is not None else (lo, mid)
-        out["max_batch"] = lo
+        runs = {batch: first["fits"]}
+
+        def fits(b: int) -> bool:
+            if b not in runs:
+                runs[b] = run_step_in_child(name, b, size)["fits"]
+                print(f"  {name}: batch {b} {'fits' if runs[b] else 'does not fit'}", flush=True)
+            return runs[b]
+
+        out["max_batch_measured"] = memory.largest_batch(fits, guess=guess or batch, limit=4096)
     return out
 
 
@@ -304,6 +355,7 @@ def ratios(models: dict[str, dict]) -> dict[str, dict[str, float | None]]:
             "infer_memory_vs_hrnetv2": r(m.get("infer_memory_bytes"), hr.get("infer_memory_bytes")),
             "infer_time_vs_hrnetv2": r(m.get("infer_seconds"), hr.get("infer_seconds")),
             "params_vs_hrnetv2": r(m.get("params"), hr.get("params")),
+            "max_batch_vs_baseline": r(m.get("max_batch_analysed"), base.get("max_batch_analysed")),
         }
     return out
 
@@ -321,19 +373,47 @@ def markdown(result: dict) -> str:
     lines = [
         f"Measured {result['date']} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
         f"Memory: W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, {s['num_classes']} classes, training batch "
-        f"{s['train_batch']}, inference batch 1, from XLA's memory analysis of the compiled step.",
+        f"{s['train_batch']}, inference batch 1, from XLA's memory analysis of the compiled step"
+        + (
+            f"; max batch: the largest training batch whose analysed memory fits {s['max_batch_budget_gib']:g} GiB "
+            f"(paper, V100 32GB: HRNetV2 {PAPER['max_batch']['hrnetv2']}, Baseline {PAPER['max_batch']['baseline']}, "
+            f"SegNode {PAPER['max_batch']['segnode']})."
+            if s.get("max_batch_budget_gib")
+            else "."
+        ),
         f"Time: width {s['time_width']}, {s['time_size'][1]}x{s['time_size'][0]} images, training batch "
         f"{s['time_batch']}, inference batch 1, median of {s['repeats']} interleaved repeats; NFE at "
         "initialisation on random images (a trained field may need more or fewer).",
         "",
-        "| model | params (M) | train mem (GiB) | infer mem (GiB) | train step (s) | inference (s) | NFE |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    budget = s.get("max_batch_budget_gib")
+    measured = any(m.get("peak_bytes") is not None or "max_batch_measured" in m for m in result["models"].values())
+    head = "| model | params (M) | train mem (GiB) | infer mem (GiB) |"
+    rule = "|---|---:|---:|---:|"
+    if budget:
+        head += f" max batch in {budget:g} GiB |"
+        rule += "---:|"
+    if measured:
+        head += " measured peak (GiB) | measured max batch |"
+        rule += "---:|---:|"
+    if measured:
+        lines.insert(
+            -1,
+            "Measured peak: the device's peak memory over one training step at the memory batch, each step in a "
+            "fresh process; measured max batch: the largest training batch that ran (JAX allowed 95% of the memory).",
+        )
+    lines += [head + " train step (s) | inference (s) | NFE |", rule + "---:|---:|---:|"]
     for name, m in result["models"].items():
-        lines.append(
+        row = (
             f"| `{name}` | {_f(m.get('params') and m['params'] / 1e6)} | {_gib(m.get('train_memory_bytes'))} | "
-            f"{_gib(m.get('infer_memory_bytes'))} | {_f(m.get('train_step_seconds'), '{:.3f}')} | "
-            f"{_f(m.get('infer_seconds'), '{:.3f}')} | {_f(m.get('nfe'), '{:.0f}')} |"
+            f"{_gib(m.get('infer_memory_bytes'))} |"
+        )
+        if budget:
+            row += f" {_f(m.get('max_batch_analysed'), '{:d}')} |"
+        if measured:
+            row += f" {_gib(m.get('peak_bytes'))} | {_f(m.get('max_batch_measured'), '{:d}')} |"
+        lines.append(
+            row + f" {_f(m.get('train_step_seconds'), '{:.3f}')} | {_f(m.get('infer_seconds'), '{:.3f}')} | {_f(m.get('nfe'), '{:.0f}')} |"
         )
     p = PAPER["ratios"]
     lines += [
@@ -342,13 +422,15 @@ def markdown(result: dict) -> str:
         "",
         f"| SegNode variant | train mem / Baseline ({p['train_memory_vs_baseline']}) | train time / Baseline "
         f"({p['train_time_vs_baseline']}) | infer mem / HRNetV2 ({p['infer_memory_vs_hrnetv2']}) | infer time / "
-        f"HRNetV2 ({p['infer_time_vs_hrnetv2']}) | params / HRNetV2 ({p['params_vs_hrnetv2']}) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"HRNetV2 ({p['infer_time_vs_hrnetv2']}) | params / HRNetV2 ({p['params_vs_hrnetv2']}) | max batch / Baseline "
+        f"({p['max_batch_vs_baseline']:.2f}) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in result["ratios"].items():
         lines.append(
             f"| `{name}` | {_f(r['train_memory_vs_baseline'])} | {_f(r['train_time_vs_baseline'])} | "
-            f"{_f(r['infer_memory_vs_hrnetv2'])} | {_f(r['infer_time_vs_hrnetv2'])} | {_f(r['params_vs_hrnetv2'])} |"
+            f"{_f(r['infer_memory_vs_hrnetv2'])} | {_f(r['infer_time_vs_hrnetv2'])} | {_f(r['params_vs_hrnetv2'])} | "
+            f"{_f(r.get('max_batch_vs_baseline'))} |"
         )
     lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
     return "\n".join(lines)
@@ -377,16 +459,37 @@ def main(argv=None) -> dict:
     parser.add_argument("--time_batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--time_only", nargs="+", choices=list(VARIANTS), help="variants to time (default: --only)")
-    parser.add_argument("--max_batch", action="store_true", help="GPU only: search the largest training batch")
+    parser.add_argument(
+        "--budget_gib",
+        type=float,
+        default=32.0,
+        help="memory budget (GiB) for the largest training batch by XLA's analysis, any backend "
+        "(default 32: the paper's V100 32GB column; about 3 more compiles per variant); 0 skips it",
+    )
+    parser.add_argument(
+        "--max_batch", action="store_true", help="GPU only: also search the largest training batch that runs (fresh process per try)"
+    )
+    parser.add_argument("--_run_step", nargs=4, metavar=("NAME", "BATCH", "H", "W"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(RESULTS, "table2.json"))
     parser.add_argument("--no_readme", action="store_true", help="do not rewrite benchmarks/README.md")
     args = parser.parse_args(argv)
+    if args._run_step:
+        name, batch, h, w = args._run_step
+        _run_step(name, int(batch), (int(h), int(w)))
+        return {}
+    backend = jax.default_backend()
+    if args.max_batch and backend != "gpu":
+        parser.error(
+            f"--max_batch runs training steps until the device runs out of memory and needs a GPU (backend here: {backend}); "
+            "the largest batch by XLA's analysis is measured on any backend (--budget_gib, default 32)"
+        )
+    if args.budget_gib < 0:
+        parser.error(f"--budget_gib must be positive (or 0 to skip), got {args.budget_gib}")
 
     names = args.only or list(VARIANTS)
     size = tuple(args.size)
     previous = json.load(open(args.out)) if os.path.exists(args.out) else {"models": {}}
     models: dict[str, dict] = {n: dict(previous["models"].get(n, {})) for n in names}
-    backend = jax.default_backend()
     infer_cache: dict[Any, dict] = {}
     for name in names:
         mc = model_config(VARIANTS[name][1], num_classes=11)
@@ -402,13 +505,19 @@ def main(argv=None) -> dict:
             if key not in infer_cache:
                 infer_cache[key] = infer_memory(mc, size)
             m["infer_memory_bytes"] = infer_cache[key]["total"]
+            if args.budget_gib:
+                known = {args.train_batch: m["train_memory_bytes"]}
+                m["max_batch_analysed"], _ = max_train_batch(mc, size, int(args.budget_gib * 2**30), known)
+            else:
+                m.pop("max_batch_analysed", None)
             print(
                 f"{name}: params {m['params']:,}  train {_gib(m['train_memory_bytes'])} GiB  "
-                f"infer {_gib(m['infer_memory_bytes'])} GiB  ({time.perf_counter() - t:.0f}s)",
+                f"infer {_gib(m['infer_memory_bytes'])} GiB  max batch {m.get('max_batch_analysed', '-')}  "
+                f"({time.perf_counter() - t:.0f}s)",
                 flush=True,
             )
             if backend == "gpu":
-                m.update(gpu_measurements(mc, args.train_batch, size, args.max_batch))
+                m.update(gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed")))
     if not args.no_time:
         timed = time_models(
             args.time_only or names, width=args.time_width, size=tuple(args.time_size), batch=args.time_batch, repeats=args.repeats
@@ -416,6 +525,12 @@ def main(argv=None) -> dict:
         for name, t in timed.items():
             models.setdefault(name, dict(previous["models"].get(name, {}))).update(t)
             print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
+    memory_settings = {"size": list(size), "num_classes": 11, "train_batch": args.train_batch, "max_batch_budget_gib": args.budget_gib or None}
+    if args.no_memory and "settings" in previous:
+        memory_settings = {k: previous["settings"].get(k) for k in memory_settings}
+    time_settings = {"time_width": args.time_width, "time_size": list(args.time_size), "time_batch": args.time_batch, "repeats": args.repeats}
+    if args.no_time and "settings" in previous:
+        time_settings = {k: previous["settings"].get(k) for k in time_settings}
     merged = {**previous["models"], **models}
     ordered = {n: merged[n] for n in VARIANTS if n in merged}
     result = {
@@ -425,13 +540,10 @@ def main(argv=None) -> dict:
         "jax": jax.__version__,
         "settings": {
             "width": 48,
-            "size": list(size),
-            "num_classes": 11,
-            "train_batch": args.train_batch,
-            "time_width": args.time_width,
-            "time_size": list(args.time_size),
-            "time_batch": args.time_batch,
-            "repeats": args.repeats,
+            # The settings of this run's columns; for columns skipped (--no_memory, --no_time) the
+            # previous run's, whose numbers the table keeps.
+            **memory_settings,
+            **time_settings,
         },
         "paper": PAPER,
         "models": ordered,
