@@ -1,18 +1,23 @@
-"""A small SegNode trained on the synthetic shapes dataset: the README's main job.
+"""A small SegNode trained on synthetic street scenes: the README's main job.
 
     python train.py --config configs/synthetic.py --workdir runs/synthetic
     python evaluate.py --ckpt runs/synthetic          # results.json + prediction images
     bash scripts/main.sh                              # both, with a fresh .venv
 
-Nothing to download: 512 training and 64 validation images (128x128, 6 classes: background and
-5 shapes that differ only in shape, not in colour or texture) are generated on first use.
+Nothing to download: 512 training and 64 validation street scenes (128x128, 8 classes with
+Cityscapes' names and colours: road, sidewalk, building, vegetation, sky, pole, person, car;
+``data.generator="street"``, docs/datasets.md) are generated on first use.
 The network is SegNode at width 8 (branches of 8, 16, 32, 64 channels; one 4-branch module
-of one pre-activation BasicBlock per branch as the vector field), solved with 2 fixed RK4
-steps and trained with the adjoint method (backsolve), SGD lr 0.1, momentum 0.9, no weight
-decay, poly decay 0.9 (the paper's recipe), batch 8, 128x128 crops, 1500 steps.
+of one pre-activation BasicBlock per branch as the vector field), trained with 2 fixed Euler
+steps written out without a loop (``model.ode.adjoint=unrolled``: exact gradients of the
+discrete solve, the fastest training solve on a CPU), SGD lr 0.1, momentum 0.9, no weight decay,
+poly decay 0.9 (the paper's recipe), batch 8, 128x128 crops, 3000 steps. The paper's solve
+(adaptive Dopri5 + the adjoint method) is one flag away:
+``--config.model.ode.solver=dopri5 --config.model.ode.num_steps=None --config.model.ode.adjoint=backsolve``
+(several times slower per step on a CPU; ``benchmarks/parity.py`` compares the solves).
 
 Expected result: see the README's results section (mIoU on the 64 validation images, and the
-minutes the whole `bash scripts/main.sh` takes on a 2-core CPU).
+minutes the whole ``bash scripts/main.sh`` takes on a 2-core CPU).
 """
 
 from segnode_jax import data
@@ -23,7 +28,7 @@ def get_config():
     cfg = base_config()
     m = cfg.model
     m.name = "segnode"
-    m.num_classes = 6
+    m.num_classes = 8
     m.width = 8
     m.stem_width = 16
     m.layer1_planes = 8
@@ -31,21 +36,21 @@ def get_config():
     m.segnode.modules_per_field = 1
     m.segnode.blocks_per_branch = 1
     m.field.groups = 4
-    m.ode.solver = "rk4"
+    m.ode.solver = "euler"
     m.ode.num_steps = 2
-    m.ode.adjoint = "backsolve"
+    m.ode.adjoint = "unrolled"
 
     d = cfg.data = data.data_config("synthetic")
+    d.generator = "street"
     d.image_size = (128, 128)
     d.crop_size = (128, 128)
-    d.num_classes = 6
 
     t = cfg.train
     t.batch_size = 8
-    t.num_steps = 1500
-    t.log_every_steps = 50
-    t.checkpoint_every_steps = 250
-    t.eval_every_steps = 500
+    t.num_steps = 3000
+    t.log_every_steps = 100
+    t.checkpoint_every_steps = 500
+    t.eval_every_steps = 1000
     cfg.eval.batch_size = 8
     cfg.eval.num_visualizations = 6
     return cfg

@@ -34,6 +34,7 @@ def get_config():
     m.ode.max_steps = 64
 
     d = cfg.data = data.data_config("synthetic")
+    d.generator = "shapes"
     d.num_classes = 5
     d.image_size = (32, 32)
     d.num_train = 16

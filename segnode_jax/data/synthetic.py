@@ -1,12 +1,21 @@
 """A procedural segmentation dataset, generated deterministically from a seed.
 
-Every image has a textured, coloured background and 5-10 objects drawn on top of each other
+Two generators (``data.generator``):
+
+* ``street`` (default; ``segnode_jax.data.street``): street scenes seen by a camera -- road,
+  sidewalk, building, vegetation, sky, pole, person, car (8 classes, Cityscapes' names and
+  colours) told apart by colour, texture, position, context and shape, with perspective,
+  occlusion, illumination changes and sensor noise. The main job trains on it.
+* ``shapes``: the first generator, kept for comparison. Every image has a textured, coloured background and 5-10 objects drawn on top of each other
 (occlusions), at random positions, sizes (radius 8-20 % of the short side), rotations,
 colours and textures (solid, stripes, checker, speckle). The class of an object is its
 *shape* (disc, square, triangle, ring, cross, ellipse, frame; the first ``num_classes - 1``
 are used); colour and texture are drawn independently of the class, so colour alone does
 not give the class. All shapes have the same area for the same size parameter, so classes
-get similar pixel shares. Defaults: 256x256, 512 train / 64 val, 6 classes (background + 5).
+get similar pixel shares; ``num_classes`` (2-8) chooses how many shapes are used. A hard task
+for its size: the classes differ *only* by outline.
+
+Defaults: 256x256, 512 train / 64 val.
 """
 
 from __future__ import annotations
@@ -16,18 +25,45 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 from PIL import Image
 
-from segnode_jax.data import common, files
+from segnode_jax.data import common, files, street
 from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import ClassEntry, ClassTable, voc_colormap
 from segnode_jax.data.errors import PreparationError
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "ellipse", "frame")
-GENERATOR_VERSION = 1  # Bump when the drawing changes (it is part of the variant name).
+GENERATORS = ("street", "shapes")
+# Bump when a generator's drawing changes (it is part of the variant name).
+GENERATOR_VERSION = {"shapes": 1, "street": 1}
+
+
+def _generator(dcfg: config_dict.ConfigDict) -> str:
+    name = dcfg.get("generator") or "street"
+    if name not in GENERATORS:
+        raise PreparationError(f"unknown data.generator={name!r}; choose one of {', '.join(GENERATORS)}.")
+    return name
+
+
+def num_classes(dcfg: config_dict.ConfigDict) -> int:
+    """The class count of these settings: 8 for ``street``; ``num_classes`` (default 6) for ``shapes``."""
+    if _generator(dcfg) == "street":
+        n = dcfg.get("num_classes")
+        if n is not None and int(n) != len(street.CLASSES):
+            raise PreparationError(
+                f"the street generator has {len(street.CLASSES)} classes ({', '.join(street.CLASSES)}), "
+                f"but data.num_classes={n}; leave data.num_classes unset (None) or set it to {len(street.CLASSES)}."
+            )
+        return len(street.CLASSES)
+    n = dcfg.get("num_classes")
+    return 6 if n is None else int(n)
 
 
 def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
-    """Background (0) and the first ``num_classes - 1`` shapes; train id == stored id."""
-    n = int(dcfg.num_classes)
+    """``street``: its 8 classes with Cityscapes' colours. ``shapes``: background (0) and the
+    first ``num_classes - 1`` shapes. Train id == stored id."""
+    if _generator(dcfg) == "street":
+        num_classes(dcfg)
+        return ClassTable(tuple(ClassEntry(nm, i, i, street.PALETTE[i]) for i, nm in enumerate(street.CLASSES)))
+    n = num_classes(dcfg)
     if not 2 <= n <= len(SHAPES) + 1:
         raise PreparationError(f"synthetic num_classes must be in [2, {len(SHAPES) + 1}], got {n}.")
     colors = voc_colormap(n)
@@ -37,11 +73,13 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
 
 def default_config(cfg: config_dict.ConfigDict) -> None:
     """Synthetic defaults: small, CPU-friendly, learnable by a small SegNode in minutes."""
+    cfg.generator = "street"
     cfg.image_size = (256, 256)
     cfg.num_train = 512
     cfg.num_val = 64
     cfg.seed = 0
-    cfg.num_classes = 6
+    # None: the generator's own count (street 8, shapes 6); shapes take 2..8.
+    cfg.num_classes = config_dict.placeholder(int)
     cfg.crop_size = (256, 256)
     # base_size stays None: scales are relative to the generated size.
     cfg.scale_range = (0.75, 1.5)
@@ -57,11 +95,13 @@ def split_sizes(dcfg: config_dict.ConfigDict) -> dict[str, int]:
 def variant_name(dcfg: config_dict.ConfigDict) -> str:
     """TFDS config name encoding every generation parameter."""
     h, w = _size(dcfg)
-    return f"v{GENERATOR_VERSION}_{h}x{w}_c{int(dcfg.num_classes)}_n{int(dcfg.num_train)}-{int(dcfg.num_val)}_s{int(dcfg.seed)}"
+    gen = _generator(dcfg)
+    prefix = f"v{GENERATOR_VERSION[gen]}" if gen == "shapes" else f"{gen}{GENERATOR_VERSION[gen]}"
+    return f"{prefix}_{h}x{w}_c{num_classes(dcfg)}_n{int(dcfg.num_train)}-{int(dcfg.num_val)}_s{int(dcfg.seed)}"
 
 
 class SegnodeSynthetic(SegmentationBuilder):
-    """Procedural shapes dataset for segnode-jax (deterministic from a seed)."""
+    """Procedural street-scene / shapes dataset for segnode-jax (deterministic from a seed)."""
 
 
 Builder = SegnodeSynthetic
@@ -86,7 +126,10 @@ def plan(dcfg: config_dict.ConfigDict) -> Plan:
 
 def load_example(dcfg: config_dict.ConfigDict, ref: tuple[str, int]) -> RawExample:
     split, index = ref
-    image, label = render(seed=int(dcfg.seed), split=split, index=index, size=_size(dcfg), num_classes=int(dcfg.num_classes))
+    if _generator(dcfg) == "street":
+        image, label = street.render(seed=int(dcfg.seed), split=split, index=index, size=_size(dcfg))
+    else:
+        image, label = render(seed=int(dcfg.seed), split=split, index=index, size=_size(dcfg), num_classes=num_classes(dcfg))
     name = f"{index:05d}"
     return RawExample(name, files.encode_png(image), f"synthetic {split}/{name}", label, f"synthetic {split}/{name}")
 
@@ -175,7 +218,7 @@ def _background(rng: np.random.Generator, h: int, w: int, unit: float) -> np.nda
 
 
 def render(*, seed: int, split: str, index: int, size: tuple[int, int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draws one example.
+    """Draws one example of the ``shapes`` generator.
 
     Arguments:
       seed: dataset seed.

@@ -49,7 +49,7 @@ def test_voc_colormap_known_values():
     assert cmap.tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
 
 
-@pytest.mark.parametrize("name,n", [("cityscapes", 19), ("camvid", 11), ("lip", 20), ("pascal_context", 59), ("synthetic", 6)])
+@pytest.mark.parametrize("name,n", [("cityscapes", 19), ("camvid", 11), ("lip", 20), ("pascal_context", 59), ("synthetic", 8)])
 def test_info_of_each_dataset(name, n):
     info = data.get_info(data.data_config(name))
     assert info.num_classes == n == len(info.class_names) == len(info.palette)

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
     dcfg = config("synthetic", str(tmp_path_factory.mktemp("syn")), image_size=(32, 48), num_train=10, num_val=7,
-                  crop_size=(24, 32), num_classes=5)
+                  crop_size=(24, 32), generator="shapes", num_classes=5)
     data.ensure_prepared(dcfg)
     return dcfg
 

@@ -14,8 +14,71 @@ from data_fakes import config
 def test_defaults_are_cpu_friendly_and_realistic():
     dcfg = data.data_config("synthetic")
     assert tuple(dcfg.image_size) == (256, 256) and dcfg.num_train == 512 and dcfg.num_val == 64
-    assert 5 <= dcfg.num_classes <= 8
+    assert dcfg.generator == "street" and dcfg.num_classes is None
+    info = data.get_info(dcfg)
+    assert info.class_names == ("road", "sidewalk", "building", "vegetation", "sky", "pole", "person", "car")
+    # Cityscapes' colours for the same classes.
+    from cityscapesscripts.helpers import labels as cs
+
+    by_name = {label.name: label.color for label in cs.labels}
+    assert [tuple(c) for c in info.palette] == [tuple(by_name[n]) for n in info.class_names]
+    dcfg.generator = "shapes"
     assert data.get_info(dcfg).class_names == ("background", "disc", "square", "triangle", "ring", "cross")
+    with pytest.raises(data.PreparationError, match="street generator has 8 classes"):
+        data.get_info(_street_with(5))
+
+
+def _street_with(num_classes):
+    dcfg = data.data_config("synthetic")
+    dcfg.num_classes = num_classes
+    return dcfg
+
+
+@pytest.fixture(scope="module")
+def street_sample():
+    from segnode_jax.data import street
+
+    imgs, labs = zip(*(street.render(seed=0, split="train", index=i, size=(128, 128)) for i in range(48)))
+    return np.stack(imgs), np.stack(labs)
+
+
+def test_street_scenes_are_deterministic_by_seed_and_split():
+    from segnode_jax.data import street
+
+    a = street.render(seed=0, split="train", index=3, size=(64, 96))
+    b = street.render(seed=0, split="train", index=3, size=(64, 96))
+    c = street.render(seed=1, split="train", index=3, size=(64, 96))
+    v = street.render(seed=0, split="val", index=3, size=(64, 96))
+    assert a[0].shape == (64, 96, 3) and a[1].shape == (64, 96) and a[1].max() < len(street.CLASSES)
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    assert not (a[0] == c[0]).all() and not (a[0] == v[0]).all()
+
+
+def test_street_scenes_have_stuff_and_things_in_a_realistic_imbalance(street_sample):
+    from segnode_jax.data import street
+
+    _, labels = street_sample
+    share = dict(zip(street.CLASSES, np.bincount(labels.ravel(), minlength=8) / labels.size))
+    assert share["road"] + share["building"] + share["sky"] > 0.5, share  # large "stuff" regions
+    for thing in ("pole", "person"):
+        assert 0.005 < share[thing] < 0.06, share  # small "things", a few percent
+    present = {c: np.mean([(lab == k).any() for lab in labels]) for k, c in enumerate(street.CLASSES)}
+    assert min(present.values()) > 0.4, present  # every class in many images
+
+
+def test_street_scenes_have_a_layout_the_model_can_use(street_sample):
+    """Context: the sky is above the road in every image; things: cars sit on the road."""
+    from segnode_jax.data import street
+
+    _, labels = street_sample
+    rows = np.arange(labels.shape[1])[None, :, None]
+    for lab in labels:
+        sky, road = lab == street.SKY, lab == street.ROAD
+        assert (rows * sky).sum() / sky.sum() < (rows * road).sum() / road.sum()
+    car = labels == street.CAR
+    below = np.roll(car, -1, axis=1) & ~car  # the pixel under a car's lowest row
+    under = labels[:, 1:][below[:, :-1]]
+    assert np.isin(under, [street.ROAD, street.CAR]).mean() > 0.6
 
 
 def test_render_deterministic_by_seed():
