@@ -14,9 +14,8 @@ Exit status: 0 done, 1 evaluation failed (ODE solve), 2 bad input.
 """
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -32,42 +31,36 @@ flags.DEFINE_string("output", None, "Output folder for results.json and predicti
 flags.DEFINE_bool("trajectory", False, "SegNode: mIoU along the solve and for other solvers/steps/tolerances "
                   "(eval.trajectory), with a plot, prediction strips and a recommended fast-inference setting.")
 
+USAGE = "python evaluate.py --ckpt RUN [--which best] [--mode whole|slide|multiscale] | --predictions DIR --config configs/<dataset>.py"
 
 
 def main(argv):
     from segnode_jax import cli
+    from segnode_jax.errors import UserError
 
     cli.quiet_logs()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.ckpt) == bool(FLAGS.predictions):
-        raise app.UsageError("pass exactly one of --ckpt or --predictions")
-    from segnode_jax import checkpoints, data, evaluate_lib, evaluation, ode, parallel, train_lib, trajectory
+        raise UserError(f"pass exactly one of --ckpt or --predictions. Usage: {USAGE}")
+    from segnode_jax import evaluate_lib, evaluation
+    from segnode_jax.evaluation import trajectory
 
-    try:
-        if FLAGS.predictions:
-            config = cli.read_config(FLAGS)
-            if config is None:
-                raise checkpoints.CheckpointError("--predictions needs --config configs/<dataset>.py (the dataset to score against)")
-            results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
-        elif FLAGS.trajectory:
-            result, out_dir = evaluate_lib.trajectory_checkpoint(
-                FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, num_images=FLAGS.num_images, output=FLAGS.output
-            )
-            print(trajectory.summary(result))
-            print(f"results: {os.path.join(out_dir, 'trajectory.json')}, plot: {result['plot']}")
-            return 0
-        else:
-            results, out_dir = evaluate_lib.evaluate_checkpoint(
-                FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
-                num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
-            )
-    except (cli.ConfigFileError, checkpoints.CheckpointError, data.PreparationError, train_lib.ConfigError, evaluation.PredictionError, parallel.ParallelConfigError, trajectory.TrajectoryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ode.ODESolveError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if FLAGS.predictions:
+        config = cli.read_config(FLAGS)
+        if config is None:
+            raise UserError("--predictions needs --config configs/<dataset>.py (the dataset to score against)")
+        results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
+    elif FLAGS.trajectory:
+        result, out_dir = evaluate_lib.trajectory_checkpoint(
+            FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, num_images=FLAGS.num_images, output=FLAGS.output
+        )
+        print(trajectory.summary(result))
+        print(f"results: {os.path.join(out_dir, 'trajectory.json')}, plot: {result['plot']}")
+        return 0
+    else:
+        results, out_dir = evaluate_lib.evaluate_checkpoint(
+            FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
+            num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
+        )
     print(evaluation.summary(results))
     print(f"results: {os.path.join(out_dir, 'results.json')}")
     if results.get("visualizations"):
@@ -76,4 +69,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from segnode_jax import cli
+
+    cli.run(main, usage=USAGE)

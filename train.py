@@ -4,14 +4,14 @@
     python train.py --config configs/camvid.py --workdir runs/camvid_baseline --config.model.name=baseline
     python train.py --config configs/synthetic.py --workdir runs/synthetic --config.model.ode.adjoint=recursive_checkpoint
 
+Any config field can be set with --config.a.b=value, and an optional one unset with
+--config.a.b=None (e.g. --config.model.ode.num_steps=None: adaptive steps again).
 Rerunning the same command resumes from the newest checkpoint in --workdir. Exit status: 0 done,
 1 training failed (non-finite loss, failed ODE solve), 2 bad input (config, dataset, checkpoint).
 See docs/training.md.
 """
 
-import sys
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -19,24 +19,16 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/citys
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.json (resumed if it has a checkpoint).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+USAGE = "python train.py --config configs/<dataset>.py --workdir DIR [--config.a.b=value ...]"
 
 
 def main(argv):
-    from segnode_jax import cli
+    import sys
+
+    from segnode_jax import cli, training
 
     cli.quiet_logs()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from segnode_jax import checkpoints, data, ode, parallel, train_lib
-
-    try:
-        result = train_lib.train_and_evaluate(cli.read_config(FLAGS), FLAGS.workdir)
-    except (cli.ConfigFileError, train_lib.ConfigError, data.PreparationError, checkpoints.CheckpointError, parallel.ParallelConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (train_lib.NonFiniteLossError, ode.ODESolveError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    result = training.train_and_evaluate(cli.read_config(FLAGS), FLAGS.workdir)
     import jax
 
     if jax.process_index() != 0:
@@ -50,4 +42,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from segnode_jax import cli
+
+    cli.run(main, usage=USAGE)

@@ -29,7 +29,6 @@ Writes ``benchmarks/results/table2.json`` and regenerates the table section of
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -48,6 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import segnode_jax  # noqa: E402
+from benchmarks import report  # noqa: E402
 from segnode_jax import memory, ode  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -157,12 +157,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 def model_config(overrides: dict[str, Any], **extra: Any):
     """``configs/camvid.py``'s model section with ``overrides`` (dotted keys) applied."""
     cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py")).model
-    for key, value in {**overrides, **extra}.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
+    segnode_jax.config.apply_overrides(cfg, {**overrides, **extra})
     return segnode_jax.freeze(cfg)
 
 
@@ -436,6 +431,59 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+# The README's short version of Table 2: (variant in table2.json, label).
+SUMMARY_ROWS = (
+    ("hrnetv2", "HRNetV2-W48"),
+    ("baseline", "Baseline"),
+    ("segnode", "SegNode (Dopri5, backsolve)"),
+    ("segnode+remat_all", "SegNode + `model.remat.stem/field/head=True`"),
+    ("segnode+euler_x2/unrolled+remat_all", "SegNode, Euler x2, `model.ode.adjoint=unrolled` + remat"),
+)
+
+
+def summary_markdown(result: dict) -> str:
+    """The README's Table 2 summary, generated from ``table2.json`` (never typed by hand)."""
+    s, models, r = result["settings"], result["models"], result["ratios"]
+    paper = {"hrnetv2": "65.8M, batch 24", "baseline": "70.9M, batch 24", "segnode": "20.9M, batch 62"}
+    lines = [
+        f"Measured {result['date']} on {result['machine']} (`python benchmarks/table2.py`; full table, method "
+        f"and findings in `benchmarks/README.md`). W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, "
+        f"{s['num_classes']} classes; memory from XLA's analysis of the compiled step (training batch "
+        f"{s['train_batch']}, inference batch 1; max batch: the largest training batch whose analysed memory "
+        f"fits {s['max_batch_budget_gib']:g} GiB, the paper's V100 column):",
+        "",
+        f"| | params | train memory | infer memory | max batch in {s['max_batch_budget_gib']:g} GiB | paper |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, label in SUMMARY_ROWS:
+        m = models.get(name)
+        if m is None:
+            continue
+        lines.append(
+            f"| {label} | {m['params'] / 1e6:.2f}M | {_gib(m.get('train_memory_bytes'))} GiB | "
+            f"{_gib(m.get('infer_memory_bytes'))} GiB | {_f(m.get('max_batch_analysed'), '{:d}')} | {paper.get(name, '')} |"
+        )
+    pr = PAPER["ratios"]
+    train_ratios = "; ".join(
+        f"{_f(r[n]['train_memory_vs_baseline'])} {label}" for n, label in (
+            ("segnode", "Dopri5 backsolve"), ("segnode+remat_all", "with remat"),
+            ("segnode+euler_x2/unrolled+remat_all", "Euler x2 unrolled + remat"),
+        ) if n in r
+    )
+    infer_times = [r[n]["infer_time_vs_hrnetv2"] for n in ("segnode", "segnode/recursive_checkpoint", "segnode/adjoint_tol_1e-1") if n in r and r[n]["infer_time_vs_hrnetv2"]]
+    lines += [
+        f"| SegNode / Baseline, training memory | | {train_ratios} | | | {pr['train_memory_vs_baseline']} |",
+        f"| SegNode / HRNetV2, inference memory | | | {_f(r['segnode']['infer_memory_vs_hrnetv2'])} | | {pr['infer_memory_vs_hrnetv2']} |",
+        "",
+        f"Inference with adaptive Dopri5 takes {min(infer_times):.2f}-{max(infer_times):.2f}x HRNetV2's time at width "
+        f"{s['time_width']} on this machine (paper {pr['infer_time_vs_hrnetv2']}x); training with the adaptive "
+        f"backsolve takes {_f(r['segnode']['train_time_vs_baseline'], '{:.0f}')}x the Baseline's step time here (paper "
+        f"{pr['train_time_vs_baseline']}x), Euler x2 unrolled "
+        f"{_f(r.get('segnode+euler_x2/unrolled', {}).get('train_time_vs_baseline'))}x.",
+    ]
+    return "\n".join(lines)
+
+
 def write_readme(table: str) -> None:
     text = open(README).read() if os.path.exists(README) else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     if BEGIN not in text:
@@ -472,7 +520,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--_run_step", nargs=4, metavar=("NAME", "BATCH", "H", "W"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(RESULTS, "table2.json"))
     parser.add_argument("--no_readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    parser.add_argument("--report_only", action="store_true",
+                        help="measure nothing: regenerate the tables of benchmarks/README.md and README.md from --out")
     args = parser.parse_args(argv)
+    if args.report_only:
+        result = json.load(open(args.out))
+        write_readme(markdown(result))
+        report.replace_block(os.path.join(ROOT, "README.md"), "table2-summary", summary_markdown(result))
+        print(summary_markdown(result))
+        return result
     if args._run_step:
         name, batch, h, w = args._run_step
         _run_step(name, int(batch), (int(h), int(w)))
@@ -557,6 +613,7 @@ def main(argv=None) -> dict:
     print(table)
     if not args.no_readme:
         write_readme(table)
+        report.replace_block(os.path.join(ROOT, "README.md"), "table2-summary", summary_markdown(result))
     return result
 
 

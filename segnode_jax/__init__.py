@@ -9,18 +9,24 @@ Public API::
     n = segnode_jax.count_params(cfg.model)
 """
 
+from segnode_jax import errors
 from segnode_jax.api import apply, count_params, freeze, init
 from segnode_jax.config import base_config, load_config, model_config
 from segnode_jax.models import build_model, model_names, register_model
+from segnode_jax.errors import RunError, SegnodeError, UserError
 from segnode_jax.ode import ODESettings, ODESolveError
 
 __all__ = [
     "ODESettings",
     "ODESolveError",
+    "RunError",
+    "SegnodeError",
+    "UserError",
     "apply",
     "base_config",
     "build_model",
     "count_params",
+    "errors",
     "freeze",
     "init",
     "load_config",

@@ -24,16 +24,16 @@ from jaxtyping import Array, Float
 from ml_collections import config_dict
 
 from segnode_jax import ode
+from segnode_jax.config import snapshot
 from segnode_jax.models import build_model
 
 Variables = dict[str, Any]
 
 
 def freeze(model_cfg) -> config_dict.FrozenConfigDict:
-    """A hashable copy of a model config (the key under which compiled functions are cached)."""
-    if isinstance(model_cfg, config_dict.FrozenConfigDict):
-        return model_cfg
-    return config_dict.FrozenConfigDict(model_cfg)
+    """A hashable snapshot of a model config as it is now (the key under which compiled
+    functions are cached; see :func:`segnode_jax.config.snapshot`)."""
+    return snapshot(model_cfg)
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,8 +6,10 @@ A training workdir looks like::
     WORKDIR/checkpoints/<step>/      newest `train.max_to_keep` checkpoints:
         state/                       TrainState (step, params, batch_stats, opt_state)
         data_iter/                   the grain iterator's position, one JSON per host
-        meta/                        {"step": ..., "best_miou": ...}
-    WORKDIR/best/<step>/             the checkpoint with the best validation mIoU (state, meta)
+        meta/                        {"step", "acc_sum", "acc_count"}: the step and the running
+                                     sums of the metrics since the last log line
+    WORKDIR/best/<step>/             the checkpoint with the best validation mIoU (state, and
+                                     meta {"step", "miou"})
     WORKDIR/metrics.jsonl, WORKDIR/tensorboard/
 
 Saves are asynchronous (orbax writes in the background while training goes on) and atomic:
@@ -17,13 +19,20 @@ moment (even ``kill -9`` in the middle of a save) leaves the previous checkpoint
 
 :func:`load_variables` reads ``{"params", "batch_stats"}`` from a training workdir, a step
 directory, or a directory written by the weight converter (``variables/`` -- an orbax PyTree
-checkpoint of a possibly partial tree -- and ``conversion.json``); :func:`merge_variables`
-merges such a tree into a freshly initialised one (``--config.init_from=PATH``).
+checkpoint of a possibly partial tree -- and ``conversion.json``);
+``segnode_jax.weights.merge_variables`` merges such a tree into a freshly initialised one
+(``--config.init_from=PATH``). The run's ``config.json`` is read and written by
+``segnode_jax.config`` (``save_config``, ``load_run_config``).
+
+A damaged checkpoint (files truncated or corrupted) is set aside: resuming and evaluating a
+workdir use the newest intact one and say so; a failed write (a full disk) is one
+:class:`CheckpointWriteError` naming the last good checkpoint.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -32,92 +41,43 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from ml_collections import config_dict
+from segnode_jax.errors import RunError, UserError
+from segnode_jax.weights import VARIABLE_COLLECTIONS
 
 log = logging.getLogger("segnode_jax")
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
-CONFIG_NAME = "config.json"
 CONVERTED_VARIABLES = "variables"
 CONVERSION_INFO = "conversion.json"
-VARIABLE_COLLECTIONS = ("params", "batch_stats")
+DAMAGED_DIR = "damaged_checkpoints"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, incomplete or does not fit the model config."""
 
 
-# ---------------------------------------------------------------------------------------
-# The resolved config of a run.
+class CheckpointWriteError(RunError):
+    """A checkpoint could not be written (a full disk, a lost mount); earlier ones are intact."""
 
 
-def _tuples(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
-
-
-def config_to_json(cfg: config_dict.ConfigDict) -> str:
-    """The config as indented, key-sorted JSON (tuples become lists)."""
-    return cfg.to_json(indent=2, sort_keys=True)
-
-
-def config_from_json(text: str) -> config_dict.ConfigDict:
-    """A ConfigDict from :func:`config_to_json` output (lists become tuples again)."""
-    return config_dict.ConfigDict(_tuples(json.loads(text)))
-
-
-def save_config(workdir: str, cfg: config_dict.ConfigDict) -> str:
-    """Writes ``WORKDIR/config.json`` (process 0) and returns its path."""
-    path = os.path.join(workdir, CONFIG_NAME)
-    if jax.process_index() == 0:
-        cfg = copy.deepcopy(cfg)
-        if "parallel" in cfg:
-            # How this launch was started (process 0's id, ...) is not part of the run.
-            with cfg.unlocked():
-                for key in ("coordinator_address", "num_processes", "process_id"):
-                    if key in cfg.parallel:
-                        cfg.parallel[key] = None
-        os.makedirs(workdir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(config_to_json(cfg) + "\n")
-        os.replace(tmp, path)
-    return path
-
-
-def find_run_config(path: str) -> str | None:
-    """The ``config.json`` of the run a checkpoint path belongs to (searched upwards)."""
-    path = os.path.abspath(path)
-    for _ in range(4):
-        candidate = os.path.join(path, CONFIG_NAME)
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return None
-
-
-def load_run_config(path: str) -> config_dict.ConfigDict:
-    """The config saved with the run at ``path`` (a workdir or a checkpoint inside one)."""
-    found = find_run_config(path)
-    if found is None:
-        raise CheckpointError(
-            f"no {CONFIG_NAME} found at {path} or its parent folders, so the model config is "
-            "unknown: pass the run's config with --config configs/<dataset>.py (plus the "
-            "overrides used in training)."
-        )
-    with open(found) as f:
-        return config_from_json(f.read())
+def _is_disk_full(error: BaseException) -> bool:
+    text = str(error)
+    return (
+        getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text
+        or "RESOURCE_EXHAUSTED" in text or "ENOSPC" in text
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # The checkpoints of a training run.
+
+
+def damage_reason(error: BaseException) -> str:
+    """One short line saying why a checkpoint could not be read."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = text.split(" See full TensorStore details")[0]
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class _IteratorSnapshot:
@@ -157,21 +117,52 @@ class RunCheckpoints:
             items=("state", "data_iter", "meta"), asynchronous=asynchronous,
         )
         self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1, items=("state", "meta"), asynchronous=asynchronous)
+        # Messages about damaged checkpoints set aside by the last restore().
+        self.set_aside: list[str] = []
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
         return self.latest.latest_step()
 
     def restore(self, abstract_state, data_iter) -> tuple[Any, dict[str, Any]]:
-        """Restores the newest checkpoint: the train state (shaped and sharded as
+        """Restores the newest *intact* checkpoint: the train state (shaped and sharded as
         ``abstract_state``) and, in place, the data iterator's position.
+
+        A checkpoint whose files cannot be read (truncated or corrupted by disk trouble or an
+        interrupted copy) is moved to ``WORKDIR/damaged_checkpoints/<step>`` (nothing is
+        deleted) and the next older one is tried; a warning says which and why.
 
         Returns:
           ``(state, meta)``.
+
+        Raises:
+          CheckpointError: there is no checkpoint, or every one is damaged (nothing is moved then).
         """
-        step = self.latest.latest_step()
-        if step is None:
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        if not steps:
             raise CheckpointError(f"no complete checkpoint in {self.latest.directory}")
+        damaged: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                state, meta = self._restore_step(step, abstract_state, data_iter)
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for bad files
+                damaged.append((step, damage_reason(e)))
+                continue
+            if damaged:
+                moved = self._set_aside([s for s, _ in damaged])
+                self.set_aside = [
+                    f"checkpoint {bad} in {self.latest.directory} is damaged ({why}): moved to {dest}; resuming "
+                    f"from the newest intact checkpoint, step {step}"
+                    for (bad, why), dest in zip(damaged, moved)
+                ]
+            return state, meta
+        listing = "; ".join(f"step {s}: {why}" for s, why in damaged)
+        raise CheckpointError(
+            f"every checkpoint in {self.latest.directory} is damaged ({listing}). Restore the folder from a "
+            f"backup, or move {self.latest.directory} away to train {self.workdir} from the start."
+        )
+
+    def _restore_step(self, step: int, abstract_state, data_iter) -> tuple[Any, dict[str, Any]]:
         args = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
         if data_iter is not None and self.has_data_position(step):
             import grain
@@ -185,20 +176,70 @@ class RunCheckpoints:
         restored = self.latest.restore(step, args=ocp.args.Composite(**args))
         return restored["state"], dict(restored["meta"])
 
+    def _set_aside(self, steps) -> list[str]:
+        """Moves damaged step folders out of the manager's directory (process 0; all wait);
+        returns where they went."""
+        target = os.path.join(self.workdir, DAMAGED_DIR)
+        moved = []
+        for step in steps:
+            dest = os.path.join(target, str(step))
+            n = 1
+            while os.path.exists(dest):
+                dest, n = os.path.join(target, f"{step}.{n}"), n + 1
+            moved.append(dest)
+            if jax.process_index() == 0:
+                os.makedirs(target, exist_ok=True)
+                os.replace(os.path.join(self.latest.directory, str(step)), dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("segnode_set_aside_damaged")
+        self.latest.reload()
+        return moved
+
     def has_data_position(self, step: int) -> bool:
         """Whether checkpoint ``step`` holds this process's data-iterator position (it does not
         when it was written by a different number of processes: each host reads its own shard)."""
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         return os.path.exists(os.path.join(self.latest.directory, str(step), "data_iter", name))
 
+    @contextlib.contextmanager
+    def _writing(self, directory: str):
+        """Turns a failed write (now, or of an earlier asynchronous save that surfaces now)
+        into one :class:`CheckpointWriteError` naming the folder, the cause and the newest
+        intact checkpoint, from which a rerun resumes."""
+        try:
+            yield
+        except CheckpointWriteError:
+            raise
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types
+            last = _latest_step_dir(self.latest.directory)
+            keep = (
+                f"the last good checkpoint is step {os.path.basename(last)} ({last}); rerunning the same command "
+                "resumes from it" if last else "no checkpoint had been completed yet; rerunning starts from the beginning"
+            )
+            if _is_disk_full(e):
+                raise CheckpointWriteError(
+                    f"cannot write a checkpoint into {directory}: the disk is full. Nothing already saved was lost: "
+                    f"{keep} once you free space (or choose another --workdir)."
+                ) from None
+            raise CheckpointWriteError(
+                f"cannot write a checkpoint into {directory} ({damage_reason(e)}). Nothing already saved was lost: {keep}."
+            ) from None
+
     def save(self, step: int, state, data_iter, meta: Mapping[str, Any]) -> None:
-        """Starts an asynchronous save of the state and the iterator position at ``step``."""
+        """Starts an asynchronous save of the state and the iterator position at ``step``.
+
+        Raises:
+          CheckpointWriteError: this save, or an earlier asynchronous one, failed to write.
+        """
         import grain
 
         args = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta)))
         if data_iter is not None:
             args["data_iter"] = grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_iter))
-        self.latest.save(int(step), args=ocp.args.Composite(**args), force=True)
+        with self._writing(self.latest.directory):
+            self.latest.save(int(step), args=ocp.args.Composite(**args), force=True)
 
     def best_meta(self) -> dict[str, Any] | None:
         """``{"step", "miou"}`` of the best checkpoint so far, or None."""
@@ -211,17 +252,30 @@ class RunCheckpoints:
     def save_best(self, step: int, state, miou: float) -> None:
         """Saves ``state`` as the new best checkpoint (the previous best is then deleted)."""
         meta = {"step": int(step), "miou": float(miou)}
-        self.best.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        with self._writing(self.best.directory):
+            self.best.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
     def wait(self) -> None:
-        """Blocks until every save has been written."""
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        """Blocks until every save has been written (raises :class:`CheckpointWriteError` if
+        one failed)."""
+        with self._writing(self.latest.directory):
+            self.latest.wait_until_finished()
+        with self._writing(self.best.directory):
+            self.best.wait_until_finished()
 
-    def close(self) -> None:
-        self.wait()
-        self.latest.close()
-        self.best.close()
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Waits for the saves in flight and closes the managers. With ``raise_errors=False``
+        (closing after another error) a failed write is only logged."""
+        try:
+            self.wait()
+        except CheckpointWriteError as e:
+            if raise_errors:
+                raise
+            log.warning("%s", e)
+        finally:
+            for manager in (self.latest, self.best):
+                with contextlib.suppress(Exception):
+                    manager.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,16 +286,22 @@ def _is_step_dir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "state"))
 
 
-def _latest_step_dir(directory: str) -> str | None:
-    """The newest complete ``<step>`` directory of an orbax CheckpointManager directory."""
+def _step_dirs(directory: str) -> list[str]:
+    """The complete ``<step>`` directories of an orbax CheckpointManager directory, newest first."""
     if not os.path.isdir(directory):
-        return None
+        return []
     steps = []
     for name in os.listdir(directory):
         full = os.path.join(directory, name)
         if name.isdigit() and os.path.isdir(full) and _is_step_dir(full):
             steps.append(int(name))
-    return os.path.join(directory, str(max(steps))) if steps else None
+    return [os.path.join(directory, str(s)) for s in sorted(steps, reverse=True)]
+
+
+def _latest_step_dir(directory: str) -> str | None:
+    """The newest complete ``<step>`` directory of an orbax CheckpointManager directory."""
+    dirs = _step_dirs(directory)
+    return dirs[0] if dirs else None
 
 
 def resolve_checkpoint(path: str, *, which: str = "latest") -> tuple[str, str]:
@@ -301,8 +361,11 @@ def _restore_numpy(pytree_dir: str) -> Any:
         tree = tree.tree if hasattr(tree, "tree") else tree
         restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return checkpointer.restore(pytree_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-        raise CheckpointError(f"cannot read the checkpoint at {pytree_dir} ({type(e).__name__}: {e}).") from None
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
+        raise CheckpointError(
+            f"the checkpoint at {pytree_dir} cannot be read, it is damaged or incomplete ({damage_reason(e)}). "
+            "Evaluate another checkpoint (for a workdir, the newest intact one is used) or restore it from a backup."
+        ) from None
 
 
 def load_variables(path: str, *, which: str = "latest") -> dict[str, Any]:
@@ -323,7 +386,24 @@ def load_variables(path: str, *, which: str = "latest") -> dict[str, Any]:
       CheckpointError: nothing readable at ``path``, or no variables in it.
     """
     pytree_dir, description = resolve_checkpoint(path, which=which)
-    tree = _restore_numpy(pytree_dir)
+    try:
+        tree = _restore_numpy(pytree_dir)
+    except CheckpointError:
+        # A workdir's newest checkpoint is damaged: use the newest intact one, saying so.
+        step_dir = os.path.dirname(pytree_dir)
+        older = [d for d in _step_dirs(os.path.dirname(step_dir)) if int(os.path.basename(d)) < int(os.path.basename(step_dir))] if (
+            os.path.basename(step_dir).isdigit() and _names_a_run(path)) else []
+        tree = None
+        for d in older:
+            try:
+                tree = _restore_numpy(os.path.join(d, "state"))
+            except CheckpointError:
+                continue
+            log.warning("%s cannot be read (damaged or incomplete); using the newest intact checkpoint %s", description, d)
+            description = f"checkpoint {d}"
+            break
+        if tree is None:
+            raise
     if not isinstance(tree, Mapping) or not any(k in tree for k in VARIABLE_COLLECTIONS):
         keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
         raise CheckpointError(f"{description} holds no 'params' or 'batch_stats' (top-level keys: {keys}).")
@@ -334,127 +414,18 @@ def load_variables(path: str, *, which: str = "latest") -> dict[str, Any]:
     return out
 
 
+def _names_a_run(path: str) -> bool:
+    """Whether ``path`` is a workdir or its checkpoints/best folder (not one chosen step)."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    return (
+        os.path.isdir(os.path.join(path, CHECKPOINT_DIR)) or os.path.isdir(os.path.join(path, BEST_DIR))
+        or os.path.basename(path) in (CHECKPOINT_DIR, BEST_DIR)
+    )
+
+
 def _as_dict(tree: Any) -> Any:
     if isinstance(tree, Mapping):
         return {str(k): _as_dict(v) for k, v in tree.items()}
     return tree
 
 
-def flatten(tree: Mapping) -> dict[str, Any]:
-    """``{"a/b/kernel": leaf}`` for a nested dict."""
-    out = {}
-
-    def visit(prefix, node):
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                visit(f"{prefix}/{k}" if prefix else str(k), v)
-        else:
-            out[prefix] = node
-
-    visit("", tree)
-    return out
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, leaf in flat.items():
-        node = out
-        parts = path.split("/")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = leaf
-    return out
-
-
-def merge_variables(
-    fresh: Mapping[str, Any], loaded: Mapping[str, Any], *, num_classes: int | None = None, source: str = "checkpoint"
-) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Merges loaded variables into freshly initialised ones, leaf by leaf.
-
-    A fresh leaf takes the loaded value when the loaded tree has the same path with the same
-    shape. A leaf whose only difference is its last dimension, which in the fresh model is
-    ``num_classes`` (a classifier for another class count), keeps its initialisation. Any
-    other shape difference is an error: the checkpoint belongs to another architecture.
-
-    Arguments:
-      fresh: ``{"params", "batch_stats"}`` of the model being trained.
-      loaded: from :func:`load_variables`.
-      num_classes: the model's number of classes.
-      source: the checkpoint's name, for messages.
-
-    Returns:
-      ``(merged, report)``; ``report`` lists the paths ``loaded``, ``reinitialised`` (class
-      count differs), ``missing`` (not in the checkpoint) and ``unused`` (not in the model).
-
-    Raises:
-      CheckpointError: shapes differ where they should match, or nothing matches at all.
-    """
-    fresh_flat = flatten({k: fresh.get(k, {}) for k in VARIABLE_COLLECTIONS})
-    loaded_flat = flatten({k: loaded.get(k, {}) for k in VARIABLE_COLLECTIONS})
-    merged, report = {}, {"loaded": [], "reinitialised": [], "missing": [], "unused": []}
-    mismatched = []
-    for path, leaf in fresh_flat.items():
-        if path not in loaded_flat:
-            merged[path] = leaf
-            report["missing"].append(path)
-            continue
-        value = np.asarray(loaded_flat[path])
-        shape = tuple(leaf.shape)
-        if value.shape == shape:
-            merged[path] = np.asarray(value, dtype=leaf.dtype)
-            report["loaded"].append(path)
-        elif (
-            num_classes is not None and len(shape) == value.ndim and shape[:-1] == value.shape[:-1]
-            and shape[-1] == num_classes
-        ):
-            merged[path] = leaf
-            report["reinitialised"].append(path)
-        else:
-            merged[path] = leaf
-            mismatched.append(f"{path}: {value.shape} in the checkpoint, {shape} in the model")
-    report["unused"] = sorted(set(loaded_flat) - set(fresh_flat))
-    if mismatched:
-        more = f" (and {len(mismatched) - 8} more)" if len(mismatched) > 8 else ""
-        raise CheckpointError(
-            f"{source} does not fit the model: {len(mismatched)} variable(s) have other shapes: "
-            + "; ".join(mismatched[:8]) + more
-            + ". Use a checkpoint of the same architecture (model.name, width, blocks), or "
-            "change the model config to the checkpoint's."
-        )
-    if not report["loaded"]:
-        example_ckpt = ", ".join(sorted(loaded_flat)[:3]) or "nothing"
-        example_model = ", ".join(sorted(fresh_flat)[:3])
-        raise CheckpointError(
-            f"nothing in {source} matches the model: no variable path is shared (the checkpoint "
-            f"has e.g. {example_ckpt}; the model has e.g. {example_model}). Is it a checkpoint of "
-            "this model (model.name)?"
-        )
-    out = unflatten(merged)
-    return {k: out.get(k, {}) for k in VARIABLE_COLLECTIONS if k in fresh}, report
-
-
-def check_compatible(expected: Mapping[str, Any], loaded: Mapping[str, Any], *, source: str) -> None:
-    """Raises :class:`CheckpointError` unless ``loaded`` has exactly the expected variables.
-
-    Arguments:
-      expected: shapes of ``{"params", "batch_stats"}`` (arrays or ShapeDtypeStructs).
-      loaded: from :func:`load_variables`.
-      source: the checkpoint's name, for messages.
-    """
-    want = {p: tuple(v.shape) for p, v in flatten({k: expected.get(k, {}) for k in VARIABLE_COLLECTIONS}).items()}
-    have = {p: tuple(np.shape(v)) for p, v in flatten({k: loaded.get(k, {}) for k in VARIABLE_COLLECTIONS}).items()}
-    problems = []
-    for path in sorted(set(want) | set(have)):
-        if path not in have:
-            problems.append(f"{path} is missing from the checkpoint")
-        elif path not in want:
-            problems.append(f"{path} is in the checkpoint but not in the model")
-        elif want[path] != have[path]:
-            problems.append(f"{path} has shape {have[path]} in the checkpoint but {want[path]} in the model")
-    if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise CheckpointError(
-            f"{source} was trained with a different model config: " + "; ".join(problems[:5]) + more
-            + ". Evaluate it with the config it was trained with (omit --config to use the run's "
-            "config.json)."
-        )

@@ -1,12 +1,26 @@
-"""What ``train.py`` and ``evaluate.py`` share: quiet logs and reading ``--config``."""
+"""What the command-line tools share: one way to run, fail and read ``--config``.
+
+* :func:`run` runs an absl entry point (``train.py``, ``evaluate.py``): flags are parsed with
+  ``--config.a.b=None`` support, and every expected failure ends as one ``error:`` line on
+  stderr with the exit status of its kind (:mod:`segnode_jax.errors`: 2 bad input, 1 failed
+  run), never a traceback.
+* :func:`guarded` does the same for a function (the converter and the prepare tool).
+* :func:`read_config` reads a config-file flag, with those ``None`` overrides applied.
+"""
 
 from __future__ import annotations
 
 import logging as std_logging
+import sys
+from typing import Callable, Sequence
+
+from segnode_jax.errors import SegnodeError, UserError
+
+NONE_WORDS = ("none", "null")
 
 
-class ConfigFileError(ValueError):
-    """``--config`` names a file that cannot be loaded."""
+class ConfigFileError(UserError):
+    """``--config`` names a file that cannot be loaded, or an override that cannot apply."""
 
 
 def quiet_logs() -> None:
@@ -28,20 +42,94 @@ def quiet_logs() -> None:
                 or msg.startswith("Metadata file does not exist")
             )
 
+    class _DropHandledOrbaxErrors(std_logging.Filter):
+        # A failed save or restore in orbax's background threads is logged with its traceback
+        # and then raised to our code, which reports it as one line
+        # (checkpoints.CheckpointWriteError / CheckpointError).
+        def filter(self, record):
+            return not (record.levelno >= std_logging.ERROR and record.exc_info and "orbax" in record.pathname)
+
     logging.get_absl_logger().addFilter(_Drop())
+    logging.get_absl_logger().addFilter(_DropHandledOrbaxErrors())
+
+
+# ---------------------------------------------------------------------------------------
+# --config.a.b=None
+
+# flag name -> dotted paths set to None on the command line (filled by split_none_overrides).
+_NONE_OVERRIDES: dict[str, list[str]] = {}
+
+
+def split_none_overrides(argv: Sequence[str], names: Sequence[str] = ("config",)) -> list[str]:
+    """Removes ``--config.a.b=None`` (and ``--config.a.b None``) from ``argv`` and remembers
+    them for :func:`read_config`: ml_collections parses an override by the field's type
+    (``int`` for ``num_steps``) and cannot turn a field back to "unset" itself.
+
+    Returns:
+      ``argv`` without those arguments. The overrides of the previous call are forgotten.
+    """
+    _NONE_OVERRIDES.clear()
+    out: list[str] = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        arg = argv[i]
+        matched = False
+        for name in names:
+            prefix = f"--{name}."
+            if arg.startswith(prefix):
+                body = arg[len(prefix):]
+                if "=" in body:
+                    path, value = body.split("=", 1)
+                    if value.strip().lower() in NONE_WORDS:
+                        _NONE_OVERRIDES.setdefault(name, []).append(path)
+                        matched = True
+                elif i + 1 < len(argv) and argv[i + 1].strip().lower() in NONE_WORDS:
+                    _NONE_OVERRIDES.setdefault(name, []).append(body)
+                    i += 1
+                    matched = True
+        if not matched:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def apply_none_overrides(cfg, paths: Sequence[str], *, flag: str = "config"):
+    """Sets each dotted ``path`` of ``cfg`` to None; only optional fields (``placeholder``s,
+    or fields that are None already) can be unset."""
+    from ml_collections import config_dict
+
+    for path in paths:
+        node, parts = cfg, path.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node, config_dict.ConfigDict) or part not in node:
+                raise ConfigFileError(f"--{flag}.{path}=None: the config has no field {path!r}.")
+            node = node[part]
+        key = parts[-1]
+        if not isinstance(node, config_dict.ConfigDict) or key not in node:
+            raise ConfigFileError(f"--{flag}.{path}=None: the config has no field {path!r}.")
+        optional = isinstance(node._fields[key], config_dict.FieldReference) or node[key] is None  # noqa: SLF001
+        if not optional:
+            raise ConfigFileError(
+                f"--{flag}.{path}=None: {path} cannot be unset (it is not optional; now {node[key]!r}); give it a value."
+            )
+        with node.unlocked():
+            node[key] = None
+    return cfg
 
 
 def read_config(flag_values, name: str = "config"):
-    """The ConfigDict of an ``ml_collections`` config-file flag (loaded lazily on access).
+    """The ConfigDict of an ``ml_collections`` config-file flag (loaded lazily on access),
+    with the ``--config.a.b=None`` overrides of the command line applied.
 
     Raises:
-      ConfigFileError: the file is missing or fails to import (message names the file).
+      ConfigFileError: the file is missing or fails to import (message names the file), or a
+        None override names a field that does not exist or is not optional.
     """
     try:
         value = getattr(flag_values, name)
         if value is not None:
             value.keys()  # a file that failed to load raises on first use
-        return value
     except (OSError, ImportError, SyntaxError, AttributeError, TypeError, ValueError) as e:
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         try:
@@ -53,3 +141,79 @@ def read_config(flag_values, name: str = "config"):
             f"cannot load --{name}={where}: {detail}. Pass an existing config file such as configs/camvid.py "
             "(see the configs/ folder)."
         ) from None
+    paths = _NONE_OVERRIDES.get(name, [])
+    if paths and value is None:
+        raise ConfigFileError(f"--{name}.{paths[0]}=None needs --{name}=FILE")
+    return apply_none_overrides(value, paths, flag=name) if value is not None else None
+
+
+# ---------------------------------------------------------------------------------------
+# Running a command.
+
+
+def fail(message: str, code: int) -> int:
+    """Prints ``error: message`` (one line) on stderr and returns ``code``."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    return code
+
+
+def guarded(fn: Callable[[], int | None]) -> int:
+    """Calls ``fn`` and returns its exit status; a :class:`~segnode_jax.errors.SegnodeError`
+    becomes one ``error:`` line and its ``exit_code``, Ctrl-C exit status 130."""
+    try:
+        return int(fn() or 0)
+    except SegnodeError as e:
+        return fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr, flush=True)
+        return 130
+
+
+def _exit(code: int) -> None:
+    """Leaves the process with ``code``. After a failure, background threads of orbax /
+    tensorstore may still hold an asyncio loop whose shutdown at interpreter exit prints
+    "Event loop is closed" tracebacks: the error line is already out and every checkpoint
+    save has been waited for, so the process ends without running that shutdown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code:
+        import os
+
+        os._exit(code)
+    sys.exit(0)
+
+
+def run(main: Callable[[list[str]], int | None], *, usage: str) -> None:
+    """Runs an absl entry point ``main(argv) -> exit status``.
+
+    Flag errors (a missing required flag, a value of the wrong type) and unexpected
+    positional arguments are bad input: one ``error:`` line with ``usage``, exit 2.
+    """
+    from absl import app, flags
+
+    def parse(argv):
+        argv = split_none_overrides(argv)
+        # ml_collections reads sys.argv itself to find the --config.* overrides to define.
+        sys.argv[:] = argv
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            _exit(fail(f"{e}. Usage: {usage}", 2))
+        except (OSError, ImportError, SyntaxError) as e:  # ml_collections: the config file does not load
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            detail = next((line for line in reversed(lines) if "Errno" in line or "Error" in line), lines[-1] if lines else "")
+            where = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "FILE")
+            _exit(fail(f"cannot load --config={where}: {detail}. Pass an existing config file such as "
+                       f"configs/camvid.py (see the configs/ folder). Usage: {usage}", 2))
+        except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that does not exist
+            _exit(fail(f"unknown config field in the command line ({str(e).strip(chr(34))}): check the spelling "
+                       f"of the --config.* flags against the config file. Usage: {usage}", 2))
+        except (ValueError, TypeError) as e:  # ml_collections: a value of the wrong type
+            _exit(fail(f"invalid command-line value: {e}. Usage: {usage}", 2))
+
+    def body(argv):
+        if len(argv) > 1:
+            _exit(fail(f"unexpected arguments: {' '.join(argv[1:])}. Usage: {usage}", 2))
+        _exit(guarded(lambda: main(argv)))
+
+    app.run(body, flags_parser=parse)

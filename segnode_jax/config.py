@@ -13,18 +13,57 @@ Baseline repeats the 4-branch module ``baseline.num_modules=6`` times with
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import os
 import sys
+from typing import Any
 
 from ml_collections import config_dict
 
+from segnode_jax.errors import UserError
+
 placeholder = config_dict.placeholder
 
-MODEL_NAMES = ("hrnetv2", "baseline", "segnode")
-SOLVERS = ("dopri5", "tsit5", "heun", "euler", "rk4")
-ADAPTIVE_SOLVERS = ("dopri5", "tsit5", "heun")
-ADJOINTS = ("backsolve", "recursive_checkpoint", "direct")
+# Model names come from segnode_jax.models.model_names(), solvers and adjoints from
+# segnode_jax.ode.SOLVERS / ADJOINTS (the registries).
+
+
+def snapshot(cfg) -> config_dict.FrozenConfigDict:
+    """An immutable, hashable copy of ``cfg`` as it is *now*.
+
+    ``FrozenConfigDict(cfg)`` alone is not a snapshot: it keeps a reference to the mutable
+    config and hashes and compares by it, so a later ``cfg.x = y`` silently changes a frozen
+    copy made earlier (and a cache keyed by it returns stale compiled functions). The values
+    are copied here (field references resolved), so equal snapshots mean equal settings.
+    """
+    if isinstance(cfg, config_dict.FrozenConfigDict):
+        cfg = cfg.as_configdict()
+    if isinstance(cfg, config_dict.ConfigDict):
+        cfg = cfg.to_dict()
+    return config_dict.FrozenConfigDict(copy.deepcopy(cfg))
+
+
+def apply_overrides(cfg: config_dict.ConfigDict, overrides) -> config_dict.ConfigDict:
+    """Sets dotted fields in place, like ``--config.a.b=value`` does: ``{"model.width": 8}``.
+
+    A value of another type than the field's default is accepted (``ignore_type``), so that
+    e.g. an optional field can be set to None. Returns ``cfg``.
+
+    Raises:
+      KeyError: a path that is not in the config (the message names it).
+    """
+    for key, value in dict(overrides).items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if part not in node:
+                raise KeyError(f"the config has no field {key!r} (no {part!r})")
+            node = node[part]
+        with node.ignore_type():
+            node[leaf] = value
+    return cfg
 
 
 def ode_config() -> config_dict.ConfigDict:
@@ -64,7 +103,8 @@ def ode_config() -> config_dict.ConfigDict:
             adjoint_rtol=placeholder(float),
             adjoint_atol=placeholder(float),
             # Extra output times inside [t0, t1] for trajectory analysis (paper sec. 4.8).
-            # Empty: only the final state. With times, `aux["ode"]["ys"]` holds the states.
+            # Empty: only the final state. With times, `aux["ode"]` holds `ts` and the
+            # logits decoded at each of them, `trajectory_logits`.
             saveat=(),
         )
     )
@@ -217,7 +257,7 @@ def eval_config() -> config_dict.ConfigDict:
             num_images=placeholder(int),
             # Input | ground truth | prediction PNGs written next to results.json.
             num_visualizations=4,
-            # evaluate.py --trajectory (SegNode; segnode_jax/trajectory.py): predictions at
+            # evaluate.py --trajectory (SegNode; segnode_jax/evaluation/trajectory.py): predictions at
             # num_times equally spaced solve times, strips of them for num_strips images, and a
             # sweep of solver settings ("solver:steps" fixed steps, "solver@tol" adaptive);
             # the fastest within max_miou_drop (absolute) of the best is recommended.
@@ -297,3 +337,79 @@ def load_config(path: str | os.PathLike) -> config_dict.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path!r} has no get_config() function")
     return module.get_config() if arg is None else module.get_config(arg)
+
+
+# ---------------------------------------------------------------------------------------
+# The resolved config of a run (WORKDIR/config.json).
+
+CONFIG_NAME = "config.json"
+
+
+class RunConfigNotFound(UserError):
+    """A checkpoint whose run config (``config.json``) is nowhere to be found."""
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def config_to_json(cfg: config_dict.ConfigDict) -> str:
+    """The config as indented, key-sorted JSON (tuples become lists)."""
+    return cfg.to_json(indent=2, sort_keys=True)
+
+
+def config_from_json(text: str) -> config_dict.ConfigDict:
+    """A ConfigDict from :func:`config_to_json` output (lists become tuples again)."""
+    return config_dict.ConfigDict(_tuples(json.loads(text)))
+
+
+def save_config(workdir: str, cfg: config_dict.ConfigDict) -> str:
+    """Writes ``WORKDIR/config.json`` (process 0) and returns its path."""
+    import jax
+
+    path = os.path.join(workdir, CONFIG_NAME)
+    if jax.process_index() == 0:
+        cfg = copy.deepcopy(cfg)
+        if "parallel" in cfg:
+            # How this launch was started (process 0's id, ...) is not part of the run.
+            with cfg.unlocked():
+                for key in ("coordinator_address", "num_processes", "process_id"):
+                    if key in cfg.parallel:
+                        cfg.parallel[key] = None
+        os.makedirs(workdir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(config_to_json(cfg) + "\n")
+        os.replace(tmp, path)
+    return path
+
+
+def find_run_config(path: str) -> str | None:
+    """The ``config.json`` of the run a checkpoint path belongs to (searched upwards)."""
+    path = os.path.abspath(path)
+    for _ in range(4):
+        candidate = os.path.join(path, CONFIG_NAME)
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return None
+
+
+def load_run_config(path: str) -> config_dict.ConfigDict:
+    """The config saved with the run at ``path`` (a workdir or a checkpoint inside one)."""
+    found = find_run_config(path)
+    if found is None:
+        raise RunConfigNotFound(
+            f"no {CONFIG_NAME} found at {path} or its parent folders, so the model config is "
+            "unknown: pass the run's config with --config configs/<dataset>.py (plus the "
+            "overrides used in training)."
+        )
+    with open(found) as f:
+        return config_from_json(f.read())

@@ -31,10 +31,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from segnode_jax import pth
-from segnode_jax.checkpoints import CONVERSION_INFO, CONVERTED_VARIABLES, flatten, unflatten
+from segnode_jax.checkpoints import CONVERSION_INFO, CONVERTED_VARIABLES
+from segnode_jax.weights import flatten, unflatten
+from segnode_jax.errors import UserError
 
 FORMAT = "segnode-jax-converted/1"
-MODELS = ("hrnetv2", "baseline", "segnode")
+# The registered models (segnode_jax.models.model_names()) this HRNet mapping knows.
+CONVERTIBLE = ("hrnetv2", "baseline", "segnode")
 # Keys of HRNet-Image-Classification's ImageNet head: never part of a segmentation network.
 CLASSIFICATION_PREFIXES = ("incre_modules", "downsamp_modules", "final_layer", "classifier")
 # Wrappers used by the official training code (DataParallel, HRNet-Semantic-Segmentation's
@@ -43,7 +46,7 @@ KEY_PREFIXES = ("module.", "model.")
 STEM = ("conv1", "bn1", "conv2", "bn2", "layer1")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The file or the config cannot be converted; the message names the fix."""
 
 
@@ -234,8 +237,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
 
     from segnode_jax import api
 
-    if model_cfg.name not in MODELS:
-        raise ConversionError(f"model.name={model_cfg.name!r}; use one of {', '.join(MODELS)}")
+    from segnode_jax.models import model_names
+
+    if model_cfg.name not in model_names():
+        raise ConversionError(f"unknown model.name={model_cfg.name!r}; choose one of {', '.join(model_names())}")
+    if model_cfg.name not in CONVERTIBLE:
+        raise ConversionError(
+            f"official HRNet weights map into {', '.join(CONVERTIBLE)}, not model.name={model_cfg.name!r}"
+        )
     width = detect_width(state_dict)
     if width is not None and width != int(model_cfg.width):
         raise ConversionError(
@@ -419,7 +428,7 @@ def summary(result: Conversion, model_name: str) -> str:
 
 
 def main(argv=None) -> int:
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     flags_ = flags.FlagValues()
@@ -428,16 +437,18 @@ def main(argv=None) -> int:
     flags.DEFINE_string("out", None, "Output folder (variables/ and conversion.json).", flag_values=flags_)
     flags.DEFINE_bool("strict", True, "Refuse unexpected/missing keys and shape mismatches (--nostrict: convert what fits).", flag_values=flags_)
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.", flag_values=flags_)
-    argv = sys.argv if argv is None else argv
+    from segnode_jax import cli
+
+    argv = list(sys.argv if argv is None else argv)
+    argv = argv[:1] + cli.split_none_overrides(argv[1:])
     try:
         rest = flags_(argv)
     except flags.Error as e:
         print(f"error: {e}. Usage: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR", file=sys.stderr)
         return 2
-    from segnode_jax import cli
-
     cli.quiet_logs()
-    try:
+
+    def body():
         if len(rest) > 1:
             raise ConversionError(f"unexpected arguments: {' '.join(rest[1:])}")
         for name in ("torch", "config", "out"):
@@ -445,12 +456,11 @@ def main(argv=None) -> int:
                 raise ConversionError(f"--{name} is required: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR")
         cfg = cli.read_config(flags_)
         result = convert(flags_.torch, cfg, flags_.out, strict=flags_.strict, overwrite=flags_.overwrite)
-    except (ConversionError, cli.ConfigFileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary(result, cfg.model.name))
-    print(f"written: {os.path.abspath(flags_.out)} (use --config.init_from={flags_.out})")
-    return 0
+        print(summary(result, cfg.model.name))
+        print(f"written: {os.path.abspath(flags_.out)} (use --config.init_from={flags_.out})")
+        return 0
+
+    return cli.guarded(body)
 
 
 if __name__ == "__main__":

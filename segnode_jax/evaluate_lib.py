@@ -13,7 +13,8 @@ from typing import Any
 
 import jax
 
-from segnode_jax import api, checkpoints, evaluation, parallel
+from segnode_jax import api, checkpoints, evaluation, parallel, weights
+from segnode_jax import config as config_lib
 from segnode_jax.checkpoints import CheckpointError
 
 RESULTS_NAME = "results.json"
@@ -27,7 +28,7 @@ def _step_of(pytree_dir: str) -> int | None:
 
 def default_output(ckpt: str, split: str, mode: str, which: str) -> str:
     """``<run workdir>/eval/<split>_<mode>[_best]`` (the workdir is where config.json is)."""
-    found = checkpoints.find_run_config(ckpt)
+    found = config_lib.find_run_config(ckpt)
     base = os.path.dirname(found) if found else os.path.abspath(ckpt)
     suffix = "_best" if which == "best" else ""
     return os.path.join(base, "eval", f"{split}_{mode}{suffix}")
@@ -80,17 +81,18 @@ def _load(ckpt: str, cfg, which: str):
     from segnode_jax import data
 
     pytree_dir, description = checkpoints.resolve_checkpoint(ckpt, which=which)
-    cfg = checkpoints.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
+    cfg = config_lib.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
     for section in ("model", "data", "eval"):
         if section not in cfg:
             raise CheckpointError(f"the config has no '{section}' section; pass a config from configs/")
     # Several hosts: each evaluates its shard of the split; the confusion matrices are summed.
     parallel.initialize(cfg.get("parallel"))
+    data.resolve_num_classes(cfg)
     data.ensure_prepared(cfg.data)
     loaded = checkpoints.load_variables(ckpt, which=which)
     crop = tuple(int(v) for v in cfg.data.crop_size)
     expected = jax.eval_shape(lambda: api.init(cfg.model, jax.random.key(0), (1, crop[0], crop[1], 3)))
-    checkpoints.check_compatible(expected, loaded, source=description)
+    weights.check_compatible(expected, loaded, source=description)
     return cfg, loaded, pytree_dir, description
 
 
@@ -98,26 +100,27 @@ def trajectory_checkpoint(
     ckpt: str, cfg=None, *, which: str = "latest", num_images: int | None = None, output: str | None = None, progress: bool = True
 ) -> tuple[dict[str, Any], str]:
     """``evaluate.py --trajectory``: SegNode's speed/accuracy trade-off (see
-    ``segnode_jax.trajectory``), written to ``output`` (default ``<workdir>/eval/trajectory``).
+    ``segnode_jax.evaluation.trajectory``), written to ``output`` (default ``<workdir>/eval/trajectory``).
 
     Raises:
       CheckpointError, PreparationError: as :func:`evaluate_checkpoint`.
-      segnode_jax.trajectory.TrajectoryError: not a SegNode, or bad ``eval.trajectory`` settings.
+      segnode_jax.evaluation.trajectory.TrajectoryError: not a SegNode, or bad ``eval.trajectory`` settings.
     """
-    from segnode_jax import trajectory
+    from segnode_jax.evaluation import trajectory
 
-    named = checkpoints.load_run_config(ckpt) if cfg is None else cfg
+    named = config_lib.load_run_config(ckpt) if cfg is None else cfg
     if named.get("model") is not None and named.model.name != "segnode":
         raise trajectory.TrajectoryError(
             f"--trajectory needs a SegNode model (an ODE to solve); the config has model.name={named.model.name}"
         )
     cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
-    found = checkpoints.find_run_config(ckpt)
+    found = config_lib.find_run_config(ckpt)
     base = os.path.dirname(found) if found else os.path.abspath(ckpt)
     out_dir = os.path.abspath(output or os.path.join(base, "eval", "trajectory"))
-    result = trajectory.run(loaded, cfg, out_dir, num_images=num_images, progress=progress)
-    result.update(checkpoint=description, step=_step_of(pytree_dir))
-    evaluation.write_results(os.path.join(out_dir, "trajectory.json"), result)
+    result = trajectory.run(
+        loaded, cfg, out_dir, num_images=num_images, progress=progress,
+        metadata={"checkpoint": description, "step": _step_of(pytree_dir)},
+    )
     return result, out_dir
 
 

@@ -22,7 +22,7 @@ from jaxtyping import Array, Float, Int
 
 from segnode_jax.models.layers import resize_bilinear
 
-IGNORE_INDEX = 255
+from segnode_jax.labels import IGNORE_INDEX  # noqa: E402,F401 - re-exported
 
 
 def logits_at_label_size(logits: Float[Array, "n h w c"], labels: Int[Array, "n H W"]) -> Float[Array, "n H W c"]:

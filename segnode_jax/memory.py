@@ -38,10 +38,12 @@ def compiler_options(backend: str | None = None) -> dict[str, str]:
 
 
 def analyse(fn: Callable, *args: Any, **jit_kwargs: Any) -> dict[str, int]:
-    """Compiles ``jax.jit(fn, **jit_kwargs)`` for ``args`` (arrays or ``jax.ShapeDtypeStruct``)
-    and returns its memory in bytes: ``total``, ``temp``, ``arguments``, ``outputs``,
+    """Compiles ``jax.jit(fn, **jit_kwargs)`` (or ``fn`` itself if it is jitted already, e.g.
+    the training step of ``segnode_jax.training.make_train_step``) for ``args`` (arrays or
+    ``jax.ShapeDtypeStruct``) and returns its memory in bytes: ``total``, ``temp``, ``arguments``, ``outputs``,
     ``aliased``."""
-    compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile(compiler_options=compiler_options())
+    jitted = fn if hasattr(fn, "lower") and not jit_kwargs else jax.jit(fn, **jit_kwargs)
+    compiled = jitted.lower(*args).compile(compiler_options=compiler_options())
     m = compiled.memory_analysis()
     out = {
         "temp": int(m.temp_size_in_bytes),

@@ -45,13 +45,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import dataclasses
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from segnode_jax import compat
+from segnode_jax.errors import RunError, UserError
 
 PyTree = Any
 VectorField = Callable[[jax.Array, PyTree, PyTree], PyTree]
@@ -59,7 +61,11 @@ VectorField = Callable[[jax.Array, PyTree, PyTree], PyTree]
 _MARK = "SegNode ODE solve failed"
 
 
-class ODESolveError(RuntimeError):
+class ODEConfigError(UserError):
+    """Solver settings that cannot work (``cfg.model.ode``); the message names the field."""
+
+
+class ODESolveError(RunError):
     """The ODE solve did not reach ``t1``; the message names the config field to change."""
 
 
@@ -84,15 +90,30 @@ class RK4(diffrax.AbstractERK):
         return 4
 
 
-# name -> (solver class, has an error estimate, evaluations per step, extra evaluations).
-# Evaluation counts are diffrax's (FSAL methods evaluate f(t0, y0) once more); they are checked
-# against a counting vector field in tests/test_ode.py.
-SOLVERS: dict[str, tuple[type, bool, int, int]] = {
-    "dopri5": (diffrax.Dopri5, True, 6, 1),
-    "tsit5": (diffrax.Tsit5, True, 6, 1),
-    "heun": (diffrax.Heun, True, 2, 0),
-    "euler": (diffrax.Euler, False, 1, 0),
-    "rk4": (RK4, False, 4, 0),
+class Solver(NamedTuple):
+    """One entry of :data:`SOLVERS`.
+
+    Attributes:
+      cls: the diffrax solver class.
+      adaptive: has an embedded error estimate (adaptive steps possible).
+      evals_per_step: vector-field evaluations per step.
+      extra_evals: evaluations once per solve (FSAL methods evaluate f(t0, y0) once more).
+    """
+
+    cls: type
+    adaptive: bool
+    evals_per_step: int
+    extra_evals: int
+
+
+# Evaluation counts are diffrax's; they are checked against a counting vector field in
+# tests/test_ode.py.
+SOLVERS: dict[str, Solver] = {
+    "dopri5": Solver(diffrax.Dopri5, adaptive=True, evals_per_step=6, extra_evals=1),
+    "tsit5": Solver(diffrax.Tsit5, adaptive=True, evals_per_step=6, extra_evals=1),
+    "heun": Solver(diffrax.Heun, adaptive=True, evals_per_step=2, extra_evals=0),
+    "euler": Solver(diffrax.Euler, adaptive=False, evals_per_step=1, extra_evals=0),
+    "rk4": Solver(RK4, adaptive=False, evals_per_step=4, extra_evals=0),
 }
 ADJOINTS = ("backsolve", "recursive_checkpoint", "direct", "unrolled")
 
@@ -123,7 +144,7 @@ class ODESettings:
 
     def __post_init__(self):
         def bad(field, why):
-            raise ValueError(f"invalid {_field(field)}: {why}")
+            raise ODEConfigError(f"invalid {_field(field)}: {why}")
 
         if self.solver not in SOLVERS:
             bad("solver", f"{self.solver!r} is not one of {sorted(SOLVERS)}")
@@ -131,7 +152,7 @@ class ODESettings:
             bad("adjoint", f"{self.adjoint!r} is not one of {list(ADJOINTS)}")
         if not self.t1 > self.t0:
             bad("t1", f"t1={self.t1} must be greater than t0={self.t0}")
-        if self.num_steps is None and not SOLVERS[self.solver][1]:
+        if self.num_steps is None and not SOLVERS[self.solver].adaptive:
             bad(
                 "num_steps",
                 f"solver={self.solver} has no error estimate, so it needs fixed steps: "
@@ -205,15 +226,15 @@ class ODESettings:
         """Vector-field evaluations of a forward solve that took ``num_steps`` steps."""
         if self.unrolled:
             return len(_stages(self.solver)[1]) * num_steps
-        _, _, per_step, extra = SOLVERS[self.solver]
-        return per_step * num_steps + extra
+        entry = SOLVERS[self.solver]
+        return entry.evals_per_step * num_steps + entry.extra_evals
 
 
 def _stages(solver: str) -> tuple[tuple, tuple, tuple]:
     """``(a_lower, b, c)`` of an explicit method, from diffrax's Butcher tableau, cut after the
     last stage with a nonzero weight (the FSAL stage of Dopri5/Tsit5 is only their error
     estimate's and the next step's first evaluation)."""
-    cls = SOLVERS[solver][0]
+    cls = SOLVERS[solver].cls
     if cls is diffrax.Euler:
         return (), (1.0,), ()
     tableau = cls.tableau
@@ -267,12 +288,11 @@ def failure_message(result: str, settings: ODESettings, *, phase: str = "forward
 
 
 def _result_messages(settings: ODESettings) -> list[str]:
-    names = sorted(diffrax.RESULTS._name_to_item, key=lambda n: int(diffrax.RESULTS._name_to_item[n]._value))
-    return [failure_message(name, settings) for name in names]
+    return [failure_message(name, settings) for name in compat.diffrax_result_names()]
 
 
 def _solver_parts(settings: ODESettings):
-    solver = SOLVERS[settings.solver][0]()
+    solver = SOLVERS[settings.solver].cls()
     if settings.adaptive:
         controller = diffrax.PIDController(
             rtol=settings.rtol,
@@ -375,7 +395,7 @@ def solve(
         # The check runs on a scalar tied to the state (adding it is free), not on the state
         # itself: an error check on the state would gather the whole, batch-sharded state onto
         # one device every step when several devices share the batch.
-        token = eqx.branched_error_if(jnp.zeros((), jnp.float32), failed, sol.result._value, _result_messages(settings))
+        token = eqx.branched_error_if(jnp.zeros((), jnp.float32), failed, compat.diffrax_result_code(sol.result), _result_messages(settings))
         ys = jax.tree_util.tree_map(lambda y: y + token.astype(y.dtype), sol.ys)
         stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
         return ys, stats
@@ -424,10 +444,7 @@ def _normalised_cotangents(integrate):
     return run
 
 
-_DIFFRAX_MESSAGES = {
-    "max_steps_reached": "The maximum number of solver steps was reached",
-    "dt_min_reached": "The minimum step size was reached",
-}
+_DIFFRAX_MESSAGES = compat.DIFFRAX_FAILURE_MESSAGES
 
 
 def translate_error(error: BaseException, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:
@@ -477,4 +494,4 @@ class _DropReportedSolveFailures(logging.Filter):
         return not (_MARK in text or any(m in text for m in _DIFFRAX_MESSAGES.values()))
 
 
-logging.getLogger("jax._src.callback").addFilter(_DropReportedSolveFailures())
+compat.jax_callback_logger().addFilter(_DropReportedSolveFailures())

@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
+from segnode_jax import compat
+from segnode_jax.errors import UserError
 
 DATA_AXIS = "data"
 PARAM_SHARDINGS = ("replicated", "fsdp")
@@ -30,14 +32,12 @@ PARAM_SHARDINGS = ("replicated", "fsdp")
 log = logging.getLogger(__name__)
 
 
-class ParallelConfigError(ValueError):
+class ParallelConfigError(UserError):
     """Inconsistent device, host or batch settings; the message names the field to change."""
 
 
 def _distributed_started() -> bool:
-    from jax._src import distributed
-
-    return getattr(distributed.global_state, "client", None) is not None
+    return compat.jax_distributed_started()
 
 
 def detected_launcher() -> str | None:

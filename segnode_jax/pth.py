@@ -24,6 +24,7 @@ import zipfile
 from typing import Any
 
 import numpy as np
+from segnode_jax.errors import UserError
 
 # torch storage class name -> NumPy dtype (bfloat16 is widened below).
 _STORAGE_DTYPES = {
@@ -41,7 +42,7 @@ _STORAGE_DTYPES = {
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-class PthError(ValueError):
+class PthError(UserError):
     """The file is not a readable PyTorch checkpoint (the message says what was found)."""
 
 

@@ -18,7 +18,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 # ---------------------------------------------------------------------------------------
-# Training/evaluation fixtures (tests/test_train*.py, test_evaluation*.py, test_cli*.py).
+# Training/evaluation fixtures (tests/train/, tests/test_evaluation.py, tests/test_cli.py).
 
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -30,6 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny run every training test shares: long enough to kill a CLI run in the middle.
 TINY_STEPS = 24
 TINY_CHECKPOINT_EVERY = 4
+# Validations during the run (so that the best checkpoint is chosen among several).
+TINY_EVAL_EVERY = 8
 
 
 def tiny_config(data_dir, **overrides):
@@ -40,14 +42,8 @@ def tiny_config(data_dir, **overrides):
     cfg.data.data_dir = str(data_dir)
     cfg.train.num_steps = TINY_STEPS
     cfg.train.checkpoint_every_steps = TINY_CHECKPOINT_EVERY
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        with node.ignore_type():
-            node[leaf] = value
-    return cfg
+    cfg.train.eval_every_steps = TINY_EVAL_EVERY
+    return segnode_jax.config.apply_overrides(cfg, overrides)
 
 
 def tiny_cli_flags(data_dir):
@@ -57,13 +53,19 @@ def tiny_cli_flags(data_dir):
         f"--config.data.data_dir={data_dir}",
         f"--config.train.num_steps={TINY_STEPS}",
         f"--config.train.checkpoint_every_steps={TINY_CHECKPOINT_EVERY}",
+        f"--config.train.eval_every_steps={TINY_EVAL_EVERY}",
     ]
 
 
-def run_cli(script, *args, timeout=600):
-    """Runs ``python <script> args`` from the repository root; returns the CompletedProcess."""
+def run_cli(script, *args, timeout=600, devices=None):
+    """Runs ``python <script> args`` from the repository root; returns the CompletedProcess.
+    ``devices``: the number of (virtual CPU) devices it sees (default: the tests' 4)."""
+    env = None
+    if devices is not None:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     return subprocess.run(
-        [sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+        [sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=env,
     )
 
 
@@ -94,8 +96,15 @@ def tiny_data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data_dir, tmp_path_factory):
     """One uninterrupted tiny SegNode run (in this process): ``(workdir, result)``."""
-    from segnode_jax import train_lib
+    from segnode_jax import training
 
     workdir = tmp_path_factory.mktemp("tiny_run") / "run"
-    result = train_lib.train_and_evaluate(tiny_config(tiny_data_dir), str(workdir))
+    result = training.train_and_evaluate(tiny_config(tiny_data_dir), str(workdir))
     return str(workdir), result
+
+
+@pytest.fixture(autouse=True)
+def _data_dir_in_tmp(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's ~/tensorflow_datasets: the default data dir
+    (``$SEGNODE_DATA_DIR``) is a temporary folder shared by the session."""
+    monkeypatch.setenv("SEGNODE_DATA_DIR", str(tmp_path_factory.getbasetemp() / "default_data_dir"))

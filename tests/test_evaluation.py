@@ -148,6 +148,39 @@ def test_multiscale_flip_of_a_constant_model_equals_whole_inference():
         np.testing.assert_array_equal(probs.argmax(-1), whole.argmax(-1))
 
 
+def test_multiscale_flip_of_a_spatially_varying_model_keeps_every_region_in_place():
+    """A pixel-wise oracle on an image of coloured blocks: every scale and the flipped views,
+    once resized and flipped back, must put each block's class where the block is. (A constant
+    model cannot reveal a misaligned view; this one does: see the unflipped-back check.)"""
+    rng = np.random.default_rng(4)
+    colours = rng.normal(size=(4, 3)).astype(np.float32) * 2
+    blocks = rng.integers(0, 4, size=(5, 7))
+    truth = np.kron(blocks, np.ones((8, 8), np.int64))  # 40 x 56, 8-pixel blocks
+    image = colours[truth]
+
+    def pixelwise(batch):  # class = nearest colour, as logits
+        d = ((batch[..., None, :] - colours[None, None, None]) ** 2).sum(-1)
+        return (-d).astype(np.float32)
+
+    whole = evaluation.whole_inference(pixelwise, image).argmax(-1)
+    np.testing.assert_array_equal(whole, truth)
+    # Block interiors (2 pixels from any border): resizing blurs only the borders.
+    interior = np.zeros_like(truth, bool)
+    for i in range(5):
+        for j in range(7):
+            interior[i * 8 + 2: i * 8 + 6, j * 8 + 2: j * 8 + 6] = True
+    for base in ("whole", "slide"):
+        probs = evaluation.multiscale_inference(
+            pixelwise, image, scales=(0.5, 0.75, 1.0, 1.5, 2.0), flip=True, base=base, crop=(24, 24), batch_size=4,
+        )
+        pred = probs.argmax(-1)
+        np.testing.assert_array_equal(pred[interior], truth[interior])
+        assert (pred == truth).mean() > 0.95, base
+    # The test can fail: a flipped view left unflipped disagrees with the truth almost everywhere.
+    unflipped_back = pixelwise(np.ascontiguousarray(image[None, :, ::-1]))[0].argmax(-1)
+    assert (unflipped_back[interior] == truth[interior]).mean() < 0.6
+
+
 def test_flip_swaps_left_right_classes_back():
     """A handedness-aware model: red pixels in the left half of what it sees are class 1
     ("left arm"), in the right half class 2 ("right arm"). Flip testing must give the whole-

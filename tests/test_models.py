@@ -1,6 +1,7 @@
 """Models: shapes, dtypes, train/eval behaviour, compilation caching, resize, parameter counts."""
 
 import glob
+import os
 import re
 
 import jax
@@ -15,13 +16,14 @@ from segnode_jax import memory
 from segnode_jax.models.hrnet import HRModule, Stem
 from segnode_jax.models.segnode import VectorField
 from segnode_jax.models.layers import NormSpec, branch_sizes, resize_bilinear
+from tests.conftest import REPO
 
 MODELS = ("hrnetv2", "baseline", "segnode")
 SHAPE = (2, 30, 34, 3)  # odd sizes: the branches are 8x9, 4x5, 2x3, 1x2
 
 
 def tiny(name, **ode):
-    cfg = segnode_jax.load_config("configs/tiny.py").model
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py")).model
     cfg.name = name
     for k, v in ode.items():
         cfg.ode[k] = v
@@ -112,6 +114,37 @@ def test_apply_compiles_once_per_shape(variables, images):
     assert api._apply_jit._cache_size() == before + 1
 
 
+def test_changing_a_config_field_takes_effect_on_the_next_call(variables, images):
+    """The README's sequence: apply, change the solve on the same config object, apply again.
+    The compiled function must follow the config as it is now (it once kept the first solve)."""
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py"))
+    cfg.model.name = "segnode"
+    v = variables["segnode"]
+    _, aux = segnode_jax.apply(v, images, cfg.model)
+    adaptive_nfe = int(aux["ode"]["nfe"])
+    assert adaptive_nfe == 6 * int(aux["ode"]["num_steps"]) + 1  # Dopri5, adaptive
+    cfg.model.ode.solver, cfg.model.ode.num_steps = "rk4", 2
+    _, aux = segnode_jax.apply(v, images, cfg.model)
+    assert int(aux["ode"]["nfe"]) == 8
+    cfg.model.ode.solver, cfg.model.ode.num_steps = "euler", 3
+    _, aux = segnode_jax.apply(v, images, cfg.model)
+    assert int(aux["ode"]["nfe"]) == 3
+    # A fresh config after the mutated one gets the file's own (adaptive) solve again.
+    fresh = segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py"))
+    fresh.model.name = "segnode"
+    _, aux = segnode_jax.apply(v, images, fresh.model)
+    assert int(aux["ode"]["nfe"]) == adaptive_nfe
+
+
+def test_a_frozen_config_is_a_snapshot():
+    cfg = tiny("segnode")
+    frozen = segnode_jax.freeze(cfg)
+    cfg.ode.solver = "euler"
+    assert frozen.ode.solver == "dopri5" and segnode_jax.freeze(cfg).ode.solver == "euler"
+    assert frozen != segnode_jax.freeze(cfg) and hash(frozen) != hash(segnode_jax.freeze(cfg))
+    assert segnode_jax.freeze(tiny("segnode")) == frozen  # equal settings, equal keys
+
+
 def test_apply_inside_user_jit(variables, images):
     cfg = tiny("segnode")
     f = jax.jit(lambda v, x: segnode_jax.apply(v, x, cfg)[0])
@@ -154,17 +187,25 @@ def test_rematerialisation_changes_nothing_but_memory(adjoint, variables, images
 
     def grads(cfg):
         def loss(p):
-            logits, _ = segnode_jax.apply({"params": p, "batch_stats": variables["segnode"]["batch_stats"]}, images, cfg, train=True)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            logits, aux = segnode_jax.apply({"params": p, "batch_stats": variables["segnode"]["batch_stats"]}, images, cfg, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), aux["batch_stats"]
 
-        return jax.jit(jax.grad(loss))(variables["segnode"]["params"])
+        # Compiled as the training step compiles it (remat's barriers kept on a CPU too), so
+        # that what is checked is the rematerialised computation, not one XLA folded away.
+        fn = jax.jit(jax.grad(loss, has_aux=True))
+        return fn.lower(variables["segnode"]["params"]).compile(compiler_options=memory.compiler_options())(variables["segnode"]["params"])
 
     plain = tiny("segnode", solver="rk4", num_steps=2, adjoint=adjoint)
     remat = tiny("segnode", solver="rk4", num_steps=2, adjoint=adjoint)
     remat.remat.field = remat.remat.stem = remat.remat.head = True
-    g0, g1 = grads(plain), grads(remat)
-    for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
+    (g0, s0), (g1, s1) = grads(plain), grads(remat)
+    leaves0, leaves1 = jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)
+    assert len(leaves0) == len(leaves1) > 10
+    for a, b in zip(leaves0, leaves1):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # The BatchNorm statistics the step returns are the same too.
+    for a, b in zip(jax.tree_util.tree_leaves(s0), jax.tree_util.tree_leaves(s1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _stem_grad_memory(remat: bool) -> int:
@@ -237,17 +278,12 @@ def test_resize_matches_pytorch_bilinear():
 
 
 def _apply_overrides(cfg, text):
-    for item in text.split(","):
-        key, value = item.strip().split("=")
-        node = cfg
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value if leaf == "name" else int(value)
+    pairs = (item.strip().split("=") for item in text.split(","))
+    segnode_jax.config.apply_overrides(cfg, {k: v if k.endswith("name") else int(v) for k, v in pairs})
 
 
 def _documented_rows():
-    doc = open("docs/reproduction.md").read()
+    doc = open(os.path.join(REPO, "docs", "reproduction.md")).read()
     rows = re.findall(r"^\| (hrnetv2|baseline|segnode) \| `([^`]*)`[^|]*\| ([\d,]+) \|", doc, re.M)
     assert len(rows) == 13, rows
     return doc, rows
@@ -271,7 +307,7 @@ def test_parameter_counts_equal_the_documented_table():
     xs = tuple(jnp.zeros((1, 16 >> i, 16 >> i, w)) for i, w in enumerate(widths))
     for blocks, official in [(4, 15_874_752), (2, 8_818_752), (1, 5_290_752)]:
         for preact, norm in [(False, "batch"), (True, "group")]:
-            module = HRModule(widths, blocks, NormSpec(norm), preact)
+            module = HRModule(widths, blocks, norm=NormSpec(norm), preact=preact)
             shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), xs, False))
             assert sum(s.size for s in jax.tree_util.tree_leaves(shapes["params"])) == official
         assert f"{official:,}" in doc
@@ -286,9 +322,27 @@ def test_default_readings_reproduce_table2():
         assert abs(segnode_jax.count_params(cfg) / paper - 1) <= tol, name
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("configs/*.py")))
-def test_every_config_builds_its_models(path):
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def test_the_configs_are_found():
+    names = {os.path.basename(p) for p in CONFIGS}
+    assert {"cityscapes.py", "camvid.py", "lip.py", "pascal_context.py", "synthetic.py", "tiny.py"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_builds_its_models(path, tmp_path):
+    import json
+
+    from segnode_jax import data
+
     cfg = segnode_jax.load_config(path)
+    if cfg.data.name == "folder":  # the class count comes from the user's class file
+        (tmp_path / "classes.json").write_text(json.dumps({"classes": ["background", "wall", "crack"]}))
+        cfg.data.root = str(tmp_path)
+        assert cfg.model.num_classes is None and data.resolve_num_classes(cfg) == 3
+    # The model predicts exactly the dataset's classes (a mismatch only shows at train time).
+    assert cfg.model.num_classes == data.get_info(cfg.data).num_classes
     for name in MODELS:
         cfg.model.name = name
         assert segnode_jax.count_params(cfg.model) > 0

@@ -52,6 +52,30 @@ def label_to_train_ids(dcfg: config_dict.ConfigDict, label) -> np.ndarray:
     return dataset_module(dcfg.name).label_to_train_ids(dcfg, label)
 
 
+def resolve_num_classes(cfg) -> int:
+    """Fills ``cfg.model.num_classes`` from the dataset when it is None (``configs/folder.py``:
+    the class count comes from your class file) and checks it otherwise.
+
+    Returns:
+      The class count.
+
+    Raises:
+      segnode_jax.errors.UserError: the model and the dataset disagree (names the value to set).
+    """
+    from segnode_jax.errors import UserError
+
+    n = get_info(cfg.data).num_classes
+    if cfg.model.get("num_classes") is None:
+        with cfg.model.ignore_type():
+            cfg.model.num_classes = n
+    elif int(cfg.model.num_classes) != n:
+        raise UserError(
+            f"model.num_classes={cfg.model.num_classes} but the {cfg.data.name} dataset has {n} classes; "
+            f"set --config.model.num_classes={n} (or None: the dataset's count)."
+        )
+    return n
+
+
 def ground_truth_files(dcfg: config_dict.ConfigDict, split: str) -> list[tuple[str, str]]:
     """Ground-truth label files of ``split`` in the dataset's own format.
 
@@ -78,6 +102,7 @@ __all__ = [
     "label_to_train_ids",
     "num_examples",
     "prepare",
+    "resolve_num_classes",
     "resolve_shard",
     "steps_per_epoch",
     "train_dataset",

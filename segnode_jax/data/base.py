@@ -18,6 +18,7 @@ Decoding happens with PIL in the grain map step; TensorFlow is never imported.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -138,6 +139,18 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         self._plan, self._load, self._progress = plan, load, progress
         if fix:
             self._fix = fix
+
+    # TFDS prints "Downloading and preparing dataset Unknown size (download: Unknown size, ...)"
+    # before building and "... downloaded and prepared to ..." after it (private methods, see
+    # segnode_jax.compat.TFDS_LOG_METHODS). Nothing is downloaded here: say what happens.
+    def _log_download_bytes(self) -> None:
+        sizes = ", ".join(f"{len(refs)} {split}" for split, refs in (self._plan or {}).items())
+        variant = getattr(self.builder_config, "name", "default")
+        print(f"[segnode-jax] building the {self.name} dataset ({variant}: {sizes} examples) "
+              f"into {self.data_dir} ...", file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:
+        print(f"[segnode-jax] {self.name} is ready in {self.data_dir}", file=sys.stderr, flush=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

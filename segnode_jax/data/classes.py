@@ -13,7 +13,7 @@ import numpy as np
 
 from segnode_jax.data.errors import PreparationError
 
-IGNORE = 255
+from segnode_jax.labels import IGNORE_INDEX as IGNORE  # noqa: E402 - the one home of 255
 
 
 @dataclasses.dataclass(frozen=True)

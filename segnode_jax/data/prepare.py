@@ -138,6 +138,9 @@ def ensure_prepared(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
     Returns:
       The prepared TFDS builder.
 
+    The synthetic dataset, and a folder dataset whose ``root`` is set, are built here on first
+    use; the public datasets need their raw download and the prepare command.
+
     Raises:
       PreparationError: a real dataset that has not been prepared (names the command).
     """
@@ -146,6 +149,9 @@ def ensure_prepared(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
         return builder
     if dcfg.name == "synthetic":
         return prepare(dcfg, progress=False)
+    if dcfg.name == "folder" and dcfg.get("root"):
+        # Your own folder is on disk already: building is a conversion, done on first use.
+        return prepare(dcfg, progress=True)
     raise PreparationError(
         f"the {dcfg.name} dataset is not prepared under {registry.data_dir(dcfg)} "
         f"(expected {builder.data_path}). Prepare it once with:\n  {prepare_command(dcfg)}\n"
@@ -180,8 +186,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
+    from segnode_jax import cli
+
     args = _parser().parse_args(argv)
-    try:
+
+    def body():
         dcfg = registry.data_config(args.dataset)
         for item in args.set:
             if "=" not in item:
@@ -199,15 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data_dir is None and not os.environ.get("SEGNODE_DATA_DIR"):
             print(f"[segnode-jax] writing to the default data dir {dcfg.data_dir}", file=sys.stderr)
         builder = prepare(dcfg, args.manual_dir, args.data_dir, overwrite=args.overwrite, progress=not args.no_progress)
-    except PreparationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was kept.", file=sys.stderr)
-        return 130
-    sizes = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
-    print(f"{args.dataset} is ready in {builder.data_path} ({sizes})")
-    return 0
+        sizes = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
+        print(f"{args.dataset} is ready in {builder.data_path} ({sizes})")
+        return 0
+
+    code = cli.guarded(body)
+    if code == 130:
+        print("nothing was kept.", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 import flax.linen as nn
-from ml_collections import config_dict
 
+from segnode_jax.config import snapshot
 from segnode_jax.models.baseline import Baseline
 from segnode_jax.models.hrnet import HRNetV2
 from segnode_jax.models.segnode import SegNode
@@ -34,9 +34,8 @@ def model_names() -> list[str]:
 
 
 def build_model(model_cfg) -> nn.Module:
-    """The Flax module for ``model_cfg.name`` (the config is frozen into the module)."""
+    """The Flax module for ``model_cfg.name`` (a snapshot of the config is frozen into the module)."""
     name = model_cfg.name
     if name not in _REGISTRY:
         raise ValueError(f"unknown model.name={name!r}; choose one of {model_names()}")
-    frozen = model_cfg if isinstance(model_cfg, config_dict.FrozenConfigDict) else config_dict.FrozenConfigDict(model_cfg)
-    return _REGISTRY[name](frozen)
+    return _REGISTRY[name](snapshot(model_cfg))

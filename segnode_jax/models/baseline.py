@@ -33,10 +33,13 @@ class Baseline(nn.Module):
         xs = transition(xs, widths[:n], widths, prefix=f"transition{n}", norm=norm, train=train, dtype=dtype)
         xs = tuple(xs)
         for r in range(int(b.num_modules)):
-            module = HRModule(widths, int(b.blocks_per_branch), norm, True, bool(cfg.align_corners), dtype, name=f"repeat_{r}")
+            module = HRModule(
+                widths, int(b.blocks_per_branch), norm=norm, preact=True, align_corners=bool(cfg.align_corners),
+                dtype=dtype, name=f"repeat_{r}",
+            )
             delta = module(xs, train)
             xs = tuple(h + d.astype(h.dtype) for h, d in zip(xs, delta))
         head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
-        logits = head_cls(int(cfg.num_classes), norm, bool(cfg.align_corners), dtype, name="head")(xs, train)
+        logits = head_cls(int(cfg.num_classes), norm=norm, align_corners=bool(cfg.align_corners), dtype=dtype, name="head")(xs, train)
         logits = resize_bilinear(logits, images.shape[1:3], align_corners=bool(cfg.align_corners))
         return logits, {"features": xs}

@@ -262,7 +262,10 @@ def hrnet_stages(
         cur = widths[: k + 2]
         xs = transition(xs, widths_pre, cur, prefix=f"transition{k + 1}", norm=norm, train=train, dtype=dtype)
         for m in range(num_modules):
-            module = HRModule(cur, int(num_blocks), norm, False, bool(cfg.align_corners), dtype, name=f"stage{k + 2}_{m}")
+            module = HRModule(
+                cur, int(num_blocks), norm=norm, preact=False, align_corners=bool(cfg.align_corners), dtype=dtype,
+                name=f"stage{k + 2}_{m}",
+            )
             xs = list(module(xs, train))
         widths_pre = cur
     return xs
@@ -286,7 +289,7 @@ class HRNetV2(nn.Module):
             x, cfg, stage_modules=cfg.hrnet.stage_modules, stage_blocks=cfg.hrnet.stage_blocks, train=train, dtype=dtype
         )
         head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
-        head = head_cls(int(cfg.num_classes), outer_norm(cfg), bool(cfg.align_corners), dtype, name="head")
+        head = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
         logits = head(tuple(xs), train)
         logits = resize_bilinear(logits, images.shape[1:3], align_corners=bool(cfg.align_corners))
         return logits, {"features": tuple(xs)}

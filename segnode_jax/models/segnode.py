@@ -56,15 +56,15 @@ class VectorField(nn.Module):
             module = HRModule(
                 self.widths,
                 self.num_blocks,
-                self.norm,
-                True,
-                self.align_corners,
-                self.dtype,
-                self.act,
-                self.remat,
+                norm=self.norm,
+                preact=True,
+                align_corners=self.align_corners,
+                dtype=self.dtype,
+                act=self.act,
+                remat=self.remat,
                 name=f"module_{m}",
             )
-            xs = module(xs, False, tt)
+            xs = module(xs, train=False, t=tt)
         return tuple(x.astype(v.dtype) for x, v in zip(xs, y))
 
 
@@ -139,7 +139,7 @@ class SegNode(nn.Module):
         y0 = tuple(v.astype(jnp.float32) for v in xs)
         y1, info = ODEBlock(cfg, name="ode")(y0)
         head_cls = nn.remat(SegNodeHead, static_argnums=(2, 3)) if cfg.remat.head else SegNodeHead
-        head = head_cls(int(cfg.num_classes), outer_norm(cfg), bool(cfg.align_corners), dtype, name="head")
+        head = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
         size = tuple(images.shape[1:3])
         logits = head(y1, size, train)
         stats = {k: v for k, v in info.items() if k != "ys"}

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from segnode_jax import api, checkpoints, convert, pth
+from segnode_jax import api, checkpoints, convert, pth, weights
 from segnode_jax.models.hrnet import BasicBlock, HRModule, outer_norm
 from tests.conftest import REPO
 from tests.convert import official
@@ -61,15 +61,24 @@ def test_training_checkpoint_wrapper_and_prefixes_are_removed(expected_sd):
 
 
 def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
     class Evil:
         def __reduce__(self):
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch {marker}",))
 
+    # The payload really runs under a plain unpickler (so the test proves something) ...
+    payload = pickle.dumps({"a": Evil()}, protocol=2)
+    pickle.loads(payload)
+    assert marker.exists()
+    marker.unlink()
+    # ... and not under ours: refused, naming the callable, and no code ran.
     path = tmp_path / "evil.pth"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pickle.dumps({"a": Evil()}, protocol=2))
+        z.writestr("archive/data.pkl", payload)
     with pytest.raises(pth.PthError, match="system"):
         pth.load(path)
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,7 +260,7 @@ def test_cli_writes_variables_that_load_and_refuses_to_overwrite(tmp_path):
     loaded = checkpoints.load_variables(str(out))
     cfg = tiny_model_config("segnode")
     fresh = api.init(cfg.model, jax.random.key(0), (1, 32, 32, 3))
-    merged, report = checkpoints.merge_variables(fresh, loaded, num_classes=5, source=str(out))
+    merged, report = weights.merge_variables(fresh, loaded, num_classes=5, source=str(out))
     assert sorted(report["loaded"]) == sorted(info["mapped"]) and not report["unused"]
     assert sorted(report["missing"]) == sorted(info["fresh"])
     logits, _ = api.apply(merged, np.zeros((1, 32, 32, 3), np.float32), cfg.model)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from segnode_jax import data, evaluation, parallel, train_lib
+from segnode_jax import data, evaluation, parallel, training
 from tests.conftest import REPO, TINY_STEPS, read_jsonl, tiny_cli_flags, tiny_config, train_losses
 
 # Differences between a 4-device and a 1-device computation come only from the order of
@@ -46,19 +46,19 @@ def one_step_results(tmp_path_factory):
     would.
     """
     cfg = tiny_config(tmp_path_factory.mktemp("unused"), **{"model.ode.solver": "rk4", "model.ode.num_steps": 2})
-    cfg = train_lib.resolve_config(cfg)
-    tx, _ = train_lib.make_optimizer(cfg.train, TINY_STEPS)
+    cfg = training.resolve_config(cfg)
+    tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
     batch = _batch(cfg, int(cfg.train.batch_size))
-    host_state = jax.device_get(train_lib.create_train_state(cfg.model, tx, jax.random.key(0), (1, 32, 32, 3)))
+    host_state = jax.device_get(training.create_train_state(cfg.model, tx, jax.random.key(0), (1, 32, 32, 3)))
     out = {}
     for name, n, sharding in (("1", 1, "replicated"), ("4", 4, "replicated"), ("4fsdp", 4, "fsdp")):
         c = cfg.copy_and_resolve_references()
         c.parallel.param_sharding = sharding
         c.parallel.fsdp_min_size = 64
         mesh = _mesh(n)
-        shardings = train_lib.train_state_shardings(c.model, tx, mesh, c.parallel)
+        shardings = training.train_state_shardings(c.model, tx, mesh, c.parallel)
         state = jax.device_put(host_state, shardings)
-        step = train_lib.make_train_step(c, TINY_STEPS, mesh)
+        step = training.make_train_step(c, TINY_STEPS, mesh)
         new_state, metrics = step(state, parallel.global_batch(batch, mesh))
         out[name] = dict(state=new_state, metrics=jax.device_get(metrics), shardings=shardings)
     return out
@@ -129,6 +129,24 @@ def _env(devices):
     return env
 
 
+def restore_train_state(workdir: str, data_dir: str) -> list[np.ndarray]:
+    """The newest train state of a tiny run restored on every local device, as host arrays."""
+    from segnode_jax import checkpoints
+
+    cfg = training.resolve_config(tiny_config(data_dir))
+    tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
+    mesh = parallel.make_mesh()
+    abstract = training.abstract_train_state(cfg.model, tx)
+    shardings = training.train_state_shardings(cfg.model, tx, mesh)
+    abstract = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    ckpts = checkpoints.RunCheckpoints(workdir)
+    try:
+        state, _ = ckpts.restore(abstract, None)
+    finally:
+        ckpts.close()
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state))]
+
+
 def test_checkpoint_written_on_4_devices_restores_on_1_and_continues(tiny_run, tiny_data_dir, tmp_path):
     src, _ = tiny_run
     reference = train_losses(src)
@@ -139,6 +157,22 @@ def test_checkpoint_written_on_4_devices_restores_on_1_and_continues(tiny_run, t
     assert resume_at < TINY_STEPS
     for s in steps[1:]:
         shutil.rmtree(workdir / "checkpoints" / str(s))
+    # The train state restored on 1 device equals, array by array and exactly, the state
+    # restored here on the 4 devices that wrote it.
+    restored = tmp_path / "restored_on_one.npz"
+    script = f"""
+import numpy as np
+from tests.train.test_parallel import restore_train_state
+np.savez({str(restored)!r}, *restore_train_state({str(workdir)!r}, {str(tiny_data_dir)!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    on_four = restore_train_state(str(workdir), str(tiny_data_dir))
+    with np.load(restored) as f:
+        on_one = [f[f"arr_{i}"] for i in range(len(f.files))]
+    assert len(on_one) == len(on_four) > 10
+    for i, (a, b) in enumerate(zip(on_one, on_four)):
+        np.testing.assert_array_equal(a, b, err_msg=f"leaf {i}")
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}"],
         cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=900,

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segnode_jax import checkpoints, evaluation, parallel, train_lib
-from tests.conftest import REPO, TINY_CHECKPOINT_EVERY, TINY_STEPS, read_jsonl, run_cli, tiny_cli_flags, tiny_config, train_losses
+from segnode_jax import checkpoints, parallel, training
+from tests.conftest import REPO, TINY_CHECKPOINT_EVERY, TINY_EVAL_EVERY, TINY_STEPS, read_jsonl, run_cli, tiny_cli_flags, tiny_config, train_losses
 
 
 def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
@@ -34,6 +34,7 @@ def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
     assert 0.0 <= result["val"]["miou"] <= 1.0
     assert result["best"]["miou"] == pytest.approx(max(result["val"]["miou"], result["best"]["miou"]))
     assert os.path.isdir(os.path.join(workdir, "best", str(result["best"]["step"])))
+    assert_best_is_the_argmax_of_the_validations(workdir, result["best"])
 
 
 def test_evaluate_cli_on_the_run_writes_results_and_images(tiny_run, tiny_data_dir):
@@ -50,6 +51,19 @@ def test_evaluate_cli_on_the_run_writes_results_and_images(tiny_run, tiny_data_d
     assert res["miou"] == pytest.approx(result["val"]["miou"], abs=1e-6)
     pngs = [f for f in os.listdir(os.path.dirname(res["visualizations"][0])) if f.endswith(".png")]
     assert len(pngs) >= 2
+
+
+def assert_best_is_the_argmax_of_the_validations(workdir, best=None):
+    """``best/<step>`` holds the checkpoint of the highest logged validation mIoU (the first of
+    equal maxima: a tie is no improvement)."""
+    vals = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r.get("split") == "val"]
+    steps = [int(r["step"]) for r in vals]
+    assert steps == list(range(TINY_EVAL_EVERY, TINY_STEPS + 1, TINY_EVAL_EVERY))
+    mious = [float(r["miou"]) for r in vals]
+    best_step = steps[int(np.argmax(mious))]
+    assert os.listdir(os.path.join(workdir, "best")) == [str(best_step)]
+    if best is not None:
+        assert best == {"step": best_step, "miou": pytest.approx(max(mious))}
 
 
 def _wait_for_checkpoint(workdir, step, proc, timeout=600):
@@ -82,16 +96,25 @@ def test_sigkill_then_resume_continues_exactly_like_an_uninterrupted_run(tiny_ru
     assert sorted(continued) == list(range(1, TINY_STEPS + 1))
     for step in range(resumed_from + 1, TINY_STEPS + 1):
         assert continued[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+    # The best checkpoint is chosen across the kill: validations before and after it compete.
+    assert_best_is_the_argmax_of_the_validations(workdir)
 
 
 def test_non_finite_update_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
+    """Through train.py: exit status 1, one error line naming the step and the last good
+    checkpoint, which stays untouched."""
     workdir = str(tmp_path / "nan")
-    train_lib.train_and_evaluate(tiny_config(tiny_data_dir, **{"train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.eval_every_steps": 0}), workdir)
+    training.train_and_evaluate(tiny_config(tiny_data_dir, **{"train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.eval_every_steps": 0}), workdir)
     good = checkpoints.load_variables(workdir)
-    bad = tiny_config(tiny_data_dir, **{"train.num_steps": 4, "train.checkpoint_every_steps": 1, "train.learning_rate": 1e39, "train.eval_every_steps": 0})
-    with pytest.raises(train_lib.NonFiniteLossError, match="training stopped at step 3") as e:
-        train_lib.train_and_evaluate(bad, workdir)
-    assert "last good checkpoint is step 2" in str(e.value) and "learning_rate" in str(e.value)
+    proc = run_cli(
+        "train.py", *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}", "--config.train.num_steps=4",
+        "--config.train.checkpoint_every_steps=1", "--config.train.learning_rate=1e39", "--config.train.eval_every_steps=0",
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+    assert "training stopped at step 3" in errors[0] and "last good checkpoint is step 2" in errors[0]
+    assert "learning_rate" in errors[0]
     assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [2]
     after = checkpoints.load_variables(workdir)
     for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(after)):
@@ -105,7 +128,7 @@ def test_init_from_a_run_starts_from_its_weights(tiny_run, tiny_data_dir, tmp_pa
     source = checkpoints.load_variables(tiny_run[0])
     workdir = str(tmp_path / "init")
     cfg = tiny_config(tiny_data_dir, **{"train.num_steps": 1, "train.eval_every_steps": 0, "init_from": tiny_run[0], "train.learning_rate": 1e-12})
-    train_lib.train_and_evaluate(cfg, workdir)
+    training.train_and_evaluate(cfg, workdir)
     loaded = checkpoints.load_variables(workdir)
     # lr 1e-12: one step leaves the parameters at the source's, far from a fresh initialisation.
     fresh = segnode_jax.init(cfg.model, jax.random.key(int(cfg.seed)), (1, 32, 32, 3))
@@ -133,7 +156,7 @@ def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, 
     workdir = str(tmp_path / "run")
     with cfg.ignore_type():
         cfg.init_from = str(converted)
-    train_lib.train_and_evaluate(cfg, workdir)
+    training.train_and_evaluate(cfg, workdir)
     loaded = checkpoints.load_variables(workdir)
     np.testing.assert_allclose(np.asarray(loaded["params"]["stem"]["conv1"]["kernel"]), kernel + 1.0, rtol=1e-6)
     np.testing.assert_allclose(
@@ -149,12 +172,12 @@ def test_training_step_honours_remat_on_a_cpu(tmp_path):
 
     def temp_bytes(remat: bool) -> int:
         overrides = {"model.remat.stem": remat, "model.remat.field": remat, "model.ode.solver": "rk4", "model.ode.num_steps": 2}
-        cfg = train_lib.resolve_config(tiny_config(tmp_path, **overrides))
-        tx, _ = train_lib.make_optimizer(cfg.train, TINY_STEPS)
+        cfg = training.resolve_config(tiny_config(tmp_path, **overrides))
+        tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
         b, (h, w) = cfg.train.batch_size, cfg.data.crop_size
         batch = {"image": jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32), "label": jax.ShapeDtypeStruct((b, h, w), jnp.int32)}
-        step = train_lib.make_train_step(cfg, TINY_STEPS, mesh)
-        compiled = step.lower(train_lib.abstract_train_state(cfg.model, tx), batch).compile()
+        step = training.make_train_step(cfg, TINY_STEPS, mesh)
+        compiled = step.lower(training.abstract_train_state(cfg.model, tx), batch).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     # The tiny model has one Bottleneck and one block per branch, so the gain is modest (~15%);
@@ -164,8 +187,8 @@ def test_training_step_honours_remat_on_a_cpu(tmp_path):
 
 def test_workdir_of_another_model_is_refused(tiny_run, tiny_data_dir):
     cfg = tiny_config(tiny_data_dir, **{"model.width": 8})
-    with pytest.raises(train_lib.ConfigError, match="different model"):
-        train_lib.train_and_evaluate(cfg, tiny_run[0])
+    with pytest.raises(training.ConfigError, match="different model"):
+        training.train_and_evaluate(cfg, tiny_run[0])
 
 
 @pytest.mark.parametrize(
@@ -202,3 +225,47 @@ def test_evaluate_cli_errors(tmp_path, tiny_data_dir, tiny_run):
     assert proc.returncode == 2 and "segnode_jax.data" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = run_cli("evaluate.py", f"--predictions={tmp_path}")
     assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_folder_config_prepares_your_data_and_takes_the_class_count_from_its_class_file(tmp_path):
+    """configs/folder.py + --config.data.root=DIR: no config file to write, no prepare step."""
+    from PIL import Image
+
+    import segnode_jax
+
+    root = tmp_path / "my_data"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for i in range(n):
+            mask = np.zeros((24, 32), np.uint8)
+            mask[:, 16:] = 1
+            mask[8:16, 4:12] = 2
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / "images" / split / f"{i}.jpg")
+            Image.fromarray(mask).save(root / "masks" / split / f"{i}.png")
+    (root / "classes.json").write_text(json.dumps({"classes": ["background", "wall", "crack"]}))
+
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "folder.py"))
+    assert cfg.model.num_classes is None
+    tiny = tiny_config(tmp_path)
+    with cfg.unlocked():
+        for key in ("width", "stem_width", "layer1_planes", "layer1_blocks", "hrnet"):
+            cfg.model[key] = tiny.model[key]
+    cfg.model.name = "hrnetv2"
+    cfg.data.root = str(root)
+    cfg.data.data_dir = str(tmp_path / "tfds")
+    cfg.data.crop_size = (24, 32)
+    cfg.data.num_workers = 0
+    cfg.train.update(dict(num_steps=2, batch_size=4, progress_bar=False, eval_every_steps=0, checkpoint_every_steps=2))
+    workdir = tmp_path / "run"
+    result = training.train_and_evaluate(cfg, str(workdir))
+    assert result["step"] == 2
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["num_classes"] == 3
+    assert os.path.isdir(tmp_path / "tfds" / "segnode_folder")
+    # A class count that contradicts the class file is refused, naming the value.
+    cfg.model.num_classes = 5
+    with pytest.raises(segnode_jax.errors.UserError, match=r"model\.num_classes=3"):
+        training.train_and_evaluate(cfg, str(tmp_path / "run2"))
+

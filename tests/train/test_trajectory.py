@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from segnode_jax import checkpoints, evaluation, trajectory
+from segnode_jax import checkpoints, evaluation
+from segnode_jax.evaluation import trajectory
 from tests.conftest import run_cli, tiny_cli_flags, tiny_config
 
 
@@ -56,6 +57,8 @@ def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_da
     assert along["t"] == pytest.approx([1 / 3, 2 / 3, 1.0]) and along["num_images"] == 2
     assert [r["setting"] for r in res["sweep"]] == ["euler:1", "rk4:1", "hrnetv2 (same width)"]
     assert [r["mean_nfe"] for r in res["sweep"][:2]] == [1.0, 4.0]
+    # The recommendation is recommend()'s answer on the written sweep and the configured drop.
+    assert res["recommended"] == trajectory.recommend(res["sweep"], 0.01)
     assert res["recommended"]["setting"] in ("euler:1", "rk4:1")
     assert (out / "trajectory.png").stat().st_size > 0
     assert len(os.listdir(out / "strips")) == 2

@@ -27,11 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from segnode_jax import api, evaluation
+from segnode_jax.errors import UserError
 
 SPEC = re.compile(r"^(?P<solver>[a-z0-9]+)(?::(?P<steps>\d+)|@(?P<tol>[0-9.eE+-]+))?$")
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(UserError):
     """Bad trajectory settings (the message names the field)."""
 
 
@@ -121,7 +122,7 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
             confusion[k] += np.asarray(cm, np.int64)
             preds.append(np.asarray(pred[0])[: ex["label"].shape[0], : ex["label"].shape[1]])
         if strips_dir is not None and len(strips) < num_strips:
-            strips.append(_write_strip(strips_dir, ex, preds, info.palette))
+            strips.append(_write_strip(strips_dir, ex, preds, times, info))
     metrics = [evaluation.metrics_from_confusion(cm, info.class_names) for cm in confusion]
     return {
         "t": times,
@@ -133,21 +134,16 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
     }
 
 
-def _write_strip(out_dir, ex, preds, palette) -> str:
+def _write_strip(out_dir, ex, preds, times, info) -> str:
+    """input | ground truth | the prediction decoded at each solve time, each panel titled."""
     from PIL import Image
 
-    from segnode_jax import data
-
-    h, w = ex["label"].shape
-    img = np.asarray(ex["raw_image"], np.uint8)
-    if img.shape[:2] != (h, w):
-        img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-    gap = np.full((h, 4, 3), 255, np.uint8)
-    tiles = [img, data.colorize(ex["label"], palette)] + [data.colorize(p, palette) for p in preds]
-    row = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+    pic = evaluation.labelled_panels(
+        ex["raw_image"], ex["label"], preds, [f"t = {t:.3g}" for t in times], info.palette, info.class_names
+    )
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, str(ex["name"]).replace("/", "__") + ".png")
-    Image.fromarray(row).save(path)
+    Image.fromarray(pic).save(path)
     return path
 
 
@@ -227,14 +223,20 @@ def plot(result: dict[str, Any], path: str) -> str:
     axes[0].set(xlabel="solve time t", ylabel="mIoU (%)", title=f"prediction at time t ({result['model_solver']})")
     rows = [r for r in result["sweep"] if r.get("miou") is not None]
     for ax, key, label in ((axes[1], "mean_nfe", "mean NFE per image"), (axes[2], "seconds_per_image", "seconds per image")):
-        for r in rows:
-            ax.scatter(r[key], 100 * r["miou"])
-            ax.annotate(r["setting"], (r[key], 100 * r["miou"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        # Points are numbered on the plot and named in a legend: settings with similar cost
+        # and accuracy sit on top of each other, and their names would overlap.
+        for i, r in enumerate(rows, 1):
+            ax.scatter(r[key], 100 * r["miou"], s=60, label=f"{i}: {r['setting']}")
+            ax.annotate(str(i), (r[key], 100 * r["miou"]), fontsize=8, ha="center", va="center", color="white",
+                        fontweight="bold")
         ax.set(xlabel=label, ylabel="mIoU (%)")
+        if key == "mean_nfe":
+            ax.set_xscale("symlog", linthresh=1.0)
+        ax.legend(fontsize=7, loc="lower right", ncol=1 if len(rows) <= 6 else 2)
     hr = next((r for r in result["sweep"] if r["setting"].startswith("hrnetv2")), None)
     if hr:
         axes[2].axvline(hr["seconds_per_image"], color="gray", ls="--", label="HRNetV2, same width")
-        axes[2].legend(fontsize=8)
+        axes[2].legend(fontsize=7, loc="lower right", ncol=1 if len(rows) <= 6 else 2)
     axes[1].set_title("solver sweep")
     axes[2].set_title("solver sweep")
     fig.tight_layout()
@@ -243,8 +245,9 @@ def plot(result: dict[str, Any], path: str) -> str:
     return path
 
 
-def run(variables, cfg, out_dir: str, *, num_images=None, progress=True) -> dict[str, Any]:
-    """Both measurements, the recommendation, the JSON, the plot and the strips."""
+def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadata=None) -> dict[str, Any]:
+    """Both measurements, the recommendation, the JSON, the plot and the strips; ``metadata``
+    (e.g. the checkpoint's name and step) is stored in ``trajectory.json`` too."""
     from segnode_jax.config import eval_config
 
     # Runs from before eval.trajectory existed get the defaults.
@@ -263,6 +266,7 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True) -> dict
     specs = list(tcfg.get("sweep") or ())
     result["sweep"] = solver_sweep(variables, cfg, specs=specs, num_images=num_images, progress=progress)
     result["recommended"] = recommend(result["sweep"], float(tcfg.get("max_miou_drop", 0.01)))
+    result.update(metadata or {})
     evaluation.write_results(os.path.join(out_dir, "trajectory.json"), result)
     result["plot"] = plot(result, os.path.join(out_dir, "trajectory.png"))
     return result

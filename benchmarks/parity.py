@@ -1,0 +1,391 @@
+"""Tables 1 and 2 in miniature, on a CPU: HRNetV2, the Baseline and SegNode side by side (not a test).
+
+The paper's claim is accuracy parity (Cityscapes: SegNode 81.8, HRNetV2 81.6, Baseline 81.7 mIoU)
+with a third of the parameters and far less training memory. This script checks it at small
+scale, on the main job's data (the synthetic street scenes, ``configs/synthetic.py``), with the
+same code that trains and evaluates real runs:
+
+* the three models at the same width (the main job's: branches of 8, 16, 32, 64 channels), the
+  same data, the same number of steps, ``--seeds`` seeds each;
+* each model with its own paper recipe (``train.recipes``: SegNode SGD 0.1, Baseline AdamW 1e-4,
+  HRNetV2 SGD 0.01) *and* all three with one shared recipe (AdamW 1e-3), so that architecture
+  and recipe effects can be told apart;
+* SegNode also trained with each candidate solve: Dopri5 + backsolve (the paper's), RK4 x 2 +
+  backsolve, Euler x 2 unrolled, each with and without rematerialisation (remat changes memory
+  and time, not the function: its rows use ``--remat_seeds`` seeds);
+* per row: validation mIoU (mean and standard deviation over seeds), parameters, the analysed
+  memory of the real training step at batch 24 (the paper's Table 2 batch) on 128x128 crops,
+  the training-step time (batch 8, all variants interleaved in one process, median), inference
+  milliseconds per image and the solver's NFE;
+* the recommended training solve: the fastest whose mean mIoU is within 1 point of
+  Dopri5 + backsolve's.
+
+Writes ``benchmarks/results/parity.json`` and ``parity.png`` (validation mIoU against training
+step), and regenerates the tables in ``README.md`` and ``benchmarks/README.md``. Runs are kept
+in ``--workdir`` (default ``runs/parity``): rerunning resumes or reuses finished runs.
+
+    python benchmarks/parity.py                  # about an hour on 2 CPU cores
+    python benchmarks/parity.py --quick          # a smoke test of every code path (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
+
+import segnode_jax  # noqa: E402
+from benchmarks import report  # noqa: E402
+from segnode_jax import api, data, memory, metrics_log, ode, parallel, training  # noqa: E402
+
+CONFIG = os.path.join(ROOT, "configs", "synthetic.py")
+MODELS = ("hrnetv2", "baseline", "segnode")
+# SegNode's candidate training solves (cfg.model.ode overrides).
+SOLVES = {
+    "dopri5 + backsolve": {"ode.solver": "dopri5", "ode.num_steps": None, "ode.adjoint": "backsolve"},
+    "rk4 x2 + backsolve": {"ode.solver": "rk4", "ode.num_steps": 2, "ode.adjoint": "backsolve"},
+    "euler x2 unrolled": {"ode.solver": "euler", "ode.num_steps": 2, "ode.adjoint": "unrolled"},
+}
+PAPER_SOLVE = "dopri5 + backsolve"
+REMAT = {"remat.stem": True, "remat.field": True, "remat.head": True}
+# One recipe for all three models (explicit train.* values win over train.recipes).
+SHARED_RECIPE = {"optimizer": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4}
+MEMORY_BATCH = 24
+MAX_MIOU_DROP = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A model as trained and measured: name, SegNode solve (None for the others), remat."""
+
+    model: str
+    solve: str | None
+    remat: bool
+
+    @property
+    def setting(self) -> str:
+        base = self.solve or "-"
+        return base + (" + remat" if self.remat else "")
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.setting}"
+
+    def overrides(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model.name": self.model}
+        if self.solve is not None:
+            out.update({f"model.{k}": v for k, v in SOLVES[self.solve].items()})
+        if self.remat:
+            out.update({f"model.{k}": v for k, v in REMAT.items()})
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    variant: Variant
+    recipe: str  # "paper" | "shared"
+    seed: int
+
+    @property
+    def name(self) -> str:
+        solve = (self.variant.solve or "").replace(" + ", "_").replace(" ", "_")
+        return f"{self.variant.model}{'_' + solve if solve else ''}{'_remat' if self.variant.remat else ''}_{self.recipe}_s{self.seed}"
+
+
+def main_job_solve() -> str:
+    """The name of the solve configs/synthetic.py trains with."""
+    ode_cfg = segnode_jax.load_config(CONFIG).model.ode
+    for name, over in SOLVES.items():
+        if all(ode_cfg[k.split(".", 1)[1]] == v for k, v in over.items()):
+            return name
+    raise SystemExit(f"configs/synthetic.py's solve ({ode_cfg.solver}, {ode_cfg.num_steps}, {ode_cfg.adjoint}) is not a candidate")
+
+
+def plan(seeds: int, remat_seeds: int) -> list[Run]:
+    """Model comparison (both recipes; SegNode with the main job's solve) and solve comparison
+    (paper recipe; each solve with and without remat)."""
+    main_solve = main_job_solve()
+    runs: list[Run] = []
+    for recipe in ("paper", "shared"):
+        for model in MODELS:
+            v = Variant(model, main_solve if model == "segnode" else None, False)
+            runs += [Run(v, recipe, s) for s in range(seeds)]
+    for solve in SOLVES:
+        if solve != main_solve:
+            runs += [Run(Variant("segnode", solve, False), "paper", s) for s in range(seeds)]
+        runs += [Run(Variant("segnode", solve, True), "paper", s) for s in range(remat_seeds)]
+    return runs
+
+
+def run_config(run: Run, steps: int):
+    cfg = segnode_jax.load_config(CONFIG)
+    over = {
+        **run.variant.overrides(),
+        "seed": run.seed,
+        "train.num_steps": steps,
+        "train.eval_every_steps": max(1, steps // 4),
+        "train.checkpoint_every_steps": steps,
+        "train.log_every_steps": max(1, min(50, steps)),
+        "train.progress_bar": False,
+        "eval.num_visualizations": 0,
+    }
+    if run.recipe == "shared":
+        over.update({f"train.{k}": v for k, v in SHARED_RECIPE.items()})
+    return segnode_jax.config.apply_overrides(cfg, over)
+
+
+def train(run: Run, steps: int, workdir: str) -> dict[str, Any]:
+    """Trains one run (or reuses/resumes it) and reads its validation curve and NFE."""
+    cfg = run_config(run, steps)
+    path = os.path.join(workdir, run.name)
+    jsonl = os.path.join(path, metrics_log.JSONL_NAME)
+    done = os.path.exists(jsonl) and any(
+        r.get("split") == "val" and int(r["step"]) == steps for r in metrics_log.read_jsonl(jsonl)
+    )
+    t = time.perf_counter()
+    if not done:
+        training.train_and_evaluate(cfg, path)
+    records = metrics_log.read_jsonl(jsonl)
+    val = [r for r in records if r.get("split") == "val"]
+    nfe = [float(r["ode_nfe"]) for r in records if r.get("split", "train") == "train" and "ode_nfe" in r]
+    return {
+        "model": run.variant.model,
+        "setting": run.variant.setting,
+        "recipe": run.recipe,
+        "seed": run.seed,
+        "miou": float(val[-1]["miou"]),
+        "curve": [[int(r["step"]), float(r["miou"])] for r in val],
+        "train_nfe": float(np.mean(nfe)) if nfe else None,
+        "eval_nfe": float(val[-1]["mean_nfe"]) if "mean_nfe" in val[-1] else None,
+        "wall_seconds": None if done else time.perf_counter() - t,
+    }
+
+
+def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """Parameters, analysed training memory (batch 24), and interleaved step/inference times."""
+    mesh = parallel.make_mesh()
+    prepared = {}
+    for v in variants:
+        cfg = training.resolve_config(run_config(Run(v, "paper", 0), steps))
+        data.resolve_num_classes(cfg)
+        data.ensure_prepared(cfg.data)
+        tx, _ = training.make_optimizer(cfg.train, steps)
+        h, w = (int(s) for s in cfg.data.crop_size)
+        step_fn = training.make_train_step(cfg, steps, mesh)
+        shardings = training.train_state_shardings(cfg.model, tx, mesh)
+        abstract = jax.tree_util.tree_map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            training.abstract_train_state(cfg.model, tx), shardings,
+        )
+        batch_spec = {
+            "image": jax.ShapeDtypeStruct((MEMORY_BATCH, h, w, 3), jnp.float32, sharding=parallel.batch_sharding(mesh)),
+            "label": jax.ShapeDtypeStruct((MEMORY_BATCH, h, w), jnp.int32, sharding=parallel.batch_sharding(mesh)),
+        }
+        mem = memory.analyse(step_fn, abstract, batch_spec)
+        state = jax.device_put(training.create_train_state(cfg.model, tx, jax.random.key(0), (1, h, w, 3)), shardings)
+        it = data.train_iterator(cfg.data, batch_size=int(cfg.train.batch_size), seed=0, worker_count=0)
+        batch = parallel.global_batch(next(it), mesh)
+        frozen = api.freeze(cfg.model)
+        infer = jax.jit(lambda variables, x: api.apply(variables, x, frozen)[0])
+        image = batch["image"][:1]
+        with ode.solver_errors(cfg.model.ode):
+            state, m = step_fn(state, batch)  # compiles
+            jax.block_until_ready(infer(state.variables, image))
+        prepared[v.key] = [cfg, step_fn, infer, state, batch, image, mem]
+        print(f"  measured memory and compiled {v.key}", flush=True)
+    times = {k: {"train": [], "infer": []} for k in prepared}
+    for r in range(repeats + 1):  # round 0 warms up
+        for k, p in prepared.items():
+            cfg, step_fn, infer, state, batch, image, _ = p
+            with ode.solver_errors(cfg.model.ode):
+                t = time.perf_counter()
+                state, _ = step_fn(state, batch)
+                jax.block_until_ready(state.params)
+                dt = time.perf_counter() - t
+                t = time.perf_counter()
+                jax.block_until_ready(infer(state.variables, image))
+                di = time.perf_counter() - t
+            p[3] = state
+            if r:
+                times[k]["train"].append(dt)
+                times[k]["infer"].append(di)
+    out = {}
+    for v in variants:
+        cfg, *_, mem = prepared[v.key]
+        out[v.key] = {
+            "params": int(segnode_jax.count_params(cfg.model)),
+            "train_memory_bytes": int(mem["total"]),
+            "train_step_seconds": statistics.median(times[v.key]["train"]),
+            "infer_ms_per_image": 1000 * statistics.median(times[v.key]["infer"]),
+        }
+    return out
+
+
+def summarise(runs: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, setting, recipe): mIoU mean/std over seeds and the measurements."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["setting"], r["recipe"]), []).append(r)
+    rows = []
+    for (model, setting, recipe), rs in groups.items():
+        mious = [r["miou"] for r in rs]
+        nfes = [r["eval_nfe"] for r in rs if r["eval_nfe"] is not None]
+        rows.append({
+            "model": model, "setting": setting, "recipe": recipe, "seeds": len(rs),
+            "miou_mean": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(rs) > 1 else None,
+            "nfe": float(np.mean(nfes)) if nfes else None,
+            **measured[f"{model}|{setting}"],
+        })
+    return rows
+
+
+def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fastest SegNode solve (paper recipe) within 1 mIoU point of Dopri5 + backsolve's."""
+    segnode = [r for r in rows if r["model"] == "segnode" and r["recipe"] == "paper"]
+    ref = next((r for r in segnode if r["setting"] == PAPER_SOLVE), None)
+    if ref is None:
+        return None
+    ok = [r for r in segnode if r["miou_mean"] >= ref["miou_mean"] - MAX_MIOU_DROP]
+    pick = min(ok, key=lambda r: r["train_step_seconds"])
+    return {
+        "setting": pick["setting"], "miou_mean": pick["miou_mean"], "train_step_seconds": pick["train_step_seconds"],
+        "reference": PAPER_SOLVE, "reference_miou_mean": ref["miou_mean"],
+        "reference_train_step_seconds": ref["train_step_seconds"], "max_miou_drop": MAX_MIOU_DROP,
+        "speedup": ref["train_step_seconds"] / pick["train_step_seconds"],
+    }
+
+
+def plot(runs: list[dict[str, Any]], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["setting"], r["recipe"]), []).append(r["curve"])
+    for (model, setting, recipe), curves in sorted(groups.items()):
+        ax = axes[0] if recipe == "paper" and "remat" not in setting else axes[1]
+        steps = [s for s, _ in curves[0]]
+        mean = [100 * float(np.mean([c[i][1] for c in curves])) for i in range(len(steps))]
+        label = f"{model}, {setting}, {recipe}" if setting != "-" else f"{model}, {recipe}"
+        ax.plot(steps, mean, "o-", label=label, lw=1.5)
+    axes[0].set(title="paper recipes (mean over seeds)", xlabel="training step", ylabel="val mIoU (%)")
+    axes[1].set(title="shared recipe, and remat variants", xlabel="training step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    lines = [
+        f"Measured {result['machine']['date']} on {result['machine']['cpu_count']} CPU cores "
+        f"({result['machine']['backend']}), `python benchmarks/parity.py`: {result['steps']} training steps "
+        f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory of "
+        f"the real training step at batch {MEMORY_BATCH} (XLA's analysis); step time at batch 8 (median, "
+        "interleaved); inference on one image.",
+        "",
+        "| model | setting | recipe | val mIoU | params | train memory (b24) | step time | infer ms/img | NFE |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = {m: i for i, m in enumerate(MODELS)}
+    for r in sorted(rows, key=lambda r: (r["recipe"] != "paper", order[r["model"]], r["setting"])):
+        miou = f"{100 * r['miou_mean']:.1f}" + (f" ± {100 * r['miou_std']:.1f}" if r["miou_std"] is not None else "")
+        nfe = "-" if r["nfe"] is None else f"{r['nfe']:.1f}"
+        lines.append(
+            f"| {r['model']} | {r['setting']} | {r['recipe']} | {miou} (n={r['seeds']}) | {r['params'] / 1e3:.0f}k | "
+            f"{r['train_memory_bytes'] / 2**20:.0f} MiB | {1000 * r['train_step_seconds']:.0f} ms | "
+            f"{r['infer_ms_per_image']:.1f} | {nfe} |"
+        )
+    rec = result.get("recommended_training_setting")
+    if rec:
+        lines += [
+            "",
+            f"Recommended training solve: **{rec['setting']}** ({100 * rec['miou_mean']:.1f} mIoU vs "
+            f"{100 * rec['reference_miou_mean']:.1f} for {rec['reference']}, {rec['speedup']:.1f}x faster per step): "
+            "the fastest within 1 point of the paper's solve.",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=400, help="training steps per run")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--remat_seeds", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (interleaved)")
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "parity"))
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds, args.remat_seeds, args.repeats = 4, 1, 1, 1
+        args.workdir = os.path.join(args.workdir, "quick")
+    runs = plan(args.seeds, args.remat_seeds)
+    print(f"parity: {len(runs)} training runs of {args.steps} steps into {args.workdir}", flush=True)
+    start = time.time()
+    results = []
+    for i, run in enumerate(runs, 1):
+        res = train(run, args.steps, args.workdir)
+        results.append(res)
+        print(f"[{i}/{len(runs)}] {run.name}: val mIoU {100 * res['miou']:.2f} ({(time.time() - start) / 60:.1f} min)", flush=True)
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    measured = measure(variants, args.steps, args.repeats)
+    rows = summarise(results, measured)
+    result = {
+        "machine": report.machine(),
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "remat_seeds": args.remat_seeds,
+        "memory_batch": MEMORY_BATCH,
+        "shared_recipe": SHARED_RECIPE,
+        "main_job_solve": main_job_solve(),
+        "runs": [
+            {**r, **{k: measured[f"{r['model']}|{r['setting']}"][k] for k in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")},
+             "nfe": r["eval_nfe"]}
+            for r in results
+        ],
+        "rows": rows,
+        "recommended_training_setting": recommend(rows),
+        "total_minutes": (time.time() - start) / 60,
+    }
+    if args.quick:
+        out = os.path.join(args.workdir, "parity.json")
+        with open(out, "w") as f:
+            import json
+
+            json.dump(result, f, indent=1)
+        plot(results, os.path.join(args.workdir, "parity.png"))
+        print(markdown(result))
+        print(f"quick run: {out} (the committed results are left alone)")
+        return result
+    path = report.write_json("parity.json", result)
+    plot(results, os.path.join(report.RESULTS, "parity.png"))
+    table = markdown(result)
+    report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "parity", table)
+    report.replace_block(os.path.join(ROOT, "README.md"), "parity", table)
+    print(table)
+    print(f"results: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Every private API of a dependency that segnode-jax relies on, in one place.
+
+Each name here reaches into a library's internals, which an upgrade may change without
+notice. ``tests/test_compat.py`` checks every one against the installed versions, so that an
+upgrade that breaks one fails loudly there instead of silently elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+# diffrax ------------------------------------------------------------------------------------
+
+# Substrings of the errors diffrax itself raises (throw=True, e.g. inside BacksolveAdjoint's
+# backward solve), by the RESULTS name they stand for.
+DIFFRAX_FAILURE_MESSAGES = {
+    "max_steps_reached": "The maximum number of solver steps was reached",
+    "dt_min_reached": "The minimum step size was reached",
+}
+
+
+def diffrax_result_names() -> list[str]:
+    """Names of ``diffrax.RESULTS`` ordered by their integer code (``successful`` first)."""
+    import diffrax
+
+    items = diffrax.RESULTS._name_to_item
+    return sorted(items, key=lambda n: int(items[n]._value))
+
+
+def diffrax_result_code(result: Any):
+    """The integer code (a JAX array) of a ``diffrax.RESULTS`` value, e.g. ``sol.result``."""
+    return result._value
+
+
+# jax ----------------------------------------------------------------------------------------
+
+# The logger JAX writes a traceback to for every failing host callback (before re-raising).
+JAX_CALLBACK_LOGGER = "jax._src.callback"
+
+
+def jax_callback_logger() -> logging.Logger:
+    return logging.getLogger(JAX_CALLBACK_LOGGER)
+
+
+def jax_distributed_started() -> bool:
+    """Whether ``jax.distributed.initialize`` has run in this process (no public query exists)."""
+    from jax._src import distributed
+
+    return getattr(distributed.global_state, "client", None) is not None
+
+
+# tensorflow-datasets ------------------------------------------------------------------------
+
+# The DatasetBuilder methods that print "Downloading and preparing dataset ..." and "...
+# downloaded and prepared to ..."; our builders override them with what really happens.
+TFDS_LOG_METHODS = ("_log_download_bytes", "_log_download_done")

@@ -1,0 +1,194 @@
+"""Inference modes as functions wrapping a ``predict_fn`` (never in dataset code).
+
+A ``predict_fn`` takes normalised float32 images ``(N, h, w, 3)`` and returns logits ``(N, h,
+w, C)`` as numpy arrays:
+
+* :func:`whole_inference`: the image in one forward pass;
+* :func:`slide_inference`: ``crop``-sized windows every ``stride`` pixels (the image is padded
+  to at least one window), logits averaged where windows overlap (HRNet / mmseg ``slide``);
+* :func:`multiscale_inference`: the image resized by each scale (and horizontally flipped,
+  with left/right classes such as LIP's arms swapped back), each view inferred with whole or
+  slide inference, resized back, softmax probabilities averaged.
+
+Resizing on the host follows PyTorch's ``align_corners=False`` (HRNet's ``F.interpolate``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _source_index_np(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resize_bilinear_np(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Bilinear resize of ``(H, W, ...)`` to ``size=(h, w)`` on the host, no antialiasing
+    (PyTorch ``F.interpolate(mode="bilinear", align_corners=False)`` / OpenCV ``INTER_LINEAR``)."""
+    out_h, out_w = int(size[0]), int(size[1])
+    x = np.asarray(x, dtype=np.float32)
+    in_h, in_w = x.shape[:2]
+    if in_h != out_h:
+        i0, i1, w = _source_index_np(out_h, in_h)
+        w = w.reshape((-1,) + (1,) * (x.ndim - 1))
+        x = x[i0] * (1 - w) + x[i1] * w
+    if in_w != out_w:
+        i0, i1, w = _source_index_np(out_w, in_w)
+        w = w.reshape((1, -1) + (1,) * (x.ndim - 2))
+        x = x[:, i0] * (1 - w) + x[:, i1] * w
+    return x
+
+
+def whole_inference(predict_fn: PredictFn, image: np.ndarray) -> np.ndarray:
+    """Logits ``(h, w, C)`` of one normalised image ``(h, w, 3)`` in one forward pass."""
+    return np.asarray(predict_fn(np.asarray(image, np.float32)[None]))[0]
+
+
+def sliding_windows(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Windows ``(y0, y1, x0, x1)`` of size ``crop`` covering an image of at least that size.
+
+    Windows start every ``stride`` pixels; the last row/column is moved back to end at the
+    image border (HRNet / mmseg), so every window lies inside the image and every pixel is
+    covered at least once.
+    """
+    ch, cw = int(crop[0]), int(crop[1])
+    sh, sw = int(stride[0]), int(stride[1])
+    if height < ch or width < cw:
+        raise ValueError(f"image {height}x{width} is smaller than the window {ch}x{cw}; pad it first")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be positive, got {stride}")
+    rows = max(int(math.ceil((height - ch) / sh)), 0) + 1
+    cols = max(int(math.ceil((width - cw) / sw)), 0) + 1
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            y1, x1 = min(r * sh + ch, height), min(c * sw + cw, width)
+            out.append((y1 - ch, y1, x1 - cw, x1))
+    return out
+
+
+def _pad_image(image: np.ndarray, height: int, width: int, pad_value) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h >= height and w >= width:
+        return image
+    out = np.empty((max(h, height), max(w, width), image.shape[2]), np.float32)
+    out[...] = np.asarray(pad_value, np.float32)
+    out[:h, :w] = image
+    return out
+
+
+def slide_inference(
+    predict_fn: PredictFn,
+    image: np.ndarray,
+    *,
+    crop: Sequence[int],
+    stride: Sequence[int] | None = None,
+    pad_value: Sequence[float] | float = 0.0,
+    batch_size: int = 1,
+) -> np.ndarray:
+    """Sliding-window logits ``(h, w, C)`` of one normalised image ``(h, w, 3)``.
+
+    Arguments:
+      predict_fn: numpy ``(N, ch, cw, 3) -> (N, ch, cw, C)``.
+      image: the normalised image.
+      crop: window ``(ch, cw)``; an image smaller than it is padded (bottom/right) with
+        ``pad_value`` and the padding cropped off the result.
+      stride: window step; default 2/3 of the window.
+      pad_value: normalised value of padding (per channel), e.g. a black pixel.
+      batch_size: windows per ``predict_fn`` call.
+
+    Returns:
+      Logits averaged over the windows covering each pixel.
+    """
+    h, w = image.shape[:2]
+    ch, cw = int(crop[0]), int(crop[1])
+    if stride is None:
+        stride = (max(1, (2 * ch) // 3), max(1, (2 * cw) // 3))
+    padded = _pad_image(np.asarray(image, np.float32), ch, cw, pad_value)
+    ph, pw = padded.shape[:2]
+    windows = sliding_windows(ph, pw, (ch, cw), stride)
+    total = None
+    count = np.zeros((ph, pw, 1), np.float32)
+    for start in range(0, len(windows), batch_size):
+        group = windows[start : start + batch_size]
+        crops = np.stack([padded[y0:y1, x0:x1] for y0, y1, x0, x1 in group])
+        logits = np.asarray(predict_fn(crops), np.float32)
+        if total is None:
+            total = np.zeros((ph, pw, logits.shape[-1]), np.float32)
+        for (y0, y1, x0, x1), lg in zip(group, logits):
+            total[y0:y1, x0:x1] += lg
+            count[y0:y1, x0:x1] += 1
+    return (total / count)[:h, :w]
+
+
+def flip_back(logits: np.ndarray, flip_pairs: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """Un-flips the logits ``(h, w, C)`` of a horizontally flipped image, swapping the
+    channels of left/right class pairs (e.g. LIP's arms, legs, shoes)."""
+    out = logits[:, ::-1]
+    if flip_pairs:
+        perm = np.arange(out.shape[-1])
+        for a, b in flip_pairs:
+            perm[a], perm[b] = b, a
+        out = out[..., perm]
+    return np.ascontiguousarray(out)
+
+
+def softmax_np(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def multiscale_inference(
+    predict_fn: PredictFn,
+    image: np.ndarray,
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    flip_pairs: Sequence[Sequence[int]] = (),
+    base: str = "whole",
+    crop: Sequence[int] | None = None,
+    stride: Sequence[int] | None = None,
+    pad_value: Sequence[float] | float = 0.0,
+    batch_size: int = 1,
+) -> np.ndarray:
+    """Multi-scale (+ flip) class probabilities ``(h, w, C)`` of one normalised image.
+
+    Each scale ``s`` resizes the image bilinearly to ``round(h*s) x round(w*s)``, infers it
+    with ``base`` (``"whole"`` or ``"slide"`` with ``crop``/``stride``), optionally also its
+    horizontal flip (flipped back, ``flip_pairs`` swapped), resizes the logits back to
+    ``(h, w)`` and averages the softmax probabilities of all views.
+    """
+    h, w = image.shape[:2]
+    total = None
+    views = 0
+    for s in scales:
+        size = (max(1, int(h * float(s) + 0.5)), max(1, int(w * float(s) + 0.5)))
+        scaled = resize_bilinear_np(image, size) if size != (h, w) else np.asarray(image, np.float32)
+        inputs = [(scaled, False)] + ([(np.ascontiguousarray(scaled[:, ::-1]), True)] if flip else [])
+        for x, flipped in inputs:
+            if base == "slide":
+                if crop is None:
+                    raise ValueError("slide inference needs a crop size")
+                logits = slide_inference(predict_fn, x, crop=crop, stride=stride, pad_value=pad_value, batch_size=batch_size)
+            elif base == "whole":
+                logits = whole_inference(predict_fn, x)
+            else:
+                raise ValueError(f"unknown base inference {base!r}; use 'whole' or 'slide'")
+            if flipped:
+                logits = flip_back(logits, flip_pairs)
+            if logits.shape[:2] != (h, w):
+                logits = resize_bilinear_np(logits, (h, w))
+            p = softmax_np(logits)
+            total = p if total is None else total + p
+            views += 1
+    return total / views

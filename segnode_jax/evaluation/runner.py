@@ -1,0 +1,265 @@
+"""Running a model over a dataset split (:func:`evaluate`): in ``whole`` mode entirely on device
+(a jitted predict step, then a jitted scoring step that resizes logits to each label's size
+inside a fixed canvas and accumulates the confusion matrix), in the other modes through a
+:class:`~segnode_jax.evaluation.predictor.Predictor` and host-side assembly; several hosts sum
+their confusion matrices."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from segnode_jax.evaluation.inference import (
+    multiscale_inference,
+    resize_bilinear_np,
+    slide_inference,
+)
+from segnode_jax.evaluation.metrics import (
+    LABEL_CANVAS_MULTIPLE,
+    confusion_matrix_np,
+    metrics_from_confusion,
+)
+from segnode_jax.evaluation.predictor import Predictor, _score_jit
+from segnode_jax.evaluation.report import _write_visualization, composite
+from segnode_jax.labels import IGNORE_INDEX
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """Resolved evaluation settings (from ``cfg.eval`` and ``cfg.data``)."""
+
+    mode: str = "whole"
+    split: str = "val"
+    batch_size: int | None = None
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    multiscale_base: str = "slide"
+    pad_multiple: int = 1
+    per_image_solve: bool = True
+    num_images: int | None = None
+    num_visualizations: int = 0
+
+    @classmethod
+    def from_config(cls, cfg, **overrides) -> "EvalSettings":
+        """From ``cfg.eval`` with ``cfg.data`` defaults; keyword overrides win when not None."""
+        from segnode_jax.config import EVAL_MODES
+
+        e, d = cfg.eval, cfg.data
+        out = cls(
+            mode=e.mode,
+            split=e.get("split") or d.eval_split,
+            batch_size=e.get("batch_size"),
+            crop=tuple(int(v) for v in (e.get("crop_size") or d.crop_size)),
+            stride=tuple(int(v) for v in e.stride) if e.get("stride") else None,
+            scales=tuple(float(s) for s in (e.get("scales") or d.eval_scales)),
+            flip=bool(d.eval_flip if e.get("flip") is None else e.flip),
+            multiscale_base=e.get("multiscale_base", "slide"),
+            pad_multiple=int(e.get("pad_multiple", 1) or 1),
+            per_image_solve=bool(e.get("per_image_solve", True)),
+            num_images=e.get("num_images"),
+            num_visualizations=int(e.get("num_visualizations", 0)),
+        )
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(out, k, v)
+        if out.mode not in EVAL_MODES:
+            raise ValueError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
+        if out.multiscale_base not in ("whole", "slide"):
+            raise ValueError(f"invalid eval.multiscale_base={out.multiscale_base!r}; use 'whole' or 'slide'")
+        return out
+
+
+def _round_up(x: int, m: int) -> int:
+    return int(math.ceil(x / m) * m) if m > 1 else int(x)
+
+
+def _pad_value(dcfg) -> np.ndarray:
+    """The normalised value of a black pixel (what training pads crops with)."""
+    return (0.0 - np.asarray(dcfg.mean, np.float32)) / np.asarray(dcfg.std, np.float32)
+
+
+def _examples(dcfg, split: str, num_images: int | None):
+    import grain
+
+    from segnode_jax import data
+
+    ds = data.eval_dataset(dcfg, split=split)
+    if num_images is not None:
+        ds = ds[: int(num_images)]
+    count = len(ds)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    return it, count
+
+
+def _sum_over_hosts(x: np.ndarray) -> np.ndarray:
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
+
+
+def evaluate(
+    variables,
+    cfg,
+    *,
+    settings: EvalSettings | None = None,
+    visualize_dir: str | None = None,
+    progress: bool = False,
+    devices=None,
+) -> dict[str, Any]:
+    """Evaluates model variables on a split of ``cfg.data``.
+
+    Arguments:
+      variables: ``{"params", "batch_stats"}`` (host or device arrays).
+      cfg: the run config (``model``, ``data``, ``eval`` sections).
+      settings: evaluation settings (default: from ``cfg``).
+      visualize_dir: where to write ``input | ground truth | prediction`` PNGs of the first
+        ``settings.num_visualizations`` images (None: none).
+      progress: show a tqdm bar.
+      devices: this host's devices to run on (default: all); the batch is split over them.
+
+    Returns:
+      The metrics of :func:`metrics_from_confusion` plus ``num_images``, ``split``,
+      ``mode``, ``scales``/``flip`` (multiscale), ``mean_nfe`` and ``num_solves`` (SegNode),
+      ``confusion_matrix``, ``seconds`` and ``visualizations`` (paths).
+
+    Raises:
+      segnode_jax.data.PreparationError: the dataset is not prepared.
+      segnode_jax.ODESolveError: an ODE solve failed (the message names the field to change).
+    """
+    s = settings or EvalSettings.from_config(cfg)
+    predictor = Predictor.for_model(
+        variables, cfg.model, batch_size=s.batch_size, per_image_solve=s.per_image_solve, devices=devices
+    )
+    return evaluate_predictor(predictor, cfg, settings=s, visualize_dir=visualize_dir, progress=progress)
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    cfg,
+    *,
+    settings: EvalSettings | None = None,
+    visualize_dir: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate` with any :class:`Predictor` (``cfg.model`` only gives the class count
+    and the ODE settings named in solver error messages)."""
+    from tqdm import tqdm
+
+    from segnode_jax import data, ode
+
+    s = settings or EvalSettings.from_config(cfg)
+    dcfg = cfg.data
+    info = data.get_info(dcfg)
+    num_classes = int(cfg.model.num_classes)
+    if num_classes != info.num_classes:
+        raise ValueError(
+            f"model.num_classes={num_classes} but the {dcfg.name} dataset has {info.num_classes} classes"
+        )
+    it, count = _examples(dcfg, s.split, s.num_images)
+    pad_value = _pad_value(dcfg)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    visualizations: list[str] = []
+    start = time.time()
+    bar = tqdm(total=count, desc=f"eval {s.split} ({s.mode})", unit="img", disable=not progress or jax.process_index() != 0)
+
+    def visualize(ex, pred):
+        if visualize_dir is not None and len(visualizations) < s.num_visualizations:
+            pic = composite(ex["raw_image"], ex["label"], pred, info.palette, info.class_names)
+            visualizations.append(_write_visualization(visualize_dir, ex["name"], pic))
+
+    with ode.solver_errors(cfg.model.get("ode")):
+        if s.mode == "whole":
+            score = _score_jit(predictor.mesh)
+            group: list[dict] = []
+
+            def flush(group):
+                nonlocal confusion
+                confusion += _whole_batch(predictor, score, group, pad_value, s.pad_multiple, visualize)
+                bar.update(len(group))
+
+            for ex in it:
+                canvas = tuple(_round_up(v, s.pad_multiple) for v in ex["image"].shape[:2])
+                if group and (len(group) == predictor.batch_size or group[0]["_canvas"] != canvas):
+                    flush(group)
+                    group = []
+                ex["_canvas"] = canvas
+                group.append(ex)
+            if group:
+                flush(group)
+        else:
+            for ex in it:
+                if s.mode == "slide":
+                    scores = slide_inference(
+                        predictor, ex["image"], crop=s.crop, stride=s.stride, pad_value=pad_value,
+                        batch_size=predictor.batch_size,
+                    )
+                else:
+                    scores = multiscale_inference(
+                        predictor, ex["image"], scales=s.scales, flip=s.flip, flip_pairs=info.flip_pairs,
+                        base=s.multiscale_base, crop=s.crop, stride=s.stride, pad_value=pad_value,
+                        batch_size=predictor.batch_size,
+                    )
+                label = ex["label"]
+                if scores.shape[:2] != label.shape:
+                    scores = resize_bilinear_np(scores, label.shape)
+                pred = np.argmax(scores, axis=-1).astype(np.int32)
+                confusion += confusion_matrix_np(pred, label, num_classes)[:, :num_classes]
+                visualize(ex, pred)
+                bar.update(1)
+        stats = predictor.solver_stats()
+    bar.close()
+    confusion = _sum_over_hosts(confusion)
+    num_images = int(_sum_over_hosts(np.asarray([count]))[0])
+    result = metrics_from_confusion(confusion, info.class_names)
+    result.update(
+        num_images=num_images,
+        split=s.split,
+        mode=s.mode,
+        dataset=dcfg.name,
+        model=cfg.model.name,
+        confusion_matrix=confusion.tolist(),
+        seconds=round(time.time() - start, 3),
+        visualizations=visualizations,
+    )
+    if s.mode == "multiscale":
+        result.update(scales=list(s.scales), flip=s.flip, multiscale_base=s.multiscale_base)
+    if s.mode in ("slide",) or (s.mode == "multiscale" and s.multiscale_base == "slide"):
+        result.update(crop=list(s.crop), stride=list(s.stride) if s.stride else None)
+    result.update(stats)
+    return result
+
+
+def _whole_batch(predictor: Predictor, score, group, pad_value, pad_multiple, visualize) -> np.ndarray:
+    """Whole-image inference and scoring of a group of examples sharing an image canvas."""
+    n, bs = len(group), predictor.batch_size
+    hc, wc = group[0]["_canvas"]
+    images = np.empty((bs, hc, wc, 3), np.float32)
+    images[...] = pad_value
+    image_size = np.zeros((bs, 2), np.int32)
+    lh = _round_up(max(ex["label"].shape[0] for ex in group), LABEL_CANVAS_MULTIPLE)
+    lw = _round_up(max(ex["label"].shape[1] for ex in group), LABEL_CANVAS_MULTIPLE)
+    labels = np.full((bs, lh, lw), IGNORE_INDEX, np.int32)
+    label_size = np.zeros((bs, 2), np.int32)
+    for i, ex in enumerate(group):
+        h, w = ex["image"].shape[:2]
+        images[i, :h, :w] = ex["image"]
+        image_size[i] = (h, w)
+        labels[i, : ex["label"].shape[0], : ex["label"].shape[1]] = ex["label"]
+        label_size[i] = ex["label"].shape
+    image_size[n:] = (hc, wc)
+    label_size[n:] = (lh, lw)
+    logits = predictor.device_call(images[:n])
+    cm, pred = score(logits, *(predictor.put(a) for a in (image_size, labels, label_size)))
+    cm = np.asarray(cm, np.int64)
+    for i, ex in enumerate(group):
+        visualize(ex, np.asarray(pred[i])[: ex["label"].shape[0], : ex["label"].shape[1]])
+    return cm

@@ -1,0 +1,393 @@
+"""The training loop: ``train_and_evaluate(cfg, workdir)``.
+
+    cfg = segnode_jax.load_config("configs/synthetic.py")
+    result = segnode_jax.training.train_and_evaluate(cfg, "runs/synthetic")
+
+A run is set up once (:func:`_start`: config resolved and checked, dataset prepared, mesh,
+train state fresh or restored with the data iterator's position), then the loop applies the
+jitted step (``training.step``) and, on their schedules, logs, saves and validates
+(:class:`_Schedule`). Everything is laid out for any number of devices and hosts
+(``segnode_jax.parallel``); multi-host runs start ``jax.distributed`` first.
+
+Determinism and resume: the model is initialised from ``key(seed)``; the data pipeline draws
+its shuffles and augmentations from ``seed`` and the example position; the models have no
+other randomness. A checkpoint holds the train state *and* the data iterator's position, so a
+run resumed from a checkpoint (automatically, from its workdir) sees the same batches and
+computes the same losses as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_dict
+
+from segnode_jax import api, checkpoints, evaluation, metrics_log, ode, parallel, weights
+from segnode_jax import config as config_lib
+from segnode_jax.config import LR_SCHEDULES
+from segnode_jax.errors import RunError
+from segnode_jax.training.optim import ConfigError, make_optimizer, resolve_optimizer
+from segnode_jax.training.step import TrainState, create_train_state, make_train_step, train_state_shardings
+
+log = logging.getLogger("segnode_jax")
+
+
+class NonFiniteLossError(RunError, FloatingPointError):
+    """The loss (or gradient) became NaN/inf; training stopped without saving that state."""
+
+
+# ---------------------------------------------------------------------------------------
+# Config.
+
+
+def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """A copy of ``cfg`` with the optimiser recipe of ``model.name`` filled in and the
+    settings checked (everything but the number of steps, which needs the dataset)."""
+    cfg = copy.deepcopy(cfg)
+    for section in ("model", "train", "eval", "data"):
+        if section not in cfg:
+            raise ConfigError(
+                f"the config has no '{section}' section; start from segnode_jax.config.base_config() "
+                "and set cfg.data = segnode_jax.data.data_config(NAME) (see configs/)."
+            )
+    from segnode_jax.models import model_names
+
+    if cfg.model.name not in model_names():
+        raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
+    t = cfg.train
+    with t.ignore_type():
+        for k, v in resolve_optimizer(t, cfg.model.name).items():
+            t[k] = v
+    if t.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"invalid train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+    if t.get("num_steps") is None and t.get("num_epochs") is None:
+        raise ConfigError("set the training length: --config.train.num_steps=N or --config.train.num_epochs=E")
+    if int(t.batch_size) < 1:
+        raise ConfigError(f"train.batch_size must be positive, got {t.batch_size}")
+    for field in ("log_every_steps", "checkpoint_every_steps"):
+        if int(t[field]) < 1:
+            raise ConfigError(f"train.{field} must be positive, got {t[field]}")
+    return cfg
+
+
+def num_train_steps(cfg) -> int:
+    """``train.num_steps``, else ``train.num_epochs`` times the steps per epoch of the data."""
+    t = cfg.train
+    if t.get("num_steps") is not None:
+        return int(t.num_steps)
+    from segnode_jax import data
+
+    per_epoch = data.steps_per_epoch(cfg.data, batch_size=int(t.batch_size))
+    if per_epoch < 1:
+        raise ConfigError(
+            f"the {cfg.data.name} {cfg.data.train_split} split has fewer examples than train.batch_size={t.batch_size}"
+        )
+    return max(1, int(round(float(t.num_epochs) * per_epoch)))
+
+
+
+def _check_workdir_config(workdir: str, cfg) -> None:
+    """Refuses to resume a workdir that was trained with another model or dataset."""
+    path = os.path.join(workdir, config_lib.CONFIG_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        old = config_lib.config_from_json(f.read())
+    new = config_lib.config_from_json(config_lib.config_to_json(cfg))
+    problems = []
+    if old.get("model") is not None and old.model.to_dict() != new.model.to_dict():
+        diff = [k for k in sorted(set(old.model.keys()) | set(new.model.keys())) if old.model.get(k) != new.model.get(k)]
+        problems.append(f"model ({', '.join('model.' + k for k in diff)})")
+    for k in ("name", "num_classes"):
+        if old.get("data") is not None and old.data.get(k) != new.data.get(k):
+            problems.append(f"data.{k}")
+    if problems:
+        raise ConfigError(
+            f"{workdir} holds a run with a different {' and '.join(problems)} than this config; "
+            "resume it with its own config (see its config.json) or train in a new --workdir."
+        )
+
+
+def _say(message: str) -> None:
+    if jax.process_index() == 0:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+
+def _format(step: int, m: Mapping[str, Any], ips: float | None) -> str:
+    parts = [f"step {step}", f"loss {m['loss']:.4f}", f"lr {m['learning_rate']:.3g}", f"|g| {m['grad_norm']:.3g}"]
+    if "ode_nfe" in m:
+        parts.append(f"nfe {m['ode_nfe']}")
+    if ips:
+        parts.append(f"{ips:.1f} img/s")
+    return "  ".join(parts)
+
+
+@dataclasses.dataclass
+class _MetricSums:
+    """Host-side sums of the step metrics since the last log line (kept in checkpoints, so
+    that the logged means of a resumed run equal those of an uninterrupted one)."""
+
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    count: int = 0
+
+    def add(self, m: Mapping[str, Any]) -> None:
+        for k, v in m.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        out = {"loss_mean": self.sums["loss"] / self.count}
+        if "ode_nfe" in self.sums:
+            out["ode_nfe_mean"] = self.sums["ode_nfe"] / self.count
+        return out
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Schedule:
+    """Which periodic actions are due after a step: log, save, validate."""
+
+    num_steps: int
+    log_every: int
+    save_every: int
+    eval_every: int | None  # None: at the end only; 0: never
+
+    def due(self, step: int) -> tuple[bool, bool, bool]:
+        last = step == self.num_steps
+        log_now = step % self.log_every == 0 or last
+        save_now = step % self.save_every == 0 or last
+        eval_now = (bool(self.eval_every) and step % self.eval_every == 0) or (last and self.eval_every != 0)
+        return log_now, save_now, eval_now
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything one training run holds between steps."""
+
+    cfg: config_dict.ConfigDict
+    workdir: str
+    info: Any
+    mesh: Any
+    num_steps: int
+    state: TrainState
+    start_step: int
+    resumed: bool
+    meta: dict[str, Any]
+    ckpts: checkpoints.RunCheckpoints
+    data_iter: Any
+    local_batch: int
+
+
+def _start(cfg: config_dict.ConfigDict, workdir: str) -> _Run:
+    """Resolves and checks the config, prepares the data, and restores or initialises the state."""
+    from segnode_jax import data
+
+    parallel.initialize(cfg.get("parallel"))
+    cfg = resolve_config(cfg)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    dcfg = cfg.data
+    data.resolve_num_classes(cfg)
+    data.ensure_prepared(dcfg)
+    info = data.get_info(dcfg)
+    num_steps = num_train_steps(cfg)
+    with cfg.train.ignore_type():
+        cfg.train.num_steps = num_steps
+    mesh = parallel.make_mesh()
+    local_batch = parallel.local_batch_size(int(cfg.train.batch_size), mesh)
+    _check_workdir_config(workdir, cfg)
+    config_lib.save_config(workdir, cfg)
+
+    tx, _ = make_optimizer(cfg.train, num_steps)
+    crop = tuple(int(v) for v in dcfg.crop_size)
+    input_shape = (1, crop[0], crop[1], 3)
+    shardings = train_state_shardings(cfg.model, tx, mesh, cfg.get("parallel"))
+    abstract = jax.eval_shape(lambda: create_train_state(cfg.model, tx, jax.random.key(int(cfg.seed)), input_shape))
+    abstract = jax.tree_util.tree_map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings)
+
+    ckpts = checkpoints.RunCheckpoints(workdir, max_to_keep=int(cfg.train.max_to_keep))
+    data_iter = data.train_iterator(dcfg, batch_size=local_batch, seed=int(cfg.seed), worker_count=int(dcfg.num_workers))
+    meta: dict[str, Any] = {}
+    resumed = ckpts.latest_step() is not None
+    if resumed:
+        state, meta = ckpts.restore(abstract, data_iter)
+        for message in ckpts.set_aside:
+            _say(f"warning: {message}")
+        _say(f"resuming {workdir} from step {int(state.step)} (checkpoint {ckpts.latest_step()})")
+        if cfg.get("init_from"):
+            _say(f"init_from={cfg.init_from} is ignored: the run resumes from its own checkpoint")
+    else:
+        state = create_train_state(cfg.model, tx, jax.random.key(int(cfg.seed)), input_shape)
+        if cfg.get("init_from"):
+            state = _init_from(state, cfg, tx)
+        state = jax.device_put(state, shardings)
+    start_step = int(state.step)
+    if start_step > num_steps:
+        raise ConfigError(f"{workdir} is already at step {start_step}, beyond train.num_steps={num_steps}")
+    return _Run(cfg, workdir, info, mesh, num_steps, state, start_step, resumed, meta, ckpts, data_iter, local_batch)
+
+
+def _announce(run: _Run) -> None:
+    cfg = run.cfg
+    if not run.resumed:
+        _say(
+            f"training {cfg.model.name} ({api.count_params(cfg.model):,} parameters) on {cfg.data.name} for "
+            f"{run.num_steps} steps of {cfg.train.batch_size} images on {parallel.describe(run.mesh)}; workdir {run.workdir}"
+        )
+    if jax.process_count() > 1:
+        # Every host says which part of the data it reads (shard i of n: examples i, i+n, ...).
+        from segnode_jax import data
+
+        shard, shards = data.resolve_shard(None, None)
+        print(
+            f"process {jax.process_index()} of {jax.process_count()}: data shard {shard}/{shards}, "
+            f"{run.local_batch} of the {cfg.train.batch_size} images of each step", file=sys.stderr, flush=True,
+        )
+
+
+def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> dict[str, Any]:
+    """The step's metrics on the host; a non-finite step stops training (it was not applied)."""
+    m = {k: np.asarray(v).item() for k, v in jax.device_get(device_metrics).items()}
+    if not m.pop("finite"):
+        where = (
+            f"the last good checkpoint is step {last_saved} in {run.ckpts.latest.directory}"
+            if last_saved is not None else "no checkpoint had been saved yet"
+        )
+        raise NonFiniteLossError(
+            f"training stopped at step {step}: the loss is {m['loss']} (gradient norm {m['grad_norm']}), "
+            f"so this update was not applied and nothing was saved after it; {where}. Lower "
+            f"--config.train.learning_rate (now {run.cfg.train.learning_rate:g}), clip gradients "
+            f"(--config.train.grad_clip_norm=1.0) or add warm-up (--config.train.warmup_steps=500)."
+        )
+    return m
+
+
+def _validate(run: _Run, step: int, writer, best: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Validation on ``eval`` settings; a new best mIoU is saved to ``WORKDIR/best``."""
+    t = run.cfg.train
+    settings = evaluation.EvalSettings.from_config(run.cfg, num_images=t.get("eval_num_images"), num_visualizations=0)
+    settings.num_visualizations = 0
+    res = evaluation.evaluate(parallel.host_local(run.state.variables), run.cfg, settings=settings)
+    scalars = {k: res[k] for k in ("miou", "pixel_accuracy", "mean_accuracy", "mean_nfe") if k in res}
+    writer.write(step, scalars, split="val")
+    _say(f"step {step}  val mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}")
+    if best is None or res["miou"] > best["miou"]:
+        run.ckpts.save_best(step, run.state, res["miou"])
+        best = {"step": step, "miou": float(res["miou"])}
+    return res, best
+
+
+def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from ``workdir`` if it holds a checkpoint) and validates.
+
+    Arguments:
+      cfg: the run config (``configs/*.py``), with ``model``, ``data``, ``train`` and ``eval``.
+      workdir: where checkpoints, logs and the resolved ``config.json`` go.
+
+    Returns:
+      ``{"step", "loss", "val"}``: the final step, the last training loss and the last
+      validation metrics (None if validation is off), plus ``"best"`` (``{"step", "miou"}``).
+
+    Raises:
+      ConfigError: inconsistent settings (the message names the field).
+      segnode_jax.data.PreparationError: the dataset is not prepared (names the command).
+      segnode_jax.ODESolveError: an ODE solve failed (names the solver settings to change).
+      NonFiniteLossError: the loss became NaN/inf (names the step; nothing was saved after it).
+      checkpoints.CheckpointError: ``init_from`` is unusable, or every checkpoint is damaged.
+      checkpoints.CheckpointWriteError: a checkpoint could not be written (e.g. a full disk).
+    """
+    from tqdm import tqdm
+
+    run = _start(cfg, workdir)
+    cfg, t = run.cfg, run.cfg.train
+    class_weights = run.info.class_weights if cfg.data.get("class_weights") else None
+    step_fn = make_train_step(cfg, run.num_steps, run.mesh, class_weights)
+    writer = metrics_log.MetricWriter(run.workdir, resume_step=run.start_step if run.resumed else None)
+    if not run.resumed:
+        writer.write_text("config", "```\n" + config_lib.config_to_json(cfg) + "\n```")
+    _announce(run)
+    schedule = _Schedule(run.num_steps, int(t.log_every_steps), int(t.checkpoint_every_steps), t.get("eval_every_steps"))
+    sums = _MetricSums(dict(run.meta.get("acc_sum", {})), int(run.meta.get("acc_count", 0)))
+    best, last_val, last_saved = run.ckpts.best_meta(), None, run.ckpts.latest_step()
+    bar = tqdm(total=run.num_steps, initial=run.start_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not t.progress_bar or jax.process_index() != 0)
+    clock, steps_since_log = time.time(), 0
+    m: dict[str, Any] = {}
+    step, pending, finished = run.start_step, None, False
+    try:
+        with ode.solver_errors(cfg.model.ode):
+            while step < run.num_steps:
+                run.state, device_metrics = step_fn(run.state, parallel.global_batch(next(run.data_iter), run.mesh))
+                step, steps_since_log = step + 1, steps_since_log + 1
+                bar.update(1)
+                # The previous step's metrics are read while this one runs (one step of lag).
+                if pending is not None:
+                    m = _checked(*pending, run, last_saved)
+                    sums.add(m)
+                pending = (step, device_metrics)
+                log_now, save_now, eval_now = schedule.due(step)
+                if log_now or save_now or eval_now:
+                    m, pending = _checked(*pending, run, last_saved), None
+                    sums.add(m)
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", nfe=m.get("ode_nfe", "-"))
+                if log_now:
+                    elapsed = time.time() - clock
+                    ips = steps_since_log * int(t.batch_size) / elapsed if elapsed > 0 else None
+                    epoch = step * int(t.batch_size) / max(run.info.splits.get(cfg.data.train_split) or 1, 1)
+                    writer.write(step, {**m, **sums.means(), "epoch": epoch, **({"images_per_second": ips} if ips else {})})
+                    _say(_format(step, m, ips))
+                    sums.reset()
+                    clock, steps_since_log = time.time(), 0
+                if save_now:
+                    run.ckpts.save(step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count})
+                    last_saved = step
+                if eval_now:
+                    last_val, best = _validate(run, step, writer, best)
+                    clock = time.time()
+        finished = True
+    except ode.ODESolveError as e:
+        raise ode.ODESolveError(f"training stopped at step {step}: {e}") from None
+    finally:
+        bar.close()
+        writer.close()
+        # After another error, a failed write must not replace it (it is logged).
+        run.ckpts.close(raise_errors=finished)
+        close = getattr(run.data_iter, "close", None)
+        if callable(close):
+            close()
+    return {"step": step, "loss": m.get("loss"), "val": last_val, "best": best}
+
+
+def _init_from(state: TrainState, cfg, tx) -> TrainState:
+    """Merges the variables of ``cfg.init_from`` into a fresh state (see
+    ``weights.merge_variables``) and re-initialises the optimiser state."""
+    loaded = checkpoints.load_variables(cfg.init_from)
+    fresh = jax.device_get(state.variables)
+    merged, report = weights.merge_variables(
+        fresh, loaded, num_classes=int(cfg.model.num_classes), source=f"init_from={cfg.init_from}"
+    )
+    _say(
+        f"init_from {cfg.init_from}: loaded {len(report['loaded'])} variables, kept the initialisation of "
+        f"{len(report['missing'])} missing and {len(report['reinitialised'])} class-count-dependent ones "
+        f"({', '.join(report['reinitialised'][:4]) or 'none'}), ignored {len(report['unused'])} unused"
+    )
+    for kind in ("missing", "reinitialised", "unused"):
+        if report[kind]:
+            log.info("init_from %s: %s", kind, ", ".join(report[kind]))
+    params = jax.tree_util.tree_map(jnp.asarray, merged["params"])
+    batch_stats = jax.tree_util.tree_map(jnp.asarray, merged.get("batch_stats", {}))
+    return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))

@@ -1,0 +1,101 @@
+"""The optimiser: each model's recipe (``train.recipes``), the learning-rate schedule and the
+optax transformation.
+
+SegNode and the Baseline follow the paper (sec. 4.1), HRNetV2 HRNet's own recipe; a value given
+explicitly in ``cfg.train`` wins over the recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from segnode_jax.config import OPTIMIZERS
+from segnode_jax.errors import UserError
+
+OPTIMIZER_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay")
+
+
+class ConfigError(UserError):
+    """Settings that cannot work together; the message names the config field."""
+
+
+def resolve_optimizer(train_cfg, model_name: str) -> dict[str, Any]:
+    """The optimiser settings in effect: explicit ``train.*`` values, else the recipe of
+    ``model_name`` in ``train.recipes``."""
+    recipes = train_cfg.get("recipes") or {}
+    recipe = recipes.get(model_name)
+    out = {}
+    for field in OPTIMIZER_FIELDS:
+        value = train_cfg.get(field)
+        if value is None or value == "auto":
+            if recipe is None or recipe.get(field) is None:
+                raise ConfigError(
+                    f"train.{field} is {value!r} (from the recipe) but train.recipes has no recipe for "
+                    f"model.name={model_name!r} with that field; set --config.train.{field} explicitly "
+                    f"(recipes exist for: {', '.join(sorted(recipes)) or 'none'})."
+                )
+            value = recipe.get(field)
+        out[field] = value
+    if out["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"invalid train.optimizer={out['optimizer']!r}; use one of {', '.join(OPTIMIZERS)} (or auto)")
+    if not out["learning_rate"] > 0:
+        raise ConfigError(f"train.learning_rate must be positive, got {out['learning_rate']}")
+    return out
+
+def learning_rate_schedule(train_cfg, num_steps: int):
+    """``step -> learning rate`` (float32): poly (HRNet), cosine or constant, with an optional
+    linear warm-up. ``step`` counts the updates applied so far."""
+    base = float(train_cfg.learning_rate)
+    end = float(train_cfg.get("end_learning_rate", 0.0) or 0.0)
+    power = float(train_cfg.get("poly_power", 0.9))
+    warmup = int(train_cfg.get("warmup_steps", 0) or 0)
+    kind = train_cfg.lr_schedule
+    total = float(max(int(num_steps), 1))
+
+    def schedule(count):
+        step = jnp.asarray(count).astype(jnp.float32)
+        frac = jnp.clip(step / jnp.float32(total), 0.0, 1.0)
+        if kind == "poly":
+            lr = jnp.float32(base - end) * (1.0 - frac) ** jnp.float32(power) + jnp.float32(end)
+        elif kind == "cosine":
+            lr = jnp.float32(end) + jnp.float32(base - end) * 0.5 * (1.0 + jnp.cos(jnp.float32(math.pi) * frac))
+        else:
+            lr = jnp.full_like(step, base)
+        if warmup > 0:
+            lr = lr * jnp.minimum(1.0, (step + 1.0) / jnp.float32(warmup))
+        return lr
+
+    return schedule
+
+
+def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformation, Any]:
+    """The optax optimiser of a resolved ``cfg.train`` and its learning-rate schedule.
+
+    SGD adds ``weight_decay * params`` to the gradient before momentum (PyTorch's SGD, as the
+    paper and HRNet use it); AdamW decays decoupled, scaled by the learning rate (PyTorch's
+    AdamW). Weight decay applies to every parameter, as PyTorch's default.
+    """
+    schedule = learning_rate_schedule(train_cfg, num_steps)
+    parts = []
+    if train_cfg.get("grad_clip_norm"):
+        parts.append(optax.clip_by_global_norm(float(train_cfg.grad_clip_norm)))
+    wd = float(train_cfg.weight_decay or 0.0)
+    if train_cfg.optimizer == "sgd":
+        if wd:
+            parts.append(optax.add_decayed_weights(wd))
+        momentum = float(train_cfg.momentum or 0.0)
+        parts.append(optax.sgd(schedule, momentum=momentum or None, nesterov=bool(train_cfg.get("nesterov", False))))
+    elif train_cfg.optimizer == "adamw":
+        parts.append(
+            optax.adamw(
+                schedule, b1=float(train_cfg.adam_b1), b2=float(train_cfg.adam_b2),
+                eps=float(train_cfg.adam_eps), weight_decay=wd,
+            )
+        )
+    else:
+        raise ConfigError(f"invalid train.optimizer={train_cfg.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    return optax.chain(*parts), schedule

@@ -1,0 +1,51 @@
+"""The private APIs of dependencies that segnode_jax.compat uses still exist and mean what we
+assume; an upgrade that changes one fails here, loudly, instead of silently elsewhere."""
+
+import logging
+
+import diffrax
+import jax.numpy as jnp
+import pytest
+import tensorflow_datasets as tfds
+
+from segnode_jax import compat
+
+
+def test_diffrax_results_by_code():
+    names = compat.diffrax_result_names()
+    assert names[0] == "successful"
+    assert {"max_steps_reached", "dt_min_reached"} <= set(names)
+    assert int(compat.diffrax_result_code(diffrax.RESULTS.successful)) == 0
+    codes = [int(compat.diffrax_result_code(getattr(diffrax.RESULTS, n))) for n in names]
+    assert codes == list(range(len(names)))
+
+
+def test_diffrax_still_raises_the_messages_we_translate():
+    term = diffrax.ODETerm(lambda t, y, args: -50.0 * y)
+    with pytest.raises(Exception) as info:  # noqa: PT011 - equinox raises a runtime error type
+        diffrax.diffeqsolve(term, diffrax.Dopri5(), 0.0, 1.0, 0.1, jnp.ones(3), max_steps=1,
+                            stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9))
+    assert compat.DIFFRAX_FAILURE_MESSAGES["max_steps_reached"] in str(info.value)
+
+
+def test_jax_callback_logger_is_a_real_jax_module_logger():
+    import importlib
+
+    importlib.import_module(compat.JAX_CALLBACK_LOGGER)
+    assert isinstance(compat.jax_callback_logger(), logging.Logger)
+
+
+def test_jax_distributed_state_is_readable():
+    assert compat.jax_distributed_started() is False
+    from jax._src import distributed
+
+    assert hasattr(distributed.global_state, "client")
+
+
+def test_tfds_builder_log_methods_exist_and_ours_override_them():
+    from segnode_jax.data.base import SegmentationBuilder
+
+    for name in compat.TFDS_LOG_METHODS:
+        assert callable(getattr(tfds.core.DatasetBuilder, name, None)), name
+        assert getattr(SegmentationBuilder, name) is not getattr(tfds.core.DatasetBuilder, name), name
+

@@ -1,0 +1,126 @@
+"""Damaged checkpoints and a full disk: one clear line, the newest intact checkpoint used, nothing
+already written lost."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from segnode_jax import checkpoints, training, weights
+from tests.conftest import TINY_STEPS, TINY_CHECKPOINT_EVERY, run_cli, tiny_cli_flags, tiny_config, train_losses
+
+
+def _damage(step_dir: str) -> str:
+    """Truncates the largest data file of a checkpoint's train state (as a broken copy would)."""
+    files = glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
+    victim = max(files, key=os.path.getsize)
+    with open(victim, "r+b") as f:
+        f.truncate(64)
+    return victim
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_continues_exactly(tiny_run, tiny_data_dir, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_run[0], workdir)
+    newest = os.path.join(workdir, "checkpoints", str(TINY_STEPS))
+    _damage(newest)
+    previous = TINY_STEPS - TINY_CHECKPOINT_EVERY
+    before = train_losses(tiny_run[0])
+
+    result = training.train_and_evaluate(tiny_config(tiny_data_dir), workdir)
+
+    err = capsys.readouterr().err
+    assert f"checkpoint {TINY_STEPS} in" in err and "is damaged" in err and f"step {previous}" in err, err
+    assert result["step"] == TINY_STEPS
+    # Set aside, not deleted; the steps after the intact checkpoint are trained again, exactly.
+    assert os.path.isdir(os.path.join(workdir, checkpoints.DAMAGED_DIR, str(TINY_STEPS), "state"))
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", str(TINY_STEPS)))
+    after = train_losses(workdir)
+    for step in range(previous + 1, TINY_STEPS + 1):
+        assert after[step] == before[step], step
+
+
+def test_every_checkpoint_damaged_is_one_clear_error(tiny_run, tiny_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_run[0], workdir)
+    for step_dir in glob.glob(os.path.join(workdir, "checkpoints", "*")):
+        _damage(step_dir)
+    with pytest.raises(checkpoints.CheckpointError, match="every checkpoint in .* is damaged"):
+        training.train_and_evaluate(tiny_config(tiny_data_dir), workdir)
+    assert not os.path.exists(os.path.join(workdir, checkpoints.DAMAGED_DIR))  # nothing moved
+
+
+def test_evaluate_uses_the_newest_intact_checkpoint_or_names_the_damaged_one(tiny_run, tiny_data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_run[0], workdir)
+    newest = os.path.join(workdir, "checkpoints", str(TINY_STEPS))
+    _damage(newest)
+    previous = os.path.join(workdir, "checkpoints", str(TINY_STEPS - TINY_CHECKPOINT_EVERY))
+    loaded = checkpoints.load_variables(workdir)
+    intact = checkpoints.load_variables(previous)
+    assert weights.flatten(loaded).keys() == weights.flatten(intact).keys()
+    assert all((a == intact_leaf).all() for a, intact_leaf in zip(weights.flatten(loaded).values(), weights.flatten(intact).values()))
+    # The damaged step named explicitly: one error line naming it, exit status 2.
+    proc = run_cli("evaluate.py", f"--ckpt={newest}", f"--output={tmp_path}/out")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and newest in lines[0] and "damaged" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+
+
+def _mount_tmpfs(path: str, size: str) -> bool:
+    os.makedirs(path, exist_ok=True)
+    try:
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_resumes(tiny_data_dir, tmp_path, monkeypatch):
+    disk = str(tmp_path / "disk")
+    flags = [*tiny_cli_flags(tiny_data_dir), f"--workdir={disk}/run", "--config.model.name=hrnetv2",
+             "--config.train.num_steps=12", "--config.train.checkpoint_every_steps=2", "--config.train.eval_every_steps=0"]
+    if not _mount_tmpfs(disk, "1800k"):  # room for one checkpoint of this model, not two
+        _simulated_full_disk(tiny_data_dir, tmp_path, monkeypatch)
+        return
+    try:
+        proc = run_cli("train.py", *flags)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr, proc.stderr
+        assert "the disk is full" in lines[0] and f"{disk}/run/checkpoints" in lines[0]
+        assert "last good checkpoint is step 2" in lines[0] and "rerunning the same command resumes" in lines[0], lines[0]
+        # Free space; the same command resumes from step 2 and finishes.
+        assert subprocess.run(["mount", "-o", "remount,size=64m", disk]).returncode == 0
+        proc = run_cli("train.py", *flags)
+        assert proc.returncode == 0, proc.stderr
+        assert "resuming" in proc.stderr and "from step 2" in proc.stderr, proc.stderr
+        assert sorted(train_losses(f"{disk}/run")) == list(range(1, 13))
+    finally:
+        subprocess.run(["umount", "-l", disk])
+
+
+def _simulated_full_disk(tiny_data_dir, tmp_path, monkeypatch):
+    """Without a mountable tmpfs: the second save fails with ENOSPC inside orbax."""
+    import orbax.checkpoint as ocp
+
+    real_save, calls = ocp.CheckpointManager.save, []
+
+    def save(self, step, *args, **kwargs):
+        calls.append(step)
+        if len(calls) > 1 and "checkpoints" in str(self.directory):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    workdir = str(tmp_path / "sim")
+    cfg = tiny_config(tiny_data_dir, **{"model.name": "hrnetv2", "train.num_steps": 12, "train.checkpoint_every_steps": 2,
+                                         "train.eval_every_steps": 0})
+    with pytest.raises(checkpoints.CheckpointWriteError, match="disk is full.*last good checkpoint is step 2"):
+        training.train_and_evaluate(cfg, workdir)
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    assert training.train_and_evaluate(cfg, workdir)["step"] == 12
