@@ -5,16 +5,18 @@
 #   WORKDIR=runs/mine bash scripts/main.sh --config.train.num_steps=300   # extra args go to train.py
 # Rerunning resumes from the newest checkpoint in $WORKDIR (a finished run just re-evaluates).
 set -euo pipefail
+start=$(date +%s)  # the whole command: .venv creation (first run), data, training, evaluation
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 workdir="${WORKDIR:-runs/synthetic}"
-start=$(date +%s)
 python train.py --config configs/synthetic.py --workdir "$workdir" "$@"
 python evaluate.py --ckpt "$workdir" --which best --output "$workdir/eval"
 python evaluate.py --ckpt "$workdir" --which best --trajectory --output "$workdir/eval/trajectory"
+seconds=$(( $(date +%s) - start ))
+printf '{"seconds": %d, "finished": "%s", "host_cpus": %d}\n' "$seconds" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" > "$workdir/main_job.json"
 echo
-echo "[segnode-jax] done in $(( ($(date +%s) - start) / 60 )) min. Outputs:"
+echo "[segnode-jax] done in $(( seconds / 60 )) min $(( seconds % 60 )) s. Outputs:"
 echo "  $workdir/eval/results.json          mIoU, pixel accuracy, per-class IoU, mean NFE"
-echo "  $workdir/eval/predictions/          input | ground truth | prediction PNGs"
-echo "  $workdir/eval/trajectory/           trajectory.png (mIoU along the solve, solver sweep), strips/"
+echo "  $workdir/eval/predictions/          input | ground truth | prediction PNGs (titled, with a class legend)"
+echo "  $workdir/eval/trajectory/           trajectory.png (mIoU along the solve, solver sweep), strips/ (t = ... panels)"
 echo "  $workdir/metrics.jsonl              training and validation scalars per step"
 echo "  $workdir/tensorboard/               the same for: tensorboard --logdir $workdir"

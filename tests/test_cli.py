@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from segnode_jax import cli
-from tests.conftest import REPO, read_jsonl, run_cli, tiny_cli_flags
+from tests.conftest import REPO, run_cli, tiny_cli_flags
 
 TINY = os.path.join(REPO, "configs", "tiny.py")
 
@@ -66,9 +66,15 @@ def test_none_overrides_are_parsed_and_applied():
     assert cli.read_config(fv).model.ode.num_steps is None  # (already applied to the loaded config)
 
 
-def test_train_cli_switches_a_fixed_step_config_back_to_adaptive(tmp_path, tiny_data_dir):
-    """The main job's config uses fixed RK4 steps; the paper's adaptive Dopri5 solve is one
-    flag away: --config.model.ode.num_steps=None (and the solver)."""
+def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_solve_exits_1(tmp_path, tiny_data_dir):
+    """The main job's config uses fixed steps; the paper's adaptive Dopri5 solve is one flag
+    away (--config.model.ode.num_steps=None). Here that adaptive solve is then made to fail
+    (max_steps=1 at tolerance 1e-9): the run ends with exit status 1 and one error line whose
+    settings show that the adaptive solve was the one used.
+
+    One device: on several, a failed forward solve inside the sharded training step currently
+    deadlocks the devices' collectives until XLA aborts (a known bug, see docs/training.md
+    "Known problems"), instead of reaching this error line."""
     fixed = tmp_path / "fixed_steps.py"
     fixed.write_text(textwrap.dedent(f"""
         import segnode_jax
@@ -84,27 +90,10 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive(tmp_path, tiny_
     proc = run_cli(
         "train.py", *flags_, f"--workdir={work}", "--config.train.num_steps=2", "--config.train.eval_every_steps=0",
         "--config.model.ode.solver=dopri5", "--config.model.ode.num_steps=None",
+        "--config.model.ode.max_steps=1", "--config.model.ode.rtol=1e-9", "--config.model.ode.atol=1e-9", devices=1,
     )
-    assert proc.returncode == 0, proc.stderr
+    line = assert_one_error(proc, 1, "model.ode.max_steps", "training stopped at step")
+    settings = line.split("[settings:")[1].split("]")[0]
+    assert "solver=dopri5, rtol=1e-09" in settings and "num_steps" not in settings, line
     saved = json.loads((work / "config.json").read_text())
     assert saved["model"]["ode"]["solver"] == "dopri5" and saved["model"]["ode"]["num_steps"] is None
-    nfe = [r["ode_nfe"] for r in read_jsonl(work / "metrics.jsonl") if "ode_nfe" in r]
-    assert nfe and all(n != 8 and (n - 1) % 6 == 0 for n in nfe), nfe  # Dopri5: 6 per step + 1
-
-
-@pytest.mark.parametrize(
-    "overrides,fragments",
-    [
-        (["--config.model.ode.max_steps=1", "--config.model.ode.rtol=1e-9", "--config.model.ode.atol=1e-9"], ["model.ode.max_steps"]),
-    ],
-    ids=["failed-solve"],
-)
-def test_train_cli_failed_run_exits_1_with_one_error_line(overrides, fragments, tmp_path, tiny_data_dir):
-    # One device: on several, a failed forward solve inside the sharded training step
-    # currently deadlocks the devices' collectives until XLA aborts (a known bug, see
-    # docs/training.md "Known problems"), instead of reaching this error line.
-    proc = run_cli(
-        "train.py", *tiny_cli_flags(tiny_data_dir), f"--workdir={tmp_path}/run", "--config.train.num_steps=3",
-        "--config.train.eval_every_steps=0", *overrides, devices=1,
-    )
-    assert_one_error(proc, 1, *fragments)

@@ -217,7 +217,7 @@ def plot(result: dict[str, Any], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
     tr = result["along_trajectory"]
     axes[0].plot(tr["t"], [100 * m for m in tr["miou"]], "o-")
     axes[0].set(xlabel="solve time t", ylabel="mIoU (%)", title=f"prediction at time t ({result['model_solver']})")
@@ -232,15 +232,16 @@ def plot(result: dict[str, Any], path: str) -> str:
         ax.set(xlabel=label, ylabel="mIoU (%)")
         if key == "mean_nfe":
             ax.set_xscale("symlog", linthresh=1.0)
-        ax.legend(fontsize=7, loc="lower right", ncol=1 if len(rows) <= 6 else 2)
+        # Below the axes: inside, it would hide the points it names.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     hr = next((r for r in result["sweep"] if r["setting"].startswith("hrnetv2")), None)
     if hr:
         axes[2].axvline(hr["seconds_per_image"], color="gray", ls="--", label="HRNetV2, same width")
-        axes[2].legend(fontsize=7, loc="lower right", ncol=1 if len(rows) <= 6 else 2)
+        axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     axes[1].set_title("solver sweep")
     axes[2].set_title("solver sweep")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
