@@ -152,7 +152,11 @@ def read_config(flag_values, name: str = "config"):
 
 
 def fail(message: str, code: int) -> int:
-    """Prints ``error: message`` (one line) on stderr and returns ``code``."""
+    """Prints ``error: message`` (one line) on stderr and returns ``code``. Exceptions of
+    background threads (orbax, tensorstore) that follow the failure are not printed."""
+    import threading
+
+    threading.excepthook = lambda args: None
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return code
 
@@ -179,6 +183,13 @@ def _exit(code: int) -> None:
     if code:
         import os
 
+        # The error line is out: anything a background thread prints now (an orbax/asyncio
+        # loop shutting down, "Event loop is closed") would only bury it.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+        except OSError:
+            pass
         os._exit(code)
     sys.exit(0)
 

@@ -352,14 +352,12 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
                     _say(_format(step, m, ips))
                     sums.reset()
                     clock, steps_since_log = time.time(), 0
-                # Validate before saving: a run killed between the two resumes from the previous
-                # checkpoint and validates this step again (the other order would skip it).
-                if eval_now:
-                    last_val, best = _validate(run, step, writer, best)
-                    clock = time.time()
                 if save_now:
                     run.ckpts.save(step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count})
                     last_saved = step
+                if eval_now:
+                    last_val, best = _validate(run, step, writer, best)
+                    clock = time.time()
         finished = True
     except ode.ODESolveError as e:
         raise ode.ODESolveError(f"training stopped at step {step}: {e}") from None
