@@ -51,6 +51,30 @@ def quiet_logs() -> None:
 
     logging.get_absl_logger().addFilter(_Drop())
     logging.get_absl_logger().addFilter(_DropHandledOrbaxErrors())
+    _drop_closed_loop_noise()
+
+
+def _drop_closed_loop_noise() -> None:
+    """When a checkpoint write fails (a full disk), tensorstore's callbacks still post to
+    orbax's asyncio loop after it closed and print "RuntimeError: Event loop is closed"
+    tracebacks through sys.excepthook / threading.excepthook; the failure itself is reported
+    as one error line. Only that exact error is dropped."""
+    import threading
+
+    def closed_loop(exc) -> bool:
+        return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+    previous_sys, previous_thread = sys.excepthook, threading.excepthook
+
+    def sys_hook(kind, exc, tb):
+        if not closed_loop(exc):
+            previous_sys(kind, exc, tb)
+
+    def thread_hook(args):
+        if not closed_loop(args.exc_value):
+            previous_thread(args)
+
+    sys.excepthook, threading.excepthook = sys_hook, thread_hook
 
 
 # ---------------------------------------------------------------------------------------
