@@ -2,6 +2,7 @@
 
     python evaluate.py --ckpt runs/cityscapes                          # newest checkpoint, eval.mode
     python evaluate.py --ckpt runs/cityscapes --which best --mode multiscale
+    python evaluate.py --ckpt runs/cityscapes --which best --mode multiscale --split test --export submit/
     python evaluate.py --ckpt runs/cityscapes/checkpoints/4000 --split val --mode slide
     python evaluate.py --ckpt converted/ --config configs/cityscapes.py  # a checkpoint without config.json
     python evaluate.py --predictions preds/ --config configs/cityscapes.py
@@ -9,7 +10,12 @@
 
 The run's config is read from its config.json (no --config needed); --config replaces it (and
 takes --config.x=y overrides). Writes results.json (mIoU, pixel accuracy, per-class IoU, ...)
-and input | ground truth | prediction PNGs into --output (default WORKDIR/eval/<split>_<mode>).
+and input | ground truth | prediction PNGs into --output (default WORKDIR/eval/<split>_<mode>);
+--export writes what a benchmark server takes (Cityscapes: labelIds PNGs named
+<city>_<seq>_<frame>_leftImg8bit.png at full resolution, and the zip to upload). The test
+split's labels are not public: its mIoU is meaningless, the exported files are what counts.
+--predictions finds Cityscapes predictions as cityscapesScripts does (any file under the
+folder named <city>_<seq>_<frame>*.png).
 Exit status: 0 done, 1 evaluation failed (ODE solve), 2 bad input.
 """
 
@@ -28,6 +34,9 @@ flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale"], "Inference mod
 flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.")
 flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).")
 flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
+flags.DEFINE_string("export", None, "Also write every prediction for the benchmark server (the dataset's ids and "
+                    "file names, e.g. Cityscapes labelIds *_leftImg8bit.png) into this folder, and FOLDER.zip.")
+flags.DEFINE_bool("overwrite", False, "Allow --export to be a folder that already holds files.")
 flags.DEFINE_bool("trajectory", False, "SegNode: mIoU along the solve and for other solvers/steps/tolerances "
                   "(eval.trajectory), with a plot, prediction strips and a recommended fast-inference setting.")
 
@@ -60,9 +69,13 @@ def main(argv):
         results, out_dir = evaluate_lib.evaluate_checkpoint(
             FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
             num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
+            export=FLAGS.export, overwrite=FLAGS.overwrite,
         )
     print(evaluation.summary(results))
     print(f"results: {os.path.join(out_dir, 'results.json')}")
+    if results.get("export"):
+        print(f"exported for the benchmark server: {results['export']}" +
+              (f", upload {results['export_zip']}" if results.get("export_zip") else ""))
     if results.get("visualizations"):
         print(f"prediction images (input | ground truth | prediction): {os.path.dirname(results['visualizations'][0])}")
     return 0

@@ -7,6 +7,7 @@ Public API::
     variables = segnode_jax.init(cfg.model, jax.random.key(0), (1, 360, 480, 3))
     logits, aux = segnode_jax.apply(variables, images, cfg.model)
     n = segnode_jax.count_params(cfg.model)
+    labels = segnode_jax.predict(variables, uint8_rgb_image, cfg)    # (H, W) train ids
 """
 
 from segnode_jax import errors
@@ -15,6 +16,7 @@ from segnode_jax.config import base_config, load_config, model_config
 from segnode_jax.models import build_model, model_names, register_model
 from segnode_jax.errors import RunError, SegnodeError, UserError
 from segnode_jax.ode import ODESettings, ODESolveError
+from segnode_jax.prediction import predict
 
 __all__ = [
     "ODESettings",
@@ -32,6 +34,7 @@ __all__ = [
     "load_config",
     "model_config",
     "model_names",
+    "predict",
     "register_model",
 ]
 __version__ = "0.1.0.dev0"

@@ -74,7 +74,16 @@ def _drop_closed_loop_noise() -> None:
         if not closed_loop(args.exc_value):
             previous_thread(args)
 
+    # tensorstore's C++ threads calling loop.call_soon_threadsafe on the closed loop end up
+    # in PyErr_WriteUnraisable ("Exception ignored in: None"), i.e. sys.unraisablehook.
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable_hook(info):
+        if not closed_loop(info.exc_value):
+            previous_unraisable(info)
+
     sys.excepthook, threading.excepthook = sys_hook, thread_hook
+    sys.unraisablehook = unraisable_hook
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,23 +184,41 @@ def read_config(flag_values, name: str = "config"):
 # Running a command.
 
 
-def fail(message: str, code: int) -> int:
+def fail(message: str, code: int, *, last_words: bool = False) -> int:
     """Prints ``error: message`` (one line) on stderr and returns ``code``. Exceptions of
-    background threads (orbax, tensorstore) that follow the failure are not printed."""
+    background threads (orbax, tensorstore) that follow the failure are not printed; with
+    ``last_words`` (a process about to exit) nothing else reaches stderr after the line."""
+    import os
     import threading
 
+    line = f"error: {' '.join(str(message).split())}\n"
+    sys.stderr.flush()
+    if not last_words:
+        print(line, end="", file=sys.stderr, flush=True)
+        return code
     threading.excepthook = lambda args: None
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.unraisablehook = lambda info: None
+    try:
+        # From here on the process only leaves: whatever background threads print (an orbax /
+        # tensorstore asyncio loop shutting down) goes nowhere, and the error line, written to
+        # the original stderr, is the last thing a person sees.
+        original = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        os.write(original, line.encode())
+    except OSError:
+        print(line, end="", file=sys.stderr, flush=True)
     return code
 
 
-def guarded(fn: Callable[[], int | None]) -> int:
+def guarded(fn: Callable[[], int | None], *, last_words: bool = False) -> int:
     """Calls ``fn`` and returns its exit status; a :class:`~segnode_jax.errors.SegnodeError`
     becomes one ``error:`` line and its ``exit_code``, Ctrl-C exit status 130."""
     try:
         return int(fn() or 0)
     except SegnodeError as e:
-        return fail(str(e), e.exit_code)
+        return fail(str(e), e.exit_code, last_words=last_words)
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr, flush=True)
         return 130
@@ -233,22 +260,22 @@ def run(main: Callable[[list[str]], int | None], *, usage: str) -> None:
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:
-            _exit(fail(f"{e}. Usage: {usage}", 2))
+            _exit(fail(f"{e}. Usage: {usage}", 2, last_words=True))
         except (OSError, ImportError, SyntaxError) as e:  # ml_collections: the config file does not load
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             detail = next((line for line in reversed(lines) if "Errno" in line or "Error" in line), lines[-1] if lines else "")
             where = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "FILE")
             _exit(fail(f"cannot load --config={where}: {detail}. Pass an existing config file such as "
-                       f"configs/camvid.py (see the configs/ folder). Usage: {usage}", 2))
+                       f"configs/camvid.py (see the configs/ folder). Usage: {usage}", 2, last_words=True))
         except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that does not exist
             _exit(fail(f"unknown config field in the command line ({str(e).strip(chr(34))}): check the spelling "
-                       f"of the --config.* flags against the config file. Usage: {usage}", 2))
+                       f"of the --config.* flags against the config file. Usage: {usage}", 2, last_words=True))
         except (ValueError, TypeError) as e:  # ml_collections: a value of the wrong type
-            _exit(fail(f"invalid command-line value: {e}. Usage: {usage}", 2))
+            _exit(fail(f"invalid command-line value: {e}. Usage: {usage}", 2, last_words=True))
 
     def body(argv):
         if len(argv) > 1:
-            _exit(fail(f"unexpected arguments: {' '.join(argv[1:])}. Usage: {usage}", 2))
-        _exit(guarded(lambda: main(argv)))
+            _exit(fail(f"unexpected arguments: {' '.join(argv[1:])}. Usage: {usage}", 2, last_words=True))
+        _exit(guarded(lambda: main(argv), last_words=True))
 
     app.run(body, flags_parser=parse)

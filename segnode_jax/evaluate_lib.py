@@ -45,6 +45,8 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     output: str | None = None,
     progress: bool = True,
+    export: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Evaluates a checkpoint and writes ``results.json`` and prediction images.
 
@@ -55,6 +57,10 @@ def evaluate_checkpoint(
       split, mode, num_images, batch_size: override ``cfg.eval`` (None: keep).
       output: output folder (default :func:`default_output`).
       progress: show a progress bar.
+      export: also write every prediction as the dataset's benchmark server wants it into
+        this folder, and ``<export>.zip`` (see :class:`segnode_jax.evaluation.ExportWriter`);
+        ``results["export"]`` and ``results["export_zip"]`` name them.
+      overwrite: allow ``export`` to be a folder that already holds files.
 
     Returns:
       ``(results, output_folder)``.
@@ -65,19 +71,33 @@ def evaluate_checkpoint(
       segnode_jax.data.PreparationError: the dataset is not prepared.
       segnode_jax.ODESolveError: an ODE solve failed.
     """
+    writer = None
+    if export is not None and cfg is not None:
+        writer = evaluation.ExportWriter(cfg.data, export, overwrite=overwrite)  # refuse before loading
     cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
+    if export is not None and writer is None:
+        writer = evaluation.ExportWriter(cfg.data, export, overwrite=overwrite)
     settings = evaluation.EvalSettings.from_config(cfg, split=split, mode=mode, num_images=num_images, batch_size=batch_size)
     out_dir = os.path.abspath(output or default_output(ckpt, settings.split, settings.mode, which))
     results = evaluation.evaluate(
-        loaded, cfg, settings=settings, visualize_dir=os.path.join(out_dir, PREDICTIONS_DIR), progress=progress
+        loaded, cfg, settings=settings, visualize_dir=os.path.join(out_dir, PREDICTIONS_DIR), progress=progress,
+        on_prediction=writer,
     )
     results.update(checkpoint=description, step=_step_of(pytree_dir))
+    if writer is not None:
+        results.update(export=writer.out_dir, export_zip=writer.finish())
     evaluation.write_results(os.path.join(out_dir, RESULTS_NAME), results)
     return results, out_dir
 
 
-def _load(ckpt: str, cfg, which: str):
-    """``(cfg, variables, pytree_dir, description)`` of a checkpoint, checked against the config."""
+def load_model(ckpt: str, cfg=None, which: str = "latest", *, prepare_data: bool = False):
+    """``(cfg, variables, pytree_dir, description)`` of a checkpoint, checked against the config
+    (the run's ``config.json`` when ``cfg`` is None). ``prepare_data``: also make sure the
+    dataset is prepared (evaluation needs it; predicting your own images does not)."""
+    return _load(ckpt, cfg, which, prepare_data=prepare_data)
+
+
+def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
     from segnode_jax import data
 
     pytree_dir, description = checkpoints.resolve_checkpoint(ckpt, which=which)
@@ -88,7 +108,8 @@ def _load(ckpt: str, cfg, which: str):
     # Several hosts: each evaluates its shard of the split; the confusion matrices are summed.
     parallel.initialize(cfg.get("parallel"))
     data.resolve_num_classes(cfg)
-    data.ensure_prepared(cfg.data)
+    if prepare_data:
+        data.ensure_prepared(cfg.data)
     loaded = checkpoints.load_variables(ckpt, which=which)
     crop = tuple(int(v) for v in cfg.data.crop_size)
     expected = jax.eval_shape(lambda: api.init(cfg.model, jax.random.key(0), (1, crop[0], crop[1], 3)))

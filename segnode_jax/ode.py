@@ -395,7 +395,10 @@ def solve(
         # The check runs on a scalar tied to the state (adding it is free), not on the state
         # itself: an error check on the state would gather the whole, batch-sharded state onto
         # one device every step when several devices share the batch.
-        token = eqx.branched_error_if(jnp.zeros((), jnp.float32), failed, compat.diffrax_result_code(sol.result), _result_messages(settings))
+        token = eqx.branched_error_if(
+            jnp.zeros((), jnp.float32), failed, compat.diffrax_result_code(sol.result), _result_messages(settings),
+            on_error="nan" if _NAN_ON_FAILURE[0] else "default",
+        )
         ys = jax.tree_util.tree_map(lambda y: y + token.astype(y.dtype), sol.ys)
         stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
         return ys, stats
@@ -459,6 +462,23 @@ def translate_error(error: BaseException, settings: ODESettings | Mapping | None
             s = ODESettings.from_config(settings) if settings is not None else ODESettings()
             return ODESolveError(failure_message(result, s, phase="backward (adjoint) solve"))
     return None
+
+
+# Set while tracing a function that must not call back to Python (jax.export): a failed
+# solve then gives NaN instead of raising.
+_NAN_ON_FAILURE = [False]
+
+
+@contextlib.contextmanager
+def failed_solve_as_nan():
+    """Functions traced inside this context return NaN from a failed solve instead of
+    raising (the error check needs a host callback, which ``jax.export`` cannot serialize)."""
+    previous = _NAN_ON_FAILURE[0]
+    _NAN_ON_FAILURE[0] = True
+    try:
+        yield
+    finally:
+        _NAN_ON_FAILURE[0] = previous
 
 
 @contextlib.contextmanager

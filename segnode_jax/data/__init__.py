@@ -52,6 +52,16 @@ def label_to_train_ids(dcfg: config_dict.ConfigDict, label) -> np.ndarray:
     return dataset_module(dcfg.name).label_to_train_ids(dcfg, label)
 
 
+def train_ids_to_dataset_ids(dcfg: config_dict.ConfigDict, train_ids) -> np.ndarray:
+    """The inverse of :func:`label_to_train_ids` for predictions: train ids -> the dataset's
+    own ids (Cityscapes labelIds, CamVid / LIP / PASCAL-Context / folder ids), 255 kept.
+
+    Returns:
+      uint8 ``(H, W)`` (uint16 for datasets with ids above 255).
+    """
+    return dataset_module(dcfg.name).class_table(dcfg).to_ids(train_ids)
+
+
 def resolve_num_classes(cfg) -> int:
     """Fills ``cfg.model.num_classes`` from the dataset when it is None (``configs/folder.py``:
     the class count comes from your class file) and checks it otherwise.
@@ -99,6 +109,7 @@ __all__ = [
     "eval_dataset",
     "get_info",
     "ground_truth_files",
+    "train_ids_to_dataset_ids",
     "label_to_train_ids",
     "num_examples",
     "prepare",

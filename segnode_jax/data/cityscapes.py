@@ -168,6 +168,18 @@ def label_to_train_ids(dcfg: config_dict.ConfigDict, label) -> np.ndarray:
     return common.table_label_to_train_ids(CLASSES, label)
 
 
+def prediction_pattern(name: str) -> str:
+    """How cityscapesScripts' evaluator finds the prediction of an image anywhere under a
+    folder: ``frankfurt/frankfurt_000000_000294`` -> ``frankfurt_000000_000294*.png``."""
+    return os.path.basename(name) + "*.png"
+
+
+def export_name(name: str) -> str:
+    """The benchmark server's file name of an image's prediction (labelIds PNG):
+    ``frankfurt/frankfurt_000000_000294`` -> ``frankfurt/frankfurt_000000_000294_leftImg8bit.png``."""
+    return name + "_leftImg8bit.png"
+
+
 def ground_truth_files(dcfg: config_dict.ConfigDict, split: str) -> list[tuple[str, str]]:
     """``[('frankfurt/frankfurt_000000_000294', <manual_dir>/gtFine/val/frankfurt/..._gtFine_labelIds.png)]``.
 

@@ -106,6 +106,26 @@ class ClassTable:
             lut[v] = IGNORE
         return lut
 
+    def to_ids(self, train_ids: np.ndarray) -> np.ndarray:
+        """Maps train ids back to the dataset's own ids (Cityscapes trainIds -> labelIds): each
+        train id becomes the id of its first class-table entry; 255 becomes the dataset's own
+        "ignore" id (its first ignored entry, e.g. Cityscapes 0 "unlabeled", CamVid 11 "void"),
+        or stays 255 where the dataset has none.
+
+        Returns:
+          uint8 array, or uint16 when the dataset has ids above 255.
+        """
+        entries = self._first_entry_per_train_id()
+        ignored = [e.id for e in self.entries if e.train_id == IGNORE and e.id >= 0] + list(self.extra_ignore_ids)
+        void = ignored[0] if ignored else IGNORE
+        dtype = np.uint16 if max([e.id for e in entries] + [void]) > 255 else np.uint8
+        lut = np.full(IGNORE + 1, void, dtype=np.int64)
+        lut[: len(entries)] = [e.id for e in entries]
+        train_ids = np.asarray(train_ids).astype(np.int64)
+        if train_ids.size and (train_ids.min() < 0 or train_ids.max() > IGNORE):
+            raise ValueError(f"train ids must be 0..{IGNORE}, got values from {train_ids.min()} to {train_ids.max()}")
+        return lut[train_ids].astype(dtype)
+
     def to_train_ids(self, raw: np.ndarray, *, source: str = "label") -> np.ndarray:
         """Maps a label image in the dataset's own ids to train ids.
 

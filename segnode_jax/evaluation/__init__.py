@@ -6,6 +6,7 @@ predictions, and what is written for people.
 * ``predictor``: the model as a jitted, batch-sharded prediction function on the local devices;
 * ``runner``: :func:`evaluate` a model over a dataset split (several hosts sum their matrices);
 * ``saved``: :func:`score_predictions` of a folder of label images;
+* ``export``: :class:`ExportWriter`, a split's predictions as a benchmark server wants them;
 * ``report``: titled prediction images, ``results.json``, the summary;
 * ``trajectory``: SegNode's accuracy along the solve and across solvers (``evaluate.py
   --trajectory``; import ``segnode_jax.evaluation.trajectory``).
@@ -13,6 +14,7 @@ predictions, and what is written for people.
 The names below are the public API; each lives in the module named above.
 """
 
+from segnode_jax.evaluation.export import ExportError, ExportWriter
 from segnode_jax.evaluation.inference import (
     PredictFn,
     flip_back,
@@ -40,6 +42,8 @@ __all__ = [
     "IGNORE_INDEX",
     "LABEL_CANVAS_MULTIPLE",
     "EvalSettings",
+    "ExportError",
+    "ExportWriter",
     "PredictFn",
     "PredictionError",
     "Predictor",

@@ -104,6 +104,8 @@ class Predictor:
             _jitted = jax.jit(fn, in_shardings=(rep,) * len(args) + (data,), out_shardings=(data, data))
         self._fn = _jitted
         self._nfe: list[tuple[jax.Array, int]] = []
+        # Input shapes called so far: a new one compiles (``num_shapes`` counts them).
+        self._shapes: set[tuple[int, ...]] = set()
 
     @classmethod
     def for_model(
@@ -138,6 +140,7 @@ class Predictor:
         if n < self.batch_size:
             pad = np.zeros((self.batch_size - n,) + batch.shape[1:], np.float32)
             batch = np.concatenate([batch, pad])
+        self._shapes.add(batch.shape)
         logits, nfe = self._fn(*self._args, self.put(batch))
         if self.is_ode:
             self._nfe.append((nfe, n))
@@ -154,6 +157,21 @@ class Predictor:
             chunk = images[start : start + self.batch_size]
             out.append(np.asarray(self.device_call(chunk))[: len(chunk)])
         return np.concatenate(out)
+
+    @property
+    def num_shapes(self) -> int:
+        """How many input shapes this predictor has run (each compiled once)."""
+        return len(self._shapes)
+
+    def nfe_mark(self) -> int:
+        """A position in the solver log; :meth:`nfe_since` gives the NFE of the inputs after it."""
+        return len(self._nfe)
+
+    def nfe_since(self, mark: int) -> np.ndarray:
+        """Per-input NFE (int) of the calls since ``mark``, padding excluded (empty for models
+        without ODE)."""
+        parts = [np.asarray(v)[:n] for v, n in self._nfe[mark:]]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0,), np.int64)
 
     def solver_stats(self) -> dict[str, float]:
         """``mean_nfe`` and ``num_solves`` so far (empty for models without ODE)."""

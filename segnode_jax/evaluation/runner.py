@@ -114,6 +114,7 @@ def evaluate(
     visualize_dir: str | None = None,
     progress: bool = False,
     devices=None,
+    on_prediction=None,
 ) -> dict[str, Any]:
     """Evaluates model variables on a split of ``cfg.data``.
 
@@ -125,6 +126,8 @@ def evaluate(
         ``settings.num_visualizations`` images (None: none).
       progress: show a tqdm bar.
       devices: this host's devices to run on (default: all); the batch is split over them.
+      on_prediction: called as ``on_prediction(example, pred)`` with every image's train-id
+        prediction at its label's (the original) resolution.
 
     Returns:
       The metrics of :func:`metrics_from_confusion` plus ``num_images``, ``split``,
@@ -139,7 +142,9 @@ def evaluate(
     predictor = Predictor.for_model(
         variables, cfg.model, batch_size=s.batch_size, per_image_solve=s.per_image_solve, devices=devices
     )
-    return evaluate_predictor(predictor, cfg, settings=s, visualize_dir=visualize_dir, progress=progress)
+    return evaluate_predictor(
+        predictor, cfg, settings=s, visualize_dir=visualize_dir, progress=progress, on_prediction=on_prediction
+    )
 
 
 def evaluate_predictor(
@@ -149,9 +154,12 @@ def evaluate_predictor(
     settings: EvalSettings | None = None,
     visualize_dir: str | None = None,
     progress: bool = False,
+    on_prediction=None,
 ) -> dict[str, Any]:
     """:func:`evaluate` with any :class:`Predictor` (``cfg.model`` only gives the class count
-    and the ODE settings named in solver error messages)."""
+    and the ODE settings named in solver error messages). ``on_prediction(example, pred)``
+    is called with every image's train-id prediction at its label's resolution (e.g. an
+    :class:`~segnode_jax.evaluation.export.ExportWriter`)."""
     from tqdm import tqdm
 
     from segnode_jax import data, ode
@@ -175,6 +183,8 @@ def evaluate_predictor(
         if visualize_dir is not None and len(visualizations) < s.num_visualizations:
             pic = composite(ex["raw_image"], ex["label"], pred, info.palette, info.class_names)
             visualizations.append(_write_visualization(visualize_dir, ex["name"], pic))
+        if on_prediction is not None:
+            on_prediction(ex, pred)
 
     with ode.solver_errors(cfg.model.get("ode")):
         if s.mode == "whole":

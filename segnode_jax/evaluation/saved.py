@@ -3,6 +3,7 @@ same metric code (:func:`score_predictions`)."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from typing import Any
 
@@ -31,6 +32,23 @@ def _prediction_path(pred_dir: str, name: str, gt_path: str) -> str | None:
     return None
 
 
+class _PatternIndex:
+    """Finds predictions the way a dataset's own evaluator does, by a file-name pattern
+    anywhere under the folder (Cityscapes: ``<city>_<seq>_<frame>*.png``, as cityscapesScripts)."""
+
+    def __init__(self, pred_dir: str):
+        self.walk = [(root, sorted(files)) for root, _, files in sorted(os.walk(pred_dir))]
+
+    def find(self, pattern: str, name: str) -> str | None:
+        matches = [os.path.join(root, f) for root, files in self.walk for f in fnmatch.filter(files, pattern)]
+        if len(matches) > 1:
+            shown = " and ".join(matches[:2]) + (f" (and {len(matches) - 2} more)" if len(matches) > 2 else "")
+            raise PredictionError(
+                f"two predictions match {name} ({pattern}): {shown}; keep one per image in the folder"
+            )
+        return matches[0] if matches else None
+
+
 def score_predictions(dcfg, pred_dir: str, *, split: str | None = None) -> dict[str, Any]:
     """Scores a folder of predicted label images against the ground truth of a split.
 
@@ -38,15 +56,17 @@ def score_predictions(dcfg, pred_dir: str, *, split: str | None = None) -> dict[
       dcfg: data settings (``cfg.data``).
       pred_dir: predictions in the dataset's own label format, one per ground-truth file,
         named like it: ``<name>.png`` (the example name, e.g. ``frankfurt/frankfurt_000000_000294``)
-        or the ground-truth file's own name (in the name's sub-folder or flat).
+        or the ground-truth file's own name (in the name's sub-folder or flat); for datasets
+        whose evaluator finds predictions by pattern (Cityscapes: any file under the folder
+        named ``<city>_<seq>_<frame>*.png``, e.g. ``..._leftImg8bit.png``) that way too.
       split: default ``dcfg.eval_split``.
 
     Returns:
       The metrics of :func:`metrics_from_confusion` plus ``num_images`` and ``split``.
 
     Raises:
-      PredictionError: ``pred_dir`` is missing, lacks predictions (names the first ones), or
-        a prediction's size differs from its ground truth.
+      PredictionError: ``pred_dir`` is missing, lacks predictions (names the first ones), holds
+        two for one image (names both), or a prediction's size differs from its ground truth.
     """
     from segnode_jax import data
 
@@ -56,9 +76,13 @@ def score_predictions(dcfg, pred_dir: str, *, split: str | None = None) -> dict[
     info = data.get_info(dcfg)
     c = info.num_classes
     gt_files = data.ground_truth_files(dcfg, split)
+    pattern_of = getattr(data.dataset_module(dcfg.name), "prediction_pattern", None)
+    index = _PatternIndex(pred_dir) if pattern_of else None
     pairs, missing = [], []
     for name, gt_path in gt_files:
         p = _prediction_path(pred_dir, name, gt_path)
+        if p is None and index is not None:
+            p = index.find(pattern_of(name), name)
         if p is None:
             missing.append(name)
         else:

@@ -258,7 +258,7 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadat
     times = [t0 + (t1 - t0) * (i + 1) / k for i in range(k)]
     os.makedirs(out_dir, exist_ok=True)
     result: dict[str, Any] = {
-        "model_solver": _describe(cfg.model.ode),
+        "model_solver": describe_solve(cfg.model.ode),
         "along_trajectory": along_trajectory(
             variables, cfg, times=times, num_images=num_images, num_strips=int(tcfg.get("num_strips", 4)),
             strips_dir=os.path.join(out_dir, "strips"), progress=progress,
@@ -273,7 +273,8 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadat
     return result
 
 
-def _describe(ode_cfg) -> str:
+def describe_solve(ode_cfg) -> str:
+    """The solve as a `--solver` / sweep spec: "rk4:2" or "dopri5@0.01"."""
     if ode_cfg.get("num_steps"):
         return f"{ode_cfg.solver}:{ode_cfg.num_steps}"
     return f"{ode_cfg.solver}@{ode_cfg.rtol:g}"

@@ -34,6 +34,23 @@ def test_label_to_train_ids_array_and_errors():
     np.testing.assert_array_equal(data.label_to_train_ids(camvid, np.array([[0, 10, 11]])), [[0, 10, 255]])
 
 
+@pytest.mark.parametrize("name", ["cityscapes", "camvid", "lip", "pascal_context", "synthetic"])
+def test_predictions_go_back_to_the_datasets_own_ids(name):
+    """``train_ids_to_dataset_ids`` inverts ``label_to_train_ids`` on every train id (what
+    ``predict.py --format dataset`` and the benchmark export write)."""
+    dcfg = data.data_config(name)
+    n = data.get_info(dcfg).num_classes
+    train_ids = np.array([list(range(n))])  # (a model never predicts 255)
+    ids = data.train_ids_to_dataset_ids(dcfg, train_ids)
+    assert ids.dtype in (np.uint8, np.uint16)
+    np.testing.assert_array_equal(data.label_to_train_ids(dcfg, ids), train_ids)
+
+
+def test_cityscapes_predictions_are_written_as_label_ids():
+    dcfg = data.data_config("cityscapes")
+    np.testing.assert_array_equal(data.train_ids_to_dataset_ids(dcfg, np.array([[0, 1, 13, 18, 255]])), [[7, 8, 26, 33, 0]])
+
+
 def test_colorize_uses_palette_and_blacks_out_ignore():
     info = data.get_info(data.data_config("camvid"))
     label = np.array([[0, 3, 255], [10, 1, 200]])

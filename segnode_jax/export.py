@@ -1,0 +1,198 @@
+"""A trained model as one serialized inference function (``jax.export``, StableHLO) to deploy
+without the training code.
+
+    python -m segnode_jax.export --ckpt runs/camvid --out camvid.jax
+    python -m segnode_jax.export --ckpt runs/synthetic --out fast.jax --shape b,128,128 --solver rk4:1
+
+The file holds the function with its weights: uint8 RGB images ``(N, H, W, 3)`` in, float32
+logits ``(N, H, W, classes)`` out (the normalisation is inside). The batch ``N`` is symbolic
+(any batch size runs); ``H, W`` are fixed (default: the dataset's evaluation size, else its
+crop size), because the model's resizing between branches is built for known sizes: export
+once per input size. Lowered for CPU and CUDA by default (``--platforms``). A SegNode solve
+that fails (more than ``model.ode.max_steps`` steps) gives NaN logits instead of an error.
+``<out>.json`` beside it records the classes, palette, input shape and solve.
+
+Loading it needs only ``jax`` (the README's loader)::
+
+    from jax import export
+    fn = export.deserialize(bytearray(open("camvid.jax", "rb").read()))
+    logits = fn.call(images)            # images: uint8 (N, H, W, 3)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from segnode_jax.errors import UserError
+
+PLATFORMS = ("cpu", "cuda")
+
+
+class ExportError(UserError):
+    """Bad export settings (shape, platforms, output); the message names the fix."""
+
+
+def parse_shape(spec: str) -> tuple[str | int, int, int]:
+    """``"b,512,1024"`` (symbolic batch) or ``"4,512,1024"`` -> ``("b", 512, 1024)``.
+
+    Raises:
+      ExportError: not three entries, or a symbolic height/width.
+    """
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise ExportError(f"--shape {spec!r} must be N,H,W, e.g. b,512,1024 (b: any batch size)")
+    n: str | int = parts[0] if not parts[0].isdigit() else int(parts[0])
+    if not (parts[1].isdigit() and parts[2].isdigit()):
+        raise ExportError(
+            f"--shape {spec!r}: height and width must be numbers; the model's resizing between "
+            "branches is built for known sizes, so export once per input size (the batch may be symbolic)"
+        )
+    h, w = int(parts[1]), int(parts[2])
+    if min(h, w) < 1 or (isinstance(n, int) and n < 1):
+        raise ExportError(f"--shape {spec!r}: sizes must be positive")
+    return n, h, w
+
+
+def default_shape(cfg) -> tuple[str, int, int]:
+    size = cfg.data.get("eval_size") or cfg.data.crop_size
+    return "b", int(size[0]), int(size[1])
+
+
+def inference_function(variables, cfg):
+    """``uint8 images (N, H, W, 3) -> float32 logits (N, H, W, C)`` with the weights and the
+    normalisation inside (a pure function for ``jax.jit`` / ``jax.export``)."""
+    import jax.numpy as jnp
+
+    from segnode_jax import api
+    from segnode_jax.evaluation.predictor import predict_logits
+
+    frozen = api.freeze(cfg.model)
+    # SegNode: each image gets its own solve (as in evaluation), which also keeps the adaptive
+    # controller's error norm free of the symbolic batch size.
+    per_image = frozen.name == "segnode"
+    std = np.asarray(cfg.data.std, np.float32).reshape(1, 1, 1, 3)
+    scale = jnp.asarray(1.0 / (255.0 * std), jnp.float32)
+    shift = jnp.asarray(np.asarray(cfg.data.mean, np.float32).reshape(1, 1, 1, 3) / std, jnp.float32)
+
+    def fn(images):
+        x = images.astype(jnp.float32) * scale - shift
+        logits, _ = predict_logits(variables, x, frozen, per_image=per_image)
+        return logits
+
+    return fn
+
+
+def export_model(variables, cfg, *, shape: Sequence[Any] | None = None, platforms: Sequence[str] = PLATFORMS):
+    """The model as a ``jax.export.Exported`` (see the module docstring).
+
+    Arguments:
+      variables: ``{"params", "batch_stats"}``.
+      cfg: the run config (``model`` and ``data`` for the normalisation).
+      shape: ``(N, H, W)``; ``N`` may be a name (symbolic). Default :func:`default_shape`.
+      platforms: lowering platforms.
+    """
+    import jax
+    from jax import export
+
+    from segnode_jax import ode
+
+    n, h, w = shape or default_shape(cfg)
+    unknown = [p for p in platforms if p not in ("cpu", "cuda", "rocm", "tpu")]
+    if unknown or not platforms:
+        raise ExportError(f"--platforms {','.join(platforms)}: use a comma list of cpu, cuda, rocm, tpu")
+    if isinstance(n, str):
+        spec = export.symbolic_shape(f"{n}, {h}, {w}, 3")
+    else:
+        spec = (n, h, w, 3)
+    variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
+    fn = jax.jit(inference_function(variables, cfg))
+    with ode.failed_solve_as_nan():
+        return export.export(fn, platforms=tuple(platforms))(jax.ShapeDtypeStruct(spec, np.uint8))
+
+
+def metadata(cfg, exported, shape) -> dict[str, Any]:
+    from segnode_jax import data
+    from segnode_jax.evaluation import trajectory
+
+    info = data.get_info(cfg.data)
+    return {
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "input": {"shape": [str(shape[0]) if isinstance(shape[0], str) else shape[0], shape[1], shape[2], 3],
+                  "dtype": "uint8", "layout": "NHWC RGB"},
+        "output": {"shape": ["N", shape[1], shape[2], info.num_classes], "dtype": "float32", "meaning": "logits"},
+        "class_names": list(info.class_names),
+        "palette": np.asarray(info.palette).tolist(),
+        "platforms": list(exported.platforms),
+        "solver": trajectory.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
+        "failed_solve": "NaN logits" if cfg.model.name == "segnode" else None,
+    }
+
+
+def save(exported, path: str, meta: dict[str, Any]) -> tuple[str, str]:
+    """Writes the serialized function to ``path`` and ``meta`` to ``path + '.json'``
+    (each through a temporary file: an interrupted write leaves no half file)."""
+    blob = exported.serialize()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".partial", "wb") as f:
+        f.write(blob)
+    os.replace(path + ".partial", path)
+    with open(path + ".json.partial", "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(path + ".json.partial", path + ".json")
+    return path, path + ".json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from absl import flags
+    from ml_collections import config_flags
+
+    from segnode_jax import cli, evaluate_lib, prediction
+
+    usage = "python -m segnode_jax.export --ckpt RUN --out model.jax [--shape b,H,W] [--solver rk4:1] [--platforms cpu,cuda]"
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Config file; default: the run's config.json.", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("ckpt", None, "Training workdir, checkpoints/<step> folder or converted-weights folder.", flag_values=fv)
+    flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its newest or best checkpoint.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output file (the serialized function); OUT.json gets the metadata.", flag_values=fv)
+    flags.DEFINE_string("shape", None, "N,H,W of the input; N may be a name (any batch size). Default b,<eval size>.", flag_values=fv)
+    flags.DEFINE_string("solver", None, "SegNode only: the ODE solve to export, e.g. rk4:1.", flag_values=fv)
+    flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms to lower for.", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --out file.", flag_values=fv)
+    argv = list(sys.argv if argv is None else argv)
+    argv = cli.split_none_overrides(argv)
+
+    def body():
+        try:
+            rest = fv(argv)
+        except flags.Error as e:
+            raise ExportError(f"{e}. Usage: {usage}") from None
+        if len(rest) > 1:
+            raise ExportError(f"unexpected arguments: {' '.join(rest[1:])}. Usage: {usage}")
+        if not fv.ckpt or not fv.out:
+            raise ExportError(f"--ckpt and --out are required. Usage: {usage}")
+        if os.path.exists(fv.out) and not fv.overwrite:
+            raise ExportError(f"--out {fv.out} exists; pass --overwrite to replace it, or choose another file")
+        shape = parse_shape(fv.shape) if fv.shape else None
+        cli.quiet_logs()
+        cfg, variables, _, description = evaluate_lib.load_model(fv.ckpt, cli.read_config(fv), fv.which)
+        cfg = prediction.with_solver(cfg, fv.solver)
+        shape = shape or default_shape(cfg)
+        exported = export_model(variables, cfg, shape=shape, platforms=fv.platforms)
+        meta = {**metadata(cfg, exported, shape), "checkpoint": description}
+        path, meta_path = save(exported, fv.out, meta)
+        size = os.path.getsize(path) / 2**20
+        print(f"written: {path} ({size:.1f} MiB; input uint8 {','.join(map(str, meta['input']['shape']))}, "
+              f"logits out; platforms {','.join(exported.platforms)}) and {meta_path}")
+        return 0
+
+    return cli.guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
