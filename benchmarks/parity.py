@@ -14,8 +14,8 @@ same code that trains and evaluates real runs:
   backsolve, Euler x 2 unrolled, each with and without rematerialisation (remat changes memory
   and time, not the function: its rows use ``--remat_seeds`` seeds);
 * per row: validation mIoU (mean and standard deviation over seeds), parameters, the analysed
-  memory of the real training step at batch 24 (the paper's Table 2 batch) on 128x128 crops,
-  the training-step time (batch 8, all variants interleaved in one process, median), inference
+  memory of the real training step at batch 24 (the paper's Table 2 batch) on 128x128 crops and
+  the time of that same compiled step (all variants interleaved in one process, median), inference
   milliseconds per image and the solver's NFE;
 * the recommended training solve: the fastest whose mean mIoU is within 1 point of
   Dopri5 + backsolve's.
@@ -113,10 +113,12 @@ def main_job_solve() -> str:
     raise SystemExit(f"configs/synthetic.py's solve ({ode_cfg.solver}, {ode_cfg.num_steps}, {ode_cfg.adjoint}) is not a candidate")
 
 
-def plan(seeds: int, remat_seeds: int) -> list[Run]:
-    """Model comparison (both recipes; SegNode with the main job's solve) and solve comparison
-    (paper recipe; each solve with and without remat)."""
+def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None) -> list[Run]:
+    """Model comparison (both recipes; SegNode with the main job's solve, ``seeds`` seeds) and
+    solve comparison (paper recipe; each other solve with ``solve_seeds`` seeds, default
+    ``seeds``; each solve with remat with ``remat_seeds``)."""
     main_solve = main_job_solve()
+    solve_seeds = seeds if solve_seeds is None else solve_seeds
     runs: list[Run] = []
     for recipe in ("paper", "shared"):
         for model in MODELS:
@@ -124,7 +126,7 @@ def plan(seeds: int, remat_seeds: int) -> list[Run]:
             runs += [Run(v, recipe, s) for s in range(seeds)]
     for solve in SOLVES:
         if solve != main_solve:
-            runs += [Run(Variant("segnode", solve, False), "paper", s) for s in range(seeds)]
+            runs += [Run(Variant("segnode", solve, False), "paper", s) for s in range(solve_seeds)]
         runs += [Run(Variant("segnode", solve, True), "paper", s) for s in range(remat_seeds)]
     return runs
 
@@ -174,7 +176,9 @@ def train(run: Run, steps: int, workdir: str) -> dict[str, Any]:
 
 
 def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """Parameters, analysed training memory (batch 24), and interleaved step/inference times."""
+    """Parameters, memory and step time of the real training step at batch 24 (one compile per
+    variant serves both: the analysed executable is the one timed), and inference time of one
+    image; the timed rounds interleave the variants."""
     mesh = parallel.make_mesh()
     prepared = {}
     for v in variants:
@@ -193,18 +197,18 @@ def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict
             "image": jax.ShapeDtypeStruct((MEMORY_BATCH, h, w, 3), jnp.float32, sharding=parallel.batch_sharding(mesh)),
             "label": jax.ShapeDtypeStruct((MEMORY_BATCH, h, w), jnp.int32, sharding=parallel.batch_sharding(mesh)),
         }
-        mem = memory.analyse(step_fn, abstract, batch_spec)
+        compiled = step_fn.lower(abstract, batch_spec).compile(compiler_options=memory.compiler_options())
+        mem = memory.of_compiled(compiled)
         state = jax.device_put(training.create_train_state(cfg.model, tx, jax.random.key(0), (1, h, w, 3)), shardings)
-        it = data.train_iterator(cfg.data, batch_size=int(cfg.train.batch_size), seed=0, worker_count=0)
+        it = data.train_iterator(cfg.data, batch_size=MEMORY_BATCH, seed=0, worker_count=0)
         batch = parallel.global_batch(next(it), mesh)
         frozen = api.freeze(cfg.model)
         infer = jax.jit(lambda variables, x: api.apply(variables, x, frozen)[0])
         image = batch["image"][:1]
         with ode.solver_errors(cfg.model.ode):
-            state, m = step_fn(state, batch)  # compiles
-            jax.block_until_ready(infer(state.variables, image))
-        prepared[v.key] = [cfg, step_fn, infer, state, batch, image, mem]
-        print(f"  measured memory and compiled {v.key}", flush=True)
+            jax.block_until_ready(infer(state.variables, image))  # compiles
+        prepared[v.key] = [cfg, compiled, infer, state, batch, image, mem]
+        print(f"  compiled and analysed {v.key}", flush=True)
     times = {k: {"train": [], "infer": []} for k in prepared}
     for r in range(repeats + 1):  # round 0 warms up
         for k, p in prepared.items():
@@ -234,11 +238,18 @@ def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict
 
 
 def summarise(runs: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, setting, recipe): mIoU mean/std over seeds and the measurements."""
+    """One row per (model, setting, recipe): mIoU mean/std over seeds and the measurements;
+    variants measured but not trained (remat with ``--remat_seeds 0``) get a row without mIoU."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["model"], r["setting"], r["recipe"]), []).append(r)
     rows = []
+    trained = {f"{m}|{s}" for m, s, _ in groups}
+    for key, values in measured.items():
+        if key not in trained:
+            model, setting = key.split("|", 1)
+            rows.append({"model": model, "setting": setting, "recipe": "paper", "seeds": 0, "miou_mean": None,
+                         "miou_std": None, "nfe": None, **values})
     for (model, setting, recipe), rs in groups.items():
         mious = [r["miou"] for r in rs]
         nfes = [r["eval_nfe"] for r in rs if r["eval_nfe"] is not None]
@@ -253,7 +264,7 @@ def summarise(runs: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -
 
 def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The fastest SegNode solve (paper recipe) within 1 mIoU point of Dopri5 + backsolve's."""
-    segnode = [r for r in rows if r["model"] == "segnode" and r["recipe"] == "paper"]
+    segnode = [r for r in rows if r["model"] == "segnode" and r["recipe"] == "paper" and r["miou_mean"] is not None]
     ref = next((r for r in segnode if r["setting"] == PAPER_SOLVE), None)
     if ref is None:
         return None
@@ -299,19 +310,23 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Measured {result['machine']['date']} on {result['machine']['cpu_count']} CPU cores "
         f"({result['machine']['backend']}), `python benchmarks/parity.py`: {result['steps']} training steps "
-        f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory of "
-        f"the real training step at batch {MEMORY_BATCH} (XLA's analysis); step time at batch 8 (median, "
-        "interleaved); inference on one image.",
+        f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory "
+        f"(XLA's analysis) and time (median, variants interleaved) of the real training step at batch "
+        f"{MEMORY_BATCH}; inference on one image.",
         "",
-        "| model | setting | recipe | val mIoU | params | train memory (b24) | step time | infer ms/img | NFE |",
+        f"| model | setting | recipe | val mIoU | params | train memory (b{MEMORY_BATCH}) | step time (b{MEMORY_BATCH}) | infer ms/img | NFE |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     order = {m: i for i, m in enumerate(MODELS)}
     for r in sorted(rows, key=lambda r: (r["recipe"] != "paper", order[r["model"]], r["setting"])):
-        miou = f"{100 * r['miou_mean']:.1f}" + (f" ± {100 * r['miou_std']:.1f}" if r["miou_std"] is not None else "")
+        if r["miou_mean"] is None:
+            miou = "same function (not trained)"
+        else:
+            miou = f"{100 * r['miou_mean']:.1f}" + (f" ± {100 * r['miou_std']:.1f}" if r["miou_std"] is not None else "")
+            miou += f" (n={r['seeds']})"
         nfe = "-" if r["nfe"] is None else f"{r['nfe']:.1f}"
         lines.append(
-            f"| {r['model']} | {r['setting']} | {r['recipe']} | {miou} (n={r['seeds']}) | {r['params'] / 1e3:.0f}k | "
+            f"| {r['model']} | {r['setting']} | {r['recipe']} | {miou} | {r['params'] / 1e3:.0f}k | "
             f"{r['train_memory_bytes'] / 2**20:.0f} MiB | {1000 * r['train_step_seconds']:.0f} ms | "
             f"{r['infer_ms_per_image']:.1f} | {nfe} |"
         )
@@ -331,15 +346,20 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=400, help="training steps per run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--remat_seeds", type=int, default=1)
+    parser.add_argument("--solve_seeds", type=int, default=None,
+                        help="seeds of SegNode's other candidate solves (default: --seeds)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (interleaved)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "parity"))
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only")
     args = parser.parse_args(argv)
+    from segnode_jax import cli
+
+    cli.quiet_logs()
     if args.quick:
-        args.steps, args.seeds, args.remat_seeds, args.repeats = 4, 1, 1, 1
+        args.steps, args.seeds, args.remat_seeds, args.solve_seeds, args.repeats = 4, 1, 1, 1, 1
         args.workdir = os.path.join(args.workdir, "quick")
-    runs = plan(args.seeds, args.remat_seeds)
+    runs = plan(args.seeds, args.remat_seeds, args.solve_seeds)
     print(f"parity: {len(runs)} training runs of {args.steps} steps into {args.workdir}", flush=True)
     start = time.time()
     results = []
@@ -348,12 +368,15 @@ def main(argv=None) -> dict[str, Any]:
         results.append(res)
         print(f"[{i}/{len(runs)}] {run.name}: val mIoU {100 * res['miou']:.2f} ({(time.time() - start) / 60:.1f} min)", flush=True)
     variants = list(dict.fromkeys(r.variant for r in runs))
+    if args.remat_seeds == 0:  # remat changes memory and time, not the function: measured only
+        variants += [Variant("segnode", solve, True) for solve in SOLVES]
     measured = measure(variants, args.steps, args.repeats)
     rows = summarise(results, measured)
     result = {
         "machine": report.machine(),
         "steps": args.steps,
         "seeds": args.seeds,
+        "solve_seeds": args.seeds if args.solve_seeds is None else args.solve_seeds,
         "remat_seeds": args.remat_seeds,
         "memory_batch": MEMORY_BATCH,
         "shared_recipe": SHARED_RECIPE,

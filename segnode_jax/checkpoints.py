@@ -385,6 +385,13 @@ def load_variables(path: str, *, which: str = "latest") -> dict[str, Any]:
     Raises:
       CheckpointError: nothing readable at ``path``, or no variables in it.
     """
+    return read_checkpoint(path, which=which)[0]
+
+
+def read_checkpoint(path: str, *, which: str = "latest") -> tuple[dict[str, Any], str, str]:
+    """:func:`load_variables` that also says what it read: ``(variables, pytree_dir,
+    description)`` of the checkpoint actually used (the newest intact one of a workdir whose
+    newest is damaged)."""
     pytree_dir, description = resolve_checkpoint(path, which=which)
     try:
         tree = _restore_numpy(pytree_dir)
@@ -401,6 +408,7 @@ def load_variables(path: str, *, which: str = "latest") -> dict[str, Any]:
                 continue
             log.warning("%s cannot be read (damaged or incomplete); using the newest intact checkpoint %s", description, d)
             description = f"checkpoint {d}"
+            pytree_dir = os.path.join(d, "state")
             break
         if tree is None:
             raise
@@ -411,7 +419,7 @@ def load_variables(path: str, *, which: str = "latest") -> dict[str, Any]:
     info = os.path.join(os.path.dirname(pytree_dir), CONVERSION_INFO)
     if os.path.isfile(info):
         log.info("init_from: %s (conversion info in %s)", description, info)
-    return out
+    return out, pytree_dir, description
 
 
 def _names_a_run(path: str) -> bool:

@@ -100,7 +100,7 @@ def load_model(ckpt: str, cfg=None, which: str = "latest", *, prepare_data: bool
 def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
     from segnode_jax import data
 
-    pytree_dir, description = checkpoints.resolve_checkpoint(ckpt, which=which)
+    checkpoints.resolve_checkpoint(ckpt, which=which)  # nothing there: say so before anything else
     cfg = config_lib.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
     for section in ("model", "data", "eval"):
         if section not in cfg:
@@ -110,7 +110,8 @@ def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
     data.resolve_num_classes(cfg)
     if prepare_data:
         data.ensure_prepared(cfg.data)
-    loaded = checkpoints.load_variables(ckpt, which=which)
+    # The checkpoint actually read (a workdir whose newest is damaged: the newest intact one).
+    loaded, pytree_dir, description = checkpoints.read_checkpoint(ckpt, which=which)
     crop = tuple(int(v) for v in cfg.data.crop_size)
     expected = jax.eval_shape(lambda: api.init(cfg.model, jax.random.key(0), (1, crop[0], crop[1], 3)))
     weights.check_compatible(expected, loaded, source=description)

@@ -43,7 +43,12 @@ def analyse(fn: Callable, *args: Any, **jit_kwargs: Any) -> dict[str, int]:
     ``jax.ShapeDtypeStruct``) and returns its memory in bytes: ``total``, ``temp``, ``arguments``, ``outputs``,
     ``aliased``."""
     jitted = fn if hasattr(fn, "lower") and not jit_kwargs else jax.jit(fn, **jit_kwargs)
-    compiled = jitted.lower(*args).compile(compiler_options=compiler_options())
+    return of_compiled(jitted.lower(*args).compile(compiler_options=compiler_options()))
+
+
+def of_compiled(compiled) -> dict[str, int]:
+    """The memory of an already compiled function (compile it with :func:`compiler_options` for
+    remat's savings to show on a CPU), as :func:`analyse` returns it."""
     m = compiled.memory_analysis()
     out = {
         "temp": int(m.temp_size_in_bytes),

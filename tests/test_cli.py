@@ -92,7 +92,7 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_so
         "--config.model.ode.solver=dopri5", "--config.model.ode.num_steps=None",
         "--config.model.ode.max_steps=1", "--config.model.ode.rtol=1e-9", "--config.model.ode.atol=1e-9", devices=1,
     )
-    line = assert_one_error(proc, 1, "model.ode.max_steps", "training stopped at step")
+    line = assert_one_error(proc, 1, "model.ode.max_steps", "training stopped at step 1:")
     settings = line.split("[settings:")[1].split("]")[0]
     assert "solver=dopri5, rtol=1e-09" in settings and "num_steps" not in settings, line
     saved = json.loads((work / "config.json").read_text())

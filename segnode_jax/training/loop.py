@@ -328,9 +328,11 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     clock, steps_since_log = time.time(), 0
     m: dict[str, Any] = {}
     step, pending, finished = run.start_step, None, False
+    running = step
     try:
         with ode.solver_errors(cfg.model.ode):
             while step < run.num_steps:
+                running = step + 1
                 run.state, device_metrics = step_fn(run.state, parallel.global_batch(next(run.data_iter), run.mesh))
                 step, steps_since_log = step + 1, steps_since_log + 1
                 bar.update(1)
@@ -360,7 +362,10 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
                     clock = time.time()
         finished = True
     except ode.ODESolveError as e:
-        raise ode.ODESolveError(f"training stopped at step {step}: {e}") from None
+        # Steps run ahead of the host by one: the failed step is the first one whose metrics
+        # were not read yet (a step whose metrics were read had solved).
+        failed = pending[0] if pending is not None else running
+        raise ode.ODESolveError(f"training stopped at step {failed}: {e}") from None
     finally:
         bar.close()
         writer.close()
