@@ -11,8 +11,9 @@ same code that trains and evaluates real runs:
   HRNetV2 SGD 0.01) *and* all three with one shared recipe (AdamW 1e-3), so that architecture
   and recipe effects can be told apart;
 * SegNode also trained with each candidate solve: Dopri5 + backsolve (the paper's), RK4 x 2 +
-  backsolve, Euler x 2 unrolled, each with and without rematerialisation (remat changes memory
-  and time, not the function: its rows use ``--remat_seeds`` seeds);
+  backsolve, Euler x 2 unrolled (``--solve_seeds`` seeds), each with and without
+  rematerialisation (remat changes memory and time, not the function: its rows are trained with
+  ``--remat_seeds`` seeds, or only measured with ``--remat_seeds 0``);
 * per row: validation mIoU (mean and standard deviation over seeds), parameters, the analysed
   memory of the real training step at batch 24 (the paper's Table 2 batch) on 128x128 crops and
   the time of that same compiled step (all variants interleaved in one process, median), inference
@@ -24,8 +25,14 @@ Writes ``benchmarks/results/parity.json`` and ``parity.png`` (validation mIoU ag
 step), and regenerates the tables in ``README.md`` and ``benchmarks/README.md``. Runs are kept
 in ``--workdir`` (default ``runs/parity``): rerunning resumes or reuses finished runs.
 
-    python benchmarks/parity.py                  # about an hour on 2 CPU cores
-    python benchmarks/parity.py --quick          # a smoke test of every code path (minutes)
+    python benchmarks/parity.py                  # the full protocol: several hours on 2 CPU cores
+    python benchmarks/parity.py --steps 200 --seeds 1 --solve_seeds 1 --remat_seeds 0   # reduced
+    python benchmarks/parity.py --quick          # a smoke test of every code path (~30 min: compiles)
+    python benchmarks/parity.py --report_only    # tables and plot again from results/parity.json
+
+Most of the time is XLA compiling each variant on the CPU (minutes each) and the adaptive
+Dopri5 + backsolve runs; the measured step times are in the table, each run's wall time in
+``parity.json``.
 """
 
 from __future__ import annotations
@@ -307,9 +314,12 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
+    solve_seeds = result.get("solve_seeds", result["seeds"])
+    command = (f"`python benchmarks/parity.py --steps {result['steps']} --seeds {result['seeds']} "
+               f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}`")
     lines = [
         f"Measured {result['machine']['date']} on {result['machine']['cpu_count']} CPU cores "
-        f"({result['machine']['backend']}), `python benchmarks/parity.py`: {result['steps']} training steps "
+        f"({result['machine']['backend']}), {command}: {result['steps']} training steps "
         f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory "
         f"(XLA's analysis) and time (median, variants interleaved) of the real training step at batch "
         f"{MEMORY_BATCH}; inference on one image.",
@@ -352,7 +362,20 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "parity"))
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only")
+    parser.add_argument("--report_only", action="store_true",
+                        help="regenerate the README tables and the plot from results/parity.json (no runs)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        import json
+
+        with open(os.path.join(report.RESULTS, "parity.json")) as f:
+            result = json.load(f)
+        plot(result["runs"], os.path.join(report.RESULTS, "parity.png"))
+        table = markdown(result)
+        report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "parity", table)
+        report.replace_block(os.path.join(ROOT, "README.md"), "parity", table)
+        print(table)
+        return result
     from segnode_jax import cli
 
     cli.quiet_logs()
