@@ -5,7 +5,7 @@
     python evaluate.py --ckpt runs/camvid
 
 Recipe (paper sec. 4.1 and 4.7): batch 16, 480x360 crops (the paper's CamVid size) of frames
-scaled by 0.5-2.0 with flips, pixel cross-entropy, polynomial decay with power 0.9. HRNet has
+scaled by 0.5-2.1 with flips, pixel cross-entropy, polynomial decay with power 0.9. HRNet has
 no CamVid recipe; we train 200 epochs over the 367 training images (4,400 steps at batch 16),
 as HRNet does on the other small dataset (PASCAL-Context). The optimiser follows the model
 (``train.recipes``): SegNode SGD lr 0.1, momentum 0.9, no weight decay; Baseline AdamW lr

@@ -5,7 +5,7 @@
     python evaluate.py --ckpt runs/cityscapes --mode multiscale
 
 Recipe (paper sec. 4.1; the rest as HRNetV2, whose pipeline the paper follows): batch 16,
-512x1024 crops of the 1024x2048 frames scaled by 0.5-2.0 with flips, class-weighted pixel
+512x1024 crops of the 1024x2048 frames scaled by 0.5-2.1 with flips, class-weighted pixel
 cross-entropy, HRNet's schedule of 484 epochs over the 2975 training images (89,540 steps at
 batch 16), polynomial decay with power 0.9. The optimiser follows the model
 (``train.recipes``): SegNode SGD lr 0.1, momentum 0.9, no weight decay; with

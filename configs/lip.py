@@ -5,7 +5,7 @@
     python evaluate.py --ckpt runs/lip --mode multiscale    # scale 1.0 + flip (arms/legs/shoes swapped back)
 
 Recipe (paper sec. 4.1 and 4.4; the rest as HRNetV2): batch 16, images resized to 473x473,
-scaled by 0.5-1.5, 473x473 crops, flips that swap left/right classes, pixel cross-entropy,
+scaled by 0.5-1.6, 473x473 crops, flips that swap left/right classes, pixel cross-entropy,
 HRNet's schedule of 150 epochs over the 30,462 training images (285,450 steps at batch 16),
 polynomial decay with power 0.9. The optimiser follows the model (``train.recipes``): SegNode
 SGD lr 0.1, momentum 0.9, no weight decay; Baseline AdamW lr 1e-4, weight decay 0.05;

@@ -77,10 +77,11 @@ def init(model_cfg, rng: jax.Array, input_shape: Sequence[int]) -> Variables:
     return _init(frozen, rng, shape)
 
 
-def _apply_impl(frozen_cfg, variables, images, train):
+def _apply_impl(frozen_cfg, variables, images, train, rng=None):
     model = _model(frozen_cfg)
+    rngs = None if rng is None else {"dropout": rng}
     if train:
-        (logits, aux), updates = model.apply(variables, images, True, mutable=["batch_stats"])
+        (logits, aux), updates = model.apply(variables, images, True, mutable=["batch_stats"], rngs=rngs)
         aux = dict(aux, batch_stats=updates["batch_stats"])
     else:
         logits, aux = model.apply(variables, images, False)
@@ -96,6 +97,7 @@ def apply(
     model_cfg,
     *,
     train: bool = False,
+    rng: jax.Array | None = None,
 ) -> tuple[Float[Array, "n h w classes"], dict[str, Any]]:
     """Runs a model.
 
@@ -104,13 +106,16 @@ def apply(
       images: float (N, H, W, 3), normalised as in training.
       model_cfg: the same ``cfg.model`` the variables were made for.
       train: use batch statistics in BatchNorm and return the updated running statistics.
+      rng: with ``train``, the key of the models' dropout (the OCR head's); without one the
+        model is deterministic.
 
     Returns:
       ``(logits, aux)``: float32 logits (N, H, W, classes) at the input size; ``aux`` has
       ``"features"`` (the 4 branch outputs), for SegNode ``"ode"`` (solver statistics:
       ``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``nfe``; with
-      ``model.ode.saveat``: ``ts`` and ``trajectory_logits``), and with ``train=True``
-      ``"batch_stats"`` (the updated running statistics).
+      ``model.ode.saveat``: ``ts`` and ``trajectory_logits``), with ``model.head="ocr"``
+      ``"aux_logits"`` (the OCR head's soft object regions, at 1/4 of the input size), and
+      with ``train=True`` ``"batch_stats"`` (the updated running statistics).
 
     Called outside ``jax.jit`` it compiles once per (config, shape, train) and raises
     :class:`segnode_jax.ode.ODESolveError` if the ODE solve fails. Inside a jitted function it
@@ -122,9 +127,9 @@ def apply(
     if isinstance(images, jax.core.Tracer) or any(
         isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(variables)
     ):
-        return _apply_impl(frozen, variables, images, train)
+        return _apply_impl(frozen, variables, images, train, rng)
     with ode.solver_errors(frozen.get("ode")):
-        out = _apply_jit(frozen, variables, images, train)
+        out = _apply_jit(frozen, variables, images, train, rng)
         jax.block_until_ready(out)
     return out
 

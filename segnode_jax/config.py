@@ -142,6 +142,13 @@ def model_config() -> config_dict.ConfigDict:
             # "concat" (t as an extra input channel of every block convolution).
             field=dict(norm="group", groups=16, activation="relu", time_dependence="none"),
             ode=ode_config(),
+            # "default": each model's own head (HRNetV2's concat head; SegNode's per-branch
+            # classifiers). "ocr": HRNet-OCR's object-contextual head over the 4 branches (for
+            # SegNode: over the ODE's final state), its auxiliary logits in aux["aux_logits"]
+            # (weighted by train.loss.aux_weight); `ocr` sets its widths (HRNet-OCR: 512, 256)
+            # and the dropout after its fusion (0.05). See segnode_jax/models/ocr.py.
+            head="default",
+            ocr=dict(mid_channels=512, key_channels=256, dropout=0.05),
             # Rematerialisation (jax.checkpoint) of parts of the network, trading compute
             # for training memory.
             remat=dict(field=False, stem=False, head=False),
@@ -160,7 +167,9 @@ def paper_recipes() -> config_dict.ConfigDict:
     SegNode and Baseline: the paper (sec. 4.1). HRNetV2: HRNet's own Cityscapes recipe; the
     dataset configs replace it with HRNet's recipe for their dataset where it differs.
     Fields: ``optimizer`` (sgd | adamw), ``learning_rate``, ``momentum`` (SGD only),
-    ``weight_decay`` (SGD: L2 added to the gradient, as PyTorch's SGD; AdamW: decoupled).
+    ``weight_decay`` (SGD: L2 added to the gradient, as PyTorch's SGD; AdamW: decoupled),
+    optionally ``head_lr_mult``. A model with ``model.head="ocr"`` takes the ``"{name}_ocr"``
+    recipe where a dataset config defines one (HRNet-OCR's), else its model's.
     """
     return config_dict.ConfigDict(
         dict(
@@ -192,6 +201,9 @@ def train_config() -> config_dict.ConfigDict:
             learning_rate=placeholder(float),
             momentum=placeholder(float),
             weight_decay=placeholder(float),
+            # Learning-rate factor of the model's head (HRNet-OCR's NONBACKBONE_MULT); None:
+            # the recipe's (default 1).
+            head_lr_mult=placeholder(float),
             nesterov=False,
             adam_b1=0.9,
             adam_b2=0.999,
@@ -208,7 +220,9 @@ def train_config() -> config_dict.ConfigDict:
             # Pixel cross-entropy, ignore index 255, class weights if data.class_weights.
             # OHEM (HRNet): keep pixels whose target probability is below ohem_threshold, and
             # at least ohem_min_kept pixels per image (the hardest ones).
-            loss=dict(ohem=False, ohem_threshold=0.9, ohem_min_kept=131072),
+            # aux_weight: weight of a model's auxiliary logits (the OCR head's soft regions;
+            # plain weighted cross-entropy, as HRNet-OCR's LOSS.BALANCE_WEIGHTS [0.4, 1]).
+            loss=dict(ohem=False, ohem_threshold=0.9, ohem_min_kept=131072, aux_weight=0.4),
             log_every_steps=50,
             # Asynchronous orbax checkpoints (train state + data iterator) every N steps and
             # at the end; the newest max_to_keep are kept.

@@ -44,6 +44,8 @@ CLASSIFICATION_PREFIXES = ("incre_modules", "downsamp_modules", "final_layer", "
 # FullModel) in front of the network's own keys.
 KEY_PREFIXES = ("module.", "model.")
 STEM = ("conv1", "bn1", "conv2", "bn2", "layer1")
+# Top-level modules of HRNet-OCR's head (seg_hrnet_ocr; segnode_jax.models.ocr).
+OCR_PARTS = ("conv3x3_ocr", "aux_head", "ocr_distri_head", "cls_head")
 
 
 class ConversionError(UserError):
@@ -142,23 +144,23 @@ def official_path(key: str) -> tuple[list[str], str] | None:
     head = path[0].split("_")[0]
     if path[0] in STEM or head == "layer1":
         path = ["stem"] + path
-    elif head == "last":  # last_layer_N
-        path = ["head"] + path
+    elif head == "last" or path[0] in OCR_PARTS or path[0].rsplit("_", 1)[0] in OCR_PARTS:
+        path = ["head"] + path  # last_layer_N (HRNetV2's head) or HRNet-OCR's head
     elif not re.fullmatch(r"(transition\d|stage\d)(_\d+)*", path[0]):
         return None
     return path, leaf
 
 
-def _route(path: list[str], model_cfg, num_stage4: int) -> tuple[list[str] | None, str]:
+def _route(path: list[str], model_cfg, num_stage4: int, has_aux: bool = False) -> tuple[list[str] | None, str]:
     """Where an HRNetV2 module path goes in the config's model: ``(target path, note)``;
     target None means the key is not used (the note says why)."""
     name = model_cfg.name
     top = path[0]
+    if top == "head":
+        return _head_route(path, model_cfg, has_aux)
     if name == "hrnetv2" or top == "stem":
         return path, ""
     if name == "baseline":
-        if top == "head":
-            return path, ""
         m = re.fullmatch(r"stage4_(\d+)", top)
         if top.startswith("transition4") or (top.startswith("stage4") and not m):
             return None, "not an HRNet module"
@@ -166,8 +168,6 @@ def _route(path: list[str], model_cfg, num_stage4: int) -> tuple[list[str] | Non
             return _module_route(path, int(m.group(1)), num_stage4, int(model_cfg.baseline.num_modules), "repeat_{}", None)
         return path, ""
     # segnode
-    if top == "head":
-        return None, "SegNode's head (per-branch classifiers) has no HRNet counterpart"
     if re.fullmatch(r"transition1_[01](_\d+)*", top):
         return path, ""
     m = re.fullmatch(r"stage4_(\d+)", top)
@@ -176,6 +176,26 @@ def _route(path: list[str], model_cfg, num_stage4: int) -> tuple[list[str] | Non
             path, int(m.group(1)), num_stage4, int(model_cfg.segnode.modules_per_field), "module_{}", ["ode", "field"]
         )
     return None, "SegNode goes from layer1 straight to 4 branches: stages 2-3 and transitions 2-3 are not part of it"
+
+
+def _head_route(path: list[str], model_cfg, has_aux: bool) -> tuple[list[str] | None, str]:
+    """A head key (HRNetV2's ``last_layer`` or HRNet-OCR's) into the config's head. An OCR head
+    takes the OCR keys in every model; without OCR keys, HRNetV2's ``last_layer`` (the same
+    1x1 conv, BN, ReLU, 1x1 conv) initialises its auxiliary head, as HRNet-OCR's own code does
+    when it starts from an HRNetV2 checkpoint."""
+    ocr = model_cfg.get("head", "default") == "ocr"
+    part = path[1]
+    if part.startswith("last_layer"):
+        if ocr and has_aux:
+            return None, "HRNetV2's head; the file's own OCR auxiliary head is used"
+        if ocr:
+            return ["head", part.replace("last_layer", "aux_head")], ""
+        if model_cfg.name == "segnode":
+            return None, "SegNode's head (per-branch classifiers) has no HRNet counterpart"
+        return path, ""
+    if not ocr:
+        return None, "an OCR head's weight; the model's head is not OCR (set model.head=ocr to use it)"
+    return path, ""
 
 
 def _module_route(path, m: int, num_stage4: int, count: int, pattern: str, prefix: list[str] | None):
@@ -256,6 +276,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
     result = Conversion(variables={}, width=width)
     flat: dict[str, np.ndarray] = {}
     num_stage4 = _num_stage4(state_dict)
+    has_aux = any(k.startswith("aux_head.") for k in state_dict)
     for key in sorted(state_dict):
         value = np.asarray(state_dict[key])
         if key.split(".")[0] in CLASSIFICATION_PREFIXES:
@@ -272,7 +293,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             result.unexpected.append(key)
             continue
         path, leaf = found
-        target, why = _route(path, model_cfg, num_stage4)
+        target, why = _route(path, model_cfg, num_stage4, has_aux)
         if target is None:
             result.ignored[key] = why
             continue

@@ -314,6 +314,44 @@ def test_parameter_counts_equal_the_documented_table():
         assert f"{official:,}" in doc
 
 
+def test_ocr_parameter_counts_equal_the_documented_table():
+    doc = open(os.path.join(REPO, "docs", "reproduction.md")).read()
+    rows = re.findall(r"^\| (hrnetv2|baseline|segnode)\+ocr \| `name=\w+, head=ocr` \| ([\d,]+) \|", doc, re.M)
+    assert [name for name, _ in rows] == list(MODELS)
+    for name, documented in rows:
+        cfg = segnode_jax.model_config()
+        cfg.name, cfg.head = name, "ocr"
+        assert segnode_jax.count_params(cfg) == int(documented.replace(",", "")), name
+        if name == "hrnetv2":  # HRNet-OCR's reported 70.4M
+            assert abs(int(documented.replace(",", "")) / 70.4e6 - 1) < 1e-3
+
+
+def test_ocr_head_on_every_model(images):
+    """model.head=ocr: logits at the input size, the soft-region logits at 1/4 in aux; eval is
+    deterministic, training draws dropout only when given a key."""
+    for name in MODELS:
+        cfg = tiny(name)
+        cfg.head, cfg.ocr.mid_channels, cfg.ocr.key_channels = "ocr", 8, 4
+        v = segnode_jax.init(cfg, jax.random.key(0), SHAPE)
+        assert {"conv3x3_ocr_0", "aux_head_3", "ocr_distri_head", "cls_head"} <= set(v["params"]["head"])
+        logits, aux = segnode_jax.apply(v, images, cfg)
+        assert logits.shape == SHAPE[:3] + (cfg.num_classes,) and aux["aux_logits"].shape == (2, 8, 9, cfg.num_classes)
+        assert np.isfinite(np.asarray(logits)).all()
+        again, _ = segnode_jax.apply(v, images, cfg)
+        np.testing.assert_array_equal(np.asarray(again), np.asarray(logits))
+    cfg.ocr.dropout = 0.5  # segnode
+    a, aux_a = segnode_jax.apply(v, images, cfg, train=True, rng=jax.random.key(1))
+    b, aux_b = segnode_jax.apply(v, images, cfg, train=True, rng=jax.random.key(2))
+    c, _ = segnode_jax.apply(v, images, cfg, train=True)
+    d, _ = segnode_jax.apply(v, images, cfg, train=True)
+    assert float(jnp.abs(a - b).max()) > 1e-4  # dropout after the fusion...
+    np.testing.assert_array_equal(np.asarray(aux_a["aux_logits"]), np.asarray(aux_b["aux_logits"]))  # ...not before
+    np.testing.assert_array_equal(np.asarray(c), np.asarray(d))
+    cfg.head = "orc"
+    with pytest.raises(ValueError, match=r"model\.head"):
+        segnode_jax.count_params(cfg)
+
+
 def test_default_readings_reproduce_table2():
     """Paper Table 2 (CamVid): HRNetV2 65.8M within 0.5%, Baseline 70.9M and SegNode 20.9M
     within 5%, with the defaults every dataset config inherits."""

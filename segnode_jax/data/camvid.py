@@ -54,10 +54,10 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
 
 def default_config(cfg: config_dict.ConfigDict) -> None:
     """CamVid defaults. HRNet has no CamVid recipe; we keep its augmentation on full frames:
-    long side 480 scaled by 0.5-2.0, 360x480 crops."""
+    long side 480 scaled by 0.5-2.1 (HRNet's default SCALE_FACTOR 16), 360x480 crops."""
     cfg.crop_size = (360, 480)
     cfg.base_size = 480
-    cfg.scale_range = (0.5, 2.0)
+    cfg.scale_range = (0.5, 2.1)
     # The SegNet protocol reports test; for final numbers use train_split="train+val",
     # eval_split="test".
     cfg.eval_split = "val"

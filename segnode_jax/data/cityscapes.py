@@ -62,11 +62,12 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
 
 
 def default_config(cfg: config_dict.ConfigDict) -> None:
-    """HRNet's Cityscapes recipe: 512x1024 crops of the 2048-wide frames scaled by 0.5-2.0,
+    """HRNet's Cityscapes recipe: 512x1024 crops of the 2048-wide frames scaled by 0.5-2.1
+    (HRNet's ``0.5 + randint(0, SCALE_FACTOR=16) / 10``: the upper end included),
     class-weighted loss, multi-scale (+flip) testing at 0.5-1.75."""
     cfg.crop_size = (512, 1024)
     cfg.base_size = 2048
-    cfg.scale_range = (0.5, 2.0)
+    cfg.scale_range = (0.5, 2.1)
     cfg.class_weights = True
     cfg.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     cfg.eval_flip = True

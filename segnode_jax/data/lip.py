@@ -54,12 +54,13 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
 
 
 def default_config(cfg: config_dict.ConfigDict) -> None:
-    """HRNet's LIP recipe: flip, resize to 473x473, scale 0.5-1.5, 473x473 crops; evaluation on
-    images resized to 473x473 (predictions go back to the label size), with flip."""
+    """HRNet's LIP recipe: flip, resize to 473x473, scale 0.5-1.6 (HRNet's SCALE_FACTOR 11:
+    ``0.5 + randint(0, 11) / 10``), 473x473 crops; evaluation on images resized to 473x473
+    (predictions go back to the label size), with flip."""
     cfg.crop_size = (473, 473)
     cfg.base_size = 473
     cfg.train_resize = (473, 473)
-    cfg.scale_range = (0.5, 1.5)
+    cfg.scale_range = (0.5, 1.6)
     cfg.eval_size = (473, 473)
     cfg.eval_flip = True
 

@@ -76,11 +76,11 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
 
 
 def default_config(cfg: config_dict.ConfigDict) -> None:
-    """HRNetV2's PASCAL-Context recipe: 480x480 crops, long side 520 scaled by 0.5-2.0,
-    multi-scale (0.5-2.0) + flip testing."""
+    """HRNetV2's PASCAL-Context recipe: 480x480 crops, long side 520 scaled by 0.5-2.1 (HRNet's
+    SCALE_FACTOR 16, upper end included), multi-scale (0.5-2.0) + flip testing."""
     cfg.crop_size = (480, 480)
     cfg.base_size = 520
-    cfg.scale_range = (0.5, 2.0)
+    cfg.scale_range = (0.5, 2.1)
     cfg.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     cfg.eval_flip = True
     # "auto" (json if present, else PNGs) | "detail" (trainval_merged.json) | "png".

@@ -3,16 +3,15 @@
 HRNetV2 up to stage 3, the transition to 4 branches, then the 4-branch module repeated
 ``baseline.num_modules`` times in series, each repetition a residual unit at module level:
 ``h <- h + M(h)`` per branch. Its modules are built from pre-activation ("BN, ReLU, conv")
-BasicBlocks, as Fig. 2 describes, with BatchNorm; the head is HRNetV2's. Trained like HRNetV2.
+BasicBlocks, as Fig. 2 describes, with BatchNorm; the head is HRNetV2's (or the OCR head, ``model.head="ocr"``). Trained like HRNetV2.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 
-from segnode_jax.models.heads import HRNetHead
-from segnode_jax.models.hrnet import HRModule, hrnet_stages, make_stem, outer_norm, transition, widths_of
-from segnode_jax.models.layers import dtype_of, resize_bilinear
+from segnode_jax.models.hrnet import HRModule, concat_head_outputs, hrnet_stages, make_stem, outer_norm, transition, widths_of
+from segnode_jax.models.layers import dtype_of
 
 
 class Baseline(nn.Module):
@@ -39,7 +38,4 @@ class Baseline(nn.Module):
             )
             delta = module(xs, train)
             xs = tuple(h + d.astype(h.dtype) for h, d in zip(xs, delta))
-        head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
-        logits = head_cls(int(cfg.num_classes), norm=norm, align_corners=bool(cfg.align_corners), dtype=dtype, name="head")(xs, train)
-        logits = resize_bilinear(logits, images.shape[1:3], align_corners=bool(cfg.align_corners))
-        return logits, {"features": xs}
+        return concat_head_outputs(cfg, xs, images.shape[1:3], train, dtype)

@@ -17,6 +17,7 @@ from jaxtyping import Array, Float
 
 from segnode_jax.models.heads import HRNetHead
 from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of, resize_bilinear
+from segnode_jax.models.ocr import check_head, make_ocr_head
 
 Features = tuple[Float[Array, "b h w c"], ...]
 
@@ -288,8 +289,18 @@ class HRNetV2(nn.Module):
         xs = hrnet_stages(
             x, cfg, stage_modules=cfg.hrnet.stage_modules, stage_blocks=cfg.hrnet.stage_blocks, train=train, dtype=dtype
         )
+        return concat_head_outputs(cfg, tuple(xs), images.shape[1:3], train, dtype)
+
+
+def concat_head_outputs(cfg, xs, size, train: bool, dtype: Dtype):
+    """``(logits, aux)`` of HRNetV2's or the Baseline's head over the branches ``xs``: HRNetV2's
+    concat head or (``model.head="ocr"``) the OCR head, whose soft-region logits go to
+    ``aux["aux_logits"]`` at branch-0 resolution; logits resized to ``size``."""
+    aux = {"features": xs}
+    if check_head(cfg) == "ocr":
+        logits, aux["aux_logits"] = make_ocr_head(cfg, outer_norm(cfg), dtype)(xs, train)
+    else:
         head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
         head = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
-        logits = head(tuple(xs), train)
-        logits = resize_bilinear(logits, images.shape[1:3], align_corners=bool(cfg.align_corners))
-        return logits, {"features": tuple(xs)}
+        logits = head(xs, train)
+    return resize_bilinear(logits, tuple(size), align_corners=bool(cfg.align_corners)), aux

@@ -4,7 +4,7 @@ stem (two stride-2 convs + layer1) -> HRNet transition from layer1 straight to 4
 widths (w, 2w, 4w, 8w) at 1/4 .. 1/32 resolution -> ODE block: dh/dt = f(t, h), f being
 ``segnode.modules_per_field`` 4-branch modules in series over the tuple of 4 maps, solved by
 diffrax (``segnode_jax.ode``) -> per branch 1x1 conv to the classes, bilinear upsampling to the
-input size, sum.
+input size, sum (or, with ``model.head="ocr"``, the OCR head over the final state: SegNode+OCR).
 
 The vector field's modules use pre-activation BasicBlocks whose normalisation is GroupNorm
 (``field.norm``), a pure function of the state: BatchNorm running statistics cannot be updated
@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from segnode_jax import ode
 from segnode_jax.models.heads import SegNodeHead
 from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
-from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
+from segnode_jax.models.layers import Dtype, NormSpec, dtype_of, resize_bilinear
+from segnode_jax.models.ocr import check_head, make_ocr_head
 
 TIME_DEPENDENCE = ("none", "concat")
 
@@ -138,14 +139,29 @@ class SegNode(nn.Module):
         xs = transition([x], [x.shape[-1]], widths_of(cfg), prefix="transition1", norm=outer_norm(cfg), train=train, dtype=dtype)
         y0 = tuple(v.astype(jnp.float32) for v in xs)
         y1, info = ODEBlock(cfg, name="ode")(y0)
-        head_cls = nn.remat(SegNodeHead, static_argnums=(2, 3)) if cfg.remat.head else SegNodeHead
-        head = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
         size = tuple(images.shape[1:3])
-        logits = head(y1, size, train)
+        out = {"features": y1}
+        if check_head(cfg) == "ocr":
+            # SegNode+OCR: the OCR head reads the ODE's final state (normalised and rectified
+            # per branch first: the state is pre-activation).
+            ocr = make_ocr_head(cfg, outer_norm(cfg), dtype, preact=True)
+
+            def head(state, train):
+                logits, aux_logits = ocr(state, train)
+                return resize_bilinear(logits, size, align_corners=bool(cfg.align_corners)), aux_logits
+
+        else:
+            head_cls = nn.remat(SegNodeHead, static_argnums=(2, 3)) if cfg.remat.head else SegNodeHead
+            own = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
+
+            def head(state, train):
+                return own(state, size, train), None
+
+        logits, aux_logits = head(y1, train)
+        if aux_logits is not None:
+            out["aux_logits"] = aux_logits
         stats = {k: v for k, v in info.items() if k != "ys"}
         if "ys" in info and not train:
             ys = info["ys"]
-            stats["trajectory_logits"] = jnp.stack(
-                [head(tuple(a[k] for a in ys), size, False) for k in range(ys[0].shape[0])]
-            )
-        return logits, {"ode": stats, "features": y1}
+            stats["trajectory_logits"] = jnp.stack([head(tuple(a[k] for a in ys), False)[0] for k in range(ys[0].shape[0])])
+        return logits, {"ode": stats, **out}

@@ -35,7 +35,7 @@ from segnode_jax import api, checkpoints, evaluation, metrics_log, ode, parallel
 from segnode_jax import config as config_lib
 from segnode_jax.config import LR_SCHEDULES
 from segnode_jax.errors import RunError
-from segnode_jax.training.optim import ConfigError, make_optimizer, resolve_optimizer
+from segnode_jax.training.optim import ConfigError, make_optimizer, recipe_name, resolve_optimizer
 from segnode_jax.training.step import TrainState, create_train_state, make_train_step, train_state_shardings
 
 log = logging.getLogger("segnode_jax")
@@ -65,7 +65,7 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
         raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
     t = cfg.train
     with t.ignore_type():
-        for k, v in resolve_optimizer(t, cfg.model.name).items():
+        for k, v in resolve_optimizer(t, recipe_name(cfg.model)).items():
             t[k] = v
     if t.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"invalid train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")

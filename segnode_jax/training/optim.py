@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -23,10 +24,22 @@ class ConfigError(UserError):
     """Settings that cannot work together; the message names the config field."""
 
 
+def recipe_name(model_cfg) -> str:
+    """The ``train.recipes`` key of a model config: ``"{name}_ocr"`` for a model with the OCR
+    head when such a recipe exists (HRNet-OCR's own, e.g. PASCAL-Context's head lr x10), else
+    the model's name."""
+    name = str(model_cfg.name)
+    return f"{name}_ocr" if model_cfg.get("head", "default") == "ocr" else name
+
+
 def resolve_optimizer(train_cfg, model_name: str) -> dict[str, Any]:
     """The optimiser settings in effect: explicit ``train.*`` values, else the recipe of
-    ``model_name`` in ``train.recipes``."""
+    ``model_name`` in ``train.recipes`` (a ``"{name}_ocr"`` key without a recipe falls back to
+    ``name``'s). ``head_lr_mult`` (the head's learning-rate factor, HRNet-OCR's
+    ``NONBACKBONE_MULT``) is optional in a recipe (default 1)."""
     recipes = train_cfg.get("recipes") or {}
+    if model_name not in recipes and model_name.endswith("_ocr"):
+        model_name = model_name[: -len("_ocr")]
     recipe = recipes.get(model_name)
     out = {}
     for field in OPTIMIZER_FIELDS:
@@ -40,6 +53,12 @@ def resolve_optimizer(train_cfg, model_name: str) -> dict[str, Any]:
                 )
             value = recipe.get(field)
         out[field] = value
+    mult = train_cfg.get("head_lr_mult")
+    if mult is None:
+        mult = (recipe or {}).get("head_lr_mult", 1.0)
+    out["head_lr_mult"] = float(mult)
+    if not out["head_lr_mult"] > 0:
+        raise ConfigError(f"train.head_lr_mult must be positive, got {out['head_lr_mult']}")
     if out["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"invalid train.optimizer={out['optimizer']!r}; use one of {', '.join(OPTIMIZERS)} (or auto)")
     if not out["learning_rate"] > 0:
@@ -77,7 +96,8 @@ def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformat
 
     SGD adds ``weight_decay * params`` to the gradient before momentum (PyTorch's SGD, as the
     paper and HRNet use it); AdamW decays decoupled, scaled by the learning rate (PyTorch's
-    AdamW). Weight decay applies to every parameter, as PyTorch's default.
+    AdamW). Weight decay applies to every parameter, as PyTorch's default. ``head_lr_mult``
+    multiplies the head's updates (HRNet-OCR's ``NONBACKBONE_MULT``, PASCAL-Context: 10).
     """
     schedule = learning_rate_schedule(train_cfg, num_steps)
     parts = []
@@ -98,4 +118,14 @@ def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformat
         )
     else:
         raise ConfigError(f"invalid train.optimizer={train_cfg.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    mult = float(train_cfg.get("head_lr_mult") or 1.0)
+    if mult != 1.0:
+        # The head's updates scaled: the same as its own learning rate x mult in PyTorch's SGD
+        # (momentum buffer in gradient units) and AdamW (decoupled decay scaled by the lr).
+        parts.append(optax.masked(optax.scale(mult), _head_mask))
     return optax.chain(*parts), schedule
+
+
+def _head_mask(params):
+    """True for the parameters of the model's head (``params["head"]``)."""
+    return {k: jax.tree_util.tree_map(lambda _, head=(k == "head"): head, v) for k, v in params.items()}

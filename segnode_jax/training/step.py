@@ -51,13 +51,15 @@ def create_train_state(model_cfg, tx: optax.GradientTransformation, rng: jax.Arr
     )
 
 
-def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, class_weights):
+def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, class_weights, seed=0):
     """One optimisation step (pure; jit it with :func:`make_train_step`).
 
     Arguments:
       state: the train state.
       batch: ``{"image": (B, H, W, 3) float32, "label": (B, H, W) int32}``.
       model_cfg, tx, schedule, loss_cfg, class_weights: static settings.
+      seed: the run's seed; dropout (the OCR head's) draws from ``fold_in(key(seed), step)``,
+        so that a resumed run draws what the uninterrupted one would.
 
     Returns:
       ``(new_state, metrics)``. When the loss or the gradient norm is not finite the state is
@@ -65,10 +67,14 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
     """
     images, labels = batch["image"], batch["label"]
 
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        logits, aux = api.apply(variables, images, model_cfg, train=True)
+        logits, aux = api.apply(variables, images, model_cfg, train=True, rng=rng)
         loss = losses.segmentation_loss(logits, labels, class_weights, loss_cfg)
+        if "aux_logits" in aux:  # HRNet-OCR: 1.0 x main (OHEM if set) + aux_weight x plain CE
+            loss = loss + float(loss_cfg.get("aux_weight", 0.4)) * losses.cross_entropy(aux["aux_logits"], labels, class_weights)
         return loss, (logits, aux)
 
     (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -115,11 +121,11 @@ def train_state_shardings(model_cfg, tx, mesh, parallel_cfg=None):
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step_jit(model_cfg, train_cfg, parallel_cfg, num_steps: int, class_weights: tuple | None, mesh):
+def _train_step_jit(model_cfg, train_cfg, parallel_cfg, num_steps: int, class_weights: tuple | None, mesh, seed: int = 0):
     tx, schedule = make_optimizer(train_cfg, num_steps)
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)
     fn = functools.partial(
-        train_step, model_cfg=model_cfg, tx=tx, schedule=schedule, loss_cfg=train_cfg.loss, class_weights=weights
+        train_step, model_cfg=model_cfg, tx=tx, schedule=schedule, loss_cfg=train_cfg.loss, class_weights=weights, seed=seed
     )
     state_sharding = train_state_shardings(model_cfg, tx, mesh, parallel_cfg)
     rep = parallel.replicated(mesh)
@@ -142,11 +148,14 @@ def make_train_step(cfg, num_steps: int, mesh, class_weights=None):
     # Only the fields the step depends on key the cache: runs that differ in how often they
     # log, save or validate share one compiled step.
     step_fields = {k: cfg.train.get(k) for k in STEP_FIELDS if k in cfg.train}
-    return _train_step_jit(_freeze(cfg.model), _freeze(step_fields), _freeze(cfg.get("parallel")), int(num_steps), cw, mesh)
+    # The seed keys the dropout draws only where there is dropout (runs of other seeds share
+    # one compiled step otherwise).
+    seed = int(cfg.get("seed", 0)) if cfg.model.get("head", "default") == "ocr" else 0
+    return _train_step_jit(_freeze(cfg.model), _freeze(step_fields), _freeze(cfg.get("parallel")), int(num_steps), cw, mesh, seed)
 
 
 # The cfg.train fields the optimiser and the loss read (segnode_jax.training.optim, losses).
 STEP_FIELDS = (
     "optimizer", "learning_rate", "momentum", "weight_decay", "nesterov", "adam_b1", "adam_b2", "adam_eps",
-    "lr_schedule", "poly_power", "end_learning_rate", "warmup_steps", "grad_clip_norm", "loss",
+    "lr_schedule", "poly_power", "end_learning_rate", "warmup_steps", "grad_clip_norm", "loss", "head_lr_mult",
 )

@@ -36,12 +36,14 @@ class _Writer:
         self.sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
 
 
-def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stage_blocks, num_classes, seed=0):
+def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stage_blocks, num_classes, seed=0, ocr=None):
     """An official-layout HRNetV2 state_dict with random values.
 
     Arguments mirror the official config: ``widths`` of the 4 branches, ``stem_width`` (64 in
     the official code), Bottleneck ``planes`` and ``layer1_blocks`` (64 and 4),
     ``stage_modules``/``stage_blocks`` of stages 2-4 (official W48: (1, 4, 3) and (4, 4, 4)).
+    ``ocr``: ``(mid_channels, key_channels)`` for HRNet-OCR's head (``seg_hrnet_ocr``: 512,
+    256) instead of HRNetV2's ``last_layer``.
     """
     w = _Writer(seed)
     w.conv("conv1", 3, stem_width, 3)
@@ -79,10 +81,35 @@ def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stag
             module(w, f"stage{s + 2}.{m}", cur, blocks)
         pre = cur
     total = sum(widths)
+    if ocr is not None:
+        ocr_head(w, total, num_classes, *ocr)
+        return w.sd
     w.conv("last_layer.0", total, total, 1, bias=True)
     w.bn("last_layer.1", total)
     w.conv("last_layer.3", total, num_classes, 1, bias=True)
     return w.sd
+
+
+def ocr_head(w, total, num_classes, mid, key):
+    """HRNet-OCR's head keys (``BNReLU`` is a Sequential, hence ``.1.0`` for its BatchNorm)."""
+    w.conv("conv3x3_ocr.0", total, mid, 3, bias=True)
+    w.bn("conv3x3_ocr.1", mid)
+    w.conv("aux_head.0", total, total, 1, bias=True)
+    w.bn("aux_head.1", total)
+    w.conv("aux_head.3", total, num_classes, 1, bias=True)
+    p = "ocr_distri_head.object_context_block"
+    for part in ("f_pixel", "f_object"):
+        w.conv(f"{p}.{part}.0", mid, key, 1)
+        w.bn(f"{p}.{part}.1.0", key)
+        w.conv(f"{p}.{part}.2", key, key, 1)
+        w.bn(f"{p}.{part}.3.0", key)
+    w.conv(f"{p}.f_down.0", mid, key, 1)
+    w.bn(f"{p}.f_down.1.0", key)
+    w.conv(f"{p}.f_up.0", key, mid, 1)
+    w.bn(f"{p}.f_up.1.0", mid)
+    w.conv("ocr_distri_head.conv_bn_dropout.0", 2 * mid, mid, 1)
+    w.bn("ocr_distri_head.conv_bn_dropout.1.0", mid)
+    w.conv("cls_head", mid, num_classes, 1, bias=True)
 
 
 def module(w, prefix, widths, blocks):

@@ -10,6 +10,8 @@ TINY = dict(
     num_classes=5,
     seed=0,
 )
+# The same backbone with HRNet-OCR's head (mid_channels, key_channels), another seed.
+TINY_OCR = dict(TINY, seed=1, ocr=(6, 4))
 
 
 def tiny_model_config(name="hrnetv2"):

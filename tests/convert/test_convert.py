@@ -1,7 +1,9 @@
 """Converting official HRNet checkpoints: the torch-free .pth reader, the key mapping checked
-against a NumPy reimplementation of the official forward pass, the CLI, and the errors.
+against a NumPy reimplementation of the official forward pass (blocks, modules) and whole
+converted networks (HRNetV2, HRNetV2+OCR) against the official forward pass run by PyTorch,
+the CLI, and the errors.
 
-The .pth fixtures were written by real PyTorch (tests/convert/make_fixtures.py)."""
+The .pth and forward-pass fixtures were written by real PyTorch (tests/convert/make_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ from segnode_jax import api, checkpoints, convert, pth, weights
 from segnode_jax.models.hrnet import BasicBlock, HRModule, outer_norm
 from tests.conftest import REPO
 from tests.convert import official
-from tests.convert.spec import TINY, tiny_model_config
+from tests.convert.spec import TINY, TINY_OCR, tiny_model_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ZIP = os.path.join(FIXTURES, "hrnet_tiny_zip.pth")
 LEGACY = os.path.join(FIXTURES, "hrnet_tiny_legacy.pth")
 TRAINING = os.path.join(FIXTURES, "hrnet_tiny_training_ckpt.pth")
+OCR = os.path.join(FIXTURES, "hrnet_ocr_tiny.pth")
 RTOL = 1e-4
 
 
@@ -302,3 +305,70 @@ def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
         for part in path.split("/"):
             node_t, node_c = node_t[part], node_c[part]
         np.testing.assert_allclose(np.asarray(node_t), node_c, rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# Whole networks against PyTorch: the official forward pass run by torch (make_fixtures.py).
+
+
+def _torch_reference(name: str, align_corners: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    data = np.load(os.path.join(FIXTURES, f"{name}_forward.npz"))
+    suffix = f"_align_corners_{int(align_corners)}"
+    return np.transpose(data["image"], (0, 2, 3, 1)), {k[: -len(suffix)]: data[k] for k in data.files if k.endswith(suffix)}
+
+
+def _ocr_model_config(name: str):
+    cfg = tiny_model_config(name)
+    cfg.model.head = "ocr"
+    cfg.model.ocr.mid_channels, cfg.model.ocr.key_channels = TINY_OCR["ocr"]
+    return cfg
+
+
+@pytest.mark.parametrize("align_corners", [False, True], ids=["half_pixel", "align_corners"])
+@pytest.mark.parametrize("ocr", [False, True], ids=["hrnetv2", "hrnetv2_ocr"])
+def test_whole_converted_network_matches_torch(ocr, align_corners):
+    """Stem, layer1, every transition and stage, the head (HRNetV2's or OCR's) and the
+    upsampling of the logits to the image: our logits equal PyTorch's to 1e-4."""
+    cfg = _ocr_model_config("hrnetv2") if ocr else tiny_model_config("hrnetv2")
+    cfg.model.align_corners = align_corners
+    conv = convert.convert_state_dict(convert.read_state_dict(OCR if ocr else ZIP), cfg.model)
+    assert not conv.fresh and not conv.unexpected and not conv.missing
+    image, reference = _torch_reference("hrnet_ocr_tiny" if ocr else "hrnet_tiny", align_corners)
+    logits, aux = api.apply(conv.variables, image, cfg.model)
+    assert logits.shape == (2, 37, 29, TINY["num_classes"])
+    _close(_nchw(logits), reference["logits"])
+    if ocr:
+        _close(_nchw(aux["aux_logits"]), reference["aux_logits"])
+    # The reference depends on align_corners: the comparison can tell them apart.
+    _, other = _torch_reference("hrnet_ocr_tiny" if ocr else "hrnet_tiny", not align_corners)
+    assert np.abs(other["logits"] - reference["logits"]).max() > 1e-2 * np.abs(reference["logits"]).max()
+
+
+def test_ocr_checkpoint_into_baseline_and_segnode_ocr_heads():
+    """The OCR head's weights go into Baseline+OCR and SegNode+OCR (same shapes); what has no
+    counterpart stays fresh and is listed."""
+    sd = convert.read_state_dict(OCR)
+    for name in ("baseline", "segnode"):
+        cfg = _ocr_model_config(name)
+        conv = convert.convert_state_dict(sd, cfg.model, strict=False)
+        heads = {p for p in conv.mapped if p.split("/")[1] == "head"}
+        assert {f"params/head/{k}/kernel" for k in ("conv3x3_ocr_0", "aux_head_0", "aux_head_3", "cls_head")} <= heads
+        assert conv.mapped["params/head/ocr_distri_head/object_context_block/f_pixel_1_0/scale"] == (
+            "ocr_distri_head.object_context_block.f_pixel.1.0.weight"
+        )
+        assert all(k in conv.mapped.values() for k in sd if k.split(".")[0] in convert.OCR_PARTS and "num_batches" not in k)
+        fresh_head = {p for p in conv.fresh if p.split("/")[1] == "head"}
+        # SegNode normalises its pre-activation state per branch first (no HRNet counterpart).
+        assert fresh_head == ({f"{c}/head/norm_{i}/{leaf}" for i in range(4) for c, leaf in (
+            ("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))} if name == "segnode" else set())
+
+
+def test_hrnetv2_head_initialises_an_ocr_auxiliary_head_and_ocr_keys_need_an_ocr_model(expected_sd):
+    """As HRNet-OCR's own code starts from HRNetV2 weights: last_layer -> aux_head. An OCR
+    file into a model without an OCR head: the OCR keys are ignored, saying why."""
+    conv = convert.convert_state_dict(expected_sd, _ocr_model_config("hrnetv2").model, strict=False)
+    assert conv.mapped["params/head/aux_head_3/kernel"] == "last_layer.3.weight"
+    assert "params/head/cls_head/kernel" in conv.fresh
+    plain = convert.convert_state_dict(convert.read_state_dict(OCR), tiny_model_config("hrnetv2").model, strict=False)
+    assert "model.head=ocr" in plain.ignored["cls_head.weight"]
+    assert "params/head/last_layer_3/kernel" in plain.fresh

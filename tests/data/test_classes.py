@@ -76,7 +76,7 @@ def test_info_of_each_dataset(name, n):
 
 def test_hrnet_recipes():
     cs = data.data_config("cityscapes")
-    assert tuple(cs.crop_size) == (512, 1024) and cs.base_size == 2048 and tuple(cs.scale_range) == (0.5, 2.0)
+    assert tuple(cs.crop_size) == (512, 1024) and cs.base_size == 2048 and tuple(cs.scale_range) == (0.5, 2.1)
     assert tuple(data.get_info(cs).eval_scales) == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     lip = data.data_config("lip")
     assert tuple(lip.eval_size) == (473, 473) and tuple(lip.crop_size) == (473, 473)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from segnode_jax.data import transforms as T
 from segnode_jax.data.classes import IGNORE
+from tests.conftest import REPO
 
 # Label = deterministic function of colour: class k is drawn in COLORS[k].
 COLORS = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 240, 20], [20, 240, 240], [128, 128, 128]], np.uint8)
@@ -81,9 +84,19 @@ def test_hrnet_scaled_size():
 
 
 def test_scale_grid_like_hrnet():
+    """HRNet draws ``0.5 + randint(0, SCALE_FACTOR) / 10`` (Python's randint includes its upper
+    end): SCALE_FACTOR 16 gives the 17 scales 0.5 ... 2.1 of the Cityscapes, PASCAL-Context
+    and CamVid configs, 11 (LIP) 0.5 ... 1.6."""
+    import segnode_jax
+    from segnode_jax import data
+
     rng = np.random.default_rng(0)
-    draws = {round(T.draw_scale(rng, (0.5, 2.0), 0.1), 6) for _ in range(3000)}
-    assert draws == {round(0.5 + 0.1 * i, 6) for i in range(16)}
+    for factor, name in ((16, "cityscapes"), (16, "pascal_context"), (16, "camvid"), (11, "lip")):
+        dcfg = data.data_config(name)
+        hrnet = {round(0.5 + k / 10.0, 6) for k in range(factor + 1)}
+        draws = {round(T.draw_scale(rng, dcfg.scale_range, dcfg.scale_step), 6) for _ in range(3000)}
+        assert draws == hrnet, name
+    assert segnode_jax.load_config(os.path.join(REPO, "configs", "lip.py")).data.scale_range == (0.5, 1.6)
 
 
 def test_lip_flip_swaps_left_and_right():

@@ -285,3 +285,38 @@ def test_folder_config_prepares_your_data_and_takes_the_class_count_from_its_cla
     with pytest.raises(segnode_jax.errors.UserError, match=r"model\.num_classes=3"):
         training.train_and_evaluate(cfg, str(tmp_path / "run2"))
 
+
+
+def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
+    """model.head=ocr: the step's loss is 1.0 x main + train.loss.aux_weight x auxiliary
+    cross-entropy (HRNet-OCR's BALANCE_WEIGHTS), its dropout draws from the run's seed and
+    step, and a few steps on one batch lower the loss."""
+    from segnode_jax import api, losses
+
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    overrides = {"model.name": "hrnetv2", "model.head": "ocr", "model.ocr.mid_channels": 8, "model.ocr.key_channels": 4,
+                 "model.ocr.dropout": 0.5, "seed": 3}
+    cfg = training.resolve_config(tiny_config(tmp_path, **overrides))
+    tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
+    b, (h, w) = cfg.train.batch_size, cfg.data.crop_size
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.standard_normal((b, h, w, 3)), jnp.float32),
+             "label": jnp.asarray(np.repeat(np.arange(w) * 5 // w, h * b).reshape(b, w, h).transpose(0, 2, 1), jnp.int32)}
+    state = training.create_train_state(cfg.model, tx, jax.random.key(0), (b, h, w, 3))
+    first = jax.tree_util.tree_map(np.array, state.variables)  # the step donates the state
+    step = training.make_train_step(cfg, TINY_STEPS, mesh)
+    seen = []
+    for _ in range(6):
+        state, metrics = step(state, batch)
+        seen.append(float(metrics["loss"]))
+    # The first step's loss, recomputed from the same variables and the same dropout key.
+    logits, aux = api.apply(first, batch["image"], cfg.model, train=True,
+                            rng=jax.random.fold_in(jax.random.key(3), 0))
+    main = losses.cross_entropy(logits, batch["label"])
+    extra = losses.cross_entropy(aux["aux_logits"], batch["label"])
+    assert seen[0] == pytest.approx(float(main + 0.4 * extra), rel=1e-5)
+    assert float(extra) > 0.1 and seen[0] != pytest.approx(float(main), rel=1e-3)
+    # Another dropout key gives another loss (dropout is on in training).
+    other, _ = api.apply(first, batch["image"], cfg.model, train=True, rng=jax.random.key(99))
+    assert float(jnp.abs(other - logits).max()) > 1e-4
+    assert np.mean(seen[-2:]) < seen[0]
