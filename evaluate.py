@@ -30,7 +30,7 @@ flags.DEFINE_string("ckpt", None, "Training workdir, checkpoints/<step> folder, 
 flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its newest or its best checkpoint.")
 flags.DEFINE_string("predictions", None, "Score this folder of predicted label images instead (needs --config).")
 flags.DEFINE_string("split", None, "Split to evaluate (default: data.eval_split).")
-flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale"], "Inference mode (default: eval.mode).")
+flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: eval.mode).")
 flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.")
 flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).")
 flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
@@ -40,7 +40,7 @@ flags.DEFINE_bool("overwrite", False, "Allow --export to be a folder that alread
 flags.DEFINE_bool("trajectory", False, "SegNode: mIoU along the solve and for other solvers/steps/tolerances "
                   "(eval.trajectory), with a plot, prediction strips and a recommended fast-inference setting.")
 
-USAGE = "python evaluate.py --ckpt RUN [--which best] [--mode whole|slide|multiscale] | --predictions DIR --config configs/<dataset>.py"
+USAGE = "python evaluate.py --ckpt RUN [--which best] [--mode whole|slide|multiscale|hrnet] | --predictions DIR --config configs/<dataset>.py"
 
 
 def main(argv):

@@ -26,7 +26,7 @@ flags.DEFINE_string("ckpt", None, "Training workdir, checkpoints/<step> folder, 
 flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its newest or its best checkpoint.")
 flags.DEFINE_multi_string("input", None, "Image files, folders (recursive) or globs; several allowed.")
 flags.DEFINE_string("output", None, "Output folder.")
-flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale"], "Inference mode (default: the run's eval.mode).")
+flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: the run's eval.mode).")
 flags.DEFINE_string("solver", None, "SegNode only: the ODE solve for inference, e.g. rk4:1 or dopri5@1e-2.")
 flags.DEFINE_enum("format", "train_ids", ["train_ids", "dataset"], "Label PNG values: train ids or the dataset's own ids.")
 flags.DEFINE_integer("batch_size", None, "Images (whole) or windows (slide) per forward pass.")

@@ -48,7 +48,7 @@ sys.path.insert(0, ROOT)
 
 import segnode_jax  # noqa: E402
 from benchmarks import report  # noqa: E402
-from segnode_jax import memory, ode  # noqa: E402
+from segnode_jax import losses, memory, ode  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -147,6 +147,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "remat.head": True,
         },
     ),
+    "hrnetv2+ocr": ("HRNetV2-W48 + OCR head (HRNet-OCR)", {"name": "hrnetv2", "head": "ocr"}),
+    "baseline+ocr": ("Baseline + OCR head", {"name": "baseline", "head": "ocr"}),
+    "segnode+ocr": ("SegNode + OCR head, Dopri5, backsolve adjoint", {"name": "segnode", "head": "ocr"}),
     "baseline+remat_stem": (
         "Baseline + remat of the stem (reference: the stem lever applied to the Baseline)",
         {"name": "baseline", "remat.stem": True},
@@ -162,13 +165,19 @@ def model_config(overrides: dict[str, Any], **extra: Any):
 
 
 def make_train_step(mc) -> Callable:
-    """One SGD-with-momentum step (the paper's SegNode optimiser) with BatchNorm updates."""
+    """One SGD-with-momentum step (the paper's SegNode optimiser) with BatchNorm updates; with
+    an OCR head, its auxiliary logits enter the loss with HRNet-OCR's weight 0.4.
+
+    (Not yet the library's own step, ``segnode_jax.training.train_step``: issue 15; switching
+    changes every row and needs the whole table rerun.)"""
     tx = optax.sgd(0.01, momentum=0.9)
 
     def step(variables, opt_state, images, labels):
         def loss_fn(params):
             logits, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, mc, train=True)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            if "aux_logits" in aux:
+                loss = loss + 0.4 * losses.cross_entropy(aux["aux_logits"], labels)
             return loss, (aux["batch_stats"], aux.get("ode", {}).get("nfe", jnp.zeros((), jnp.int32)))
 
         (loss, (stats, nfe)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
@@ -295,7 +304,9 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
     """Median seconds per training step and per inference batch, interleaved across models."""
     prepared = {}
     for name in names:
-        small = {"width": width, "stem_width": max(16, 2 * width), "layer1_planes": max(16, 2 * width), "field.groups": min(16, width)}
+        small = {"width": width, "stem_width": max(16, 2 * width), "layer1_planes": max(16, 2 * width), "field.groups": min(16, width),
+                 # The OCR head scaled with the width (512 and 256 channels at W48).
+                 "ocr.mid_channels": max(8, 512 * width // 48), "ocr.key_channels": max(4, 256 * width // 48)}
         mc = model_config(VARIANTS[name][1], **small)
         step, variables, opt_state, images, labels = train_inputs(mc, (batch, *size, 3))
         t = time.perf_counter()
@@ -365,8 +376,12 @@ def _f(x, fmt="{:.2f}"):
 
 def markdown(result: dict) -> str:
     s = result["settings"]
+    dates = sorted({m.get(k) for m in result["models"].values() for k in ("memory_measured", "time_measured")} - {None})
+    when = result["date"] if len(dates) < 2 else (
+        f"{dates[0]} to {dates[-1]} (each row's dates: `memory_measured`, `time_measured` in table2.json; rows without "
+        f"them were measured {dates[0]} or earlier)")
     lines = [
-        f"Measured {result['date']} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
+        f"Measured {when} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
         f"Memory: W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, {s['num_classes']} classes, training batch "
         f"{s['train_batch']}, inference batch 1, from XLA's memory analysis of the compiled step"
         + (
@@ -438,6 +453,9 @@ SUMMARY_ROWS = (
     ("segnode", "SegNode (Dopri5, backsolve)"),
     ("segnode+remat_all", "SegNode + `model.remat.stem/field/head=True`"),
     ("segnode+euler_x2/unrolled+remat_all", "SegNode, Euler x2, `model.ode.adjoint=unrolled` + remat"),
+    ("hrnetv2+ocr", "HRNetV2-W48 + OCR"),
+    ("baseline+ocr", "Baseline + OCR"),
+    ("segnode+ocr", "SegNode + OCR (Dopri5, backsolve)"),
 )
 
 
@@ -572,6 +590,7 @@ def main(argv=None) -> dict:
                 f"({time.perf_counter() - t:.0f}s)",
                 flush=True,
             )
+            m["memory_measured"] = time.strftime("%Y-%m-%d")
             if backend == "gpu":
                 m.update(gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed")))
     if not args.no_time:
@@ -579,7 +598,7 @@ def main(argv=None) -> dict:
             args.time_only or names, width=args.time_width, size=tuple(args.time_size), batch=args.time_batch, repeats=args.repeats
         )
         for name, t in timed.items():
-            models.setdefault(name, dict(previous["models"].get(name, {}))).update(t)
+            models.setdefault(name, dict(previous["models"].get(name, {}))).update(t, time_measured=time.strftime("%Y-%m-%d"))
             print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
     memory_settings = {"size": list(size), "num_classes": 11, "train_batch": args.train_batch, "max_batch_budget_gib": args.budget_gib or None}
     if args.no_memory and "settings" in previous:

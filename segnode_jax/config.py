@@ -92,6 +92,11 @@ def ode_config() -> config_dict.ConfigDict:
             # unrolled: fixed steps written out without a loop, plain backprop (exact
             # gradients; memory grows with the evaluations, use remat.field; fastest on CPUs).
             adjoint="backsolve",
+            # How the adaptive controller measures the scaled error of the tuple state:
+            # "max_rms" (torchdiffeq's, the paper's solver library: the largest per-branch RMS,
+            # so every branch meets the tolerance) | "rms" (diffrax's default: the RMS over all
+            # elements, dominated by branch 0). benchmarks/README.md has the measurements.
+            error_norm="max_rms",
             # Use diffrax's adjoint seminorm (Kidger et al. 2021) on the backward solve:
             # parameter cotangents do not drive step sizes -> fewer backward steps.
             adjoint_seminorm=True,
@@ -138,7 +143,8 @@ def model_config() -> config_dict.ConfigDict:
             segnode=dict(modules_per_field=2, blocks_per_branch=2),
             # The vector field. norm: must be a pure function of its input: "group" (GroupNorm
             # with `groups` groups, clipped to divide each width) | "none". activation: relu
-            # (paper) | silu | softplus | gelu. time_dependence: "none" (autonomous, paper) |
+            # (paper) | silu | softplus | gelu. time_dependence: "none" (autonomous; the paper
+            # does not say how t enters f: our choice) |
             # "concat" (t as an extra input channel of every block convolution).
             field=dict(norm="group", groups=16, activation="relu", time_dependence="none"),
             ode=ode_config(),
@@ -158,7 +164,7 @@ def model_config() -> config_dict.ConfigDict:
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "cosine", "constant")
-EVAL_MODES = ("whole", "slide", "multiscale")
+EVAL_MODES = ("whole", "slide", "multiscale", "hrnet")
 
 
 def paper_recipes() -> config_dict.ConfigDict:
@@ -244,7 +250,8 @@ def eval_config() -> config_dict.ConfigDict:
 
     Modes: ``whole`` (the whole image at once), ``slide`` (overlapping ``crop_size`` windows,
     ``stride`` apart, averaged), ``multiscale`` (``scales`` x optional horizontal ``flip``,
-    softmax probabilities averaged; each scale inferred with ``multiscale_base``).
+    softmax probabilities averaged; each scale inferred with ``multiscale_base``), ``hrnet``
+    (HRNet's own multi-scale + flip test, ``evaluation.inference.hrnet_inference``).
     """
     return config_dict.ConfigDict(
         dict(
@@ -261,6 +268,12 @@ def eval_config() -> config_dict.ConfigDict:
             flip=placeholder(bool),
             # How each scale of `multiscale` is inferred: slide (HRNet) | whole.
             multiscale_base="slide",
+            # mode="hrnet": HRNet-Semantic-Segmentation's own multi-scale + flip test (scales of
+            # data.base_size, whole or crop windows per data.hrnet_test_rule, flip averaged as
+            # logits, windows and scales in exp(logits)); windows data.test_crop_size.
+            # mIoU over the classes "present" (labels or predictions; mmsegmentation) or "all"
+            # (an absent class counts 0; HRNet). results.json has both either way.
+            miou_over="present",
             # Whole mode: pad images (bottom/right, black) to a multiple of this, so that
             # datasets of many image sizes compile few shapes (1: no padding).
             pad_multiple=1,

@@ -18,6 +18,9 @@ dt0, dtmin        initial step (None: chosen by diffrax) and step floor (None: n
 max_steps         steps allowed before the solve fails
 adjoint           backsolve (the paper) | recursive_checkpoint | direct | unrolled (fixed
                   steps only: the steps and stages written out, no loop; see below)
+error_norm        how the adaptive controller measures the scaled error of the 4-map state:
+                  max_rms (torchdiffeq's, the paper's library: the largest per-map RMS) or
+                  rms (diffrax's default: the RMS over all elements, which branch 0 dominates)
 adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward step size
 adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
                   (exact rescaling), so ``atol`` means the same whatever the loss scale
@@ -43,8 +46,9 @@ runs; :func:`solver_errors` turns the runtime error into a plain ``ODESolveError
 from __future__ import annotations
 
 import contextlib
-import logging
 import dataclasses
+import functools
+import logging
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import diffrax
@@ -52,6 +56,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
+
 from segnode_jax import compat
 from segnode_jax.errors import RunError, UserError
 
@@ -136,6 +142,7 @@ class ODESettings:
     num_steps: int | None = None
     max_steps: int = 128
     adjoint: str = "backsolve"
+    error_norm: str = "max_rms"
     adjoint_seminorm: bool = True
     adjoint_normalise: bool = True
     adjoint_rtol: float | None = None
@@ -150,6 +157,8 @@ class ODESettings:
             bad("solver", f"{self.solver!r} is not one of {sorted(SOLVERS)}")
         if self.adjoint not in ADJOINTS:
             bad("adjoint", f"{self.adjoint!r} is not one of {list(ADJOINTS)}")
+        if self.error_norm not in ERROR_NORMS:
+            bad("error_norm", f"{self.error_norm!r} is not one of {list(ERROR_NORMS)}")
         if not self.t1 > self.t0:
             bad("t1", f"t1={self.t1} must be greater than t0={self.t0}")
         if self.num_steps is None and not SOLVERS[self.solver].adaptive:
@@ -208,7 +217,7 @@ class ODESettings:
     def describe(self) -> str:
         """A one-line summary of the settings, as config fields."""
         steps = (
-            f"rtol={self.rtol:g}, atol={self.atol:g}, dt0={self.dt0}, dtmin={self.dtmin}"
+            f"rtol={self.rtol:g}, atol={self.atol:g}, error_norm={self.error_norm}, dt0={self.dt0}, dtmin={self.dtmin}"
             if self.adaptive
             else f"num_steps={self.num_steps}"
         )
@@ -299,12 +308,34 @@ def _solver_parts(settings: ODESettings):
             atol=settings.atol,
             dtmin=settings.dtmin,
             force_dtmin=False,
+            norm=ERROR_NORMS[settings.error_norm][0],
         )
         dt0 = settings.dt0
     else:
         controller = diffrax.ConstantStepSize()
         dt0 = (settings.t1 - settings.t0) / settings.num_steps
     return solver, controller, dt0
+
+
+def max_rms_norm(tree: PyTree) -> jax.Array:
+    """torchdiffeq's norm of a tuple state (``_mixed_norm``): the largest RMS of its tensors,
+    so that every branch of SegNode's state meets the tolerance on its own."""
+    return functools.reduce(jnp.maximum, [optx.rms_norm(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
+
+
+def adjoint_max_rms_seminorm(x: tuple) -> jax.Array:
+    """:func:`max_rms_norm` over the state and its cotangent only (diffrax's adjoint seminorm
+    with torchdiffeq's norm): parameter cotangents do not drive the backward step size."""
+    y, a_y, a_args, a_terms = x
+    del a_args, a_terms
+    return max_rms_norm((y, a_y))
+
+
+# model.ode.error_norm -> (forward norm, backward seminorm).
+ERROR_NORMS: dict[str, tuple[Callable, Callable]] = {
+    "max_rms": (max_rms_norm, adjoint_max_rms_seminorm),
+    "rms": (optx.rms_norm, diffrax.adjoint_rms_seminorm),
+}
 
 
 def _adjoint(settings: ODESettings, solver):
@@ -319,8 +350,8 @@ def _adjoint(settings: ODESettings, solver):
                 dtmin=settings.dtmin,
                 force_dtmin=False,
             )
-            if settings.adjoint_seminorm:
-                pid["norm"] = diffrax.adjoint_rms_seminorm
+            norm, seminorm = ERROR_NORMS[settings.error_norm]
+            pid["norm"] = seminorm if settings.adjoint_seminorm else norm
             kwargs["stepsize_controller"] = diffrax.PIDController(**pid)
         return diffrax.BacksolveAdjoint(**kwargs)
     if settings.adjoint in ("recursive_checkpoint", "unrolled"):  # unrolled: with saveat only

@@ -205,7 +205,7 @@ class Segmenter:
       variables: ``{"params", "batch_stats"}``.
       cfg: the run config (``model``, ``data`` for normalisation and classes, ``eval`` for the
         inference mode, window, scales).
-      mode: ``whole`` | ``slide`` | ``multiscale`` (default ``cfg.eval.mode``).
+      mode: ``whole`` | ``slide`` | ``multiscale`` | ``hrnet`` (default ``cfg.eval.mode``).
       batch_size: images (whole) or windows (slide) per forward pass (default ``cfg.eval.batch_size``).
     """
 
@@ -264,7 +264,7 @@ class Segmenter:
         """Segments images given in one call (``whole`` mode: consecutive images of one size
         share a forward pass)."""
         from segnode_jax import ode
-        from segnode_jax.evaluation.inference import multiscale_inference, slide_inference
+        from segnode_jax.evaluation.inference import hrnet_inference, multiscale_inference, slide_inference
         from segnode_jax.evaluation.runner import _pad_value, _round_up
 
         s = self.settings
@@ -303,6 +303,13 @@ class Segmenter:
                     if s.mode == "slide":
                         scores = slide_inference(self.predictor, x, crop=s.crop, stride=s.stride, pad_value=pad_value,
                                                  batch_size=self.batch_size)
+                    elif s.mode == "hrnet":
+                        # Sums of exp(logits): normalised over the classes, HRNet's probabilities.
+                        scores = hrnet_inference(
+                            self.predictor, x, scales=s.scales, flip=s.flip, flip_pairs=self.info.flip_pairs,
+                            crop=s.crop, base_size=s.base_size, rule=s.hrnet_rule, pad_value=pad_value,
+                        )
+                        scores = scores / scores.sum(axis=-1, keepdims=True)
                     else:
                         scores = multiscale_inference(
                             self.predictor, x, scales=s.scales, flip=s.flip, flip_pairs=self.info.flip_pairs,
@@ -310,7 +317,7 @@ class Segmenter:
                             batch_size=self.batch_size,
                         )
                     seconds = time.perf_counter() - t
-                    labels, probs = self._finish(scores, sizes[i], probabilities, are_probs=s.mode == "multiscale")
+                    labels, probs = self._finish(scores, sizes[i], probabilities, are_probs=s.mode in ("multiscale", "hrnet"))
                     out[i] = Prediction(labels, probs, seconds, self._nfe(mark), self.predictor.num_shapes > shapes)
         return out  # type: ignore[return-value]
 
@@ -324,7 +331,7 @@ def predict(variables, images, cfg, *, probabilities: bool = False, mode: str | 
       images: one uint8 RGB image ``(H, W, 3)``, a list of them (any sizes), or ``(N, H, W, 3)``.
       cfg: the run config (``segnode_jax.config.load_run_config(workdir)`` or a configs/ file).
       probabilities: also return the class probabilities.
-      mode: ``whole`` | ``slide`` | ``multiscale`` (default ``cfg.eval.mode``).
+      mode: ``whole`` | ``slide`` | ``multiscale`` | ``hrnet`` (default ``cfg.eval.mode``).
       solver: SegNode's solve for this call, e.g. ``"rk4:1"`` (default: the config's).
       batch_size: images or windows per forward pass.
 

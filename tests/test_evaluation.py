@@ -44,6 +44,19 @@ def test_absent_classes_are_left_out_of_the_mean():
     assert m["miou"] == pytest.approx((5 / 6 + 2 / 3) / 2)
 
 
+def test_miou_over_all_classes_counts_absent_ones_as_zero():
+    """HRNet averages over every class (an absent one scores 0); both means are reported."""
+    cm = np.array([[5, 0, 0], [0, 0, 0], [1, 0, 2]])
+    present = (5 / 6 + 2 / 3) / 2
+    everything = (5 / 6 + 0 + 2 / 3) / 3
+    m = evaluation.metrics_from_confusion(cm, ["x", "absent", "z"])
+    assert (m["miou"], m["miou_present_classes"], m["miou_all_classes"]) == pytest.approx((present, present, everything))
+    h = evaluation.metrics_from_confusion(cm, ["x", "absent", "z"], miou_over="all")
+    assert h["miou"] == pytest.approx(everything) and h["miou_over"] == "all"
+    with pytest.raises(ValueError, match="miou_over"):
+        evaluation.metrics_from_confusion(cm, miou_over="some")
+
+
 def test_unassigned_predictions_count_as_misses():
     # A saved prediction with "no class" (255) where the label is class 0.
     cm = evaluation.confusion_matrix_np(np.array([0, 255, 1]), np.array([0, 0, 1]), 2)
@@ -211,6 +224,85 @@ def test_flip_swaps_left_right_classes_back():
 
 
 # ---------------------------------------------------------------------------------------
+# HRNet's own multi-scale + flip test (eval.mode="hrnet").
+
+
+def test_hrnet_scaled_size_follows_base_size_and_rounds_like_hrnet():
+    assert evaluation.hrnet_scaled_size(1024, 2048, 0.75, 2048) == (768, 1536)
+    assert evaluation.hrnet_scaled_size(375, 500, 1.0, 520) == (390, 520)  # PASCAL-Context
+    assert evaluation.hrnet_scaled_size(500, 375, 1.0, 520) == (520, 390)
+    assert evaluation.hrnet_scaled_size(40, 60, 1.5, None) == (60, 90)
+
+
+def _recording(model):
+    shapes = []
+
+    def fn(batch):
+        shapes.append(batch.shape[1:3])
+        return model(batch)
+
+    return fn, shapes
+
+
+def _pixelwise(batch):
+    """A translation-equivariant model: logits from each pixel alone."""
+    return np.stack([batch[..., 0], -batch[..., 0], batch[..., 1] - batch[..., 2]], axis=-1).astype(np.float32)
+
+
+def test_hrnet_windows_follow_each_datasets_rule():
+    image = np.random.default_rng(0).normal(size=(40, 60, 3)).astype(np.float32)
+    # Cityscapes: scales <= 1 whole; 1.5 -> 60x90 covered by 16x24 windows every 16x24 pixels,
+    # the last ones moved back to the border: 4 x 4 windows, none padded.
+    fn, shapes = _recording(_pixelwise)
+    evaluation.hrnet_inference(fn, image, scales=(0.5, 1.5), crop=(16, 24), rule="cityscapes")
+    assert shapes == [(20, 30)] + [(16, 24)] * 16
+    # Base (PASCAL-Context, LIP): 20x30 does not fit a 16x24 window -> windows every 2/3 crop
+    # (10x16), border windows padded to the crop: 2 x 2; at 0.25 (10x15) it fits: padded, whole.
+    fn, shapes = _recording(_pixelwise)
+    evaluation.hrnet_inference(fn, image, scales=(0.5, 0.25), crop=(16, 24), rule="base")
+    assert shapes == [(16, 24)] * 4 + [(16, 24)]
+    # With flip every view is inferred twice.
+    fn, shapes = _recording(_pixelwise)
+    evaluation.hrnet_inference(fn, image, scales=(1.0,), flip=True, crop=(64, 64), rule="base")
+    assert shapes == [(64, 64)] * 2
+
+
+@pytest.mark.parametrize("rule", ["base", "cityscapes"])
+def test_hrnet_windows_reassemble_a_pixelwise_model_exactly(rule):
+    """Windows (and the padding of the base rule) must put every pixel's answer back in place."""
+    image = np.random.default_rng(1).normal(size=(37, 53, 3)).astype(np.float32)
+    expected = np.exp(_pixelwise(image[None])[0].astype(np.float64))
+    out = evaluation.hrnet_inference(_pixelwise, image, scales=(1.0,), crop=(16, 24), rule=rule, pad_value=-9.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_hrnet_averages_flips_as_logits_and_scales_in_exp_space():
+    """A model that sees where it is (its logits depend on the column): the flipped view differs,
+    and HRNet averages the two views' *logits*, then exponentiates, then sums the scales."""
+
+    def positional(batch):
+        n, h, w, _ = batch.shape
+        col = np.linspace(-2.0, 2.0, w, dtype=np.float32)[None, None, :]
+        return np.stack([batch[..., 0] + col, batch[..., 1] - col, 0.5 * col * batch[..., 2]], axis=-1)
+
+    image = np.random.default_rng(2).normal(size=(12, 20, 3)).astype(np.float32)
+    scales = (1.0, 0.5)
+    expected = 0.0
+    for s in scales:
+        x = evaluation.resize_bilinear_np(image, evaluation.hrnet_scaled_size(12, 20, s, None))
+        a = positional(x[None])[0].astype(np.float64)
+        b = evaluation.flip_back(positional(np.ascontiguousarray(x[None, :, ::-1]))[0]).astype(np.float64)
+        expected = expected + evaluation.resize_bilinear_np(np.exp(0.5 * (a + b)), (12, 20))
+    out = evaluation.hrnet_inference(positional, image, scales=scales, flip=True, crop=(64, 64), rule="cityscapes")
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    # Averaging probabilities instead would give another answer: the test can tell.
+    x = image
+    a, b = positional(x[None])[0], evaluation.flip_back(positional(np.ascontiguousarray(x[None, :, ::-1]))[0])
+    one = evaluation.hrnet_inference(positional, image, scales=(1.0,), flip=True, crop=(64, 64), rule="cityscapes")
+    assert np.abs(one - 0.5 * (np.exp(a) + np.exp(b))).max() > 1e-2
+
+
+# ---------------------------------------------------------------------------------------
 # Over a dataset, with oracles of exactly known answers.
 
 
@@ -230,7 +322,7 @@ def _red_channel_model(images):
     return onehot * 4.0
 
 
-@pytest.mark.parametrize("mode", ["whole", "slide", "multiscale"])
+@pytest.mark.parametrize("mode", ["whole", "slide", "multiscale", "hrnet"])
 def test_evaluate_with_an_oracle_gives_the_exact_confusion(eval_cfg, mode):
     expected = np.zeros((5, 5), np.int64)
     for ex in _examples(eval_cfg):

@@ -50,6 +50,32 @@ def test_rk4_converges_at_fourth_order():
     assert all(12 < r < 20 for r in ratios), ratios  # 2^4 = 16
 
 
+def test_max_rms_norm_holds_every_part_of_the_state_to_the_tolerance():
+    """torchdiffeq's norm of a tuple state (the paper's library): the largest per-tensor RMS. A
+    large slow part and a small fast part: diffrax's RMS over all elements lets the large part
+    dilute the small one's error (fewer steps, the small part solved loosely); max_rms does not."""
+    big = jnp.ones((4096,), jnp.float32)
+    small = jnp.ones((4,), jnp.float32)
+
+    def field(t, y, p):
+        return (-0.1 * y[0], -p * y[1])
+
+    y0, rate = (big, small), jnp.asarray(12.0, jnp.float32)
+    tree = (jnp.full((4096,), 1e-3), jnp.full((4,), 2.0))
+    assert float(ode.max_rms_norm(tree)) == pytest.approx(2.0)
+    assert float(ode.ERROR_NORMS["rms"][0](tree)) < 0.1
+    out = {}
+    for norm in ("max_rms", "rms"):
+        s = ode.ODESettings(rtol=1e-3, atol=1e-3, error_norm=norm)
+        (y_big, y_small), info = jax.jit(lambda p, y: ode.solve(field, y, p, s))(rate, y0)
+        out[norm] = (int(info["nfe"]), float(np.abs(np.asarray(y_small) - np.exp(-12.0)).max()))
+    assert out["max_rms"][0] > out["rms"][0], out
+    assert out["max_rms"][1] < out["rms"][1], out
+    assert ode.ODESettings().error_norm == "max_rms"
+    with pytest.raises(ode.ODEConfigError, match="error_norm"):
+        ode.ODESettings(error_norm="l2")
+
+
 def test_time_dependent_field_and_trajectory_outputs():
     def field(t, y, p):
         return p * jnp.cos(t) * jnp.ones_like(y)  # y(t) = y0 + p sin(t)

@@ -71,6 +71,8 @@ def default_config(cfg: config_dict.ConfigDict) -> None:
     cfg.class_weights = True
     cfg.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     cfg.eval_flip = True
+    cfg.test_crop_size = (1024, 2048)  # HRNet's TEST.IMAGE_SIZE: whole frames
+    cfg.hrnet_test_rule = "cityscapes"
     # Also build "train_extra" (19998 images with gtCoarse labels); train on it with
     # train_split="train+train_extra".
     cfg.use_coarse = False

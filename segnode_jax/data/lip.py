@@ -63,6 +63,7 @@ def default_config(cfg: config_dict.ConfigDict) -> None:
     cfg.scale_range = (0.5, 1.6)
     cfg.eval_size = (473, 473)
     cfg.eval_flip = True
+    cfg.test_crop_size = (473, 473)  # HRNet's TEST.IMAGE_SIZE
 
 
 def split_sizes(dcfg: config_dict.ConfigDict) -> dict[str, int]:

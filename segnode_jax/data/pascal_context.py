@@ -83,6 +83,7 @@ def default_config(cfg: config_dict.ConfigDict) -> None:
     cfg.scale_range = (0.5, 2.1)
     cfg.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     cfg.eval_flip = True
+    cfg.test_crop_size = (520, 520)  # HRNet's TEST.IMAGE_SIZE
     # "auto" (json if present, else PNGs) | "detail" (trainval_merged.json) | "png".
     cfg.source = "auto"
 

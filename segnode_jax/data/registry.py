@@ -70,6 +70,11 @@ def common_config(name: str) -> config_dict.ConfigDict:
             eval_size=placeholder(tuple),
             eval_scales=(1.0,),
             eval_flip=False,
+            # eval.mode="hrnet": HRNet's test windows (its TEST.IMAGE_SIZE; None: crop_size) and
+            # which dataset class's rule: "base" (whole if it fits the window, else 2/3-stride
+            # padded windows) | "cityscapes" (whole for scales <= 1, else crop-stride windows).
+            test_crop_size=placeholder(tuple),
+            hrnet_test_rule="base",
             # Use the dataset's class weights in the loss (get_info(dcfg).class_weights).
             class_weights=False,
         )

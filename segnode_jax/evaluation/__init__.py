@@ -2,7 +2,7 @@
 predictions, and what is written for people.
 
 * ``metrics``: confusion matrices and mIoU (mmsegmentation's rule), on device and on the host;
-* ``inference``: whole / sliding-window / multi-scale+flip inference around any predict function;
+* ``inference``: whole / sliding-window / multi-scale+flip / HRNet's own test around any predict function;
 * ``predictor``: the model as a jitted, batch-sharded prediction function on the local devices;
 * ``runner``: :func:`evaluate` a model over a dataset split (several hosts sum their matrices);
 * ``saved``: :func:`score_predictions` of a folder of label images;
@@ -18,6 +18,8 @@ from segnode_jax.evaluation.export import ExportError, ExportWriter
 from segnode_jax.evaluation.inference import (
     PredictFn,
     flip_back,
+    hrnet_inference,
+    hrnet_scaled_size,
     multiscale_inference,
     resize_bilinear_np,
     slide_inference,
@@ -53,6 +55,8 @@ __all__ = [
     "evaluate",
     "evaluate_predictor",
     "flip_back",
+    "hrnet_inference",
+    "hrnet_scaled_size",
     "labelled_panels",
     "local_mesh",
     "metrics_from_confusion",

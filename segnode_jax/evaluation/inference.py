@@ -8,7 +8,9 @@ w, C)`` as numpy arrays:
   to at least one window), logits averaged where windows overlap (HRNet / mmseg ``slide``);
 * :func:`multiscale_inference`: the image resized by each scale (and horizontally flipped,
   with left/right classes such as LIP's arms swapped back), each view inferred with whole or
-  slide inference, resized back, softmax probabilities averaged.
+  slide inference, resized back, softmax probabilities averaged;
+* :func:`hrnet_inference`: HRNet-Semantic-Segmentation's own multi-scale + flip test, step by
+  step (``eval.mode="hrnet"``).
 
 Resizing on the host follows PyTorch's ``align_corners=False`` (HRNet's ``F.interpolate``).
 """
@@ -192,3 +194,101 @@ def multiscale_inference(
             total = p if total is None else total + p
             views += 1
     return total / views
+
+
+HRNET_RULES = ("base", "cityscapes")
+
+
+def hrnet_scaled_size(height: int, width: int, scale: float, base_size: int | None) -> tuple[int, int]:
+    """HRNet's ``multi_scale_aug`` size: the long side becomes ``int(base_size * scale + 0.5)``
+    (``base_size`` None: the image's own long side), the other keeps the aspect ratio."""
+    long_side = int((base_size or max(height, width)) * float(scale) + 0.5)
+    if height > width:
+        return long_side, int(width * long_side / height + 0.5)
+    return int(height * long_side / width + 0.5), long_side
+
+
+def _hrnet_view(predict_fn: PredictFn, x: np.ndarray, flip: bool, flip_pairs) -> np.ndarray:
+    """HRNet's ``inference``: logits at the input size, averaged with the flipped view's
+    (flipped back) *as logits*, then ``exp`` -- the space HRNet averages windows and scales in."""
+    logits = np.asarray(predict_fn(x[None]), np.float64)[0]
+    if flip:
+        flipped = np.asarray(predict_fn(np.ascontiguousarray(x[:, ::-1])[None]), np.float64)[0]
+        logits = 0.5 * (logits + flip_back(flipped, flip_pairs))
+    return np.exp(logits)
+
+
+def hrnet_inference(
+    predict_fn: PredictFn,
+    image: np.ndarray,
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    flip_pairs: Sequence[Sequence[int]] = (),
+    crop: Sequence[int],
+    base_size: int | None = None,
+    rule: str = "base",
+    pad_value: Sequence[float] | float = 0.0,
+) -> np.ndarray:
+    """HRNet-Semantic-Segmentation's multi-scale (+ flip) test of one normalised image:
+    scores ``(h, w, C)`` (float64) whose argmax is HRNet's prediction.
+
+    Per scale, the image is resized so that its long side is ``base_size * scale``
+    (:func:`hrnet_scaled_size`) and inferred as HRNet's dataset class does it:
+
+    * ``rule="base"`` (``BaseDataset.multi_scale_inference``: PASCAL-Context, LIP, ...): if the
+      scaled image fits in the ``crop`` (its long side at most the crop's short side), it is
+      padded to the crop (``pad_value``, a black pixel) and inferred whole; otherwise it is
+      padded up to the crop where smaller and covered by crop windows every 2/3 of a crop,
+      windows at the border padded to the crop;
+    * ``rule="cityscapes"`` (``Cityscapes.multi_scale_inference``): scales <= 1 inferred whole,
+      larger ones by crop windows every crop (stride = crop), the last row/column moved back
+      to end at the border, no padding.
+
+    Each view is HRNet's ``inference`` (logits of the image and of its flip averaged, then
+    ``exp``); windows are averaged and scales summed in that ``exp(logits)`` space, each
+    scale's map resized bilinearly to the image size first.
+    """
+    if rule not in HRNET_RULES:
+        raise ValueError(f"unknown HRNet test rule {rule!r}; use one of {', '.join(HRNET_RULES)}")
+    h, w = image.shape[:2]
+    ch, cw = int(crop[0]), int(crop[1])
+    total = None
+    for s in scales:
+        size = hrnet_scaled_size(h, w, s, base_size)
+        x = resize_bilinear_np(image, size) if size != (h, w) else np.asarray(image, np.float32)
+        sh, sw = size
+        if rule == "cityscapes" and float(s) <= 1.0:
+            scores = _hrnet_view(predict_fn, x, flip, flip_pairs)
+        elif rule == "base" and max(sh, sw) <= min(ch, cw):
+            scores = _hrnet_view(predict_fn, _pad_image(x, ch, cw, pad_value), flip, flip_pairs)[:sh, :sw]
+        else:
+            if rule == "base":
+                x = _pad_image(x, ch, cw, pad_value)
+                stride = (int(ch * 2.0 / 3.0), int(cw * 2.0 / 3.0))
+            else:
+                stride = (ch, cw)
+            ph, pw = x.shape[:2]
+            rows = int(math.ceil((ph - ch) / stride[0])) + 1
+            cols = int(math.ceil((pw - cw) / stride[1])) + 1
+            acc = None
+            count = np.zeros((ph, pw, 1), np.float64)
+            for r in range(rows):
+                for c in range(cols):
+                    y0, x0 = r * stride[0], c * stride[1]
+                    y1, x1 = min(y0 + ch, ph), min(x0 + cw, pw)
+                    if rule == "cityscapes":
+                        y0, x0 = max(y1 - ch, 0), max(x1 - cw, 0)
+                    window = x[y0:y1, x0:x1]
+                    if rule == "base" and (y1 == ph or x1 == pw):
+                        window = _pad_image(window, ch, cw, pad_value)
+                    pred = _hrnet_view(predict_fn, window, flip, flip_pairs)
+                    if acc is None:
+                        acc = np.zeros((ph, pw, pred.shape[-1]), np.float64)
+                    acc[y0:y1, x0:x1] += pred[: y1 - y0, : x1 - x0]
+                    count[y0:y1, x0:x1] += 1
+            scores = (acc / count)[:sh, :sw]
+        if scores.shape[:2] != (h, w):
+            scores = resize_bilinear_np(scores, (h, w)).astype(np.float64)
+        total = scores if total is None else total + scores
+    return total

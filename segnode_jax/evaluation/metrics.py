@@ -3,8 +3,11 @@ against labels of their original size on device.
 
 One confusion matrix is summed over the whole split at the *original label resolution*
 (predictions are resized to each label's size, as HRNet does); per class ``IoU = TP / (TP + FP +
-FN)``; the mIoU is the mean over the classes *present* (``TP + FP + FN > 0``); pixel accuracy is
-``sum TP / labelled pixels``. Pixels labelled 255 are ignored.
+FN)``; the mIoU is the mean over the classes *present* (``TP + FP + FN > 0``; mmsegmentation,
+``eval.miou_over="present"``) or over *all* classes, an absent one counting 0 (HRNet's
+``IoU_array.mean()``, ``eval.miou_over="all"``); both are always reported
+(``miou_present_classes``, ``miou_all_classes``) and ``miou`` is the chosen one. Pixel accuracy
+is ``sum TP / labelled pixels``. Pixels labelled 255 are ignored.
 """
 
 from __future__ import annotations
@@ -49,16 +52,23 @@ def confusion_matrix_np(pred: np.ndarray, label: np.ndarray, num_classes: int, *
     return np.bincount(index, minlength=num_classes * (num_classes + 1)).reshape(num_classes, num_classes + 1)
 
 
-def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+MIOU_OVER = ("present", "all")
+
+
+def metrics_from_confusion(
+    confusion: np.ndarray, class_names: Sequence[str] | None = None, *, miou_over: str = "present"
+) -> dict[str, Any]:
     """mIoU, pixel accuracy and per-class IoU/accuracy from a summed confusion matrix.
 
     Arguments:
       confusion: ``(C, C)`` or ``(C, C + 1)`` counts (rows: ground truth; an extra last
         column counts labelled pixels predicted as no class).
       class_names: names of the C classes (default ``class_0`` ...).
+      miou_over: which mean ``miou`` is: ``"present"`` or ``"all"`` (module docstring).
 
     Returns:
-      ``miou`` (mean IoU over classes present in the labels or the predictions),
+      ``miou`` (by default the mean IoU over classes present in the labels or the
+      predictions), ``miou_present_classes``, ``miou_all_classes``, ``miou_over``,
       ``pixel_accuracy``, ``mean_accuracy`` (over classes present in the labels),
       ``per_class_iou`` and ``per_class_accuracy`` (``{name: value or None}``; None for a
       class that is absent), ``num_classes_present``, ``labelled_pixels``.
@@ -82,8 +92,15 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str] | N
     def value(x):
         return None if np.isnan(x) else float(x)
 
+    if miou_over not in MIOU_OVER:
+        raise ValueError(f"invalid miou_over={miou_over!r}; use one of {', '.join(MIOU_OVER)}")
+    over_present = float(np.nanmean(iou)) if present.any() else 0.0
+    over_all = float(np.nan_to_num(iou, nan=0.0).mean()) if c else 0.0
     return {
-        "miou": float(np.nanmean(iou)) if present.any() else 0.0,
+        "miou": over_present if miou_over == "present" else over_all,
+        "miou_present_classes": over_present,
+        "miou_all_classes": over_all,
+        "miou_over": miou_over,
         "pixel_accuracy": float(tp.sum() / total) if total > 0 else 0.0,
         "mean_accuracy": float(np.nanmean(acc)) if (gt > 0).any() else 0.0,
         "per_class_iou": {n: value(v) for n, v in zip(names, iou)},

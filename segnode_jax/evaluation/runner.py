@@ -15,6 +15,8 @@ import jax
 import numpy as np
 
 from segnode_jax.evaluation.inference import (
+    HRNET_RULES,
+    hrnet_inference,
     multiscale_inference,
     resize_bilinear_np,
     slide_inference,
@@ -22,6 +24,7 @@ from segnode_jax.evaluation.inference import (
 from segnode_jax.evaluation.metrics import (
     LABEL_CANVAS_MULTIPLE,
     confusion_matrix_np,
+    MIOU_OVER,
     metrics_from_confusion,
 )
 from segnode_jax.evaluation.predictor import Predictor, _score_jit
@@ -45,6 +48,12 @@ class EvalSettings:
     per_image_solve: bool = True
     num_images: int | None = None
     num_visualizations: int = 0
+    # mode="hrnet": HRNet's test (segnode_jax.evaluation.inference.hrnet_inference).
+    hrnet_rule: str = "base"
+    base_size: int | None = None
+    # "present": mIoU over the classes present in labels or predictions (mmsegmentation);
+    # "all": over every class, an absent one counting 0 (HRNet's reported numbers).
+    miou_over: str = "present"
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "EvalSettings":
@@ -65,7 +74,12 @@ class EvalSettings:
             per_image_solve=bool(e.get("per_image_solve", True)),
             num_images=e.get("num_images"),
             num_visualizations=int(e.get("num_visualizations", 0)),
+            hrnet_rule=str(d.get("hrnet_test_rule", "base")),
+            base_size=int(d.base_size) if d.get("base_size") else None,
+            miou_over=str(e.get("miou_over", "present")),
         )
+        if e.mode == "hrnet" and not e.get("crop_size") and d.get("test_crop_size"):
+            out.crop = tuple(int(v) for v in d.test_crop_size)  # HRNet's TEST.IMAGE_SIZE
         for k, v in overrides.items():
             if v is not None:
                 setattr(out, k, v)
@@ -73,6 +87,10 @@ class EvalSettings:
             raise ValueError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
         if out.multiscale_base not in ("whole", "slide"):
             raise ValueError(f"invalid eval.multiscale_base={out.multiscale_base!r}; use 'whole' or 'slide'")
+        if out.miou_over not in MIOU_OVER:
+            raise ValueError(f"invalid eval.miou_over={out.miou_over!r}; use one of {', '.join(MIOU_OVER)}")
+        if out.hrnet_rule not in HRNET_RULES:
+            raise ValueError(f"invalid data.hrnet_test_rule={out.hrnet_rule!r}; use one of {', '.join(HRNET_RULES)}")
         return out
 
 
@@ -212,6 +230,11 @@ def evaluate_predictor(
                         predictor, ex["image"], crop=s.crop, stride=s.stride, pad_value=pad_value,
                         batch_size=predictor.batch_size,
                     )
+                elif s.mode == "hrnet":
+                    scores = hrnet_inference(
+                        predictor, ex["image"], scales=s.scales, flip=s.flip, flip_pairs=info.flip_pairs,
+                        crop=s.crop, base_size=s.base_size, rule=s.hrnet_rule, pad_value=pad_value,
+                    )
                 else:
                     scores = multiscale_inference(
                         predictor, ex["image"], scales=s.scales, flip=s.flip, flip_pairs=info.flip_pairs,
@@ -229,7 +252,7 @@ def evaluate_predictor(
     bar.close()
     confusion = _sum_over_hosts(confusion)
     num_images = int(_sum_over_hosts(np.asarray([count]))[0])
-    result = metrics_from_confusion(confusion, info.class_names)
+    result = metrics_from_confusion(confusion, info.class_names, miou_over=s.miou_over)
     result.update(
         num_images=num_images,
         split=s.split,
@@ -242,6 +265,8 @@ def evaluate_predictor(
     )
     if s.mode == "multiscale":
         result.update(scales=list(s.scales), flip=s.flip, multiscale_base=s.multiscale_base)
+    if s.mode == "hrnet":
+        result.update(scales=list(s.scales), flip=s.flip, hrnet_rule=s.hrnet_rule, base_size=s.base_size, crop=list(s.crop))
     if s.mode in ("slide",) or (s.mode == "multiscale" and s.multiscale_base == "slide"):
         result.update(crop=list(s.crop), stride=list(s.stride) if s.stride else None)
     result.update(stats)

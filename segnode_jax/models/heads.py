@@ -39,7 +39,8 @@ class SegNodeHead(nn.Module):
 
     The ODE state is pre-activation (the vector field's blocks are BN-ReLU-conv units), so each
     branch is normalised (BatchNorm) and rectified before its classifier, as pre-activation
-    ResNets do before theirs; this adds 2 x 15w parameters.
+    ResNets do before theirs; this adds 2 x 15w parameters. (Our choice: the paper shows only
+    the 1x1 convolutions and the sum.)
     """
 
     num_classes: int

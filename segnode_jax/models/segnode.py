@@ -31,7 +31,8 @@ class VectorField(nn.Module):
     """f(t, h): ``num_modules`` pre-activation 4-branch modules in series.
 
     ``time_dependent``: t enters every BasicBlock convolution as an extra constant channel
-    (torchdiffeq's ConcatConv2d); otherwise the field is autonomous, as in the paper.
+    (torchdiffeq's ConcatConv2d); otherwise the field is autonomous. The paper does not say
+    whether or how t enters its field: autonomous (the default) is our choice.
     The state stays in its own dtype (float32); convolutions run in ``dtype``. ``act`` is the
     activation (``field.activation``): ReLU as in the paper, or a smooth one (silu, softplus,
     gelu), whose continuous Jacobian spares the adaptive backward (adjoint) solve the small
