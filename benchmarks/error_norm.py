@@ -148,6 +148,8 @@ def markdown(result) -> str:
                 f"{g.get('seconds', float('nan')):.2f} |"
             )
         lines += ["", model["conclusion"]]
+    if result.get("note"):
+        lines += ["", result["note"]]
     lines += ["", f"Default: `model.ode.error_norm={result['default']}`. {result['decision']}"]
     return "\n".join(lines)
 

@@ -5,8 +5,9 @@ with a third of the parameters and far less training memory. This script checks 
 scale, on the main job's data (the synthetic street scenes, ``configs/synthetic.py``), with the
 same code that trains and evaluates real runs:
 
-* the three models at the same width (the main job's: branches of 8, 16, 32, 64 channels), the
-  same data, the same number of steps, ``--seeds`` seeds each;
+* the three models at the same width (branches of 8, 16, 32, 64 channels; plain cross-entropy:
+  ``PARITY_FIXED``, whatever the main job's config says), the same data, the same number of
+  steps, ``--seeds`` seeds each;
 * each model with its own paper recipe (``train.recipes``: SegNode SGD 0.1, Baseline AdamW 1e-4,
   HRNetV2 SGD 0.01) *and* all three with one shared recipe (AdamW 1e-3), so that architecture
   and recipe effects can be told apart;
@@ -138,9 +139,15 @@ def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None) -> list[R
     return runs
 
 
+# What the parity runs keep fixed whatever the main job's config becomes: the width and loss
+# they were measured with (results/parity.json), so that finished runs stay reusable.
+PARITY_FIXED = {"model.width": 8, "train.loss.ohem": False}
+
+
 def run_config(run: Run, steps: int):
     cfg = segnode_jax.load_config(CONFIG)
     over = {
+        **PARITY_FIXED,
         **run.variant.overrides(),
         "seed": run.seed,
         "train.num_steps": steps,

@@ -328,7 +328,7 @@ def test_ocr_parameter_counts_equal_the_documented_table():
 
 def test_ocr_head_on_every_model(images):
     """model.head=ocr: logits at the input size, the soft-region logits at 1/4 in aux; eval is
-    deterministic, training draws dropout only when given a key."""
+    deterministic, training draws its dropout from the key it is given."""
     for name in MODELS:
         cfg = tiny(name)
         cfg.head, cfg.ocr.mid_channels, cfg.ocr.key_channels = "ocr", 8, 4
@@ -342,11 +342,8 @@ def test_ocr_head_on_every_model(images):
     cfg.ocr.dropout = 0.5  # segnode
     a, aux_a = segnode_jax.apply(v, images, cfg, train=True, rng=jax.random.key(1))
     b, aux_b = segnode_jax.apply(v, images, cfg, train=True, rng=jax.random.key(2))
-    c, _ = segnode_jax.apply(v, images, cfg, train=True)
-    d, _ = segnode_jax.apply(v, images, cfg, train=True)
     assert float(jnp.abs(a - b).max()) > 1e-4  # dropout after the fusion...
     np.testing.assert_array_equal(np.asarray(aux_a["aux_logits"]), np.asarray(aux_b["aux_logits"]))  # ...not before
-    np.testing.assert_array_equal(np.asarray(c), np.asarray(d))
     cfg.head = "orc"
     with pytest.raises(ValueError, match=r"model\.head"):
         segnode_jax.count_params(cfg)
