@@ -7,11 +7,14 @@
 Nothing to download: 512 training and 64 validation street scenes (128x128, 8 classes with
 Cityscapes' names and colours: road, sidewalk, building, vegetation, sky, pole, person, car;
 ``data.generator="street"``, docs/datasets.md) are generated on first use.
-The network is SegNode at width 8 (branches of 8, 16, 32, 64 channels; one 4-branch module
+The network is SegNode at width 12 (branches of 12, 24, 48, 96 channels; one 4-branch module
 of one pre-activation BasicBlock per branch as the vector field), trained with 2 fixed Euler
 steps written out without a loop (``model.ode.adjoint=unrolled``: exact gradients of the
 discrete solve, the fastest training solve on a CPU), SGD lr 0.1, momentum 0.9, no weight decay,
-poly decay 0.9 (the paper's recipe), batch 8, 128x128 crops, 3000 steps. The paper's solve
+poly decay 0.9 (the paper's recipe), HRNet's OHEM cross-entropy (threshold 0.9, at least 2048
+pixels per image), batch 8, 128x128 crops, 3000 steps. Exploratory 1500-step runs on 2026-12-01
+(one seed each, benchmarks/README.md "Main job: accuracy"): width 8 plain cross-entropy 76.0 val
+mIoU, width 8 + OHEM 80.8, width 12 + OHEM 83.0. The paper's solve
 (adaptive Dopri5 + the adjoint method) is one flag away:
 ``--config.model.ode.solver=dopri5 --config.model.ode.num_steps=None --config.model.ode.adjoint=backsolve``
 (``benchmarks/parity.py``, 2026-12-01, one seed, 200 steps: Euler x2 unrolled 57.5 val mIoU,
@@ -61,4 +64,7 @@ def get_config():
     t.eval_every_steps = 1000
     cfg.eval.batch_size = 8
     cfg.eval.num_visualizations = 6
+    # evaluate.py --trajectory: six solves (of the default nine) so that the whole main job fits
+    # its 12 minutes on 2 cores; each one costs a compilation. The others: --config.eval.trajectory.sweep.
+    cfg.eval.trajectory.sweep = ("euler:1", "euler:2", "rk4:1", "rk4:2", "dopri5@1e-2", "dopri5@1e-3")
     return cfg
