@@ -42,8 +42,11 @@ def collect(workdir: str, seconds: float | None = None, note: str | None = None)
     except FileNotFoundError:
         traj = None
     ode = cfg["model"]["ode"]
+    machine = report.machine()
+    if timing.get("finished"):  # when the run ended (main.sh), not when this script reads it
+        machine["date"] = timing["finished"]
     return {
-        "machine": report.machine(),
+        "machine": machine,
         "command": "bash scripts/main.sh",
         "note": note,
         "seconds": timing["seconds"],
