@@ -19,8 +19,9 @@ max_steps         steps allowed before the solve fails
 adjoint           backsolve (the paper) | recursive_checkpoint | direct | unrolled (fixed
                   steps only: the steps and stages written out, no loop; see below)
 error_norm        how the adaptive controller measures the scaled error of the 4-map state:
-                  max_rms (torchdiffeq's, the paper's library: the largest per-map RMS) or
-                  rms (diffrax's default: the RMS over all elements, which branch 0 dominates)
+                  rms (default; diffrax's: the RMS over all elements, which branch 0
+                  dominates) or max_rms (torchdiffeq's, the paper's library: the largest
+                  per-map RMS)
 adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward step size
 adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
                   (exact rescaling), so ``atol`` means the same whatever the loss scale
@@ -142,7 +143,7 @@ class ODESettings:
     num_steps: int | None = None
     max_steps: int = 128
     adjoint: str = "backsolve"
-    error_norm: str = "max_rms"
+    error_norm: str = "rms"
     adjoint_seminorm: bool = True
     adjoint_normalise: bool = True
     adjoint_rtol: float | None = None

@@ -330,7 +330,7 @@ def test_ocr_head_on_every_model(images):
     """model.head=ocr: logits at the input size, the soft-region logits at 1/4 in aux; eval is
     deterministic, training draws its dropout from the key it is given."""
     for name in MODELS:
-        cfg = tiny(name)
+        cfg = tiny(name, solver="euler", num_steps=1, adjoint="unrolled")  # SegNode: the cheapest solve to compile
         cfg.head, cfg.ocr.mid_channels, cfg.ocr.key_channels = "ocr", 8, 4
         v = segnode_jax.init(cfg, jax.random.key(0), SHAPE)
         assert {"conv3x3_ocr_0", "aux_head_3", "ocr_distri_head", "cls_head"} <= set(v["params"]["head"])

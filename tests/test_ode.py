@@ -71,7 +71,7 @@ def test_max_rms_norm_holds_every_part_of_the_state_to_the_tolerance():
         out[norm] = (int(info["nfe"]), float(np.abs(np.asarray(y_small) - np.exp(-12.0)).max()))
     assert out["max_rms"][0] > out["rms"][0], out
     assert out["max_rms"][1] < out["rms"][1], out
-    assert ode.ODESettings().error_norm == "max_rms"
+    assert ode.ODESettings().error_norm == "rms"
     with pytest.raises(ode.ODEConfigError, match="error_norm"):
         ode.ODESettings(error_norm="l2")
 
