@@ -227,6 +227,16 @@ def test_flip_swaps_left_right_classes_back():
 # HRNet's own multi-scale + flip test (eval.mode="hrnet").
 
 
+def test_hrnet_mode_takes_hrnets_test_crop_and_rule_from_the_dataset():
+    import segnode_jax
+    from tests.conftest import REPO
+
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "cityscapes.py"))
+    s = evaluation.EvalSettings.from_config(cfg, mode="hrnet")  # as evaluate.py --mode hrnet
+    assert (s.crop, s.hrnet_rule, s.base_size) == ((1024, 2048), "cityscapes", 2048)
+    assert evaluation.EvalSettings.from_config(cfg, mode="slide").crop == (512, 1024)
+
+
 def test_hrnet_scaled_size_follows_base_size_and_rounds_like_hrnet():
     assert evaluation.hrnet_scaled_size(1024, 2048, 0.75, 2048) == (768, 1536)
     assert evaluation.hrnet_scaled_size(375, 500, 1.0, 520) == (390, 520)  # PASCAL-Context

@@ -78,11 +78,12 @@ class EvalSettings:
             base_size=int(d.base_size) if d.get("base_size") else None,
             miou_over=str(e.get("miou_over", "present")),
         )
-        if e.mode == "hrnet" and not e.get("crop_size") and d.get("test_crop_size"):
-            out.crop = tuple(int(v) for v in d.test_crop_size)  # HRNet's TEST.IMAGE_SIZE
         for k, v in overrides.items():
             if v is not None:
                 setattr(out, k, v)
+        # mode=hrnet (from the config or from --mode): HRNet's TEST.IMAGE_SIZE windows.
+        if out.mode == "hrnet" and not e.get("crop_size") and overrides.get("crop") is None and d.get("test_crop_size"):
+            out.crop = tuple(int(v) for v in d.test_crop_size)
         if out.mode not in EVAL_MODES:
             raise ValueError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
         if out.multiscale_base not in ("whole", "slide"):
