@@ -55,3 +55,20 @@ def jax_distributed_started() -> bool:
 # The DatasetBuilder methods that print "Downloading and preparing dataset ..." and "...
 # downloaded and prepared to ..."; our builders override them with what really happens.
 TFDS_LOG_METHODS = ("_log_download_bytes", "_log_download_done")
+
+
+# orbax-checkpoint ---------------------------------------------------------------------------
+
+
+def orbax_array_handler_without_replica_parallel():
+    """orbax's ``jax.Array`` handler with replica-parallel saving off, keeping the default
+    handler's array-metadata store (a private attribute; no public accessor exists).
+
+    Replica-parallel saving splits every replicated array into one slice per replica, with one
+    jitted ``slice`` per array shape and device: on 4 CPU devices the first save of the tiny
+    model's state compiled for ~7 s (measured). orbax already turns it off on GPUs."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    return ocp.type_handlers.ArrayHandler(use_replica_parallel=False, array_metadata_store=current._array_metadata_store)

@@ -57,6 +57,40 @@ def tiny_cli_flags(data_dir):
     ]
 
 
+# The test files that use the tiny_run fixture run on one xdist worker: the run is trained
+# once, and the tests that continue it in-process reuse its compiled step. scripts/test.sh
+# distributes by file (--dist loadfile); the scheduler below makes these files one unit, and
+# they are collected first, as the largest unit, so that the other worker takes the remaining
+# files meanwhile. (xdist's own --dist loadgroup does not group under pytest 9: it renames
+# items through an attribute that pytest 9 no longer reads.)
+TINY_RUN_FILES = (
+    "tests/train/test_training.py", "tests/train/test_parallel.py", "tests/train/test_checkpoint_failures.py",
+    "tests/train/test_trajectory.py",
+)
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "tiny_run" if path in TINY_RUN_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndTinyRun(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _unit(nodeid)
+
+    return FilesAndTinyRun(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _unit(item.nodeid) != "tiny_run")
+
+
 def run_cli(script, *args, timeout=600, devices=None):
     """Runs ``python <script> args`` from the repository root; returns the CompletedProcess.
     ``devices``: the number of (virtual CPU) devices it sees (default: the tests' 4)."""

@@ -49,3 +49,13 @@ def test_tfds_builder_log_methods_exist_and_ours_override_them():
         assert callable(getattr(tfds.core.DatasetBuilder, name, None)), name
         assert getattr(SegmentationBuilder, name) is not getattr(tfds.core.DatasetBuilder, name), name
 
+
+
+def test_orbax_array_handler_keeps_the_metadata_store_and_turns_replica_parallel_off():
+    import jax
+    import orbax.checkpoint as ocp
+
+    handler = compat.orbax_array_handler_without_replica_parallel()
+    assert handler._array_metadata_store is not None
+    assert handler._array_metadata_store is ocp.type_handlers.get_type_handler(jax.Array)._array_metadata_store
+    assert handler._use_replica_parallel is False

@@ -167,7 +167,7 @@ def test_bfloat16_compute_keeps_float32_state_and_logits(variables, images):
 
 
 def test_time_dependent_field_adds_a_time_channel(images):
-    cfg = tiny("segnode")
+    cfg = tiny("segnode", solver="euler", num_steps=1, adjoint="unrolled")  # the cheapest solve to compile
     cfg.field.time_dependence = "concat"
     v = segnode_jax.init(cfg, jax.random.key(0), SHAPE)
     kernel = v["params"]["ode"]["field"]["module_0"]["branches_0_0"]["conv1"]["kernel"]
