@@ -20,7 +20,7 @@ import pytest
 
 from segnode_jax import api, checkpoints, convert, pth, weights
 from segnode_jax.models.hrnet import BasicBlock, HRModule, outer_norm
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags
 from tests.convert import official
 from tests.convert.spec import TINY, TINY_OCR, tiny_model_config
 
@@ -298,7 +298,7 @@ def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
          # What is tested is where the weights go, not the solve: one unrolled Euler step
          # compiles in a third of the time of the adaptive solve.
          "--config.model.ode.solver=euler", "--config.model.ode.num_steps=1", "--config.model.ode.adjoint=unrolled"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(1)),
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
