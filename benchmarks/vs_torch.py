@@ -1,0 +1,333 @@
+"""segnode-jax against SegNode in PyTorch + torchdiffeq (the paper's stack), side by side.
+
+    pip install -r benchmarks/torch_peer/requirements.txt     # torch (CPU) and torchdiffeq
+    python benchmarks/vs_torch.py [--width 8] [--size 64x96] [--batch 2] [--repeats 3]
+                                  [--settings dopri5,rk4x2,euler_x2] [--report_only]
+
+Both frameworks run the same network with the same weights (ours, initialised by segnode-jax
+and copied into ``benchmarks/torch_peer/segnode_torch.py``) and the same solve settings:
+``dopri5`` (the paper's: adaptive Dopri5 at the config's rtol/atol, RMS error norm, adjoint
+with the seminorm; ``torchdiffeq.odeint_adjoint``), ``rk4x2`` and ``euler_x2`` (fixed steps,
+adjoint method). Before anything is timed the script checks that they compute the same
+function: with fixed steps (the same discretisation in both) the eval logits to 1e-4 of their
+scale and every gradient to 1e-3 of the gradients' global scale; with Dopri5 it reports how
+far apart the two adaptive solves are.
+
+Then, per setting and interleaved in one process: a training step (forward in training mode,
+cross-entropy, backward, SGD with momentum and the poly schedule -- ours is
+``segnode_jax.training.make_train_step``), inference on one image, and the field evaluations
+of each (torch: forward and backward; ours: forward -- diffrax does not report the backward
+solve's steps). Memory: on a CPU the JAX step's analysed memory (XLA's buffer assignment); the
+PyTorch step's is not measured (no comparable CPU statistic). On a GPU both peaks are read
+(``torch.cuda.max_memory_allocated``, JAX's ``peak_bytes_in_use``) -- that path has not run on a
+GPU yet.
+
+Writes ``benchmarks/results/vs_torch.json`` and the table in README.md (``--report_only``
+rewrites the table from the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks", "torch_peer"))
+
+import numpy as np  # noqa: E402
+
+import report  # noqa: E402
+
+SETTINGS = {
+    "dopri5": dict(solver="dopri5", num_steps=None, adjoint="backsolve"),
+    "rk4x2": dict(solver="rk4", num_steps=2, adjoint="backsolve"),
+    "euler_x2": dict(solver="euler", num_steps=2, adjoint="backsolve"),
+}
+JSON = "vs_torch.json"
+
+
+def _need_torch():
+    try:
+        import torch  # noqa: F401
+        import torchdiffeq  # noqa: F401
+    except ImportError:
+        print("error: benchmarks/vs_torch.py needs torch and torchdiffeq: "
+              "pip install -r benchmarks/torch_peer/requirements.txt", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def make_config(setting: str, width: int, batch: int, size: tuple[int, int]):
+    import segnode_jax
+    from segnode_jax import training
+
+    cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py"))
+    overrides = {
+        "model.width": width, "model.stem_width": max(16, 2 * width), "model.layer1_planes": max(16, 2 * width),
+        "model.field.groups": min(16, width), "train.batch_size": batch, "data.crop_size": size,
+        "train.loss.ohem": False,
+    }
+    overrides.update({f"model.ode.{k}": v for k, v in SETTINGS[setting].items()})
+    segnode_jax.config.apply_overrides(cfg, overrides)
+    return training.resolve_config(cfg)
+
+
+def _to_numpy(tree):
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+class Pair:
+    """One setting in both frameworks, from the same weights."""
+
+    def __init__(self, setting, variables, images, labels, cfg, num_steps):
+        import jax
+        import optax
+        import torch
+
+        import segnode_torch
+        from segnode_jax import parallel, training
+
+        self.setting, self.cfg = setting, cfg
+        self.images, self.labels = images, labels
+        mesh = parallel.make_mesh(jax.devices()[:1])
+        tx, _ = training.make_optimizer(cfg.train, num_steps)
+        self.jax_step = training.make_train_step(cfg, num_steps, mesh)
+        # Its own copy: the step donates the state it is given.
+        own = jax.tree_util.tree_map(jax.numpy.array, variables)
+        self.state = training.TrainState(
+            step=jax.numpy.zeros((), jax.numpy.int32), params=own["params"], batch_stats=own["batch_stats"],
+            opt_state=tx.init(own["params"]),
+        )
+        self.batch = parallel.global_batch({"image": images, "label": labels}, mesh)
+        self.variables = variables
+        self.peer = segnode_torch.SegNodeTorch(cfg.model.to_dict())
+        segnode_torch.load_flax_variables(self.peer, _to_numpy(variables))
+        t = cfg.train
+        self.opt = torch.optim.SGD(self.peer.parameters(), lr=float(t.learning_rate), momentum=float(t.momentum),
+                                   weight_decay=float(t.weight_decay))
+        power = float(t.get("poly_power", 0.9))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: (1 - min(k, num_steps) / num_steps) ** power)
+        self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        self.y = torch.from_numpy(labels.astype(np.int64))
+        del optax
+
+    # -- one timed call each --------------------------------------------------------------------
+    def jax_train(self):
+        import jax
+
+        t = time.perf_counter()
+        self.state, metrics = self.jax_step(self.state, self.batch)
+        jax.block_until_ready(metrics)
+        dt = time.perf_counter() - t
+        return dt, {"nfe_forward": int(metrics.get("ode_nfe", -1)), "loss": float(metrics["loss"])}
+
+    def torch_train(self):
+        import torch.nn.functional as F
+
+        peer = self.peer
+        peer.train()
+        t = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(peer(self.x), self.y, ignore_index=255)
+        forward = peer.last_nfe
+        peer.field.nfe = 0
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        dt = time.perf_counter() - t
+        return dt, {"nfe_forward": forward, "nfe_backward": peer.field.nfe, "loss": float(loss.detach())}
+
+    def jax_infer(self):
+        import jax
+
+        import segnode_jax
+
+        v = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+        t = time.perf_counter()
+        logits, aux = segnode_jax.apply(v, self.images[:1], self.cfg.model)
+        jax.block_until_ready(logits)
+        return time.perf_counter() - t, {"nfe": int(aux["ode"]["nfe"])}
+
+    def torch_infer(self):
+        import torch
+
+        self.peer.eval()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            self.peer(self.x[:1])
+        return time.perf_counter() - t, {"nfe": self.peer.last_nfe}
+
+
+def check_same_function(setting, cfg, variables, images, labels) -> dict:
+    """Logits (eval) and gradients (train mode) of both frameworks from the same weights."""
+    import jax
+    import optax
+    import torch
+    import torch.nn.functional as F
+
+    import segnode_jax
+    import segnode_torch
+
+    peer = segnode_torch.SegNodeTorch(cfg.model.to_dict())
+    segnode_torch.load_flax_variables(peer, _to_numpy(variables))
+    peer.eval()
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        theirs = peer(x).permute(0, 2, 3, 1).numpy()
+    ours, _ = segnode_jax.apply(variables, images, cfg.model)
+    logits_err = float(np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max())
+
+    peer.train()
+    peer.zero_grad()
+    loss_t = F.cross_entropy(peer(x), torch.from_numpy(labels.astype(np.int64)))
+    loss_t.backward()
+    g_theirs = segnode_torch.flax_grads_of(peer)
+
+    def loss(params):
+        out, _ = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, cfg.model, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+
+    loss_j, g_ours = jax.value_and_grad(loss)(variables["params"])
+    a = jax.tree_util.tree_leaves(_to_numpy(g_ours))
+    b = jax.tree_util.tree_leaves(g_theirs)
+    diff = np.sqrt(sum(float(np.sum((x_ - y_) ** 2)) for x_, y_ in zip(a, b)))
+    scale = np.sqrt(sum(float(np.sum(y_**2)) for y_ in b))
+    return {"setting": setting, "logits_rel_max_diff": logits_err, "loss_jax": float(loss_j), "loss_torch": float(loss_t.detach()),
+            "grad_rel_diff": diff / scale}
+
+
+def run(args) -> dict:
+    import jax
+    import torch
+
+    import segnode_jax
+
+    h, w = (int(v) for v in args.size.split("x"))
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((args.batch, h, w, 3)).astype(np.float32)
+    base = make_config("rk4x2", args.width, args.batch, (h, w))
+    labels = rng.integers(0, int(base.model.num_classes), (args.batch, h, w)).astype(np.int32)
+    variables = segnode_jax.init(base.model, jax.random.key(0), images.shape)
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+
+    checks = []
+    for s in settings:
+        c = check_same_function(s, make_config(s, args.width, args.batch, (h, w)), variables, images, labels)
+        checks.append(c)
+        print(f"check {s}: logits differ by {c['logits_rel_max_diff']:.1e} of their scale, gradients by {c['grad_rel_diff']:.1e}", flush=True)
+        if SETTINGS[s]["num_steps"] and (c["logits_rel_max_diff"] > 1e-4 or c["grad_rel_diff"] > 1e-3):
+            print(f"error: with fixed steps ({s}) the torch peer and segnode-jax should compute the same function; "
+                  "they do not (see the numbers above): fix the peer before timing", file=sys.stderr)
+            raise SystemExit(1)
+
+    pairs = {s: Pair(s, variables, images, labels, make_config(s, args.width, args.batch, (h, w)), args.repeats + 1) for s in settings}
+    memory = {}
+    if jax.default_backend() == "cpu":
+        from segnode_jax import memory as mem
+
+        for s, p in pairs.items():
+            memory[s] = {"jax_train_bytes": mem.of_compiled(p.jax_step.lower(p.state, p.batch).compile(
+                compiler_options=mem.compiler_options()))["total"], "torch_train_bytes": None, "how": "XLA analysis (JAX); not measured (torch, CPU)"}
+    times = {s: {k: [] for k in ("jax_train", "torch_train", "jax_infer", "torch_infer")} for s in settings}
+    info = {s: {} for s in settings}
+    for r in range(args.repeats + 1):  # round 0 compiles / warms up and is dropped
+        for s, p in pairs.items():
+            for kind in ("jax_train", "torch_train", "jax_infer", "torch_infer"):
+                dt, extra = getattr(p, kind)()
+                if r:
+                    times[s][kind].append(dt)
+                    info[s].setdefault(kind, []).append(extra)
+            if r:
+                print(f"round {r} {s}: " + ", ".join(f"{k} {times[s][k][-1]:.3f}s" for k in times[s]), flush=True)
+    if jax.default_backend() == "gpu":
+        memory = {s: {"jax_train_bytes": None, "torch_train_bytes": int(torch.cuda.max_memory_allocated()),
+                      "how": "not separated per setting yet"} for s in settings}
+    rows = []
+    for s in settings:
+        t = {k: statistics.median(v) for k, v in times[s].items()}
+        rows.append({
+            "setting": s, **SETTINGS[s],
+            "jax_train_step_seconds": t["jax_train"], "torch_train_step_seconds": t["torch_train"],
+            "train_ratio_jax_over_torch": t["jax_train"] / t["torch_train"],
+            "jax_infer_seconds": t["jax_infer"], "torch_infer_seconds": t["torch_infer"],
+            "infer_ratio_jax_over_torch": t["jax_infer"] / t["torch_infer"],
+            "nfe_train_forward_jax": statistics.median(e["nfe_forward"] for e in info[s]["jax_train"]),
+            "nfe_train_forward_torch": statistics.median(e["nfe_forward"] for e in info[s]["torch_train"]),
+            "nfe_train_backward_torch": statistics.median(e["nfe_backward"] for e in info[s]["torch_train"]),
+            "nfe_infer_jax": statistics.median(e["nfe"] for e in info[s]["jax_infer"]),
+            "nfe_infer_torch": statistics.median(e["nfe"] for e in info[s]["torch_infer"]),
+            **memory.get(s, {}),
+        })
+    import torchdiffeq
+
+    return {
+        "machine": dict(report.machine(), torch=torch.__version__, torchdiffeq=torchdiffeq.__version__,
+                        torch_threads=torch.get_num_threads()),
+        "setup": {"width": args.width, "size": [h, w], "batch": args.batch, "repeats": args.repeats, "model": "segnode (configs/camvid.py, 11 classes)"},
+        "checks": checks,
+        "rows": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    m, s = result["machine"], result["setup"]
+    lines = [
+        f"Measured {m['date']} on {m['platform']}, {m['cpu_count']} CPU cores, backend {m['backend']} "
+        f"(jax {m['jax']}; torch {m['torch']} with {m['torch_threads']} threads, torchdiffeq {m['torchdiffeq']}), "
+        f"by `python benchmarks/vs_torch.py`. SegNode width {s['width']}, {s['size'][0]}x{s['size'][1]} images, training "
+        f"batch {s['batch']}, inference batch 1; medians of {s['repeats']} interleaved repeats.",
+        "",
+        "Same function first: " + "; ".join(
+            f"{c['setting']}: logits {c['logits_rel_max_diff']:.0e}, gradients {c['grad_rel_diff']:.0e} apart" for c in result["checks"])
+        + " (relative; fixed steps must agree to 1e-4 / 1e-3).",
+        "",
+        "| setting | train step JAX (s) | train step PyTorch (s) | JAX / PyTorch | inference JAX (s) | inference PyTorch (s) | JAX / PyTorch "
+        "| NFE train fwd JAX / PyTorch | NFE train bwd PyTorch | train memory JAX (MiB, analysed) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        mem = r.get("jax_train_bytes")
+        lines.append(
+            f"| `{r['setting']}` | {r['jax_train_step_seconds']:.3f} | {r['torch_train_step_seconds']:.3f} | "
+            f"{r['train_ratio_jax_over_torch']:.2f} | {r['jax_infer_seconds']:.3f} | {r['torch_infer_seconds']:.3f} | "
+            f"{r['infer_ratio_jax_over_torch']:.2f} | {r['nfe_train_forward_jax']:.0f} / {r['nfe_train_forward_torch']:.0f} | "
+            f"{r['nfe_train_backward_torch']:.0f} | {'-' if mem is None else f'{mem / 2**20:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--size", default="64x96", help="HxW of the images")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--report_only", action="store_true", help="rewrite the README table from the JSON")
+    args = parser.parse_args(argv)
+    path = os.path.join(report.RESULTS, JSON)
+    if args.report_only:
+        import json
+
+        with open(path) as f:
+            result = json.load(f)
+    else:
+        _need_torch()
+        unknown = [s for s in args.settings.split(",") if s.strip() and s.strip() not in SETTINGS]
+        if unknown:
+            print(f"error: unknown --settings {unknown}; choose from {sorted(SETTINGS)}", file=sys.stderr)
+            raise SystemExit(2)
+        result = run(args)
+        report.write_json(JSON, result)
+    report.replace_block(os.path.join(ROOT, "README.md"), "vs-torch", markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
