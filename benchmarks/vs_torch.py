@@ -86,7 +86,6 @@ class Pair:
 
     def __init__(self, setting, variables, images, labels, cfg, num_steps):
         import jax
-        import optax
         import torch
 
         import segnode_torch
@@ -114,7 +113,6 @@ class Pair:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: (1 - min(k, num_steps) / num_steps) ** power)
         self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         self.y = torch.from_numpy(labels.astype(np.int64))
-        del optax
 
     # -- one timed call each --------------------------------------------------------------------
     def jax_train(self):
