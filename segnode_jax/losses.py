@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from segnode_jax.models.layers import resize_bilinear
+from segnode_jax.resize import resize_bilinear
 
 from segnode_jax.labels import IGNORE_INDEX  # noqa: E402,F401 - re-exported
 

@@ -244,7 +244,8 @@ class Segmenter:
         return normalize(image, mean=self.mean, std=self.std)
 
     def _finish(self, scores: np.ndarray, size: tuple[int, int], probabilities: bool, *, are_probs: bool):
-        from segnode_jax.evaluation.inference import resize_bilinear_np, softmax_np
+        from segnode_jax.evaluation.inference import softmax_np
+        from segnode_jax.resize import resize_bilinear_np
 
         if scores.shape[:2] != tuple(size):
             scores = resize_bilinear_np(scores, size)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from segnode_jax import data, evaluation
-from segnode_jax.models.layers import resize_bilinear
+from segnode_jax.resize import resize_bilinear
 
 from tests.conftest import tiny_config
 
@@ -80,9 +80,10 @@ def test_ignore_index_and_out_of_range_labels_are_not_counted():
 def test_host_resize_matches_the_models_pytorch_bilinear():
     x = np.random.default_rng(0).normal(size=(13, 17, 3)).astype(np.float32)
     for size in [(20, 31), (7, 9), (13, 40)]:
-        ours = evaluation.resize_bilinear_np(x, size)
-        ref = np.asarray(resize_bilinear(jnp.asarray(x[None]), size, align_corners=False))[0]
-        np.testing.assert_allclose(ours, ref, atol=1e-5)
+        for align in (False, True):
+            ours = evaluation.resize_bilinear_np(x, size, align_corners=align)
+            ref = np.asarray(resize_bilinear(jnp.asarray(x[None]), size, align_corners=align))[0]
+            np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 def test_device_scoring_in_a_canvas_equals_host_scoring():

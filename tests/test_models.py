@@ -15,7 +15,8 @@ from segnode_jax import api
 from segnode_jax import memory
 from segnode_jax.models.hrnet import HRModule, Stem
 from segnode_jax.models.segnode import VectorField
-from segnode_jax.models.layers import NormSpec, branch_sizes, resize_bilinear
+from segnode_jax.models.layers import NormSpec, branch_sizes
+from segnode_jax.resize import resize_bilinear
 from tests.conftest import REPO
 
 MODELS = ("hrnetv2", "baseline", "segnode")

@@ -21,7 +21,6 @@ from segnode_jax.evaluation.inference import (
     hrnet_inference,
     hrnet_scaled_size,
     multiscale_inference,
-    resize_bilinear_np,
     slide_inference,
     sliding_windows,
     softmax_np,
@@ -39,6 +38,7 @@ from segnode_jax.evaluation.report import composite, labelled_panels, summary, w
 from segnode_jax.evaluation.runner import EvalSettings, evaluate, evaluate_predictor
 from segnode_jax.evaluation.saved import PredictionError, score_predictions
 from segnode_jax.labels import IGNORE_INDEX
+from segnode_jax.resize import resize_bilinear_np
 
 __all__ = [
     "IGNORE_INDEX",

@@ -22,32 +22,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from segnode_jax.resize import resize_bilinear_np
+
 PredictFn = Callable[[np.ndarray], np.ndarray]
-
-
-def _source_index_np(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    return i0, i1, (src - i0).astype(np.float32)
-
-
-def resize_bilinear_np(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Bilinear resize of ``(H, W, ...)`` to ``size=(h, w)`` on the host, no antialiasing
-    (PyTorch ``F.interpolate(mode="bilinear", align_corners=False)`` / OpenCV ``INTER_LINEAR``)."""
-    out_h, out_w = int(size[0]), int(size[1])
-    x = np.asarray(x, dtype=np.float32)
-    in_h, in_w = x.shape[:2]
-    if in_h != out_h:
-        i0, i1, w = _source_index_np(out_h, in_h)
-        w = w.reshape((-1,) + (1,) * (x.ndim - 1))
-        x = x[i0] * (1 - w) + x[i1] * w
-    if in_w != out_w:
-        i0, i1, w = _source_index_np(out_w, in_w)
-        w = w.reshape((1, -1) + (1,) * (x.ndim - 2))
-        x = x[:, i0] * (1 - w) + x[:, i1] * w
-    return x
 
 
 def whole_inference(predict_fn: PredictFn, image: np.ndarray) -> np.ndarray:

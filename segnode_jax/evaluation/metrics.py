@@ -20,6 +20,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from segnode_jax.labels import IGNORE_INDEX
+from segnode_jax.resize import resize_in_canvas
 
 # Label canvases are rounded up to a multiple of this, so that datasets whose labels come in
 # many sizes (LIP) compile the (cheap) scoring step for a few shapes only.
@@ -110,28 +111,6 @@ def metrics_from_confusion(
     }
 
 
-def _resize_in_canvas(
-    x: Float[Array, "h w c"], in_size: Int[Array, " 2"], canvas: tuple[int, int], out_size: Int[Array, " 2"]
-) -> Float[Array, "H W c"]:
-    """Resizes the valid ``in_size`` corner of ``x`` to ``out_size`` inside an output canvas
-    (static shape ``canvas``), on device; sizes may be traced. Same convention as
-    :func:`resize_bilinear_np`; canvas pixels beyond ``out_size`` hold edge values."""
-
-    def axis_tables(out_len, n_out, n_in):
-        dst = jnp.arange(out_len, dtype=jnp.float32)
-        scale = n_in.astype(jnp.float32) / n_out.astype(jnp.float32)
-        src = jnp.maximum((dst + 0.5) * scale - 0.5, 0.0)
-        i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), n_in - 1)
-        i1 = jnp.minimum(i0 + 1, n_in - 1)
-        return i0, i1, src - i0.astype(jnp.float32)
-
-    i0, i1, w = axis_tables(canvas[0], out_size[0], in_size[0])
-    x = jnp.take(x, i0, axis=0) * (1 - w)[:, None, None] + jnp.take(x, i1, axis=0) * w[:, None, None]
-    j0, j1, v = axis_tables(canvas[1], out_size[1], in_size[1])
-    x = jnp.take(x, j0, axis=1) * (1 - v)[None, :, None] + jnp.take(x, j1, axis=1) * v[None, :, None]
-    return x
-
-
 def score_batch(
     logits: Float[Array, "b h w c"],
     image_size: Int[Array, "b 2"],
@@ -152,6 +131,6 @@ def score_batch(
       bilinearly to each label's size, then argmax.
     """
     canvas = tuple(labels.shape[1:3])
-    resized = jax.vmap(lambda x, s, o: _resize_in_canvas(x, s, canvas, o))(logits, image_size, label_size)
+    resized = jax.vmap(lambda x, s, o: resize_in_canvas(x, s, canvas, o))(logits, image_size, label_size)
     pred = jnp.argmax(resized, axis=-1).astype(jnp.int32)
     return confusion_matrix(pred, labels, logits.shape[-1]), pred

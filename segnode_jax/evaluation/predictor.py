@@ -10,17 +10,16 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
+from segnode_jax import parallel
 from segnode_jax.evaluation.metrics import score_batch
 
 
 def local_mesh(devices=None) -> jax.sharding.Mesh:
     """A 1-D ``data`` mesh over this host's devices (evaluation runs per host), or over
     ``devices``."""
-    devices = jax.local_devices() if devices is None else list(devices)
-    return jax.sharding.Mesh(np.array(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    return parallel.make_mesh(jax.local_devices() if devices is None else list(devices))
 
 
 def predict_logits(variables, images: Float[Array, "b h w 3"], model_cfg, *, per_image: bool = True):
@@ -56,8 +55,7 @@ def predict_logits(variables, images: Float[Array, "b h w 3"], model_cfg, *, per
 
 @functools.lru_cache(maxsize=32)
 def _predict_jit(frozen_model_cfg, per_image: bool, mesh):
-    data = NamedSharding(mesh, PartitionSpec("data"))
-    rep = NamedSharding(mesh, PartitionSpec())
+    data, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     return jax.jit(
         functools.partial(predict_logits, model_cfg=frozen_model_cfg, per_image=per_image),
         in_shardings=(rep, data), out_shardings=(data, data),
@@ -66,8 +64,7 @@ def _predict_jit(frozen_model_cfg, per_image: bool, mesh):
 
 @functools.lru_cache(maxsize=8)
 def _score_jit(mesh):
-    data = NamedSharding(mesh, PartitionSpec("data"))
-    rep = NamedSharding(mesh, PartitionSpec())
+    data, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     return jax.jit(score_batch, in_shardings=(data, data, data, data), out_shardings=(rep, data))
 
 
@@ -97,10 +94,10 @@ class Predictor:
         bs = n_dev if not batch_size else int(batch_size)
         self.batch_size = int(math.ceil(bs / n_dev) * n_dev)
         self.is_ode = is_ode
-        rep = NamedSharding(self.mesh, PartitionSpec())
+        rep = parallel.replicated(self.mesh)
         self._args = jax.device_put(tuple(args), rep)
         if _jitted is None:
-            data = NamedSharding(self.mesh, PartitionSpec("data"))
+            data = parallel.batch_sharding(self.mesh)
             _jitted = jax.jit(fn, in_shardings=(rep,) * len(args) + (data,), out_shardings=(data, data))
         self._fn = _jitted
         self._nfe: list[tuple[jax.Array, int]] = []
@@ -149,7 +146,7 @@ class Predictor:
     def put(self, batch: np.ndarray) -> jax.Array:
         """A host batch (leading axis = batch) split over this predictor's devices (explicit:
         in a multi-host run JAX does not place NumPy inputs of a sharded ``jit`` itself)."""
-        return jax.device_put(batch, NamedSharding(self.mesh, PartitionSpec("data")))
+        return jax.device_put(batch, parallel.batch_sharding(self.mesh))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = []

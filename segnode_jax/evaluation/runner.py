@@ -18,7 +18,6 @@ from segnode_jax.evaluation.inference import (
     HRNET_RULES,
     hrnet_inference,
     multiscale_inference,
-    resize_bilinear_np,
     slide_inference,
 )
 from segnode_jax.evaluation.metrics import (
@@ -28,6 +27,7 @@ from segnode_jax.evaluation.metrics import (
     metrics_from_confusion,
 )
 from segnode_jax.evaluation.predictor import Predictor, _score_jit
+from segnode_jax.resize import resize_bilinear_np
 from segnode_jax.evaluation.report import _write_visualization, composite
 from segnode_jax.labels import IGNORE_INDEX
 

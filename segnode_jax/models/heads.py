@@ -7,7 +7,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv, resize_bilinear
+from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv
+from segnode_jax.resize import resize_bilinear
 
 
 class HRNetHead(nn.Module):

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from segnode_jax.models.heads import HRNetHead
-from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of, resize_bilinear
+from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of
+from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
 
 Features = tuple[Float[Array, "b h w c"], ...]

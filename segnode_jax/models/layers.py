@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 Dtype = Any
@@ -106,43 +105,6 @@ def norm(
     else:
         raise ValueError(f"unknown normalisation {kind!r}; use 'batch', 'group' or 'none'")
     return y.astype(x.dtype)
-
-
-def _source_index(out_size: int, in_size: int, align_corners: bool):
-    """Per output pixel: the two source pixels and the weight of the second (PyTorch rules)."""
-    if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = np.arange(out_size, dtype=np.float64) * scale
-    else:
-        src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-        src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    w1 = (src - i0).astype(np.float32)
-    return i0, i1, w1
-
-
-def resize_bilinear(
-    x: Float[Array, "b h w c"], size: Sequence[int], *, align_corners: bool = False
-) -> Float[Array, "b H W c"]:
-    """Bilinear resize of an NHWC tensor to ``size=(H, W)``, exactly as PyTorch's
-    ``F.interpolate(mode="bilinear", align_corners=...)`` (no antialiasing).
-
-    Separable: two gathers and a lerp per axis, with index tables computed on the host.
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-    in_h, in_w = x.shape[1], x.shape[2]
-    if (out_h, out_w) == (in_h, in_w):
-        return x
-    if in_h != out_h:
-        i0, i1, w = _source_index(out_h, in_h, align_corners)
-        w = jnp.asarray(w, x.dtype)[None, :, None, None]
-        x = jnp.take(x, i0, axis=1) * (1 - w) + jnp.take(x, i1, axis=1) * w
-    if in_w != out_w:
-        i0, i1, w = _source_index(out_w, in_w, align_corners)
-        w = jnp.asarray(w, x.dtype)[None, None, :, None]
-        x = jnp.take(x, i0, axis=2) * (1 - w) + jnp.take(x, i1, axis=2) * w
-    return x
 
 
 def branch_sizes(height: int, width: int, num_branches: int = 4) -> list[tuple[int, int]]:

@@ -39,7 +39,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv, resize_bilinear
+from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv
+from segnode_jax.resize import resize_bilinear
 
 HEADS = ("default", "ocr")
 

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from segnode_jax import ode
 from segnode_jax.models.heads import SegNodeHead
 from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
-from segnode_jax.models.layers import Dtype, NormSpec, dtype_of, resize_bilinear
+from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
+from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
 
 TIME_DEPENDENCE = ("none", "concat")
