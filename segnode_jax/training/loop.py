@@ -262,6 +262,9 @@ def _announce(run: _Run) -> None:
 def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> dict[str, Any]:
     """The step's metrics on the host; a non-finite step stops training (it was not applied)."""
     m = {k: np.asarray(v).item() for k, v in jax.device_get(device_metrics).items()}
+    failure = ode.failure_of(m.pop("ode_result", 0), run.cfg.model.ode)
+    if failure is not None:
+        raise failure  # named with its step by train_and_evaluate
     if not m.pop("finite"):
         where = (
             f"the last good checkpoint is step {last_saved} in {run.ckpts.latest.directory}"
@@ -289,6 +292,22 @@ def _validate(run: _Run, step: int, writer, best: dict[str, Any] | None) -> tupl
         run.ckpts.save_best(step, run.state, res["miou"])
         best = {"step": step, "miou": float(res["miou"])}
     return res, best
+
+
+def _validation_missed(run: _Run, schedule: _Schedule, writer) -> bool:
+    """Whether the step the run resumes from was due for validation but has none logged (the
+    run stopped after saving that step's checkpoint and before its validation finished).
+    Process 0 reads ``metrics.jsonl`` and tells the others (validation runs on every host)."""
+    if not run.resumed or run.start_step == 0 or not schedule.due(run.start_step)[2]:
+        return False
+    missed = jax.process_index() == 0 and not any(
+        r.get("split") == "val" and int(r.get("step", -1)) == run.start_step for r in metrics_log.read_jsonl(writer.path)
+    )
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        missed = bool(multihost_utils.broadcast_one_to_all(np.asarray(missed)))
+    return missed
 
 
 def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -331,6 +350,9 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     running = step
     try:
         with ode.solver_errors(cfg.model.ode):
+            if _validation_missed(run, schedule, writer):
+                _say(f"validating step {step} first: the run stopped after saving it, before its validation")
+                last_val, best = _validate(run, step, writer, best)
             while step < run.num_steps:
                 running = step + 1
                 run.state, device_metrics = step_fn(run.state, parallel.global_batch(next(run.data_iter), run.mesh))
