@@ -112,7 +112,8 @@ def apply(
     Returns:
       ``(logits, aux)``: float32 logits (N, H, W, classes) at the input size; ``aux`` has
       ``"features"`` (the 4 branch outputs), for SegNode ``"ode"`` (solver statistics:
-      ``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``nfe``; with
+      ``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``nfe``, ``result`` (diffrax's
+      result code, 0 = success); with
       ``model.ode.saveat``: ``ts`` and ``trajectory_logits``), with ``model.head="ocr"``
       ``"aux_logits"`` (the OCR head's soft object regions, at 1/4 of the input size), and
       with ``train=True`` ``"batch_stats"`` (the updated running statistics).

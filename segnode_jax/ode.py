@@ -433,10 +433,11 @@ def solve(
         )
         ys = jax.tree_util.tree_map(lambda y: y + token.astype(y.dtype), sol.ys)
         stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
+        stats["result"] = jnp.asarray(compat.diffrax_result_code(sol.result), jnp.int32)
         return ys, stats
 
-    if settings.adjoint == "backsolve" and settings.adjoint_normalise:
-        integrate = _normalised_cotangents(integrate)
+    if settings.adjoint == "backsolve":
+        integrate = _guarded_backsolve(integrate, normalise=settings.adjoint_normalise)
     ys, info = integrate(y0, params)
     info["nfe"] = settings.nfe(info["num_steps"]).astype(jnp.int32)
     y1 = jax.tree_util.tree_map(lambda a: a[-1], ys)
@@ -446,15 +447,21 @@ def solve(
     return y1, info
 
 
-def _normalised_cotangents(integrate):
-    """Runs the backward (adjoint) solve on the cotangent divided by its RMS, then rescales.
+def _guarded_backsolve(integrate, *, normalise: bool):
+    """The backsolve adjoint with two additions.
 
-    The adjoint ODE is linear in the cotangent, so this is exact in exact arithmetic; it makes
-    the backward solve's error control (``atol``) independent of the loss scale. Without it a
-    mean-over-pixels loss gives per-element cotangents far below ``atol`` and the controller
-    controls almost nothing but the reconstruction of the state, whatever the image size and
-    batch size; with it, the adjoint gets the same relative accuracy as the forward solve
-    (tests/test_ode.py checks that the gradient does not depend on the loss scale).
+    * A failed forward solve skips the backward solve (zero gradients: the caller rejects the
+      step, see :func:`failed_solve_as_nan`). Solving the adjoint from the state where the
+      forward solve gave up would fail as well, and diffrax raises that failure through a host
+      callback, which stalls the other devices of a sharded step in their all-reduce.
+    * ``normalise``: the backward (adjoint) solve runs on the cotangent divided by its RMS,
+      then rescales. The adjoint ODE is linear in the cotangent, so this is exact in exact
+      arithmetic; it makes the backward solve's error control (``atol``) independent of the
+      loss scale. Without it a mean-over-pixels loss gives per-element cotangents far below
+      ``atol`` and the controller controls almost nothing but the reconstruction of the state,
+      whatever the image size and batch size; with it, the adjoint gets the same relative
+      accuracy as the forward solve (tests/test_ode.py checks that the gradient does not depend
+      on the loss scale).
     """
 
     @jax.custom_vjp
@@ -463,17 +470,27 @@ def _normalised_cotangents(integrate):
 
     def fwd(y0, params):
         ys, vjp_fn, stats = jax.vjp(integrate, y0, params, has_aux=True)
-        return (ys, stats), vjp_fn
+        return (ys, stats), (vjp_fn, stats["result"])
 
-    def bwd(vjp_fn, cotangents):
+    def bwd(residuals, cotangents):
+        vjp_fn, result = residuals
         ct_ys, _ = cotangents
-        leaves = jax.tree_util.tree_leaves(ct_ys)
-        total = sum(jnp.sum(jnp.square(c.astype(jnp.float32))) for c in leaves)
-        count = sum(c.size for c in leaves)
-        rms = jnp.sqrt(total / count)
-        scale = jnp.where(rms > 0, rms, 1.0)
-        grads = vjp_fn(jax.tree_util.tree_map(lambda c: c / scale.astype(c.dtype), ct_ys))
-        return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), grads)
+
+        def backward(ct):
+            if not normalise:
+                return vjp_fn(ct)
+            leaves = jax.tree_util.tree_leaves(ct)
+            total = sum(jnp.sum(jnp.square(c.astype(jnp.float32))) for c in leaves)
+            count = sum(c.size for c in leaves)
+            rms = jnp.sqrt(total / count)
+            scale = jnp.where(rms > 0, rms, 1.0)
+            grads = vjp_fn(jax.tree_util.tree_map(lambda c: c / scale.astype(c.dtype), ct))
+            return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), grads)
+
+        def skipped(ct):
+            return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(vjp_fn, ct))
+
+        return jax.lax.cond(result == 0, backward, skipped, ct_ys)
 
     run.defvjp(fwd, bwd)
     return run
@@ -496,21 +513,33 @@ def translate_error(error: BaseException, settings: ODESettings | Mapping | None
     return None
 
 
-# Set while tracing a function that must not call back to Python (jax.export): a failed
-# solve then gives NaN instead of raising.
+# Set while tracing a function that must not raise from inside the computation: a failed
+# solve then gives NaN (and its result code in the statistics) instead of raising.
 _NAN_ON_FAILURE = [False]
 
 
 @contextlib.contextmanager
 def failed_solve_as_nan():
-    """Functions traced inside this context return NaN from a failed solve instead of
-    raising (the error check needs a host callback, which ``jax.export`` cannot serialize)."""
+    """Functions traced inside this context return NaN from a failed solve instead of raising
+    it through a host callback; ``aux["ode"]["result"]`` (diffrax's result code, 0 = success)
+    says what happened. ``jax.export`` needs this (it cannot serialize the callback), and so
+    does the training step: raised on one device of a sharded step, the error would leave the
+    other devices waiting in the step's all-reduce until XLA aborts the process; instead the
+    step returns the code with its metrics and the host raises."""
     previous = _NAN_ON_FAILURE[0]
     _NAN_ON_FAILURE[0] = True
     try:
         yield
     finally:
         _NAN_ON_FAILURE[0] = previous
+
+
+def failure_of(code: int, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:
+    """The :class:`ODESolveError` for a result code from ``aux["ode"]["result"]`` (None for 0)."""
+    if not int(code):
+        return None
+    s = settings if isinstance(settings, ODESettings) else ODESettings.from_config(settings or {})
+    return ODESolveError(failure_message(compat.diffrax_result_names()[int(code)], s))
 
 
 @contextlib.contextmanager

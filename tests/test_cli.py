@@ -70,11 +70,9 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_so
     """The main job's config uses fixed steps; the paper's adaptive Dopri5 solve is one flag
     away (--config.model.ode.num_steps=None). Here that adaptive solve is then made to fail
     (max_steps=1 at tolerance 1e-9): the run ends with exit status 1 and one error line whose
-    settings show that the adaptive solve was the one used.
-
-    One device: on several, a failed forward solve inside the sharded training step currently
-    deadlocks the devices' collectives until XLA aborts (a known bug, see docs/training.md
-    "Known problems"), instead of reaching this error line."""
+    settings show that the adaptive solve was the one used. On the tests' 4 devices: the step
+    returns the failure with its metrics and the host raises it (raised inside the sharded step,
+    it once left the other devices waiting in the all-reduce until XLA aborted the process)."""
     fixed = tmp_path / "fixed_steps.py"
     fixed.write_text(textwrap.dedent(f"""
         import segnode_jax
@@ -90,7 +88,7 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_so
     proc = run_cli(
         "train.py", *flags_, f"--workdir={work}", "--config.train.num_steps=2", "--config.train.eval_every_steps=0",
         "--config.model.ode.solver=dopri5", "--config.model.ode.num_steps=None",
-        "--config.model.ode.max_steps=1", "--config.model.ode.rtol=1e-9", "--config.model.ode.atol=1e-9", devices=1,
+        "--config.model.ode.max_steps=1", "--config.model.ode.rtol=1e-9", "--config.model.ode.atol=1e-9", devices=4,
     )
     line = assert_one_error(proc, 1, "model.ode.max_steps", "training stopped at step 1:")
     settings = line.split("[settings:")[1].split("]")[0]

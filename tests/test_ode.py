@@ -295,6 +295,37 @@ def test_max_steps_raises_clear_error_inside_jit_and_eagerly():
             ode.solve(linear_field, Y0, PARAMS, s)
 
 
+def _loss_with(settings, p):
+    y1, info = ode.solve(linear_field, Y0, p, settings)
+    return jnp.sum(y1[0] ** 2) + y1[1], info
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+def test_inside_failed_solve_as_nan_a_failure_is_a_result_code_and_skips_the_backward_solve(normalise):
+    """How the training step meets a failed solve: NaN loss, the code in the statistics, no
+    callback raising (forward or backward), and no backward solve from the abandoned state."""
+    failing = ode.ODESettings(max_steps=2, rtol=1e-8, atol=1e-8, adjoint_normalise=normalise)
+    ok = ode.ODESettings(rtol=1e-6, atol=1e-6, adjoint_normalise=normalise)
+    assert failing.adjoint == ok.adjoint == "backsolve"
+
+    def step(settings):
+        with ode.failed_solve_as_nan():  # the context applies while tracing (at the first call)
+            return jax.jit(jax.value_and_grad(lambda p: _loss_with(settings, p), has_aux=True))(PARAMS)
+
+    (value, info), grads = step(failing)  # raises nothing
+    assert np.isnan(float(value))
+    error = ode.failure_of(info["result"], failing)
+    assert isinstance(error, ode.ODESolveError) and "max_steps=2" in str(error) and "model.ode.max_steps" in str(error)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads))
+    # A solve that succeeds reports 0, with the gradients it has outside the context.
+    (value, info), grads = step(ok)
+    assert int(info["result"]) == 0 and ode.failure_of(info["result"], ok) is None
+    (ref, _), ref_grads = jax.jit(jax.value_and_grad(lambda p: _loss_with(ok, p), has_aux=True))(PARAMS)
+    np.testing.assert_allclose(float(value), float(ref), rtol=1e-6)
+    for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-6)
+
+
 def test_failed_backward_solve_is_reported_as_such():
     """The forward solve of a tiny state fits in 3 steps, the adjoint (rescaled to O(1)) does not."""
     rotation = jnp.asarray([[0.0, 6.0], [-6.0, 0.0]], jnp.float32)

@@ -3,7 +3,9 @@
 ``train_step(state, batch) -> (state, metrics)`` is jitted once per config and mesh (state
 donated, laid out as ``cfg.parallel`` says): batches are sharded over the mesh's ``data`` axis,
 BatchNorm statistics are computed over the global batch, and a non-finite loss or update is
-never applied (``metrics["finite"] == 0``).
+never applied (``metrics["finite"] == 0``). A failed ODE solve is not raised inside the step:
+it makes the loss NaN (so the update is not applied) and ``metrics["ode_result"]`` non-zero, and
+the training loop raises it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from segnode_jax import api, losses, memory, parallel
+from segnode_jax import api, losses, memory, ode, parallel
 from segnode_jax.training.optim import make_optimizer
 
 
@@ -77,7 +79,10 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
             loss = loss + float(loss_cfg.get("aux_weight", 0.4)) * losses.cross_entropy(aux["aux_logits"], labels, class_weights)
         return loss, (logits, aux)
 
-    (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # A failed ODE solve gives NaN and its result code (raised by the host from the metrics,
+    # never from inside the sharded step: see ode.failed_solve_as_nan).
+    with ode.failed_solve_as_nan():
+        (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
@@ -99,7 +104,7 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
         "finite": finite.astype(jnp.int32),
     }
     if isinstance(aux.get("ode"), Mapping):
-        for k in ("nfe", "num_steps", "num_accepted_steps", "num_rejected_steps"):
+        for k in ("nfe", "num_steps", "num_accepted_steps", "num_rejected_steps", "result"):
             if k in aux["ode"]:
                 metrics[f"ode_{k}"] = jnp.asarray(aux["ode"][k], jnp.int32)
     return new_state, metrics
