@@ -392,7 +392,11 @@ def solve(
     settings = ODESettings.from_config(settings)
     solver, controller, dt0 = _solver_parts(settings)
 
+    counter = _COUNTER[0]
+
     def f(t, y, args):
+        if counter is not None:  # counting_evaluations(): one host callback per evaluation
+            jax.debug.callback(functools.partial(_count, counter))
         return vector_field(t, y, args)
 
     if remat:
@@ -540,6 +544,36 @@ def failure_of(code: int, settings: ODESettings | Mapping | None = None) -> ODES
         return None
     s = settings if isinstance(settings, ODESettings) else ODESettings.from_config(settings or {})
     return ODESolveError(failure_message(compat.diffrax_result_names()[int(code)], s))
+
+
+# Set while tracing under counting_evaluations(): the counter the vector fields increment.
+_COUNTER: list[dict | None] = [None]
+
+
+def _count(counter: dict) -> None:
+    counter["count"] += 1
+
+
+@contextlib.contextmanager
+def counting_evaluations():
+    """Solves traced inside this context count their vector-field evaluations on the host, the
+    forward solve's and -- when the function differentiates the solve -- the backward solve's
+    (``adjoint=backsolve``: diffrax reports only the forward statistics). Yields a dict whose
+    ``"count"`` grows each time the traced function runs. A measuring tool: every evaluation
+    costs a host callback, so do not time functions traced in it::
+
+        with ode.counting_evaluations() as evaluations:
+            grad_fn = jax.jit(jax.grad(loss))
+            jax.block_until_ready(grad_fn(params))   # traced (and run) inside the context
+        evaluations["count"]                          # forward + backward evaluations
+    """
+    counter = {"count": 0}
+    previous = _COUNTER[0]
+    _COUNTER[0] = counter
+    try:
+        yield counter
+    finally:
+        _COUNTER[0] = previous
 
 
 @contextlib.contextmanager

@@ -295,6 +295,23 @@ def test_max_steps_raises_clear_error_inside_jit_and_eagerly():
             ode.solve(linear_field, Y0, PARAMS, s)
 
 
+def test_counting_evaluations_counts_forward_and_backward_solves():
+    """The forward count equals the reported NFE; a backsolve gradient adds the backward solve's
+    evaluations (RK4 x2 backwards: 4 per step, each evaluating f once inside its VJP)."""
+    for s in (ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve"), ode.ODESettings(rtol=1e-4, atol=1e-4)):
+        with ode.counting_evaluations() as forward:
+            y1, info = jax.jit(lambda p: ode.solve(linear_field, Y0, p, s))(PARAMS)  # noqa: B023
+            jax.block_until_ready(y1)
+        assert forward["count"] == int(info["nfe"]) > 0
+    s = ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve")
+    with ode.counting_evaluations() as both:
+        grads = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(linear_field, Y0, p, s)[0][0])))(PARAMS)
+        jax.block_until_ready(grads)
+    assert both["count"] == 8 + 8
+    jax.block_until_ready(jax.jit(lambda p: ode.solve(linear_field, Y0, p, s)[0])(PARAMS))  # traced outside: not counted
+    assert both["count"] == 16
+
+
 def _loss_with(settings, p):
     y1, info = ode.solve(linear_field, Y0, p, settings)
     return jnp.sum(y1[0] ** 2) + y1[1], info
