@@ -3,7 +3,8 @@
 For HRNetV2, the Baseline and SegNode (each adjoint, and each memory/speed lever on and off):
 
 * parameters, exact (``segnode_jax.count_params``);
-* memory of one training step (SGD with momentum, batch 24) and of inference (batch 1) at the
+* memory of one training step (the library's own, ``segnode_jax.training.train_step``, with
+  configs/camvid.py's recipe; batch 24) and of inference (batch 1) at the
   paper's setting (W48, CamVid 480x360, 11 classes), read from the compiled XLA executable
   (``segnode_jax.memory.analyse``: temp + arguments + outputs - aliases, compiled so that a
   CPU keeps remat's optimisation barriers as accelerators do), so nothing runs and no
@@ -29,6 +30,7 @@ Writes ``benchmarks/results/table2.json`` and regenerates the table section of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -41,14 +43,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import segnode_jax  # noqa: E402
 from benchmarks import report  # noqa: E402
-from segnode_jax import losses, memory, ode  # noqa: E402
+from segnode_jax import memory, ode  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -164,41 +165,44 @@ def model_config(overrides: dict[str, Any], **extra: Any):
     return segnode_jax.freeze(cfg)
 
 
-def make_train_step(mc) -> Callable:
-    """One SGD-with-momentum step (the paper's SegNode optimiser) with BatchNorm updates; with
-    an OCR head, its auxiliary logits enter the loss with HRNet-OCR's weight 0.4.
+# Which training step a row was measured with (``memory_step``/``time_step`` in table2.json):
+# "library" = segnode_jax.training.train_step with configs/camvid.py's recipe; rows without the
+# field were measured before 2026-12-02 with a plain step (SGD, momentum 0.9, lr 0.01, no weight
+# decay, plain cross-entropy + 0.4 x OCR aux loss).
+STEP_KIND = "library"
 
-    (Not yet the library's own step, ``segnode_jax.training.train_step``: issue 15; switching
-    changes every row and needs the whole table rerun.)"""
-    tx = optax.sgd(0.01, momentum=0.9)
 
-    def step(variables, opt_state, images, labels):
-        def loss_fn(params):
-            logits, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, mc, train=True)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-            if "aux_logits" in aux:
-                loss = loss + 0.4 * losses.cross_entropy(aux["aux_logits"], labels)
-            return loss, (aux["batch_stats"], aux.get("ode", {}).get("nfe", jnp.zeros((), jnp.int32)))
+def make_train_step(mc) -> tuple[Callable, Any]:
+    """The library's own training step (``segnode_jax.training.train_step``: loss with the
+    config's OHEM / OCR auxiliary weight, BatchNorm updates, the finite-update guard) with
+    ``configs/camvid.py``'s optimiser recipe for this model (SGD with momentum and weight decay,
+    poly schedule): ``(step(state, images, labels) -> (state, metrics), tx)``."""
+    from segnode_jax import training
 
-        (loss, (stats, nfe)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-        updates, opt_state = tx.update(grads, opt_state, variables["params"])
-        params = optax.apply_updates(variables["params"], updates)
-        return {"params": params, "batch_stats": stats}, opt_state, loss, nfe
+    cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py"))
+    cfg.model = segnode_jax.config.config_dict.ConfigDict(mc.to_dict() if hasattr(mc, "to_dict") else dict(mc))
+    cfg = training.resolve_config(cfg)
+    tx, schedule = training.make_optimizer(cfg.train, 1000)
+    fn = functools.partial(training.train_step, model_cfg=mc, tx=tx, schedule=schedule, loss_cfg=cfg.train.loss, class_weights=None)
+
+    def step(state, images, labels):
+        return fn(state, {"image": images, "label": labels})
 
     return step, tx
 
 
 def train_inputs(mc, shape: tuple[int, int, int, int]):
-    """``(step, variables, opt_state, images, labels)`` of a real training step at ``shape``
-    (random images and labels, freshly initialised model)."""
+    """``(step, state, images, labels)`` of a real training step at ``shape`` (random images
+    and labels, freshly initialised model)."""
+    from segnode_jax import training
+
+    step, tx = make_train_step(mc)
     # Parameters and BatchNorm statistics do not depend on the batch: initialise at batch 1 so
     # that initialisation never needs more memory than the step.
-    variables = segnode_jax.init(mc, jax.random.key(0), (1, *shape[1:]))
-    step, tx = make_train_step(mc)
-    opt_state = tx.init(variables["params"])
+    state = training.create_train_state(mc, tx, jax.random.key(0), (1, *shape[1:]))
     images = jax.random.normal(jax.random.key(1), shape)
     labels = jax.random.randint(jax.random.key(2), shape[:3], 0, int(mc.num_classes))
-    return step, variables, opt_state, images, labels
+    return step, state, images, labels
 
 
 def make_infer(mc) -> Callable:
@@ -215,13 +219,14 @@ def _abstract_state(mc, shape):
 
 
 def train_memory(mc, batch: int, size: tuple[int, int]) -> dict[str, int]:
+    from segnode_jax import training
+
     shape = (batch, *size, 3)
-    variables = _abstract_state(mc, shape)
     step, tx = make_train_step(mc)
-    opt_state = jax.eval_shape(tx.init, variables["params"])
+    state = jax.eval_shape(lambda: training.create_train_state(mc, tx, jax.random.key(0), (1, *size, 3)))
     images = jax.ShapeDtypeStruct(shape, jnp.float32)
     labels = jax.ShapeDtypeStruct(shape[:3], jnp.int32)
-    return memory.analyse(step, variables, opt_state, images, labels, donate_argnums=(0, 1))
+    return memory.analyse(step, state, images, labels, donate_argnums=(0,))
 
 
 def infer_memory(mc, size: tuple[int, int]) -> dict[str, int]:
@@ -252,9 +257,9 @@ def _run_step(name: str, batch: int, size: tuple[int, int]) -> None:
     mc = model_config(VARIANTS[name][1], num_classes=11)
     device = jax.local_devices()[0]
     try:
-        step, variables, opt_state, images, labels = train_inputs(mc, (batch, *size, 3))
+        step, state, images, labels = train_inputs(mc, (batch, *size, 3))
         with ode.solver_errors(mc.ode):
-            jax.block_until_ready(jax.jit(step, donate_argnums=(0, 1))(variables, opt_state, images, labels))
+            jax.block_until_ready(jax.jit(step, donate_argnums=(0,))(state, images, labels))
         fits = True
     except Exception as e:  # noqa: BLE001 - out of memory surfaces as several error types
         if not _out_of_memory(e):
@@ -308,23 +313,25 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
                  # The OCR head scaled with the width (512 and 256 channels at W48).
                  "ocr.mid_channels": max(8, 512 * width // 48), "ocr.key_channels": max(4, 256 * width // 48)}
         mc = model_config(VARIANTS[name][1], **small)
-        step, variables, opt_state, images, labels = train_inputs(mc, (batch, *size, 3))
+        step, state, images, labels = train_inputs(mc, (batch, *size, 3))
+        variables = state.variables
         t = time.perf_counter()
         # Compiled as for the memory analysis: on a CPU, remat's recomputation then runs (and
         # costs time) as it does on an accelerator.
         options = memory.compiler_options()
-        train = jax.jit(step).lower(variables, opt_state, images, labels).compile(compiler_options=options)
+        # Not donated: every repeat runs from the same state.
+        train = jax.jit(step).lower(state, images, labels).compile(compiler_options=options)
         infer = jax.jit(make_infer(mc)).lower(variables, images[:1]).compile(compiler_options=options)
         compile_s = time.perf_counter() - t
-        prepared[name] = (mc, train, infer, variables, opt_state, images, labels)
+        prepared[name] = (mc, train, infer, state, variables, images, labels)
         print(f"  compiled {name} for timing in {compile_s:.0f}s", flush=True)
     times = {n: {"train": [], "infer": [], "train_nfe": [], "infer_nfe": []} for n in names}
     for r in range(repeats + 1):  # the first round warms up and is dropped
         for name in names:
-            mc, train, infer, variables, opt_state, images, labels = prepared[name]
+            mc, train, infer, state, variables, images, labels = prepared[name]
             with ode.solver_errors(mc.ode):
                 t = time.perf_counter()
-                out = train(variables, opt_state, images, labels)
+                out = train(state, images, labels)
                 jax.block_until_ready(out)
                 dt_train = time.perf_counter() - t
                 t = time.perf_counter()
@@ -334,7 +341,7 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
             if r:
                 times[name]["train"].append(dt_train)
                 times[name]["infer"].append(dt_infer)
-                times[name]["train_nfe"].append(int(out[3]))
+                times[name]["train_nfe"].append(int(out[1].get("ode_nfe", 0)))
                 times[name]["infer_nfe"].append(int(nfe_i))
     return {
         n: {
@@ -372,6 +379,12 @@ def _gib(x):
 
 def _f(x, fmt="{:.2f}"):
     return "-" if x is None else fmt.format(x)
+
+
+def _measured_with_the_old_step(result: dict) -> list[str]:
+    """Rows whose memory or time was measured with the plain step of before 2026-12-02."""
+    return [n for n, m in result["models"].items() if ("train_memory_bytes" in m and m.get("memory_step") != STEP_KIND)
+            or ("train_step_seconds" in m and m.get("time_step") != STEP_KIND)]
 
 
 def markdown(result: dict) -> str:
@@ -412,10 +425,17 @@ def markdown(result: dict) -> str:
             "Measured peak: the device's peak memory over one training step at the memory batch, each step in a "
             "fresh process; measured max batch: the largest training batch that ran (JAX allowed 95% of the memory).",
         )
+    old_step = _measured_with_the_old_step(result)
+    lines.insert(-1, (
+        "Training step: the library's own (`segnode_jax.training.train_step`, configs/camvid.py's recipe: SGD with "
+        "momentum, weight decay and the poly schedule, the config's loss)"
+        + ("." if not old_step else
+           f"; rows marked * ({len(old_step)}) were measured before 2026-12-02 with a plain step (SGD, plain "
+           "cross-entropy) and are not yet remeasured, so ratios between marked and unmarked rows mix the two.")))
     lines += [head + " train step (s) | inference (s) | NFE |", rule + "---:|---:|---:|"]
     for name, m in result["models"].items():
         row = (
-            f"| `{name}` | {_f(m.get('params') and m['params'] / 1e6)} | {_gib(m.get('train_memory_bytes'))} | "
+            f"| `{name}`{' *' if name in old_step else ''} | {_f(m.get('params') and m['params'] / 1e6)} | {_gib(m.get('train_memory_bytes'))} | "
             f"{_gib(m.get('infer_memory_bytes'))} |"
         )
         if budget:
@@ -473,12 +493,13 @@ def summary_markdown(result: dict) -> str:
         f"| | params | train memory | infer memory | max batch in {s['max_batch_budget_gib']:g} GiB | paper |",
         "|---|---:|---:|---:|---:|---|",
     ]
+    old_step = _measured_with_the_old_step(result)
     for name, label in SUMMARY_ROWS:
         m = models.get(name)
         if m is None:
             continue
         lines.append(
-            f"| {label} | {m['params'] / 1e6:.2f}M | {_gib(m.get('train_memory_bytes'))} GiB | "
+            f"| {label}{' *' if name in old_step else ''} | {m['params'] / 1e6:.2f}M | {_gib(m.get('train_memory_bytes'))} GiB | "
             f"{_gib(m.get('infer_memory_bytes'))} GiB | {_f(m.get('max_batch_analysed'), '{:d}')} | {paper.get(name, '')} |"
         )
     pr = PAPER["ratios"]
@@ -499,6 +520,9 @@ def summary_markdown(result: dict) -> str:
         f"{pr['train_time_vs_baseline']}x), Euler x2 unrolled "
         f"{_f(r.get('segnode+euler_x2/unrolled', {}).get('train_time_vs_baseline'))}x.",
     ]
+    if any(name in old_step for name, _ in SUMMARY_ROWS):
+        lines += ["", "Training step: the library's own (`segnode_jax.training.train_step`); rows marked * were measured "
+                  "before 2026-12-02 with a plain step (SGD, plain cross-entropy) and are not yet remeasured."]
     return "\n".join(lines)
 
 
@@ -590,7 +614,7 @@ def main(argv=None) -> dict:
                 f"({time.perf_counter() - t:.0f}s)",
                 flush=True,
             )
-            m["memory_measured"] = time.strftime("%Y-%m-%d")
+            m["memory_measured"], m["memory_step"] = time.strftime("%Y-%m-%d"), STEP_KIND
             if backend == "gpu":
                 m.update(gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed")))
     if not args.no_time:
@@ -598,7 +622,8 @@ def main(argv=None) -> dict:
             args.time_only or names, width=args.time_width, size=tuple(args.time_size), batch=args.time_batch, repeats=args.repeats
         )
         for name, t in timed.items():
-            models.setdefault(name, dict(previous["models"].get(name, {}))).update(t, time_measured=time.strftime("%Y-%m-%d"))
+            models.setdefault(name, dict(previous["models"].get(name, {}))).update(
+                t, time_measured=time.strftime("%Y-%m-%d"), time_step=STEP_KIND)
             print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
     memory_settings = {"size": list(size), "num_classes": 11, "train_batch": args.train_batch, "max_batch_budget_gib": args.budget_gib or None}
     if args.no_memory and "settings" in previous:
