@@ -29,6 +29,10 @@ def get_config():
     m.segnode.modules_per_field = 1
     m.segnode.blocks_per_branch = 1
     m.field.groups = 2
+    m.unet.base_width = 4
+    m.unet.depth = 3
+    m.unode.num_filters = 4
+    m.unode.levels = 2
     m.ode.rtol = 1e-2
     m.ode.atol = 1e-2
     m.ode.max_steps = 64

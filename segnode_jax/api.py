@@ -82,7 +82,7 @@ def _apply_impl(frozen_cfg, variables, images, train, rng=None):
     rngs = None if rng is None else {"dropout": rng}
     if train:
         (logits, aux), updates = model.apply(variables, images, True, mutable=["batch_stats"], rngs=rngs)
-        aux = dict(aux, batch_stats=updates["batch_stats"])
+        aux = dict(aux, batch_stats=updates.get("batch_stats", {}))  # {}: a model without BatchNorm
     else:
         logits, aux = model.apply(variables, images, False)
     return logits, aux

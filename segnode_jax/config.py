@@ -142,6 +142,12 @@ def model_config() -> config_dict.ConfigDict:
             # SegNode (paper sec. 3.2): stem -> transition to 4 branches -> ODE block whose
             # vector field is `modules_per_field` 4-branch modules -> 4 classifiers -> sum.
             segnode=dict(modules_per_field=2, blocks_per_branch=2),
+            # U-Net (Table 2's comparison; segnode_jax/models/unet.py): channels base_width * 2**i
+            # over depth + 1 levels; upsampling "transposed" (31.0M, the paper's) | "bilinear".
+            unet=dict(base_width=64, depth=4, upsampling="transposed"),
+            # U-Node (Table 1's neural-ODE comparison; segnode_jax/models/unode.py): the authors'
+            # ConvODEUNet setting. Its solves use `ode` below (the authors': dopri5, tol 1e-3).
+            unode=dict(num_filters=16, levels=4, time_dependent=True, activation="lrelu"),
             # The vector field. norm: must be a pure function of its input: "group" (GroupNorm
             # with `groups` groups, clipped to divide each width) | "none". activation: relu
             # (paper) | silu | softplus | gelu. time_dependence: "none" (autonomous; the paper
@@ -172,7 +178,8 @@ def paper_recipes() -> config_dict.ConfigDict:
     """The optimiser recipe of each model (``cfg.train.recipes``), keyed by ``model.name``.
 
     SegNode and Baseline: the paper (sec. 4.1). HRNetV2: HRNet's own Cityscapes recipe; the
-    dataset configs replace it with HRNet's recipe for their dataset where it differs.
+    dataset configs replace it with HRNet's recipe for their dataset where it differs. U-Net:
+    Ronneberger et al.'s momentum, our learning rate (see below).
     Fields: ``optimizer`` (sgd | adamw), ``learning_rate``, ``momentum`` (SGD only),
     ``weight_decay`` (SGD: L2 added to the gradient, as PyTorch's SGD; AdamW: decoupled),
     optionally ``head_lr_mult``. A model with ``model.head="ocr"`` takes the ``"{name}_ocr"``
@@ -183,6 +190,11 @@ def paper_recipes() -> config_dict.ConfigDict:
             segnode=dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.0),
             baseline=dict(optimizer="adamw", learning_rate=1e-4, momentum=0.9, weight_decay=0.05),
             hrnetv2=dict(optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4),
+            # U-Net: SGD with Ronneberger et al.'s "high momentum (0.99)"; their paper gives no
+            # learning rate or weight decay: lr 0.01 and no decay are our choice.
+            unet=dict(optimizer="sgd", learning_rate=0.01, momentum=0.99, weight_decay=0.0),
+            # U-Node: the authors' notebook, Adam lr 1e-3 (AdamW without decay is Adam).
+            unode=dict(optimizer="adamw", learning_rate=1e-3, momentum=0.9, weight_decay=0.0),
         )
     )
 

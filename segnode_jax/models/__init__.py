@@ -1,4 +1,5 @@
-"""Models chosen by name (``cfg.model.name``): hrnetv2, baseline, segnode.
+"""Models chosen by name (``cfg.model.name``): hrnetv2, baseline, segnode, and the paper's
+comparisons unet and unode.
 
 Every model is a Flax module built from the model config and called as
 ``model.apply(variables, images, train)`` -> ``(logits, aux)``. Register your own with
@@ -15,8 +16,12 @@ from segnode_jax.config import snapshot
 from segnode_jax.models.baseline import Baseline
 from segnode_jax.models.hrnet import HRNetV2
 from segnode_jax.models.segnode import SegNode
+from segnode_jax.models.unet import UNet
+from segnode_jax.models.unode import UNode
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {"hrnetv2": HRNetV2, "baseline": Baseline, "segnode": SegNode}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "hrnetv2": HRNetV2, "baseline": Baseline, "segnode": SegNode, "unet": UNet, "unode": UNode,
+}
 
 
 def register_model(name: str):

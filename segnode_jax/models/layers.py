@@ -53,13 +53,13 @@ def conv(
         padding=((pad, pad), (pad, pad)),
         use_bias=bias,
         dtype=dtype,
-        param_dtype=_stats_dtype(dtype),
+        param_dtype=state_dtype(dtype),
         kernel_init=kernel_init,
         name=name,
     )
 
 
-def _stats_dtype(dtype) -> Dtype:
+def state_dtype(dtype) -> Dtype:
     """float32 for every compute dtype but float64 (kept for float64 tests)."""
     return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
 
@@ -89,7 +89,7 @@ def norm(
     """
     if kind == "none":
         return x
-    dtype = _stats_dtype(x.dtype)
+    dtype = state_dtype(x.dtype)
     if kind == "batch":
         layer = nn.BatchNorm(momentum=momentum, epsilon=epsilon, dtype=dtype, param_dtype=dtype, name=name)
         y = layer(x.astype(dtype), use_running_average=not train)
