@@ -16,11 +16,11 @@ far apart the two adaptive solves are.
 Then, per setting and interleaved in one process: a training step (forward in training mode,
 cross-entropy, backward, SGD with momentum and the poly schedule -- ours is
 ``segnode_jax.training.make_train_step``), inference on one image, and the field evaluations
-of each (torch: forward and backward; ours: forward -- diffrax does not report the backward
-solve's steps). Memory: on a CPU the JAX step's analysed memory (XLA's buffer assignment); the
-PyTorch step's is not measured (no comparable CPU statistic). On a GPU both peaks are read
-(``torch.cuda.max_memory_allocated``, JAX's ``peak_bytes_in_use``) -- that path has not run on a
-GPU yet.
+of each (forward and backward; ours counted by ``segnode_jax.ode.counting_evaluations`` at the
+initial weights, since diffrax reports only the forward solve's statistics). Memory: the JAX
+step's analysed memory (XLA's buffer assignment, any backend); the PyTorch step's measured peak
+on a GPU (``torch.cuda.max_memory_allocated``, reset before each step), not measured on a CPU
+(no comparable statistic). The GPU path has not run yet (no GPU lent so far).
 
 Writes ``benchmarks/results/vs_torch.json`` and the table in README.md (``--report_only``
 rewrites the table from the JSON).
@@ -76,6 +76,19 @@ def make_config(setting: str, width: int, batch: int, size: tuple[int, int]):
     return training.resolve_config(cfg)
 
 
+def _torch_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _to_numpy(tree):
     import jax
 
@@ -108,15 +121,17 @@ class Pair:
         self.state = jax.device_put(state, training.train_state_shardings(cfg.model, tx, mesh, cfg.get("parallel")))
         self.batch = parallel.global_batch({"image": images, "label": labels}, mesh)
         self.variables = variables
+        self.device = _torch_device()
         self.peer = segnode_torch.SegNodeTorch(cfg.model.to_dict())
         segnode_torch.load_flax_variables(self.peer, _to_numpy(variables))
+        self.peer.to(self.device)
         t = cfg.train
         self.opt = torch.optim.SGD(self.peer.parameters(), lr=float(t.learning_rate), momentum=float(t.momentum),
                                    weight_decay=float(t.weight_decay))
         power = float(t.get("poly_power", 0.9))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: (1 - min(k, num_steps) / num_steps) ** power)
-        self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-        self.y = torch.from_numpy(labels.astype(np.int64))
+        self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
+        self.y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
 
     # -- one timed call each --------------------------------------------------------------------
     def jax_train(self):
@@ -129,10 +144,15 @@ class Pair:
         return dt, {"nfe_forward": int(metrics.get("ode_nfe", -1)), "loss": float(metrics["loss"])}
 
     def torch_train(self):
+        import torch
         import torch.nn.functional as F
 
         peer = self.peer
         peer.train()
+        cuda = self.device.type == "cuda"
+        if cuda:  # this step's own peak
+            _sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         t = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(peer(self.x), self.y, ignore_index=255)
@@ -141,8 +161,12 @@ class Pair:
         loss.backward()
         self.opt.step()
         self.sched.step()
+        _sync(self.device)
         dt = time.perf_counter() - t
-        return dt, {"nfe_forward": forward, "nfe_backward": peer.field.nfe, "loss": float(loss.detach())}
+        extra = {"nfe_forward": forward, "nfe_backward": peer.field.nfe, "loss": float(loss.detach())}
+        if cuda:
+            extra["peak_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+        return dt, extra
 
     def jax_infer(self):
         import jax
@@ -162,6 +186,7 @@ class Pair:
         t = time.perf_counter()
         with torch.inference_mode():
             self.peer(self.x[:1])
+        _sync(self.device)
         return time.perf_counter() - t, {"nfe": self.peer.last_nfe}
 
 
@@ -196,15 +221,16 @@ def _torch_outputs(cfg, variables, images, labels):
 
     import segnode_torch
 
+    device = _torch_device()
     peer = segnode_torch.SegNodeTorch(cfg.model.to_dict())
     segnode_torch.load_flax_variables(peer, _to_numpy(variables))
-    peer.eval()
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    peer.to(device).eval()
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
     with torch.no_grad():
-        logits = peer(x).permute(0, 2, 3, 1).numpy()
+        logits = peer(x).permute(0, 2, 3, 1).cpu().numpy()
     peer.train()
     peer.zero_grad()
-    loss = F.cross_entropy(peer(x), torch.from_numpy(labels.astype(np.int64)))
+    loss = F.cross_entropy(peer(x), torch.from_numpy(labels.astype(np.int64)).to(device))
     forward = peer.last_nfe
     peer.field.nfe = 0
     loss.backward()
@@ -280,13 +306,12 @@ def run(args) -> dict:
             raise SystemExit(1)
 
     pairs = {s: Pair(s, variables, images, labels, make_config(s, args.width, args.batch, (h, w)), args.repeats + 1) for s in settings}
-    memory = {}
-    if jax.default_backend() == "cpu":
-        from segnode_jax import memory as mem
+    # JAX: XLA's analysis of the compiled step, on any backend (one compile each). PyTorch: the
+    # step's measured peak on a GPU (reset before each step), not measured on a CPU.
+    from segnode_jax import memory as mem
 
-        for s, p in pairs.items():
-            memory[s] = {"jax_train_bytes": mem.of_compiled(p.jax_step.lower(p.state, p.batch).compile(
-                compiler_options=mem.compiler_options()))["total"], "torch_train_bytes": None, "how": "XLA analysis (JAX); not measured (torch, CPU)"}
+    memory = {s: {"jax_train_bytes": mem.of_compiled(p.jax_step.lower(p.state, p.batch).compile(
+        compiler_options=mem.compiler_options()))["total"]} for s, p in pairs.items()}
     times = {s: {k: [] for k in ("jax_train", "torch_train", "jax_infer", "torch_infer")} for s in settings}
     info = {s: {} for s in settings}
     for r in range(args.repeats + 1):  # round 0 compiles / warms up and is dropped
@@ -298,9 +323,10 @@ def run(args) -> dict:
                     info[s].setdefault(kind, []).append(extra)
             if r:
                 print(f"round {r} {s}: " + ", ".join(f"{k} {times[s][k][-1]:.3f}s" for k in times[s]), flush=True)
-    if jax.default_backend() == "gpu":
-        memory = {s: {"jax_train_bytes": None, "torch_train_bytes": int(torch.cuda.max_memory_allocated()),
-                      "how": "not separated per setting yet"} for s in settings}
+    for s in settings:
+        peaks = [e["peak_bytes"] for e in info[s]["torch_train"] if "peak_bytes" in e]
+        memory[s]["torch_train_bytes"] = max(peaks) if peaks else None
+        memory[s]["how"] = "JAX: XLA analysis; PyTorch: " + ("measured peak of the step (torch.cuda)" if peaks else "not measured (CPU)")
     rows = []
     for s in settings:
         t = {k: statistics.median(v) for k, v in times[s].items()}
@@ -363,8 +389,8 @@ def markdown(result: dict) -> str:
           f"from it: {_verdict(c)}" for c in result["checks"] if "jax_vs_reference" in c],
         "",
         "| setting | train step JAX (s) | train step PyTorch (s) | JAX / PyTorch | inference JAX (s) | inference PyTorch (s) | JAX / PyTorch "
-        "| NFE train fwd JAX / PyTorch | NFE train bwd JAX / PyTorch | train memory JAX (MiB, analysed) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| NFE train fwd JAX / PyTorch | NFE train bwd JAX / PyTorch | train memory JAX (MiB, analysed) | train memory PyTorch (MiB, peak) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     train = [r["train_ratio_jax_over_torch"] for r in result["rows"]]
     infer = [r["infer_ratio_jax_over_torch"] for r in result["rows"]]
@@ -373,16 +399,19 @@ def markdown(result: dict) -> str:
         + ("(segnode-jax faster in every setting measured)." if max(train + infer) < 1 else
            "(segnode-jax slower where the ratio exceeds 1).")
         + " NFE: the timed steps' medians, but JAX's backward count, taken at the initial weights by the checks "
-        "(segnode_jax.ode.counting_evaluations; diffrax reports only the forward statistics). PyTorch's CPU "
-        "memory is not measured (no comparable statistic); on a GPU both peaks would be read (not run yet: no GPU lent)."
+        "(segnode_jax.ode.counting_evaluations; diffrax reports only the forward statistics). "
+        + ("PyTorch's memory: the step's measured peak (torch.cuda); JAX's: XLA's analysis of the compiled step."
+           if any(r.get("torch_train_bytes") for r in result["rows"]) else
+           "PyTorch's CPU memory is not measured (no comparable statistic; on a GPU its peak per step is read).")
     )
     for r in result["rows"]:
-        mem = r.get("jax_train_bytes")
+        mem, tmem = r.get("jax_train_bytes"), r.get("torch_train_bytes")
         lines.append(
             f"| `{r['setting']}` | {r['jax_train_step_seconds']:.3f} | {r['torch_train_step_seconds']:.3f} | "
             f"{r['train_ratio_jax_over_torch']:.2f} | {r['jax_infer_seconds']:.3f} | {r['torch_infer_seconds']:.3f} | "
             f"{r['infer_ratio_jax_over_torch']:.2f} | {r['nfe_train_forward_jax']:.0f} / {r['nfe_train_forward_torch']:.0f} | "
-            f"{_bwd(result, r)} / {r['nfe_train_backward_torch']:.0f} | {'-' if mem is None else f'{mem / 2**20:.1f}'} |"
+            f"{_bwd(result, r)} / {r['nfe_train_backward_torch']:.0f} | {'-' if mem is None else f'{mem / 2**20:.1f}'} | "
+            f"{'-' if tmem is None else f'{tmem / 2**20:.1f}'} |"
         )
     lines += ["", verdict]
     return "\n".join(lines)
