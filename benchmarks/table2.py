@@ -387,12 +387,17 @@ def _measured_with_the_old_step(result: dict) -> list[str]:
             or ("train_step_seconds" in m and m.get("time_step") != STEP_KIND)]
 
 
+def _when(result: dict) -> str:
+    """The measurement dates of the rows (a range when they differ)."""
+    dates = sorted({m.get(k) for m in result["models"].values() for k in ("memory_measured", "time_measured")} - {None})
+    if len(dates) < 2:
+        return result["date"]
+    return f"{dates[0]} to {dates[-1]} (each row's dates: `memory_measured`, `time_measured` in table2.json)"
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
-    dates = sorted({m.get(k) for m in result["models"].values() for k in ("memory_measured", "time_measured")} - {None})
-    when = result["date"] if len(dates) < 2 else (
-        f"{dates[0]} to {dates[-1]} (each row's dates: `memory_measured`, `time_measured` in table2.json; rows without "
-        f"them were measured {dates[0]} or earlier)")
+    when = _when(result)
     lines = [
         f"Measured {when} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
         f"Memory: W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, {s['num_classes']} classes, training batch "
@@ -484,7 +489,7 @@ def summary_markdown(result: dict) -> str:
     s, models, r = result["settings"], result["models"], result["ratios"]
     paper = {"hrnetv2": "65.8M, batch 24", "baseline": "70.9M, batch 24", "segnode": "20.9M, batch 62"}
     lines = [
-        f"Measured {result['date']} on {result['machine']} (`python benchmarks/table2.py`; full table, method "
+        f"Measured {_when(result)} on {result['machine']} (`python benchmarks/table2.py`; full table, method "
         f"and findings in `benchmarks/README.md`). W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, "
         f"{s['num_classes']} classes; memory from XLA's analysis of the compiled step (training batch "
         f"{s['train_batch']}, inference batch 1; max batch: the largest training batch whose analysed memory "

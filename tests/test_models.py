@@ -388,7 +388,7 @@ def test_every_config_builds_its_models(path, tmp_path):
 @pytest.mark.parametrize(
     "change,message",
     [
-        (dict(name="unet"), "model.name"),
+        (dict(name="unetplusplus"), "model.name"),
         (dict(dtype="float8"), "model.dtype"),
     ],
 )
