@@ -72,3 +72,17 @@ def orbax_array_handler_without_replica_parallel():
 
     current = ocp.type_handlers.get_type_handler(jax.Array)
     return ocp.type_handlers.ArrayHandler(use_replica_parallel=False, array_metadata_store=current._array_metadata_store)
+
+
+# tensorboardX -------------------------------------------------------------------------------
+
+
+def tensorboardx_abandon(summary_writer) -> None:
+    """Marks every event file of a tensorboardX ``SummaryWriter`` closed without writing what it
+    still holds (after a write failed, e.g. on a full disk), so that its ``atexit`` hook does
+    not try, fail and print a traceback again. Sets each ``EventFileWriter``'s private
+    ``_closed`` flag (``all_writers`` is public)."""
+    for file_writer in (getattr(summary_writer, "all_writers", None) or {}).values():
+        event_writer = getattr(file_writer, "event_writer", None)
+        if event_writer is not None:
+            event_writer._closed = True

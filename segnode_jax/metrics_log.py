@@ -13,6 +13,7 @@ logs read as one uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any, Mapping
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+log = logging.getLogger(__name__)
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -120,6 +122,15 @@ class MetricWriter:
         if self.active:
             self._file.close()
             if self._tb is not None:
-                self._tb.close()
+                try:
+                    self._tb.close()
+                except OSError as e:
+                    # TensorBoard's copy could not be written (e.g. a full disk): say so, and
+                    # keep tensorboardX's exit hook from failing again; metrics.jsonl is complete.
+                    from segnode_jax import compat
+
+                    log.warning("TensorBoard events in %s could not be written (%s); metrics.jsonl has every value",
+                                os.path.dirname(self.path), e)
+                    compat.tensorboardx_abandon(self._tb)
                 self._tb = None
             self.active = False

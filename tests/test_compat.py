@@ -59,3 +59,17 @@ def test_orbax_array_handler_keeps_the_metadata_store_and_turns_replica_parallel
     assert handler._array_metadata_store is not None
     assert handler._array_metadata_store is ocp.type_handlers.get_type_handler(jax.Array)._array_metadata_store
     assert handler._use_replica_parallel is False
+
+
+def test_tensorboardx_abandon_marks_its_event_files_closed(tmp_path):
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_scalar("a", 1.0, 0)
+    event_writers = [w.event_writer for w in writer.all_writers.values()]
+    assert event_writers and not any(w._closed for w in event_writers)
+    compat.tensorboardx_abandon(writer)
+    assert all(w._closed is True for w in event_writers)
+    writer.close()  # now a no-op: nothing more is written, nothing raised
+    for w in event_writers:  # the test's own clean-up: its logging thread (a daemon in real runs)
+        w._worker.stop()
