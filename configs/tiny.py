@@ -33,6 +33,13 @@ def get_config():
     m.unet.depth = 3
     m.unode.num_filters = 4
     m.unode.levels = 2
+    m.resnet.stem_width = 4
+    m.resnet.blocks = (1, 1, 1, 1)
+    m.pspnet.channels = 8
+    m.pspnet.aux_channels = 8
+    m.deeplabv3.channels = 8
+    m.deeplabv3.atrous_rates = (1, 2, 3)
+    m.deeplabv3.aux_channels = 8
     m.ode.rtol = 1e-2
     m.ode.atol = 1e-2
     m.ode.max_steps = 64

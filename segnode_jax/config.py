@@ -148,6 +148,18 @@ def model_config() -> config_dict.ConfigDict:
             # U-Node (Table 1's neural-ODE comparison; segnode_jax/models/unode.py): the authors'
             # ConvODEUNet setting. Its solves use `ode` below (the authors': dopri5, tol 1e-3).
             unode=dict(num_filters=16, levels=4, time_dependent=True, activation="lrelu"),
+            # The dilated ResNet of PSPNet and DeepLabv3 (torchvision's; models/resnet.py):
+            # depth None = the model's own (PSPNet 50, DeepLabv3 101) | 50 | 101 | 152;
+            # blocks: per-layer block counts overriding the depth's (() = the depth's);
+            # output_stride 8 (both papers) | 16 | 32; stem_width: torchvision's 64.
+            resnet=dict(depth=placeholder(int), blocks=(), output_stride=8, stem_width=64),
+            # PSPNet (Table 2; models/pspnet.py, hszhao/semseg): pyramid bins, classifier width,
+            # Dropout2d rate, the auxiliary head on layer3 (training only, loss weight 0.4).
+            pspnet=dict(bins=(1, 2, 3, 6), channels=512, dropout=0.1, aux_head=True, aux_channels=256),
+            # DeepLabv3 (Table 2; models/deeplabv3.py, torchvision's deeplabv3_resnet101): ASPP
+            # rates and width, projection dropout, torchvision's optional auxiliary FCN head
+            # (off: the paper's 58.6M has none).
+            deeplabv3=dict(atrous_rates=(12, 24, 36), channels=256, dropout=0.5, aux_head=False, aux_channels=256),
             # The vector field. norm: must be a pure function of its input: "group" (GroupNorm
             # with `groups` groups, clipped to divide each width) | "none". activation: relu
             # (paper) | silu | softplus | gelu. time_dependence: "none" (autonomous; the paper
@@ -179,7 +191,8 @@ def paper_recipes() -> config_dict.ConfigDict:
 
     SegNode and Baseline: the paper (sec. 4.1). HRNetV2: HRNet's own Cityscapes recipe; the
     dataset configs replace it with HRNet's recipe for their dataset where it differs. U-Net:
-    Ronneberger et al.'s momentum, our learning rate (see below).
+    Ronneberger et al.'s momentum, our learning rate (see below). PSPNet, DeepLabv3: their
+    authors' (see below).
     Fields: ``optimizer`` (sgd | adamw), ``learning_rate``, ``momentum`` (SGD only),
     ``weight_decay`` (SGD: L2 added to the gradient, as PyTorch's SGD; AdamW: decoupled),
     optionally ``head_lr_mult``. A model with ``model.head="ocr"`` takes the ``"{name}_ocr"``
@@ -195,6 +208,12 @@ def paper_recipes() -> config_dict.ConfigDict:
             unet=dict(optimizer="sgd", learning_rate=0.01, momentum=0.99, weight_decay=0.0),
             # U-Node: the authors' notebook, Adam lr 1e-3 (AdamW without decay is Adam).
             unode=dict(optimizer="adamw", learning_rate=1e-3, momentum=0.9, weight_decay=0.0),
+            # PSPNet: hszhao/semseg's configs (SGD lr 0.01, momentum 0.9, decay 1e-4, poly 0.9)
+            # with its 10x learning rate for the new modules (ppm, cls, aux); aux loss 0.4.
+            pspnet=dict(optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=1e-4, head_lr_mult=10.0),
+            # DeepLabv3: the paper's lr 0.007, momentum 0.9 and poly 0.9; it gives no weight
+            # decay: 1e-4 as torchvision's reference recipe for this network.
+            deeplabv3=dict(optimizer="sgd", learning_rate=0.007, momentum=0.9, weight_decay=1e-4),
         )
     )
 

@@ -1,8 +1,11 @@
-"""Converts official HRNet PyTorch checkpoints into segnode-jax variables.
+"""Converts official HRNet (and torchvision ResNet / DeepLabv3) PyTorch checkpoints into
+segnode-jax variables.
 
     python -m segnode_jax.convert --torch hrnetv2_w48_imagenet_pretrained.pth \\
         --config configs/cityscapes.py --out pretrained/hrnetv2_w48_imagenet
     python train.py --config configs/cityscapes.py --workdir runs/cs --config.init_from=pretrained/hrnetv2_w48_imagenet
+    python -m segnode_jax.convert --torch resnet101-63fe2227.pth --config configs/camvid.py \\
+        --config.model.name=deeplabv3 --out pretrained/resnet101_imagenet   # torchvision's ImageNet ResNet
 
 Reads the ``.pth`` without PyTorch (``segnode_jax.pth``), maps every official key (e.g.
 ``stage4.0.fuse_layers.0.1.0.weight``) to a variable of the config's model, and writes
@@ -38,6 +41,8 @@ from segnode_jax.errors import UserError
 FORMAT = "segnode-jax-converted/1"
 # The registered models (segnode_jax.models.model_names()) this HRNet mapping knows.
 CONVERTIBLE = ("hrnetv2", "baseline", "segnode")
+# Models on torchvision's ResNet: its ImageNet checkpoints (backbone) and DeepLabv3 checkpoints.
+RESNET_MODELS = ("pspnet", "deeplabv3")
 # Keys of HRNet-Image-Classification's ImageNet head: never part of a segmentation network.
 CLASSIFICATION_PREFIXES = ("incre_modules", "downsamp_modules", "final_layer", "classifier")
 # Wrappers used by the official training code (DataParallel, HRNet-Semantic-Segmentation's
@@ -215,6 +220,85 @@ def _module_route(path, m: int, num_stage4: int, count: int, pattern: str, prefi
     return (prefix or []) + [pattern.format(r)] + rest, ""
 
 
+def _hrnet_route(key: str, model_cfg, num_stage4: int, has_aux: bool):
+    """``(target path | None, leaf, why)`` of an official HRNet key; ``why`` None: unexpected."""
+    found = official_path(key)
+    if found is None or found[1] not in _LEAVES:
+        return None, None, None
+    path, leaf = found
+    target, why = _route(path, model_cfg, num_stage4, has_aux)
+    return target, leaf, why
+
+
+def _resnet_route(key: str, model_cfg):
+    """``(target path | None, leaf, why)`` of a torchvision key in pspnet / deeplabv3.
+
+    ImageNet classification checkpoints (``conv1.weight``, ``layer3.5.bn2.running_var``,
+    ``fc.*``) go into the backbone; torchvision's segmentation checkpoints already say
+    ``backbone.``, and their ``classifier`` / ``aux_classifier`` (DeepLabv3's heads) map one to
+    one into ours; hszhao/semseg's PSPNet head (``ppm``, ``cls``, ``aux``) likewise (its deep-stem
+    ``layer0`` has no counterpart). The module names mirror the references', so the path is the
+    key's.
+    """
+    *parts, leaf = key.split(".")
+    if not parts or leaf not in _LEAVES:
+        return None, None, None
+    top = parts[0]
+    if top == "fc":
+        return None, leaf, "ImageNet classifier"
+    if top in ("conv1", "bn1") or re.fullmatch(r"layer[1-4]", top):
+        parts = ["backbone"] + parts
+    elif top in ("ppm", "cls", "aux"):  # hszhao/semseg's PSPNet head
+        if model_cfg.name != "pspnet":
+            return None, leaf, "PSPNet's head; this model is DeepLabv3 (its head stays fresh)"
+        if top == "aux" and not model_cfg.pspnet.aux_head:
+            return None, leaf, "PSPNet's auxiliary head; set model.pspnet.aux_head=True to use it"
+    elif top == "layer0":
+        return None, leaf, "hszhao/semseg's deep stem (three 3x3 convolutions); this ResNet has torchvision's 7x7 stem, which stays fresh"
+    elif top in ("classifier", "aux_classifier"):
+        if model_cfg.name != "deeplabv3":
+            return None, leaf, "DeepLabv3's head; this model is PSPNet (its head stays fresh)"
+        if top == "aux_classifier" and not model_cfg.deeplabv3.aux_head:
+            return None, leaf, "torchvision's auxiliary classifier; set model.deeplabv3.aux_head=True to use it"
+    elif top != "backbone":
+        return None, None, None
+    return _group(parts), leaf, ""
+
+
+def _check_hrnet_width(state_dict, model_cfg) -> int | None:
+    width = detect_width(state_dict)
+    if width is not None and width != int(model_cfg.width):
+        raise ConversionError(
+            f"the checkpoint is HRNet-W{width} (branch widths {width}, {2 * width}, {4 * width}, {8 * width}) but the "
+            f"config has model.width={int(model_cfg.width)}: pass --config.model.width={width} or a W{int(model_cfg.width)} checkpoint"
+        )
+    return width
+
+
+def _check_resnet(state_dict, model_cfg) -> int | None:
+    """Refuses a torchvision file of another stem width or depth than the config's ResNet
+    (the message names the setting); returns the stem width."""
+    from segnode_jax.models.resnet import BLOCKS, resnet_settings
+
+    keys = [k[len("backbone."):] if k.startswith("backbone.") else k for k in state_dict]
+    stem = next((state_dict[k] for k in ("conv1.weight", "backbone.conv1.weight") if k in state_dict), None)
+    width = int(np.shape(stem)[0]) if stem is not None and np.ndim(stem) == 4 else None
+    if width is not None and width != int(model_cfg.resnet.stem_width):
+        raise ConversionError(
+            f"the checkpoint's ResNet stem has {width} channels but the config has model.resnet.stem_width="
+            f"{int(model_cfg.resnet.stem_width)}: pass --config.model.resnet.stem_width={width}"
+        )
+    counts = tuple(len({m.group(1) for k in keys if (m := re.match(rf"layer{i}\.(\d+)\.", k))}) for i in range(1, 5))
+    default = 50 if model_cfg.name == "pspnet" else 101
+    depth, blocks, _ = resnet_settings(model_cfg, default)
+    if all(counts) and counts != blocks:
+        named = {v: k for k, v in BLOCKS.items()}
+        found = f"ResNet-{named[counts]}" if counts in named else f"a ResNet with {counts} blocks per layer"
+        fix = f"--config.model.resnet.depth={named[counts]}" if counts in named else f"--config.model.resnet.blocks='{counts}'"
+        raise ConversionError(f"the checkpoint is {found} but the config's {model_cfg.name} has blocks {blocks} (ResNet-{depth}): pass {fix}")
+    return width
+
+
 _LEAVES = {
     "weight": ("params", None),  # kernel (conv) or scale (norm), by rank
     "bias": ("params", "bias"),
@@ -261,16 +345,13 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
 
     if model_cfg.name not in model_names():
         raise ConversionError(f"unknown model.name={model_cfg.name!r}; choose one of {', '.join(model_names())}")
-    if model_cfg.name not in CONVERTIBLE:
+    if model_cfg.name not in CONVERTIBLE + RESNET_MODELS:
         raise ConversionError(
-            f"official HRNet weights map into {', '.join(CONVERTIBLE)}, not model.name={model_cfg.name!r}"
+            f"official HRNet weights map into {', '.join(CONVERTIBLE)} and torchvision ResNet/DeepLabv3 weights into "
+            f"{', '.join(RESNET_MODELS)}; not into model.name={model_cfg.name!r}"
         )
-    width = detect_width(state_dict)
-    if width is not None and width != int(model_cfg.width):
-        raise ConversionError(
-            f"the checkpoint is HRNet-W{width} (branch widths {width}, {2 * width}, {4 * width}, {8 * width}) but the "
-            f"config has model.width={int(model_cfg.width)}: pass --config.model.width={width} or a W{int(model_cfg.width)} checkpoint"
-        )
+    resnet = model_cfg.name in RESNET_MODELS
+    width = _check_resnet(state_dict, model_cfg) if resnet else _check_hrnet_width(state_dict, model_cfg)
     shapes = jax.eval_shape(lambda: api.init(model_cfg, jax.random.key(0), (1, 64, 64, 3)))
     want = {p: tuple(v.shape) for p, v in flatten({k: shapes.get(k, {}) for k in ("params", "batch_stats")}).items()}
     result = Conversion(variables={}, width=width)
@@ -279,23 +360,24 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
     has_aux = any(k.startswith("aux_head.") for k in state_dict)
     for key in sorted(state_dict):
         value = np.asarray(state_dict[key])
-        if key.split(".")[0] in CLASSIFICATION_PREFIXES:
-            result.ignored[key] = "ImageNet classification head"
-            continue
         if key.endswith("num_batches_tracked"):
             result.ignored[key] = "BatchNorm step counter (unused)"
             continue
         if key.startswith("loss."):
             result.ignored[key] = "training loss state"
             continue
-        found = official_path(key)
-        if found is None or found[1] not in _LEAVES:
-            result.unexpected.append(key)
+        if resnet:
+            target, leaf, why = _resnet_route(key, model_cfg)
+        elif key.split(".")[0] in CLASSIFICATION_PREFIXES:
+            result.ignored[key] = "ImageNet classification head"
             continue
-        path, leaf = found
-        target, why = _route(path, model_cfg, num_stage4, has_aux)
+        else:
+            target, leaf, why = _hrnet_route(key, model_cfg, num_stage4, has_aux)
         if target is None:
-            result.ignored[key] = why
+            if why is None:
+                result.unexpected.append(key)
+            else:
+                result.ignored[key] = why
             continue
         collection, name = _LEAVES[leaf]
         if leaf == "weight":
@@ -314,8 +396,13 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             continue
         flat[dest] = value.astype(np.float32)
         result.mapped[dest] = key
-    expected_parts = _expected_parts(model_cfg, want)
-    result.missing = sorted(p for p in expected_parts if p not in flat and not p.split("/")[1] == "head")
+    if resnet:  # the backbone always; the head too when the file has one (torchvision's segmentation models)
+        has_head = any(p.split("/")[1] != "backbone" for p in flat)
+        expected_parts = [p for p in want if has_head or p.split("/")[1] == "backbone"]
+        result.missing = sorted(p for p in expected_parts if p not in flat and not (has_head and "/aux" in p))
+    else:
+        expected_parts = _expected_parts(model_cfg, want)
+        result.missing = sorted(p for p in expected_parts if p not in flat and not p.split("/")[1] == "head")
     result.fresh = sorted(p for p in want if p not in flat)
     problems = []
     if result.unexpected:
@@ -332,7 +419,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             "initialised (e.g. a classifier for another class count), listing it in conversion.json"
         )
     if not flat:
-        raise ConversionError(f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it an HRNet checkpoint?")
+        kind = "a torchvision ResNet" if resnet else "an HRNet"
+        raise ConversionError(f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it {kind} checkpoint?")
     result.variables = unflatten(flat)
     return result
 
@@ -438,8 +526,9 @@ def convert(torch_file: str, cfg, out_dir: str, *, strict: bool = True, overwrit
 
 def summary(result: Conversion, model_name: str) -> str:
     n = len(result.mapped) + len(result.fresh)
+    source = f"a ResNet (stem width {result.width})" if model_name in RESNET_MODELS else f"HRNet-W{result.width}"
     lines = [
-        f"{model_name}: {len(result.mapped)} of {n} variables converted from HRNet-W{result.width}; "
+        f"{model_name}: {len(result.mapped)} of {n} variables converted from {source}; "
         f"{len(result.fresh)} stay freshly initialised, {len(result.ignored)} file entries ignored"
     ]
     for what, items in (("unexpected", result.unexpected), ("missing", result.missing), ("mismatched", list(result.mismatched))):

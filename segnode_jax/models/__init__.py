@@ -1,5 +1,5 @@
 """Models chosen by name (``cfg.model.name``): hrnetv2, baseline, segnode, and the paper's
-comparisons unet and unode.
+comparisons unet, pspnet, deeplabv3 and unode.
 
 Every model is a Flax module built from the model config and called as
 ``model.apply(variables, images, train)`` -> ``(logits, aux)``. Register your own with
@@ -14,13 +14,16 @@ import flax.linen as nn
 
 from segnode_jax.config import snapshot
 from segnode_jax.models.baseline import Baseline
+from segnode_jax.models.deeplabv3 import DeepLabV3
 from segnode_jax.models.hrnet import HRNetV2
+from segnode_jax.models.pspnet import PSPNet
 from segnode_jax.models.segnode import SegNode
 from segnode_jax.models.unet import UNet
 from segnode_jax.models.unode import UNode
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "hrnetv2": HRNetV2, "baseline": Baseline, "segnode": SegNode, "unet": UNet, "unode": UNode,
+    "pspnet": PSPNet, "deeplabv3": DeepLabV3,
 }
 
 

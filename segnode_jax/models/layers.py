@@ -39,17 +39,20 @@ def conv(
     kernel: int,
     *,
     stride: int = 1,
+    dilation: int = 1,
     bias: bool = False,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
     kernel_init=conv_init,
 ) -> nn.Conv:
-    """A ``kernel x kernel`` convolution with PyTorch's symmetric ``kernel // 2`` padding."""
-    pad = kernel // 2
+    """A ``kernel x kernel`` convolution with PyTorch's symmetric ``dilation * (kernel // 2)``
+    padding (a dilated 3x3 convolution keeps the size, as torchvision's and DeepLab's)."""
+    pad = dilation * (kernel // 2)
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
+        kernel_dilation=(dilation, dilation),
         padding=((pad, pad), (pad, pad)),
         use_bias=bias,
         dtype=dtype,
@@ -136,3 +139,28 @@ class NormSpec:
             momentum=self.momentum,
             epsilon=self.epsilon,
         )
+
+
+def conv_bn_relu(x, features: int, kernel: int, train: bool, names: tuple[str, str], *, dilation: int = 1,
+                 momentum: float = 0.9, epsilon: float = 1e-5, dtype: Dtype = jnp.float32):
+    """``relu(bn(conv(x)))`` with a bias-free convolution (inside a compact method); ``names``:
+    the convolution's and the BatchNorm's (e.g. PyTorch's ``("cls_0", "cls_1")``)."""
+    x = conv(features, kernel, dilation=dilation, dtype=dtype, name=names[0])(x)
+    return nn.relu(norm(x, train, kind="batch", name=names[1], momentum=momentum, epsilon=epsilon))
+
+
+def _pool_matrix(size: int, bins: int, dtype) -> jnp.ndarray:
+    rows = []
+    for i in range(bins):
+        start, end = (i * size) // bins, -((-(i + 1) * size) // bins)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size)])
+    return jnp.asarray(rows, dtype)
+
+
+def adaptive_avg_pool(x: Float[Array, "b h w c"], bins: int) -> Float[Array, "b bins bins c"]:
+    """PyTorch's ``AdaptiveAvgPool2d(bins)``: output cell ``i`` averages the input rows
+    ``floor(i h / bins) .. ceil((i + 1) h / bins) - 1`` (overlapping windows when ``bins`` does
+    not divide the size), likewise for columns; computed in float32."""
+    dtype = state_dtype(x.dtype)
+    ph, pw = _pool_matrix(x.shape[1], bins, dtype), _pool_matrix(x.shape[2], bins, dtype)
+    return jnp.einsum("ih,jw,bhwc->bijc", ph, pw, x.astype(dtype)).astype(x.dtype)

@@ -97,7 +97,8 @@ def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformat
     SGD adds ``weight_decay * params`` to the gradient before momentum (PyTorch's SGD, as the
     paper and HRNet use it); AdamW decays decoupled, scaled by the learning rate (PyTorch's
     AdamW). Weight decay applies to every parameter, as PyTorch's default. ``head_lr_mult``
-    multiplies the head's updates (HRNet-OCR's ``NONBACKBONE_MULT``, PASCAL-Context: 10).
+    multiplies the head's updates (HRNet-OCR's ``NONBACKBONE_MULT``, PASCAL-Context: 10; PSPNet:
+    10, everything after the backbone).
     """
     schedule = learning_rate_schedule(train_cfg, num_steps)
     parts = []
@@ -127,5 +128,11 @@ def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformat
 
 
 def _head_mask(params):
-    """True for the parameters of the model's head (``params["head"]``)."""
-    return {k: jax.tree_util.tree_map(lambda _, head=(k == "head"): head, v) for k, v in params.items()}
+    """True for the parameters of the model's head: ``params["head"]`` (the HRNet family), or
+    everything but ``params["backbone"]`` in a model built on a backbone (PSPNet, DeepLabv3:
+    hszhao/semseg's and torchvision's "new modules" at 10x the backbone's rate)."""
+    on_backbone = "backbone" in params
+    return {
+        k: jax.tree_util.tree_map(lambda _, head=(k == "head" or (on_backbone and k != "backbone")): head, v)
+        for k, v in params.items()
+    }

@@ -1,0 +1,84 @@
+"""PSPNet (Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017), one of the paper's Table 2
+comparisons.
+
+Follows the authors' PyTorch code (``hszhao/semseg``, ``model/pspnet.py``) on the dilated
+ResNet of :mod:`segnode_jax.models.resnet` (output stride 8):
+
+* pyramid pooling (``ppm``): for each bin count in ``bins`` (1, 2, 3, 6), adaptive average
+  pooling (PyTorch's bin rule), 1x1 convolution to ``C4 / len(bins)`` channels (512 for
+  ResNet-50's 2048), BatchNorm, ReLU, bilinear upsampling back; concatenated after the
+  backbone's output (``[x, pooled_1, ..., pooled_6]``: 4096 channels);
+* classifier (``cls``): 3x3 convolution to ``channels`` (512), BatchNorm, ReLU, channel dropout
+  (``Dropout2d``, 0.1), 1x1 convolution with bias to the classes;
+* auxiliary head on layer3 (``aux``; ``aux_head``): 3x3 convolution to 256,
+  BatchNorm, ReLU, Dropout2d 0.1, 1x1 classifier. Its logits come back in
+  ``aux["aux_logits"]`` and the loss weights them ``train.loss.aux_weight`` (0.4, the paper's);
+* logits upsampled to the input with ``align_corners=True`` (the authors' resize, whatever
+  ``model.align_corners`` says).
+
+Differences, chosen so that public weights convert: the authors' ResNet has a deep stem
+(three 3x3 convolutions); ours is torchvision's (one 7x7), whose ImageNet checkpoints convert
+with ``python -m segnode_jax.convert``. Parameters (ResNet-50, 19 classes): 46.6M without and
+49.0M with the auxiliary head (docs/reproduction.md) -- not the 23.7M of the SegNode paper's
+Table 2, which matches no PSPNet configuration we could identify.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segnode_jax.models.layers import adaptive_avg_pool, classifier_init, conv, conv_bn_relu, dtype_of, state_dtype
+from segnode_jax.models.resnet import backbone, check_head, dropout
+from segnode_jax.resize import resize_bilinear
+
+
+class PPM(nn.Module):
+    """Pyramid pooling: ``[x, up(relu(bn(conv1x1(pool_b x)))) for b in bins]`` concatenated."""
+
+    bins: tuple[int, ...]
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: object = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        reduction = x.shape[-1] // len(self.bins)
+        out = [x]
+        for i, b in enumerate(self.bins):
+            y = conv_bn_relu(adaptive_avg_pool(x, b), reduction, 1, train, (f"features_{i}_1", f"features_{i}_2"),
+                             momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype)
+            out.append(resize_bilinear(y, x.shape[1:3], align_corners=True).astype(x.dtype))
+        return jnp.concatenate(out, axis=-1)
+
+
+class PSPNet(nn.Module):
+    """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["features"]`` (the
+    backbone's output, a 1-tuple) and, with ``aux_head``, ``aux["aux_logits"]`` (at the
+    backbone's resolution; the loss resizes them)."""
+
+    cfg: object
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        cfg = self.cfg
+        p = cfg.pspnet
+        check_head(cfg, "PSPNet")
+        bins = tuple(int(b) for b in p.bins)
+        if not bins or min(bins) < 1:
+            raise ValueError(f"model.pspnet.bins={tuple(p.bins)}: give positive bin counts, e.g. (1, 2, 3, 6)")
+        dtype = dtype_of(cfg.dtype)
+        bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
+        c3, c4 = backbone(cfg, 50, dtype)(images, train)
+        x = PPM(bins, name="ppm", **bn)(c4, train)
+        x = conv_bn_relu(x, int(p.channels), 3, train, ("cls_0", "cls_1"), **bn)
+        x = dropout(float(p.dropout), train, self, channels=True)(x)
+        logits = conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name="cls_4")(x)
+        out = {"features": (c4,)}
+        if p.aux_head:
+            a = conv_bn_relu(c3, int(p.aux_channels), 3, train, ("aux_0", "aux_1"), **bn)
+            a = dropout(float(p.dropout), train, self, channels=True)(a)
+            a = conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name="aux_4")(a)
+            out["aux_logits"] = a.astype(state_dtype(dtype))
+        logits = resize_bilinear(logits, images.shape[1:3], align_corners=True)
+        return logits.astype(state_dtype(dtype)), out
