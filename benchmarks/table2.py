@@ -60,6 +60,16 @@ PAPER = {
     "params": {"hrnetv2": 65.8e6, "baseline": 70.9e6, "segnode": 20.9e6},
     # "Maximum batch size for 32GB" (V100 32GB).
     "max_batch": {"hrnetv2": 24, "baseline": 24, "segnode": 62},
+    # Every row of Table 2 (V100 32GB, CamVid): max batch, training memory (GB), testing memory
+    # (GB), training time per epoch (s, at the max batch), testing time per image (ms), params (M).
+    "rows": {
+        "unet": {"max_batch": 36, "train_memory_gb": 21.8, "test_memory_gb": 0.8, "epoch_s": 10, "test_ms": 4, "params_m": 31.0},
+        "pspnet": {"max_batch": 24, "train_memory_gb": 31.2, "test_memory_gb": 0.8, "epoch_s": 18, "test_ms": 5, "params_m": 23.7},
+        "deeplabv3": {"max_batch": 24, "train_memory_gb": 31.3, "test_memory_gb": 1.0, "epoch_s": 24, "test_ms": 16, "params_m": 58.6},
+        "hrnetv2": {"max_batch": 24, "train_memory_gb": 31.1, "test_memory_gb": 1.2, "epoch_s": 18, "test_ms": 48, "params_m": 65.8},
+        "baseline": {"max_batch": 24, "train_memory_gb": 31.9, "test_memory_gb": 1.2, "epoch_s": 19, "test_ms": 49, "params_m": 70.9},
+        "segnode": {"max_batch": 62, "train_memory_gb": 13.4, "test_memory_gb": 0.7, "epoch_s": 34, "test_ms": 117, "params_m": 20.9},
+    },
     "ratios": {
         "train_memory_vs_baseline": 0.42,
         "train_time_vs_baseline": 1.9,
@@ -151,6 +161,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hrnetv2+ocr": ("HRNetV2-W48 + OCR head (HRNet-OCR)", {"name": "hrnetv2", "head": "ocr"}),
     "baseline+ocr": ("Baseline + OCR head", {"name": "baseline", "head": "ocr"}),
     "segnode+ocr": ("SegNode + OCR head, Dopri5, backsolve adjoint", {"name": "segnode", "head": "ocr"}),
+    # The paper's comparison models (Table 2; U-Node is Table 1's neural-ODE comparison).
+    "unet": ("U-Net (milesial/Pytorch-UNet, transposed convolutions)", {"name": "unet"}),
+    "pspnet": ("PSPNet, dilated ResNet-50 (hszhao/semseg's head, with its auxiliary head)", {"name": "pspnet"}),
+    "deeplabv3": ("DeepLabv3, dilated ResNet-101 (torchvision's deeplabv3_resnet101)", {"name": "deeplabv3"}),
+    "unode": ("U-Node (the authors' ConvODEUNet, 16 filters), Dopri5, backsolve adjoint", {"name": "unode"}),
+    "nodes_unet": ("NODEs-UNet (our reading: U-Net + an ODE block after each of its 9 double convolutions), Dopri5, backsolve",
+                   {"name": "nodes_unet"}),
     "baseline+remat_stem": (
         "Baseline + remat of the stem (reference: the stem lever applied to the Baseline)",
         {"name": "baseline", "remat.stem": True},
@@ -305,13 +322,22 @@ def gpu_measurements(name: str, batch: int, size: tuple[int, int], find_max_batc
     return out
 
 
+ODE_MODELS = ("segnode", "unode", "nodes_unet")
+
+
 def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: int, repeats: int) -> dict[str, dict]:
     """Median seconds per training step and per inference batch, interleaved across models."""
     prepared = {}
     for name in names:
         small = {"width": width, "stem_width": max(16, 2 * width), "layer1_planes": max(16, 2 * width), "field.groups": min(16, width),
                  # The OCR head scaled with the width (512 and 256 channels at W48).
-                 "ocr.mid_channels": max(8, 512 * width // 48), "ocr.key_channels": max(4, 256 * width // 48)}
+                 "ocr.mid_channels": max(8, 512 * width // 48), "ocr.key_channels": max(4, 256 * width // 48),
+                 # The comparison models scaled by the same factor (width / 48 of their channels).
+                 "unet.base_width": max(4, 64 * width // 48), "resnet.stem_width": max(4, 64 * width // 48),
+                 "pspnet.channels": max(8, 512 * width // 48), "pspnet.aux_channels": max(4, 256 * width // 48),
+                 "deeplabv3.channels": max(8, 256 * width // 48), "deeplabv3.aux_channels": max(4, 256 * width // 48),
+                 "unode.num_filters": max(4, 16 * width // 48), "nodes_unet.base_width": max(4, 64 * width // 48),
+                 "nodes_unet.groups": min(32, max(1, 64 * width // 48))}
         mc = model_config(VARIANTS[name][1], **small)
         step, state, images, labels = train_inputs(mc, (batch, *size, 3))
         variables = state.variables
@@ -347,7 +373,7 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
         n: {
             "train_step_seconds": statistics.median(v["train"]),
             "infer_seconds": statistics.median(v["infer"]),
-            "nfe": float(np.mean(v["infer_nfe"])) if n.startswith("segnode") else None,
+            "nfe": float(np.mean(v["infer_nfe"])) if n.startswith(ODE_MODELS) else None,
         }
         for n, v in times.items()
     }
@@ -467,8 +493,37 @@ def markdown(result: dict) -> str:
             f"{_f(r['infer_memory_vs_hrnetv2'])} | {_f(r['infer_time_vs_hrnetv2'])} | {_f(r['params_vs_hrnetv2'])} | "
             f"{_f(r.get('max_batch_vs_baseline'))} |"
         )
+    lines += ["", *paper_rows_markdown(result)]
     lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
     return "\n".join(lines)
+
+
+def paper_rows_markdown(result: dict) -> list[str]:
+    """Every row of the paper's Table 2 beside ours (its V100 numbers; ours from the analysis),
+    with SegNode's training-memory ratio to each model, ours and the paper's."""
+    models, rows = result["models"], PAPER["rows"]
+    seg = models.get("segnode", {}).get("train_memory_bytes")
+    lines = [
+        "The paper's Table 2 beside ours (paper: measured on a V100 32GB; ours: XLA's analysis, training batch "
+        f"{result['settings']['train_batch']}; the paper's training-memory column presumably at batch 24, the "
+        "batch its HRNetV2 row fits):",
+        "",
+        "| model | params (M) | paper | train mem (GiB) | paper (GB) | infer mem (GiB) | paper (GB) | max batch | paper "
+        "| SegNode train mem / model's | paper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, p in rows.items():
+        m = models.get(name, {})
+        mem = m.get("train_memory_bytes")
+        ours_ratio = seg / mem if seg and mem else None
+        lines.append(
+            f"| `{name}` | {_f(m.get('params') and m['params'] / 1e6)} | {p['params_m']} | {_gib(mem)} | {p['train_memory_gb']} | "
+            f"{_gib(m.get('infer_memory_bytes'))} | {p['test_memory_gb']} | {_f(m.get('max_batch_analysed'), '{:d}')} | "
+            f"{p['max_batch']} | {_f(ours_ratio)} | {rows['segnode']['train_memory_gb'] / p['train_memory_gb']:.2f} |"
+        )
+    lines += ["", "PSPNet's 23.7M matches no PSPNet configuration we could identify (ours is the authors' PSPNet on "
+              "ResNet-50; docs/reproduction.md), so its row compares different networks."]
+    return lines
 
 
 # The README's short version of Table 2: (variant in table2.json, label).
@@ -481,13 +536,18 @@ SUMMARY_ROWS = (
     ("hrnetv2+ocr", "HRNetV2-W48 + OCR"),
     ("baseline+ocr", "Baseline + OCR"),
     ("segnode+ocr", "SegNode + OCR (Dopri5, backsolve)"),
+    ("unet", "U-Net"),
+    ("pspnet", "PSPNet (ResNet-50)"),
+    ("deeplabv3", "DeepLabv3 (ResNet-101)"),
+    ("unode", "U-Node (Dopri5, backsolve)"),
+    ("nodes_unet", "NODEs-UNet (Dopri5, backsolve)"),
 )
 
 
 def summary_markdown(result: dict) -> str:
     """The README's Table 2 summary, generated from ``table2.json`` (never typed by hand)."""
     s, models, r = result["settings"], result["models"], result["ratios"]
-    paper = {"hrnetv2": "65.8M, batch 24", "baseline": "70.9M, batch 24", "segnode": "20.9M, batch 62"}
+    paper = {n: f"{p['params_m']}M, batch {p['max_batch']}, {p['train_memory_gb']} GB" for n, p in PAPER["rows"].items()}
     lines = [
         f"Measured {_when(result)} on {result['machine']} (`python benchmarks/table2.py`; full table, method "
         f"and findings in `benchmarks/README.md`). W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, "

@@ -33,6 +33,10 @@ def get_config():
     m.unet.depth = 3
     m.unode.num_filters = 4
     m.unode.levels = 2
+    m.nodes_unet.base_width = 4
+    m.nodes_unet.depth = 2
+    m.nodes_unet.groups = 2
+    m.nodes_unet.ode_blocks = ("inc", "down1", "down2", "up1", "up2")
     m.resnet.stem_width = 4
     m.resnet.blocks = (1, 1, 1, 1)
     m.pspnet.channels = 8

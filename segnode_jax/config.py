@@ -148,6 +148,11 @@ def model_config() -> config_dict.ConfigDict:
             # U-Node (Table 1's neural-ODE comparison; segnode_jax/models/unode.py): the authors'
             # ConvODEUNet setting. Its solves use `ode` below (the authors': dopri5, tol 1e-3).
             unode=dict(num_filters=16, levels=4, time_dependent=True, activation="lrelu"),
+            # NODEs-UNet (Table 1's other neural-ODE comparison; models/nodes_unet.py, our reading
+            # of its paper): model.unet's U-Net with an ODE block after each double convolution
+            # named in ode_blocks (inc, down1.., up1..), GroupNorm groups of its field.
+            nodes_unet=dict(base_width=64, depth=4, upsampling="transposed", groups=32,
+                            ode_blocks=("inc", "down1", "down2", "down3", "down4", "up1", "up2", "up3", "up4")),
             # The dilated ResNet of PSPNet and DeepLabv3 (torchvision's; models/resnet.py):
             # depth None = the model's own (PSPNet 50, DeepLabv3 101) | 50 | 101 | 152;
             # blocks: per-layer block counts overriding the depth's (() = the depth's);
@@ -214,6 +219,8 @@ def paper_recipes() -> config_dict.ConfigDict:
             # DeepLabv3: the paper's lr 0.007, momentum 0.9 and poly 0.9; it gives no weight
             # decay: 1e-4 as torchvision's reference recipe for this network.
             deeplabv3=dict(optimizer="sgd", learning_rate=0.007, momentum=0.9, weight_decay=1e-4),
+            # NODEs-UNet: its paper gives no optimiser; Adam lr 1e-3 as U-Node (our choice).
+            nodes_unet=dict(optimizer="adamw", learning_rate=1e-3, momentum=0.9, weight_decay=0.0),
         )
     )
 

@@ -90,7 +90,8 @@ def test_bad_settings_name_the_field(name, change, message):
         segnode_jax.count_params(cfg)
 
 
-RECIPES = {"unet": ("sgd", 0.99, 1.0), "unode": ("adamw", 0.9, 1.0), "pspnet": ("sgd", 0.9, 10.0), "deeplabv3": ("sgd", 0.9, 1.0)}
+RECIPES = {"unet": ("sgd", 0.99, 1.0), "unode": ("adamw", 0.9, 1.0), "pspnet": ("sgd", 0.9, 10.0), "deeplabv3": ("sgd", 0.9, 1.0),
+           "nodes_unet": ("adamw", 0.9, 1.0)}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -98,15 +99,16 @@ def test_the_training_step_trains_the_model(name):
     """Each model's recipe resolves (U-Net: SGD, momentum 0.99; U-Node: Adam; PSPNet: SGD with
     10x for the modules after the backbone; DeepLabv3: SGD), and the library's step trains it
     on one batch whose labels are a function of the image (60 steps of Adam at lr 0.01: the
-    recipes are for full-size runs). For U-Net and U-Node the labels are a pixelwise function;
+    recipes are for full-size runs). For the U-Nets (U-Net, U-Node, NODEs-UNet: its ODE blocks
+    Euler x2, unrolled) the labels are a pixelwise function;
     for the output-stride-8 models a function of each 8x8 block's colour (a pixelwise one is
     finer than their 1/8 logits). U-Net, PSPNet and DeepLabv3 learn it: the loss ends well below
     the labels' entropy (what predicting the class frequencies gives). U-Node at this tiny width
     (4 filters, Euler x2) only gets down to about that entropy in 60 steps (measured 1.49 vs
     1.55, unexplained so far: see the issue's note), so for it the test asserts that the loss
-    falls from its start."""
+    falls from its start; NODEs-UNet learns it like U-Net (measured 1.03 vs 1.60)."""
     cfg = tiny(name)
-    if name == "unode":
+    if name in ("unode", "nodes_unet"):
         segnode_jax.config.apply_overrides(cfg, {"model.ode.solver": "euler", "model.ode.num_steps": 2, "model.ode.adjoint": "unrolled"})
     steps = 60
     cfg.train.num_steps = steps
@@ -117,7 +119,7 @@ def test_the_training_step_trains_the_model(name):
     cfg = training.resolve_config(cfg)
     mesh = parallel.make_mesh()
     rng = np.random.default_rng(0)
-    if name in ("unet", "unode"):
+    if name in ("unet", "unode", "nodes_unet"):
         images = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
         labels = np.clip(np.floor(images[..., 0] * 1.5 + 2.5), 0, 4).astype(np.int32)
     else:
@@ -218,6 +220,71 @@ def test_unode_gradients_match_finite_differences(adjoint, levels, num_steps, re
             return jnp.sum(logits * weights)
 
         grads = jax.jit(jax.grad(loss))(params)
+        analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+        eps = 1e-6
+        shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * d, params, direction)  # noqa: E731
+        numeric = (float(loss(shift(eps))) - float(loss(shift(-eps)))) / (2 * eps)
+        assert analytic == pytest.approx(numeric, rel=rel)
+
+
+# -- NODEs-UNet -----------------------------------------------------------------------------
+
+
+def test_nodes_unet_parameters_are_the_unet_plus_its_ode_blocks():
+    """U-Net's 31,037,698 (2 classes) plus one field per double convolution: two time-concatenated
+    3x3 convolutions with bias and three GroupNorms, 18c^2 + 26c at c channels."""
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "camvid.py")).model
+    cfg.name, cfg.num_classes = "nodes_unet", 2
+    widths = (64, 128, 256, 512, 1024, 512, 256, 128, 64)
+    assert segnode_jax.count_params(cfg) == 31_037_698 + sum(18 * c * c + 26 * c for c in widths)
+    cfg.nodes_unet.ode_blocks = ("down4",)
+    assert segnode_jax.count_params(cfg) == 31_037_698 + 18 * 1024**2 + 26 * 1024
+    cfg.nodes_unet.ode_blocks = ("down5",)
+    with pytest.raises(ValueError, match="model.nodes_unet.ode_blocks"):
+        segnode_jax.count_params(cfg)
+
+
+def test_nodes_unet_solves_each_chosen_block_and_sums_their_statistics():
+    cfg = tiny("nodes_unet").model  # depth 2, ODE blocks after all five double convolutions
+    shape = (2, 30, 34, 3)
+    v = segnode_jax.init(cfg, jax.random.key(0), shape)
+    assert {k for k in v["params"] if k.startswith("ode_")} == {f"ode_{b}" for b in cfg.nodes_unet.ode_blocks}
+    images = jax.random.normal(jax.random.key(1), shape)
+    cfg.ode.solver, cfg.ode.num_steps = "euler", 3
+    logits, aux = segnode_jax.apply(v, images, cfg)
+    assert logits.shape == (2, 30, 34, 5) and int(aux["ode"]["nfe"]) == 3 * 5
+    cfg.ode.solver, cfg.ode.num_steps = "dopri5", None
+    _, aux = segnode_jax.apply(v, images, cfg)
+    assert int(aux["ode"]["result"]) == 0 and int(aux["ode"]["nfe"]) == 6 * int(aux["ode"]["num_steps"]) + 5
+
+
+# Backsolve's error for NODEs-UNet's GroupNorm fields, measured here (float64, RK4, 8x8): x8 0.85%,
+# x16 0.49%, x32 0.038% -- checked at x32.
+@pytest.mark.parametrize("adjoint,num_steps,rel", [("recursive_checkpoint", 2, 1e-7), ("backsolve", 32, 1e-3)])
+def test_nodes_unet_gradients_match_finite_differences(adjoint, num_steps, rel):
+    """float64, RK4: the discrete adjoint exactly, backsolve (which rebuilds each block's state
+    backwards in time) approximately; every block's field receives its gradient. (Standard
+    promotion: Flax keeps BatchNorm's running statistics in float32.)"""
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        cfg = tiny("nodes_unet").model
+        cfg.dtype = "float64"
+        cfg.nodes_unet.depth, cfg.nodes_unet.ode_blocks = 1, ("inc", "down1", "up1")
+        cfg.ode.update(dict(solver="rk4", num_steps=num_steps, adjoint=adjoint))
+        shape = (1, 8, 8, 3)
+        v = segnode_jax.init(cfg, jax.random.key(0), shape)
+        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v["params"])
+        stats = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v["batch_stats"])
+        images = jax.random.normal(jax.random.key(1), shape, jnp.float64)
+        weights = jax.random.normal(jax.random.key(2), (1, 8, 8, 5), jnp.float64)
+        direction = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.key(3), a.shape, jnp.float64), params)
+
+        def loss(p):
+            logits, _ = segnode_jax.apply({"params": p, "batch_stats": stats}, images, cfg)
+            return jnp.sum(logits * weights)
+
+        grads = jax.jit(jax.grad(loss))(params)
+        for block in cfg.nodes_unet.ode_blocks:
+            assert float(jnp.abs(grads[f"ode_{block}"]["field"]["conv1"]["kernel"]).max()) > 0
         analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
         eps = 1e-6
         shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * d, params, direction)  # noqa: E731

@@ -1,5 +1,5 @@
 """Models chosen by name (``cfg.model.name``): hrnetv2, baseline, segnode, and the paper's
-comparisons unet, pspnet, deeplabv3 and unode.
+comparisons unet, pspnet, deeplabv3, unode and nodes_unet.
 
 Every model is a Flax module built from the model config and called as
 ``model.apply(variables, images, train)`` -> ``(logits, aux)``. Register your own with
@@ -16,6 +16,7 @@ from segnode_jax.config import snapshot
 from segnode_jax.models.baseline import Baseline
 from segnode_jax.models.deeplabv3 import DeepLabV3
 from segnode_jax.models.hrnet import HRNetV2
+from segnode_jax.models.nodes_unet import NODEsUNet
 from segnode_jax.models.pspnet import PSPNet
 from segnode_jax.models.segnode import SegNode
 from segnode_jax.models.unet import UNet
@@ -23,7 +24,7 @@ from segnode_jax.models.unode import UNode
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "hrnetv2": HRNetV2, "baseline": Baseline, "segnode": SegNode, "unet": UNet, "unode": UNode,
-    "pspnet": PSPNet, "deeplabv3": DeepLabV3,
+    "pspnet": PSPNet, "deeplabv3": DeepLabV3, "nodes_unet": NODEsUNet,
 }
 
 

@@ -15,13 +15,15 @@ evaluation would each integrate a different ODE. See docs/architecture.md.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax import ode
 from segnode_jax.models.heads import SegNodeHead
 from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
 from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
+from segnode_jax.models.odeblock import ODEBlock
 from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
 
@@ -96,34 +98,6 @@ def make_field(cfg) -> VectorField:
     )
 
 
-class ODEBlock(nn.Module):
-    """Owns the vector field's parameters (``params/ode/field``) and solves the ODE.
-
-    The field is an unbound Flax module applied as a pure function ``f(t, y, params)``; its
-    parameters go to ``diffeqsolve`` through ``args``.
-    """
-
-    cfg: object
-
-    @nn.compact
-    def __call__(self, y0):
-        field = make_field(self.cfg)
-        params = self.param("field", lambda rng: field.init(rng, jnp.zeros((), jnp.float32), y0)["params"])
-        settings = ode.ODESettings.from_config(self.cfg.ode)
-        if self.is_initializing():  # shapes only: skip the solve (and its compilation)
-            zero = jnp.zeros((), jnp.int32)
-            return y0, dict(num_steps=zero, num_accepted_steps=zero, num_rejected_steps=zero, nfe=zero)
-
-        def vector_field(t, y, p):
-            return field.apply({"params": p}, t, y)
-
-        # remat.field: the field rematerialises block by block (make_field). The adjoints that
-        # store the solver's steps also keep only the state of each evaluation; the backsolve
-        # adjoint stores none, so checkpointing whole evaluations would only recompute them.
-        whole = bool(self.cfg.remat.field) and settings.adjoint != "backsolve"
-        return ode.solve(vector_field, y0, params, settings, remat=whole)
-
-
 class SegNode(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["ode"]`` holds the
     solver statistics (``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``nfe``)
@@ -140,7 +114,7 @@ class SegNode(nn.Module):
         x = make_stem(cfg, dtype)(images, train)
         xs = transition([x], [x.shape[-1]], widths_of(cfg), prefix="transition1", norm=outer_norm(cfg), train=train, dtype=dtype)
         y0 = tuple(v.astype(jnp.float32) for v in xs)
-        y1, info = ODEBlock(cfg, name="ode")(y0)
+        y1, info = ODEBlock(functools.partial(make_field, cfg), cfg.ode, bool(cfg.remat.field), name="ode")(y0)
         size = tuple(images.shape[1:3])
         out = {"features": y1}
         if check_head(cfg) == "ocr":

@@ -81,44 +81,54 @@ class Up(nn.Module):
         return block(jnp.concatenate([skip, x.astype(skip.dtype)], axis=-1), train)
 
 
+def unet(images, train: bool, cfg, u, *, after=None):
+    """The U-Net forward pass (inside a compact method, whose module gets the layers):
+    ``(logits, last decoder output)``. ``u``: the U-Net section (``base_width``, ``depth``,
+    ``upsampling``); ``after(x, name)``, if given, transforms each double convolution's output
+    (named ``inc``, ``down1``.., ``up1``..) -- NODEs-UNet's ODE blocks."""
+    if u.upsampling not in UPSAMPLING:
+        section = "nodes_unet" if cfg.name == "nodes_unet" else "unet"
+        raise ValueError(f"model.{section}.upsampling={u.upsampling!r}; use one of {list(UPSAMPLING)}")
+    dtype = dtype_of(cfg.dtype)
+    depth, base = int(u.depth), int(u.base_width)
+    bilinear = u.upsampling == "bilinear"
+    bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
+    down_cls = nn.remat(DoubleConv, static_argnums=(2,)) if cfg.remat.stem else DoubleConv
+    up_cls = nn.remat(Up, static_argnums=(3,)) if cfg.remat.head else Up
+    after = after or (lambda x, name: x)
+
+    x = images.astype(dtype)
+    skips = []
+    for level in range(depth + 1):
+        if level:
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        width = base * 2**level
+        if bilinear and level == depth:
+            width //= 2  # the reference's bilinear variant halves the bottom level
+        name = "inc" if level == 0 else f"down{level}"
+        x = after(down_cls(width, name=name, **bn)(x, train), name)
+        skips.append(x)
+    x = skips.pop()
+    for level in range(depth - 1, -1, -1):
+        width = base * 2**level
+        if bilinear and level:
+            width //= 2
+        name = f"up{depth - level}"
+        x = after(up_cls(width, bilinear, name=name, **bn)(x, skips[level], train), name)
+    logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=state_dtype(dtype), name="outc")(x)
+    return logits.astype(state_dtype(dtype)), x
+
+
 class UNet(nn.Module):
-    """Returns ``(logits, aux)``: float32 logits at the input size, ``aux["features"]`` (the last
-    decoder level's output, a 1-tuple)."""
+    """Returns ``(logits, aux)``: float32 logits at the input size, ``aux["features"]`` (the
+    last decoder level's output, a 1-tuple)."""
 
     cfg: object
 
     @nn.compact
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
-        u = cfg.unet
-        if u.upsampling not in UPSAMPLING:
-            raise ValueError(f"model.unet.upsampling={u.upsampling!r}; use one of {list(UPSAMPLING)}")
         if cfg.get("head", "default") != "default":
             raise ValueError(f"model.head={cfg.head!r} is for the HRNet family; U-Net has its own decoder (model.head=default)")
-        dtype = dtype_of(cfg.dtype)
-        depth, base = int(u.depth), int(u.base_width)
-        bilinear = u.upsampling == "bilinear"
-        bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
-        remat_down = bool(cfg.remat.stem)
-        remat_up = bool(cfg.remat.head)
-        down_cls = nn.remat(DoubleConv, static_argnums=(2,)) if remat_down else DoubleConv
-        up_cls = nn.remat(Up, static_argnums=(3,)) if remat_up else Up
-
-        x = images.astype(dtype)
-        skips = []
-        for level in range(depth + 1):
-            if level:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            width = base * 2**level
-            if bilinear and level == depth:
-                width //= 2  # the reference's bilinear variant halves the bottom level
-            x = down_cls(width, name="inc" if level == 0 else f"down{level}", **bn)(x, train)
-            skips.append(x)
-        x = skips.pop()
-        for level in range(depth - 1, -1, -1):
-            width = base * 2**level
-            if bilinear and level:
-                width //= 2
-            x = up_cls(width, bilinear, name=f"up{depth - level}", **bn)(x, skips[level], train)
-        logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=state_dtype(dtype), name="outc")(x)
-        return logits.astype(state_dtype(dtype)), {"features": (x,)}
+        logits, x = unet(images, train, cfg, cfg.unet)
+        return logits, {"features": (x,)}

@@ -30,12 +30,14 @@ the same resize for sizes divisible by ``2**levels``.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segnode_jax import ode
 from segnode_jax.models.layers import Dtype, conv, dtype_of, state_dtype
+from segnode_jax.models.odeblock import ODEBlock, sum_statistics
 from segnode_jax.resize import resize_bilinear
 
 ACTIVATIONS = {
@@ -82,43 +84,6 @@ class ConvODEField(nn.Module):
         return x.astype(h.dtype)
 
 
-class FieldSolve(nn.Module):
-    """One U-Node ODE block: owns its field's parameters (``params/<name>/field``) and solves
-    ``dh/dt = f(t, h)`` with ``ode_cfg``'s settings; returns ``(h(t1), statistics)``."""
-
-    features: int
-    time_dependent: bool
-    activation: str
-    dtype: Dtype
-    ode_cfg: object
-    remat: bool = False
-
-    @nn.compact
-    def __call__(self, y0):
-        field = ConvODEField(self.features, self.time_dependent, self.activation, self.dtype, parent=None)
-        params = self.param("field", lambda rng: field.init(rng, jnp.zeros((), y0.dtype), y0)["params"])
-        settings = ode.ODESettings.from_config(self.ode_cfg)
-        if self.is_initializing():  # shapes only: skip the solve (and its compilation)
-            zero = jnp.zeros((), jnp.int32)
-            return y0, dict(num_steps=zero, num_accepted_steps=zero, num_rejected_steps=zero, nfe=zero, result=zero)
-
-        def vector_field(t, y, p):
-            return field.apply({"params": p}, t, y)
-
-        # As SegNode's remat.field: the adjoints that store steps keep one state per evaluation.
-        whole = self.remat and settings.adjoint != "backsolve"
-        return ode.solve(vector_field, y0, params, settings, remat=whole)
-
-
-def _sum_statistics(stats: list[dict]) -> dict:
-    out = {k: sum(s[k] for s in stats) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps", "nfe")}
-    result = jnp.zeros((), jnp.int32)
-    for s in stats:  # the first failure's code (a solve written out step by step cannot fail)
-        result = jnp.where(result == 0, jnp.asarray(s.get("result", 0), jnp.int32), result)
-    out["result"] = result
-    return out
-
-
 class UNode(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["ode"]`` (summed
     solver statistics), ``aux["features"]`` (the last ODE block's output, a 1-tuple)."""
@@ -140,7 +105,8 @@ class UNode(nn.Module):
         remat = bool(cfg.remat.field)
 
         def block(width, name):
-            return FieldSolve(width, bool(u.time_dependent), str(u.activation), dtype, cfg.ode, remat, name=name)
+            field = functools.partial(ConvODEField, width, bool(u.time_dependent), str(u.activation), dtype, parent=None)
+            return ODEBlock(field, cfg.ode, remat, name=name)
 
         def conv1x1(width, name):
             return conv(width, 1, bias=True, dtype=dtype, name=name)
@@ -167,4 +133,4 @@ class UNode(nn.Module):
             x, s = block(nf * 2**i, f"odeblock_up{j + 1}")(x)
             stats.append(s)
         logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=sd, name="classifier")(x.astype(dtype))
-        return logits.astype(sd), {"ode": _sum_statistics(stats), "features": (x,)}
+        return logits.astype(sd), {"ode": sum_statistics(stats), "features": (x,)}
