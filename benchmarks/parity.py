@@ -29,6 +29,7 @@ in ``--workdir`` (default ``runs/parity``): rerunning resumes or reuses finished
     python benchmarks/parity.py                  # the full protocol: several hours on 2 CPU cores
     python benchmarks/parity.py --steps 200 --seeds 1 --solve_seeds 1 --remat_seeds 0   # reduced
     python benchmarks/parity.py --quick          # a smoke test of every code path (~30 min: compiles)
+    python benchmarks/parity.py --ode_peers      # also U-Node and NODEs-UNet (Table 1's neural-ODE peers)
     python benchmarks/parity.py --report_only    # tables and plot again from results/parity.json
 
 Most of the time is XLA compiling each variant on the CPU (minutes each) and the adaptive
@@ -60,6 +61,9 @@ from segnode_jax import api, data, memory, metrics_log, ode, parallel, training 
 
 CONFIG = os.path.join(ROOT, "configs", "synthetic.py")
 MODELS = ("hrnetv2", "baseline", "segnode")
+# The earlier neural-ODE segmentation designs of Table 1 (``--ode_peers``): trained like SegNode
+# (its main-job solve, both recipes), at a small width (PARITY_FIXED).
+ODE_PEERS = ("unode", "nodes_unet")
 # SegNode's candidate training solves (cfg.model.ode overrides).
 SOLVES = {
     "dopri5 + backsolve": {"ode.solver": "dopri5", "ode.num_steps": None, "ode.adjoint": "backsolve"},
@@ -121,16 +125,16 @@ def main_job_solve() -> str:
     raise SystemExit(f"configs/synthetic.py's solve ({ode_cfg.solver}, {ode_cfg.num_steps}, {ode_cfg.adjoint}) is not a candidate")
 
 
-def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None) -> list[Run]:
-    """Model comparison (both recipes; SegNode with the main job's solve, ``seeds`` seeds) and
-    solve comparison (paper recipe; each other solve with ``solve_seeds`` seeds, default
-    ``seeds``; each solve with remat with ``remat_seeds``)."""
+def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None, peers: tuple[str, ...] = ()) -> list[Run]:
+    """Model comparison (both recipes; SegNode and the ODE ``peers`` with the main job's solve,
+    ``seeds`` seeds) and solve comparison (paper recipe; each other solve with ``solve_seeds``
+    seeds, default ``seeds``; each solve with remat with ``remat_seeds``)."""
     main_solve = main_job_solve()
     solve_seeds = seeds if solve_seeds is None else solve_seeds
     runs: list[Run] = []
     for recipe in ("paper", "shared"):
-        for model in MODELS:
-            v = Variant(model, main_solve if model == "segnode" else None, False)
+        for model in MODELS + tuple(peers):
+            v = Variant(model, main_solve if model in ("segnode",) + ODE_PEERS else None, False)
             runs += [Run(v, recipe, s) for s in range(seeds)]
     for solve in SOLVES:
         if solve != main_solve:
@@ -141,7 +145,10 @@ def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None) -> list[R
 
 # What the parity runs keep fixed whatever the main job's config becomes: the width and loss
 # they were measured with (results/parity.json), so that finished runs stay reusable.
-PARITY_FIXED = {"model.width": 8, "train.loss.ohem": False}
+# Width 8: HRNet branches of 8..64 channels; the U-Net family's top level likewise 8 (U-Node's
+# levels 8..128, NODEs-UNet's U-Net 8..128 with its ODE blocks).
+PARITY_FIXED = {"model.width": 8, "train.loss.ohem": False, "model.unode.num_filters": 8, "model.nodes_unet.base_width": 8,
+                "model.nodes_unet.groups": 8}
 
 
 def run_config(run: Run, steps: int):
@@ -323,7 +330,8 @@ def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     solve_seeds = result.get("solve_seeds", result["seeds"])
     command = (f"`python benchmarks/parity.py --steps {result['steps']} --seeds {result['seeds']} "
-               f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}`")
+               f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}"
+               + (" --ode_peers" if result.get("ode_peers") else "") + "`")
     lines = [
         f"Measured {result['machine']['date']} on {result['machine']['cpu_count']} CPU cores "
         f"({result['machine']['backend']}), {command}: {result['steps']} training steps "
@@ -334,7 +342,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"| model | setting | recipe | val mIoU | params | train memory (b{MEMORY_BATCH}) | step time (b{MEMORY_BATCH}) | infer ms/img | NFE |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    order = {m: i for i, m in enumerate(MODELS)}
+    order = {m: i for i, m in enumerate(MODELS + ODE_PEERS)}
     for r in sorted(rows, key=lambda r: (r["recipe"] != "paper", order[r["model"]], r["setting"])):
         if r["miou_mean"] is None:
             miou = "same function (not trained)"
@@ -366,6 +374,8 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--solve_seeds", type=int, default=None,
                         help="seeds of SegNode's other candidate solves (default: --seeds)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (interleaved)")
+    parser.add_argument("--ode_peers", action="store_true",
+                        help="also train U-Node and NODEs-UNet (Table 1's earlier neural-ODE designs) at the same small width")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "parity"))
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only")
@@ -389,7 +399,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.quick:
         args.steps, args.seeds, args.remat_seeds, args.solve_seeds, args.repeats = 4, 1, 1, 1, 1
         args.workdir = os.path.join(args.workdir, "quick")
-    runs = plan(args.seeds, args.remat_seeds, args.solve_seeds)
+    runs = plan(args.seeds, args.remat_seeds, args.solve_seeds, ODE_PEERS if args.ode_peers else ())
     print(f"parity: {len(runs)} training runs of {args.steps} steps into {args.workdir}", flush=True)
     start = time.time()
     results = []
@@ -411,6 +421,7 @@ def main(argv=None) -> dict[str, Any]:
         "memory_batch": MEMORY_BATCH,
         "shared_recipe": SHARED_RECIPE,
         "main_job_solve": main_job_solve(),
+        "ode_peers": list(ODE_PEERS) if args.ode_peers else [],
         "runs": [
             {**r, **{k: measured[f"{r['model']}|{r['setting']}"][k] for k in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")},
              "nfe": r["eval_nfe"]}
