@@ -178,6 +178,11 @@ def model_config() -> config_dict.ConfigDict:
             # (weighted by train.loss.aux_weight); `ocr` sets its widths (HRNet-OCR: 512, 256)
             # and the dropout after its fusion (0.05). See segnode_jax/models/ocr.py.
             head="default",
+            # "segmentation" | "classification": HRNet-Image-Classification's head (ImageNet
+            # pretraining, paper sec. 4.1) on hrnetv2 / baseline / segnode, (N, classes) logits;
+            # `classification` sets its widths (the official 32, 64, 128, 256 -> 2048).
+            task="segmentation",
+            classification=dict(head_channels=(32, 64, 128, 256), features=2048),
             ocr=dict(mid_channels=512, key_channels=256, dropout=0.05),
             # Rematerialisation (jax.checkpoint) of parts of the network, trading compute
             # for training memory.

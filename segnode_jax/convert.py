@@ -190,6 +190,8 @@ def _head_route(path: list[str], model_cfg, has_aux: bool) -> tuple[list[str] | 
     when it starts from an HRNetV2 checkpoint."""
     ocr = model_cfg.get("head", "default") == "ocr"
     part = path[1]
+    if model_cfg.get("task", "segmentation") == "classification":
+        return None, "a segmentation head; the model is a classifier (model.task=classification)"
     if part.startswith("last_layer"):
         if ocr and has_aux:
             return None, "HRNetV2's head; the file's own OCR auxiliary head is used"
@@ -369,8 +371,11 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
         if resnet:
             target, leaf, why = _resnet_route(key, model_cfg)
         elif key.split(".")[0] in CLASSIFICATION_PREFIXES:
-            result.ignored[key] = "ImageNet classification head"
-            continue
+            if model_cfg.get("task", "segmentation") != "classification":
+                result.ignored[key] = "ImageNet classification head (set model.task=classification to use it)"
+                continue
+            *parts, leaf = key.split(".")  # HRNet-Image-Classification's head -> the classifier's head
+            target, why = ["head"] + _group(parts), ""
         else:
             target, leaf, why = _hrnet_route(key, model_cfg, num_stage4, has_aux)
         if target is None:
@@ -381,9 +386,11 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             continue
         collection, name = _LEAVES[leaf]
         if leaf == "weight":
-            name = "kernel" if value.ndim == 4 else "scale"
+            name = "kernel" if value.ndim in (2, 4) else "scale"
         if value.ndim == 4:
             value = np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+        elif value.ndim == 2:
+            value = np.transpose(value)  # Linear (out, in) -> Dense (in, out)
         dest = "/".join([collection, *target, name])
         if dest not in want:
             if collection == "batch_stats" and f"params/{'/'.join(target)}/scale" in want:

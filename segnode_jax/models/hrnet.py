@@ -297,7 +297,11 @@ def concat_head_outputs(cfg, xs, size, train: bool, dtype: Dtype):
     """``(logits, aux)`` of HRNetV2's or the Baseline's head over the branches ``xs``: HRNetV2's
     concat head or (``model.head="ocr"``) the OCR head, whose soft-region logits go to
     ``aux["aux_logits"]`` at branch-0 resolution; logits resized to ``size``."""
+    from segnode_jax.models.classification import classification_head, task_of
+
     aux = {"features": xs}
+    if task_of(cfg) == "classification":  # ImageNet pretraining: (N, classes) logits
+        return classification_head(cfg, outer_norm(cfg), dtype)(xs, train), aux
     if check_head(cfg) == "ocr":
         logits, aux["aux_logits"] = make_ocr_head(cfg, outer_norm(cfg), dtype)(xs, train)
     else:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from segnode_jax.models.heads import SegNodeHead
 from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
 from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
+from segnode_jax.models.classification import classification_head, task_of
 from segnode_jax.models.odeblock import ODEBlock
 from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
@@ -117,6 +118,8 @@ class SegNode(nn.Module):
         y1, info = ODEBlock(functools.partial(make_field, cfg), cfg.ode, bool(cfg.remat.field), name="ode")(y0)
         size = tuple(images.shape[1:3])
         out = {"features": y1}
+        if task_of(cfg) == "classification":  # ImageNet pretraining over the final state
+            return classification_head(cfg, outer_norm(cfg), dtype, preact=True)(y1, train), {**out, "ode": info}
         if check_head(cfg) == "ocr":
             # SegNode+OCR: the OCR head reads the ODE's final state (normalised and rectified
             # per branch first: the state is pre-activation).

@@ -63,6 +63,12 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
 
     if cfg.model.name not in model_names():
         raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
+    if cfg.model.get("task", "segmentation") != "segmentation":
+        raise ConfigError(
+            f"model.task={cfg.model.task!r}: the classifiers (HRNet-Image-Classification's head, for ImageNet "
+            "pretraining) can be built, converted from official checkpoints and applied from Python, but train.py "
+            "trains segmentation only so far; use model.task=segmentation"
+        )
     t = cfg.train
     with t.ignore_type():
         for k, v in resolve_optimizer(t, recipe_name(cfg.model)).items():

@@ -8,6 +8,8 @@ hrnet_tiny_{zip,legacy}.pth: official-layout HRNet state_dict (tests/convert/off
 ``TINY``) saved in PyTorch's zip format and in its legacy format, as ``torch.save`` of
 ``model.state_dict()`` writes them (OrderedDict with ``_metadata``).
 hrnet_ocr_tiny.pth: the same backbone with HRNet-OCR's head (``TINY_OCR``).
+hrnet_cls_tiny.pth: the same backbone with HRNet-Image-Classification's head (``TINY_CLS``,
+the ``cls_hrnet`` forward: incre/downsamp modules, final layer, average pooling, classifier).
 {hrnet,hrnet_ocr}_tiny_forward.npz: an input image and the whole network's output computed by
 PyTorch in eval mode (``torch_forward`` below: the official ``seg_hrnet`` /
 ``seg_hrnet_ocr`` forward pass, written as functional torch over the state_dict, and the
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from tests.convert.official import state_dict  # noqa: E402
-from tests.convert.spec import TINY, TINY_OCR  # noqa: E402
+from tests.convert.spec import TINY, TINY_CLS, TINY_OCR  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 BN_EPS = 1e-5
@@ -110,7 +112,7 @@ class Net:
                 xs.append(x)
         return xs
 
-    def backbone(self, x, spec):
+    def branches(self, x, spec):
         x = F.relu(self.bn(self.conv(x, "conv1", stride=2), "bn1"))
         x = F.relu(self.bn(self.conv(x, "conv2", stride=2), "bn2"))
         for b in range(spec["layer1_blocks"]):
@@ -120,6 +122,10 @@ class Net:
             ys = self.transition(ys, f"transition{s + 1}", s + 2)
             for m in range(modules):
                 ys = self.hr_module(ys, f"stage{s + 2}.{m}", blocks)
+        return ys
+
+    def backbone(self, x, spec):
+        ys = self.branches(x, spec)
         size = ys[0].shape[2:]
         return torch.cat([ys[0]] + [self.up(y, size) for y in ys[1:]], 1)
 
@@ -148,7 +154,20 @@ class Net:
         x = self.units(torch.cat([ctx, x], 1), "ocr_distri_head.conv_bn_dropout", 1)  # Dropout2d: identity in eval
         return self.conv(x, "cls_head"), aux
 
+    def classify(self, image, spec):
+        """cls_hrnet's forward after stage 4 (its backbone is seg_hrnet's without the concat)."""
+        ys = self.branches(image, spec)
+        y = self.bottleneck(ys[0], "incre_modules.0.0")
+        for i in range(len(ys) - 1):
+            down = F.relu(self.bn(self.conv(y, f"downsamp_modules.{i}.0", stride=2), f"downsamp_modules.{i}.1"))
+            y = self.bottleneck(ys[i + 1], f"incre_modules.{i + 1}.0") + down
+        y = F.relu(self.bn(self.conv(y, "final_layer.0"), "final_layer.1"))
+        y = F.avg_pool2d(y, kernel_size=y.size()[2:]).flatten(1)
+        return {"logits": F.linear(y, self.sd["classifier.weight"], self.sd["classifier.bias"])}
+
     def forward(self, image, spec):
+        if self.has("classifier"):
+            return self.classify(image, spec)
         feats = self.backbone(image, spec)
         size = image.shape[2:]
         if self.has("cls_head"):
@@ -186,6 +205,10 @@ def main():
     torch.save(sd_ocr, os.path.join(HERE, "hrnet_ocr_tiny.pth"))
     write_forward(state_dict(**TINY), TINY, "hrnet_tiny_forward.npz")
     write_forward(ocr_sd, TINY_OCR, "hrnet_ocr_tiny_forward.npz")
+    cls_sd = state_dict(**TINY_CLS)
+    sd_cls = collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in cls_sd.items())
+    torch.save(sd_cls, os.path.join(HERE, "hrnet_cls_tiny.pth"))
+    write_forward(cls_sd, TINY_CLS, "hrnet_cls_tiny_forward.npz")
     for name in sorted(os.listdir(HERE)):
         print(name, os.path.getsize(os.path.join(HERE, name)))
 

@@ -36,14 +36,15 @@ class _Writer:
         self.sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
 
 
-def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stage_blocks, num_classes, seed=0, ocr=None):
+def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stage_blocks, num_classes, seed=0, ocr=None, cls=None):
     """An official-layout HRNetV2 state_dict with random values.
 
     Arguments mirror the official config: ``widths`` of the 4 branches, ``stem_width`` (64 in
     the official code), Bottleneck ``planes`` and ``layer1_blocks`` (64 and 4),
     ``stage_modules``/``stage_blocks`` of stages 2-4 (official W48: (1, 4, 3) and (4, 4, 4)).
     ``ocr``: ``(mid_channels, key_channels)`` for HRNet-OCR's head (``seg_hrnet_ocr``: 512,
-    256) instead of HRNetV2's ``last_layer``.
+    256) instead of HRNetV2's ``last_layer``. ``cls``: ``(head_channels, features)`` for
+    HRNet-Image-Classification's head (``cls_hrnet``: (32, 64, 128, 256), 2048).
     """
     w = _Writer(seed)
     w.conv("conv1", 3, stem_width, 3)
@@ -81,6 +82,9 @@ def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stag
             module(w, f"stage{s + 2}.{m}", cur, blocks)
         pre = cur
     total = sum(widths)
+    if cls is not None:
+        cls_head(w, widths, num_classes, *cls)
+        return w.sd
     if ocr is not None:
         ocr_head(w, total, num_classes, *ocr)
         return w.sd
@@ -88,6 +92,27 @@ def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stag
     w.bn("last_layer.1", total)
     w.conv("last_layer.3", total, num_classes, 1, bias=True)
     return w.sd
+
+
+def cls_head(w, widths, num_classes, head_channels, features):
+    """HRNet-Image-Classification's head keys (``cls_hrnet._make_head`` and ``classifier``)."""
+    for i, (c, h) in enumerate(zip(widths, head_channels)):
+        p = f"incre_modules.{i}.0"
+        w.conv(f"{p}.conv1", c, h, 1)
+        w.bn(f"{p}.bn1", h)
+        w.conv(f"{p}.conv2", h, h, 3)
+        w.bn(f"{p}.bn2", h)
+        w.conv(f"{p}.conv3", h, 4 * h, 1)
+        w.bn(f"{p}.bn3", 4 * h)
+        w.conv(f"{p}.downsample.0", c, 4 * h, 1)
+        w.bn(f"{p}.downsample.1", 4 * h)
+    for i in range(len(widths) - 1):
+        w.conv(f"downsamp_modules.{i}.0", 4 * head_channels[i], 4 * head_channels[i + 1], 3, bias=True)
+        w.bn(f"downsamp_modules.{i}.1", 4 * head_channels[i + 1])
+    w.conv("final_layer.0", 4 * head_channels[-1], features, 1, bias=True)
+    w.bn("final_layer.1", features)
+    w.sd["classifier.weight"] = (w.rng.standard_normal((num_classes, features)) / np.sqrt(features)).astype(np.float32)
+    w.sd["classifier.bias"] = (0.1 * w.rng.standard_normal(num_classes)).astype(np.float32)
 
 
 def ocr_head(w, total, num_classes, mid, key):

@@ -12,6 +12,8 @@ TINY = dict(
 )
 # The same backbone with HRNet-OCR's head (mid_channels, key_channels), another seed.
 TINY_OCR = dict(TINY, seed=1, ocr=(6, 4))
+# With HRNet-Image-Classification's head (head_channels, features), another seed.
+TINY_CLS = dict(TINY, seed=2, num_classes=7, cls=((2, 3, 4, 5), 12))
 
 
 def tiny_model_config(name="hrnetv2"):

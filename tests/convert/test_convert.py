@@ -22,13 +22,14 @@ from segnode_jax import api, checkpoints, convert, pth, weights
 from segnode_jax.models.hrnet import BasicBlock, HRModule, outer_norm
 from tests.conftest import REPO, xla_flags
 from tests.convert import official
-from tests.convert.spec import TINY, TINY_OCR, tiny_model_config
+from tests.convert.spec import TINY, TINY_CLS, TINY_OCR, tiny_model_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ZIP = os.path.join(FIXTURES, "hrnet_tiny_zip.pth")
 LEGACY = os.path.join(FIXTURES, "hrnet_tiny_legacy.pth")
 TRAINING = os.path.join(FIXTURES, "hrnet_tiny_training_ckpt.pth")
 OCR = os.path.join(FIXTURES, "hrnet_ocr_tiny.pth")
+CLS = os.path.join(FIXTURES, "hrnet_cls_tiny.pth")
 RTOL = 1e-4
 
 
@@ -214,7 +215,7 @@ def test_imagenet_checkpoint_without_segmentation_head_converts_strictly(expecte
     sd["classifier.weight"] = np.zeros((1000, 2048), np.float32)
     sd["incre_modules.0.0.conv1.weight"] = np.zeros((32, 2, 1, 1), np.float32)
     conv = convert.convert_state_dict(sd, tiny_model_config("hrnetv2").model)
-    assert conv.ignored["classifier.weight"] == conv.ignored["incre_modules.0.0.conv1.weight"] == "ImageNet classification head"
+    assert conv.ignored["classifier.weight"] == conv.ignored["incre_modules.0.0.conv1.weight"] == "ImageNet classification head (set model.task=classification to use it)"
     assert conv.fresh and all(p.split("/")[1] == "head" for p in conv.fresh)
 
 
@@ -376,3 +377,34 @@ def test_hrnetv2_head_initialises_an_ocr_auxiliary_head_and_ocr_keys_need_an_ocr
     plain = convert.convert_state_dict(convert.read_state_dict(OCR), tiny_model_config("hrnetv2").model, strict=False)
     assert "model.head=ocr" in plain.ignored["cls_head.weight"]
     assert "params/head/last_layer_3/kernel" in plain.fresh
+
+
+def _cls_model_config(name: str):
+    cfg = tiny_model_config(name)
+    cfg.model.task, cfg.model.num_classes = "classification", TINY_CLS["num_classes"]
+    cfg.model.classification.head_channels, cfg.model.classification.features = TINY_CLS["cls"]
+    return cfg
+
+
+def test_classification_checkpoint_converts_and_matches_torch():
+    """An HRNet-Image-Classification checkpoint (HRNet-W48-C's layout, tiny) into the hrnetv2
+    classifier: every variable from the file (the Linear classifier transposed), logits equal
+    the official ``cls_hrnet`` forward run by PyTorch to 1e-4. Into SegNode's classifier the
+    head converts too (its per-branch norms stay fresh); into a segmentation model it is
+    ignored, saying how to use it."""
+    sd = convert.read_state_dict(CLS)
+    cfg = _cls_model_config("hrnetv2")
+    conv = convert.convert_state_dict(sd, cfg.model)
+    assert not conv.fresh and not conv.unexpected and not conv.missing
+    assert conv.mapped["params/head/classifier/kernel"] == "classifier.weight"
+    assert conv.mapped["params/head/incre_modules_3_0/downsample_0/kernel"] == "incre_modules.3.0.downsample.0.weight"
+    image, reference = _torch_reference("hrnet_cls_tiny", False)
+    logits, _ = api.apply(conv.variables, image, cfg.model)
+    assert logits.shape == (2, TINY_CLS["num_classes"])
+    _close(logits, reference["logits"])
+    conv = convert.convert_state_dict(sd, _cls_model_config("segnode").model, strict=False)
+    assert "params/head/final_layer_0/kernel" in conv.mapped
+    assert {p for p in conv.fresh if p.split("/")[1] == "head"} == {
+        f"{c}/head/norm_{i}/{leaf}" for i in range(4) for c, leaf in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))}
+    conv = convert.convert_state_dict(sd, tiny_model_config("hrnetv2").model, strict=False)
+    assert "model.task=classification" in conv.ignored["classifier.weight"]
