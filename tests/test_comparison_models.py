@@ -102,11 +102,10 @@ def test_the_training_step_trains_the_model(name):
     recipes are for full-size runs). For the U-Nets (U-Net, U-Node, NODEs-UNet: its ODE blocks
     Euler x2, unrolled) the labels are a pixelwise function;
     for the output-stride-8 models a function of each 8x8 block's colour (a pixelwise one is
-    finer than their 1/8 logits). U-Net, PSPNet and DeepLabv3 learn it: the loss ends well below
-    the labels' entropy (what predicting the class frequencies gives). U-Node at this tiny width
-    (4 filters, Euler x2) only gets down to about that entropy in 60 steps (measured 1.49 vs
-    1.55, unexplained so far: see the issue's note), so for it the test asserts that the loss
-    falls from its start; NODEs-UNet learns it like U-Net (measured 1.03 vs 1.60)."""
+    finer than their 1/8 logits). Every model learns it: the loss ends well below the labels'
+    entropy (what predicting the class frequencies gives). (U-Node used to stall near that
+    entropy: its classifier started with PyTorch-sized weights, initial loss 4.6; with the
+    library's small classifier initialisation it learns like the others.)"""
     cfg = tiny(name)
     if name in ("unode", "nodes_unet"):
         segnode_jax.config.apply_overrides(cfg, {"model.ode.solver": "euler", "model.ode.num_steps": 2, "model.ode.adjoint": "unrolled"})
@@ -139,10 +138,8 @@ def test_the_training_step_trains_the_model(name):
             state, metrics = step(state, batch)
             losses.append(float(metrics["loss"]))
     assert all(np.isfinite(losses)), losses
-    if name != "unode":  # (PSPNet's loss includes its auxiliary head's: 0.4 x a second cross-entropy)
-        assert losses[-1] < 0.75 * entropy, (losses, entropy)
-    else:
-        assert np.mean(losses[-5:]) < 0.5 * losses[0], (losses, entropy)
+    # (PSPNet's loss includes its auxiliary head's: 0.4 x a second cross-entropy.)
+    assert losses[-1] < 0.75 * entropy, (losses, entropy)
 
 
 def test_the_head_learning_rate_factor_reaches_everything_after_a_backbone():

@@ -16,6 +16,9 @@ convolutions are padded, as in that implementation and every segmentation benchm
 ``model.unet.upsampling="bilinear"`` is that implementation's other variant (bilinear
 upsampling, the bottom level at half width: 17.3M).
 
+The 1x1 classifier starts small (normal, std 0.01), the library's rule for final classifiers,
+instead of PyTorch's default initialisation (NODEs-UNet shares this forward pass).
+
 ``model.remat.stem`` rematerialises the encoder level by level and ``model.remat.head`` the
 decoder level by level (the names the other models use for their first and last parts).
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, conv, dtype_of, norm, state_dtype
+from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, norm, state_dtype
 from segnode_jax.resize import resize_bilinear
 
 UPSAMPLING = ("transposed", "bilinear")
@@ -115,7 +118,7 @@ def unet(images, train: bool, cfg, u, *, after=None):
             width //= 2
         name = f"up{depth - level}"
         x = after(up_cls(width, bilinear, name=name, **bn)(x, skips[level], train), name)
-    logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=state_dtype(dtype), name="outc")(x)
+    logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=state_dtype(dtype), kernel_init=classifier_init, name="outc")(x)
     return logits.astype(state_dtype(dtype)), x
 
 

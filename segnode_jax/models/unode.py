@@ -25,7 +25,10 @@ all their field evaluations) and reports the first failure's ``result``.
 Where the reference fixes sizes, this module generalises: its ``interpolate(scale_factor=...)``
 needs inputs divisible by ``2**levels`` (the upsampled map must match the skip); here each
 resize goes to the exact target size (``floor(size / 2)`` down, the skip's size up), which is
-the same resize for sizes divisible by ``2**levels``.
+the same resize for sizes divisible by ``2**levels``. The classifier starts small (normal, std
+0.01, the library's rule for final classifiers) instead of PyTorch's default initialisation: with
+the default, the un-normalised ODE output gives large initial logits (measured: initial loss 4.6
+for 5 classes) and training first spends its steps shrinking them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, conv, dtype_of, state_dtype
+from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, state_dtype
 from segnode_jax.models.odeblock import ODEBlock, sum_statistics
 from segnode_jax.resize import resize_bilinear
 
@@ -132,5 +135,5 @@ class UNode(nn.Module):
             x = act(conv1x1(nf * 2**i, name)(x.astype(dtype))).astype(sd)
             x, s = block(nf * 2**i, f"odeblock_up{j + 1}")(x)
             stats.append(s)
-        logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=sd, name="classifier")(x.astype(dtype))
+        logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=sd, kernel_init=classifier_init, name="classifier")(x.astype(dtype))
         return logits.astype(sd), {"ode": sum_statistics(stats), "features": (x,)}
