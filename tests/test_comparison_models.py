@@ -71,6 +71,9 @@ def test_logits_at_the_input_size_also_for_odd_sizes(name, size):
     stride = 1 if name == "unet" else 8
     assert "ode" not in aux and aux["features"][0].shape[:3] == (2, -(-size[0] // stride), -(-size[1] // stride))
     assert ("aux_logits" in aux) == (name == "pspnet")  # PSPNet's auxiliary head is on by default
+    compiled = segnode_jax.api._apply_jit._cache_size()
+    again, _ = segnode_jax.apply(v, images + 1, cfg)  # same shapes and config: no new compile
+    assert segnode_jax.api._apply_jit._cache_size() == compiled and again.shape == logits.shape
     _, aux = segnode_jax.apply(v, images, cfg, train=True)
     changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), aux["batch_stats"], v["batch_stats"])
     assert all(jax.tree_util.tree_leaves(changed))
@@ -250,6 +253,9 @@ def test_nodes_unet_solves_each_chosen_block_and_sums_their_statistics():
     cfg.ode.solver, cfg.ode.num_steps = "euler", 3
     logits, aux = segnode_jax.apply(v, images, cfg)
     assert logits.shape == (2, 30, 34, 5) and int(aux["ode"]["nfe"]) == 3 * 5
+    compiled = segnode_jax.api._apply_jit._cache_size()
+    segnode_jax.apply(v, images * 2, cfg)  # jit once per shape and config
+    assert segnode_jax.api._apply_jit._cache_size() == compiled
     cfg.ode.solver, cfg.ode.num_steps = "dopri5", None
     _, aux = segnode_jax.apply(v, images, cfg)
     assert int(aux["ode"]["result"]) == 0 and int(aux["ode"]["nfe"]) == 6 * int(aux["ode"]["num_steps"]) + 5
