@@ -493,6 +493,15 @@ def markdown(result: dict) -> str:
             f"{_f(r['infer_memory_vs_hrnetv2'])} | {_f(r['infer_time_vs_hrnetv2'])} | {_f(r['params_vs_hrnetv2'])} | "
             f"{_f(r.get('max_batch_vs_baseline'))} |"
         )
+    refs = result.get("time_references")
+    if refs:
+        lines += ["", (
+            f"Rows timed on {refs['date']} (the +OCR rows and the comparison models) ran interleaved with HRNetV2, the "
+            "Baseline and SegNode in one process; those three then took "
+            + ", ".join(f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
+                        "per inference" for n in ("hrnetv2", "baseline", "segnode"))
+            + " (the table keeps their earlier timings, so that the SegNode variants' ratios stay within one measurement)."
+        )]
     lines += ["", *paper_rows_markdown(result)]
     lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
     return "\n".join(lines)
