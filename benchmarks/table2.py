@@ -512,14 +512,27 @@ def paper_rows_markdown(result: dict) -> list[str]:
     with SegNode's training-memory ratio to each model, ours and the paper's."""
     models, rows = result["models"], PAPER["rows"]
     seg = models.get("segnode", {}).get("train_memory_bytes")
+    refs = result.get("time_references") or {}
+
+    def infer_vs_hrnetv2(name):
+        """Inference time over HRNetV2's, HRNetV2 timed in the same process as the row."""
+        m = models.get(name, {})
+        same_day = refs and m.get("time_measured") == refs.get("date")
+        hr = (refs["hrnetv2"] if same_day else models.get("hrnetv2", {})).get("infer_seconds")
+        t = refs[name]["infer_seconds"] if same_day and name in ("hrnetv2", "baseline", "segnode") else m.get("infer_seconds")
+        return t / hr if t and hr else None
+
     lines = [
         "The paper's Table 2 beside ours (paper: measured on a V100 32GB; ours: XLA's analysis, training batch "
         f"{result['settings']['train_batch']}; the paper's training-memory column presumably at batch 24, the "
-        "batch its HRNetV2 row fits):",
+        "batch its HRNetV2 row fits; inference time: ours on this CPU with every network's channels scaled to "
+        f"width {result['settings']['time_width']}/48, over HRNetV2's timed in the same process, the paper's from its "
+        "V100 milliseconds per image):",
         "",
         "| model | params (M) | paper | train mem (GiB) | paper (GB) | infer mem (GiB) | paper (GB) | max batch | paper "
-        "| SegNode train mem / model's | paper |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| SegNode train mem / model's | paper | infer time / HRNetV2's (CPU, width "
+        f"{result['settings']['time_width']}) | paper (V100) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, p in rows.items():
         m = models.get(name, {})
@@ -528,7 +541,8 @@ def paper_rows_markdown(result: dict) -> list[str]:
         lines.append(
             f"| `{name}` | {_f(m.get('params') and m['params'] / 1e6)} | {p['params_m']} | {_gib(mem)} | {p['train_memory_gb']} | "
             f"{_gib(m.get('infer_memory_bytes'))} | {p['test_memory_gb']} | {_f(m.get('max_batch_analysed'), '{:d}')} | "
-            f"{p['max_batch']} | {_f(ours_ratio)} | {rows['segnode']['train_memory_gb'] / p['train_memory_gb']:.2f} |"
+            f"{p['max_batch']} | {_f(ours_ratio)} | {rows['segnode']['train_memory_gb'] / p['train_memory_gb']:.2f} | "
+            f"{_f(infer_vs_hrnetv2(name))} | {p['test_ms'] / rows['hrnetv2']['test_ms']:.2f} |"
         )
     lines += ["", "PSPNet's 23.7M matches no PSPNet configuration we could identify (ours is the authors' PSPNet on "
               "ResNet-50; docs/reproduction.md), so its row compares different networks."]
