@@ -50,6 +50,7 @@ def main(argv):
     prediction.find_inputs(FLAGS.input)
     prediction.check_output(FLAGS.output, FLAGS.overwrite)
     cfg, variables, pytree_dir, description = evaluate_lib.load_model(FLAGS.ckpt, cli.read_config(FLAGS), FLAGS.which)
+    evaluate_lib.refuse_classifier(cfg, "predict.py")
     summary = prediction.predict_files(
         variables, cfg, FLAGS.input, FLAGS.output, mode=FLAGS.mode, solver=FLAGS.solver, fmt=FLAGS.format,
         overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, progress=FLAGS.progress,

@@ -259,16 +259,17 @@ class RunCheckpoints:
             self.latest.save(int(step), args=ocp.args.Composite(**args), force=True)
 
     def best_meta(self) -> dict[str, Any] | None:
-        """``{"step", "miou"}`` of the best checkpoint so far, or None."""
+        """``{"step", "miou"}`` (a classifier: ``"top1"``) of the best checkpoint so far, or None."""
         step = self.best.latest_step()
         if step is None:
             return None
         restored = self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])
 
-    def save_best(self, step: int, state, miou: float) -> None:
-        """Saves ``state`` as the new best checkpoint (the previous best is then deleted)."""
-        meta = {"step": int(step), "miou": float(miou)}
+    def save_best(self, step: int, state, score: float, *, metric: str = "miou") -> None:
+        """Saves ``state`` as the new best checkpoint (the previous best is then deleted), with
+        ``{"step", metric: score}`` (``metric``: "miou", or "top1" for a classifier)."""
+        meta = {"step": int(step), metric: float(score)}
         with self._writing(self.best.directory):
             self.best.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 

@@ -192,7 +192,7 @@ def model_config() -> config_dict.ConfigDict:
 
 
 OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("poly", "cosine", "constant")
+LR_SCHEDULES = ("poly", "cosine", "constant", "multistep")
 EVAL_MODES = ("whole", "slide", "multiscale", "hrnet")
 
 
@@ -259,9 +259,13 @@ def train_config() -> config_dict.ConfigDict:
             adam_b2=0.999,
             adam_eps=1e-8,
             recipes=paper_recipes(),
-            # poly: lr * (1 - step / num_steps) ** poly_power (HRNet, the paper); cosine; constant.
+            # poly: lr * (1 - step / num_steps) ** poly_power (HRNet, the paper); cosine; constant;
+            # multistep: lr * lr_decay_factor ** (number of lr_decay_at fractions of the run
+            # passed) (HRNet-Image-Classification: x0.1 at epochs 30, 60, 90 of 100).
             lr_schedule="poly",
             poly_power=0.9,
+            lr_decay_at=(0.3, 0.6, 0.9),
+            lr_decay_factor=0.1,
             end_learning_rate=0.0,
             # Linear warm-up from 0 over this many steps (0: none, as the paper).
             warmup_steps=0,
@@ -272,7 +276,8 @@ def train_config() -> config_dict.ConfigDict:
             # at least ohem_min_kept pixels per image (the hardest ones).
             # aux_weight: weight of a model's auxiliary logits (the OCR head's soft regions;
             # plain weighted cross-entropy, as HRNet-OCR's LOSS.BALANCE_WEIGHTS [0.4, 1]).
-            loss=dict(ohem=False, ohem_threshold=0.9, ohem_min_kept=131072, aux_weight=0.4),
+            # label_smoothing: classifiers only (model.task=classification; HRNet's: 0).
+            loss=dict(ohem=False, ohem_threshold=0.9, ohem_min_kept=131072, aux_weight=0.4, label_smoothing=0.0),
             log_every_steps=50,
             # Asynchronous orbax checkpoints (train state + data iterator) every N steps and
             # at the end; the newest max_to_keep are kept.

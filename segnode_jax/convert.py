@@ -572,6 +572,10 @@ def main(argv=None) -> int:
             if flags_[name].value is None:
                 raise ConversionError(f"--{name} is required: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR")
         cfg = cli.read_config(flags_)
+        if cfg.model.get("num_classes") is None:  # configs/imagenet.py, folder.py: the dataset's count
+            from segnode_jax import data
+
+            data.resolve_num_classes(cfg)
         result = convert(flags_.torch, cfg, flags_.out, strict=flags_.strict, overwrite=flags_.overwrite)
         print(summary(result, cfg.model.name))
         print(f"written: {os.path.abspath(flags_.out)} (use --config.init_from={flags_.out})")

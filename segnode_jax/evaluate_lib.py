@@ -26,6 +26,15 @@ def _step_of(pytree_dir: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def refuse_classifier(cfg, what: str) -> None:
+    """``what`` (export, trajectory, predict) works on segmentation models only."""
+    if cfg.get("model") is not None and cfg.model.get("task", "segmentation") == "classification":
+        raise CheckpointError(
+            f"{what} is for segmentation models; this run is an ImageNet-pretraining classifier (model.task=classification): "
+            "evaluate it for top-1/top-5 without it, or fine-tune it on a segmentation dataset with --config.init_from"
+        )
+
+
 def default_output(ckpt: str, split: str, mode: str, which: str) -> str:
     """``<run workdir>/eval/<split>_<mode>[_best]`` (the workdir is where config.json is)."""
     found = config_lib.find_run_config(ckpt)
@@ -73,8 +82,11 @@ def evaluate_checkpoint(
     """
     writer = None
     if export is not None and cfg is not None:
+        refuse_classifier(cfg, "--export")
         writer = evaluation.ExportWriter(cfg.data, export, overwrite=overwrite)  # refuse before loading
     cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
+    if export is not None:
+        refuse_classifier(cfg, "--export")
     if export is not None and writer is None:
         writer = evaluation.ExportWriter(cfg.data, export, overwrite=overwrite)
     settings = evaluation.EvalSettings.from_config(cfg, split=split, mode=mode, num_images=num_images, batch_size=batch_size)
@@ -131,6 +143,7 @@ def trajectory_checkpoint(
     from segnode_jax.evaluation import trajectory
 
     named = config_lib.load_run_config(ckpt) if cfg is None else cfg
+    refuse_classifier(named, "--trajectory")
     if named.get("model") is not None and named.model.name != "segnode":
         raise trajectory.TrajectoryError(
             f"--trajectory needs a SegNode model (an ODE to solve); the config has model.name={named.model.name}"

@@ -123,3 +123,14 @@ def segmentation_loss(logits, labels, class_weights, loss_cfg) -> Float[Array, "
             threshold=float(loss_cfg.ohem_threshold), min_kept=int(loss_cfg.ohem_min_kept),
         )
     return cross_entropy(logits, labels, class_weights)
+
+
+def classification_loss(logits: Float[Array, "n c"], labels: Int[Array, " n"], label_smoothing: float = 0.0) -> Float[Array, ""]:
+    """Mean softmax cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices (PyTorch's
+    ``CrossEntropyLoss``, HRNet-Image-Classification's loss), optionally label-smoothed."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    if label_smoothing:
+        eps = jnp.float32(label_smoothing)
+        nll = (1 - eps) * nll - eps * jnp.mean(logp, axis=-1)
+    return jnp.mean(nll)

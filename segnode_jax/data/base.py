@@ -49,6 +49,8 @@ class DatasetInfo:
       eval_size: ``(h, w)`` the eval images are resized to, or None (original size).
       splits: split name -> number of examples (from the prepared dataset when it exists,
         otherwise the official sizes; None when unknown).
+      task: "segmentation", or "classification" (ImageNet pretraining; labels are class
+        indices, the palette only for display).
     """
 
     name: str
@@ -62,6 +64,7 @@ class DatasetInfo:
     flip_pairs: tuple[tuple[int, int], ...]
     eval_size: tuple[int, int] | None
     splits: dict[str, int | None]
+    task: str = "segmentation"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +111,12 @@ def check_image(example: RawExample, *, fix: str) -> tuple[int, int]:
     return h, w
 
 
-class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """TFDS builder writing (image bytes, train-id PNG, name, size) records as array_record.
+class PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A TFDS builder that writes what a preparation run planned (array_record).
 
     A preparation run sets :meth:`set_plan` first; reading needs nothing but the data dir.
+    Subclasses define the features (``_info``) and how planned references become records
+    (``_generate_examples``).
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -121,18 +126,19 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
         self._plan: Plan | None = None
-        self._load: Callable[[Any], RawExample] | None = None
+        self._load: Callable[[Any], Any] | None = None
         self._progress = True
         self._fix = "re-download or re-extract it"
 
     def set_plan(
-        self, plan: Plan, load: Callable[[Any], RawExample], *, progress: bool = True, fix: str = ""
+        self, plan: Plan, load: Callable[[Any], Any], *, progress: bool = True, fix: str = ""
     ) -> None:
         """Sets what a following ``download_and_prepare`` writes.
 
         Arguments:
           plan: split name -> planned example references.
-          load: reads one reference into a :class:`RawExample`.
+          load: reads one reference (into a :class:`RawExample`, or the records of a
+            classification source).
           progress: show a tqdm progress bar per split.
           fix: advice appended to "corrupt image" messages.
         """
@@ -146,11 +152,28 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _log_download_bytes(self) -> None:
         sizes = ", ".join(f"{len(refs)} {split}" for split, refs in (self._plan or {}).items())
         variant = getattr(self.builder_config, "name", "default")
-        print(f"[segnode-jax] building the {self.name} dataset ({variant}: {sizes} examples) "
+        print(f"[segnode-jax] building the {self.name} dataset ({variant}: {sizes} {self.PLAN_UNIT}) "
               f"into {self.data_dir} ...", file=sys.stderr, flush=True)
 
     def _log_download_done(self) -> None:
         print(f"[segnode-jax] {self.name} is ready in {self.data_dir}", file=sys.stderr, flush=True)
+
+    # What one planned reference is, for messages ("examples"; "sources" where one reference
+    # holds many images, e.g. a per-class archive).
+    PLAN_UNIT = "examples"
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        if self._plan is None:
+            raise PreparationError(
+                f"{self.name}: use `python -m segnode_jax.data.prepare` (or data.prepare) to "
+                "build this dataset; TFDS' own download does not know the raw files."
+            )
+        return {split: self._generate_examples(split=split, refs=refs) for split, refs in self._plan.items()}
+
+
+class SegmentationBuilder(PlannedBuilder, skip_registration=True):
+    """TFDS builder writing (image bytes, train-id PNG, name, size) records as array_record."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -169,15 +192,6 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             ),
             supervised_keys=None,
         )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        if self._plan is None:
-            raise PreparationError(
-                f"{self.name}: use `python -m segnode_jax.data.prepare` (or data.prepare) to "
-                "build this dataset; TFDS' own download does not know the raw files."
-            )
-        return {split: self._generate_examples(split=split, refs=refs) for split, refs in self._plan.items()}
 
     def _generate_examples(self, split: str, refs: Sequence[Any]) -> Iterator[tuple[str, dict]]:
         seen: set[str] = set()

@@ -20,7 +20,12 @@ from segnode_jax.data import registry
 from segnode_jax.data.base import split_names
 from segnode_jax.data.errors import PreparationError
 from segnode_jax.data.prepare import ensure_prepared
-from segnode_jax.data.transforms import EvalTransform, TrainTransform
+from segnode_jax.data.transforms import (
+    ClassificationEvalTransform,
+    ClassificationTrainTransform,
+    EvalTransform,
+    TrainTransform,
+)
 
 
 def split_source(dcfg: config_dict.ConfigDict, split: str) -> grain.MapDataset:
@@ -59,8 +64,14 @@ def resolve_shard(shard_index: int | None, shard_count: int | None) -> tuple[int
     return int(shard_index), int(shard_count)
 
 
-def train_transform(dcfg: config_dict.ConfigDict, **overrides: Any) -> TrainTransform:
-    """The training augmentation described by ``dcfg`` (keyword overrides for tests)."""
+def train_transform(dcfg: config_dict.ConfigDict, **overrides: Any) -> TrainTransform | ClassificationTrainTransform:
+    """The training augmentation described by ``dcfg`` (keyword overrides for tests): HRNet's
+    for segmentation, random-resized crops and flips for classification."""
+    if registry.is_classification(dcfg):
+        kwargs = dict(crop_size=tuple(dcfg.crop_size), scale=tuple(dcfg.rrc_scale), ratio=tuple(dcfg.rrc_ratio),
+                      flip=dcfg.flip, mean=tuple(dcfg.mean), std=tuple(dcfg.std))
+        kwargs.update(overrides)
+        return ClassificationTrainTransform(**kwargs)
     module = registry.dataset_module(dcfg.name)
     kwargs = dict(
         crop_size=tuple(dcfg.crop_size),
@@ -99,7 +110,8 @@ def train_dataset(
       transform: replaces the augmentation built from ``dcfg``.
 
     Returns:
-      A ``grain.MapDataset`` of ``{'image': float32 (B,H,W,3), 'label': int32 (B,H,W)}``.
+      A ``grain.MapDataset`` of ``{'image': float32 (B,H,W,3), 'label': int32 (B,H,W)}``
+      (classification datasets: ``'label'`` int32 ``(B,)`` class indices).
     """
     registry.check_config(dcfg)
     index, count = resolve_shard(shard_index, shard_count)
@@ -186,10 +198,15 @@ def eval_dataset(
       A ``grain.MapDataset`` of dicts: ``image`` float32 ``(H, W, 3)`` normalised (resized to
       ``dcfg.eval_size`` if set), ``label`` int32 ``(H0, W0)`` at the original resolution,
       ``raw_image`` uint8 ``(H, W, 3)``, ``name`` str. Use it directly, or with
-      ``.to_iter_dataset().mp_prefetch(...)`` for background decoding.
+      ``.to_iter_dataset().mp_prefetch(...)`` for background decoding. Classification
+      datasets: the image resized (short side ``data.eval_resize``) and centre-cropped to
+      ``data.crop_size``, ``label`` an int32 class index.
     """
     index, count = resolve_shard(shard_index, shard_count)
     ds = split_source(dcfg, split or dcfg.eval_split)[index::count]
+    if registry.is_classification(dcfg):
+        return ds.map(ClassificationEvalTransform(short_side=int(dcfg.eval_resize), crop_size=tuple(dcfg.crop_size),
+                                                  mean=tuple(dcfg.mean), std=tuple(dcfg.std)))
     return ds.map(EvalTransform(eval_size=dcfg.get("eval_size"), mean=tuple(dcfg.mean), std=tuple(dcfg.std)))
 
 

@@ -98,11 +98,13 @@ def prepare(
             return builder
         shutil.rmtree(builder.data_path)
         builder = registry.make_builder(dcfg)
-    plan = module.plan(dcfg)
-    builder.set_plan(
-        plan, functools.partial(module.load_example, dcfg), progress=progress,
-        fix=getattr(module, "CORRUPT_FIX", "re-download or re-extract it"),
-    )
+    if registry.is_classification(dcfg):
+        plan, (class_ids, class_names) = module.plan(dcfg)
+        builder.set_classes(class_ids, class_names)
+        load = functools.partial(module.load_source, dcfg)
+    else:
+        plan, load = module.plan(dcfg), functools.partial(module.load_example, dcfg)
+    builder.set_plan(plan, load, progress=progress, fix=getattr(module, "CORRUPT_FIX", "re-download or re-extract it"))
     tfds.disable_progress_bar()  # Our own tqdm bars know the totals.
     root = registry.data_dir(dcfg)
     tmp = tempfile.mkdtemp(prefix="segnode_prepare_")
@@ -123,6 +125,8 @@ def prepare_command(dcfg: config_dict.ConfigDict) -> str:
     parts = ["python -m segnode_jax.data.prepare", f"--dataset {dcfg.name}"]
     if dcfg.name == "folder":
         parts += [f"--root {dcfg.get('root') or '<your folder>'}", f"--classes_file {dcfg.get('classes_file') or '<classes.json>'}"]
+    elif dcfg.name == "image_folder":
+        parts.append(f"--root {dcfg.get('root') or '<your folder of train/<class>/ and val/<class>/>'}")
     elif dcfg.name != "synthetic":
         parts.append(f"--manual_dir {dcfg.get('manual_dir') or '<raw download folder>'}")
     parts.append(f"--data_dir {dcfg.data_dir}")
@@ -149,7 +153,7 @@ def ensure_prepared(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
         return builder
     if dcfg.name == "synthetic":
         return prepare(dcfg, progress=False)
-    if dcfg.name == "folder" and dcfg.get("root"):
+    if dcfg.name in ("folder", "image_folder") and dcfg.get("root"):
         # Your own folder is on disk already: building is a conversion, done on first use.
         return prepare(dcfg, progress=True)
     raise PreparationError(
@@ -174,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--manual_dir", help="raw download: the archives or their extracted folders")
     p.add_argument("--data_dir", help="TFDS data dir (default: $SEGNODE_DATA_DIR or ~/tensorflow_datasets)")
-    p.add_argument("--root", help="folder dataset: the folder holding images/ and masks/")
+    p.add_argument("--root", help="folder: the folder holding images/ and masks/; image_folder: the folder "
+                   "holding <split>/<class>/ images")
     p.add_argument("--classes_file", help="folder dataset: JSON/YAML class list")
     p.add_argument("--use_coarse", action="store_true", help="cityscapes: also build train_extra (gtCoarse)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -201,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dcfg[key] = _parse_value(value)
         if args.root is not None:
             dcfg.root = args.root
-        if args.classes_file is not None:
+        if args.classes_file is not None and "classes_file" in dcfg:
             dcfg.classes_file = args.classes_file
         if args.use_coarse:
             dcfg.use_coarse = True

@@ -8,13 +8,13 @@ import types
 
 from ml_collections import config_dict
 
-from segnode_jax.data.base import DatasetInfo, SegmentationBuilder
+from segnode_jax.data.base import DatasetInfo, PlannedBuilder
 from segnode_jax.data.classes import IGNORE
 from segnode_jax.data.errors import PreparationError
 
 placeholder = config_dict.placeholder
 
-DATASETS = ("cityscapes", "camvid", "lip", "pascal_context", "folder", "synthetic")
+DATASETS = ("cityscapes", "camvid", "lip", "pascal_context", "folder", "synthetic", "imagenet", "image_folder")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -24,6 +24,16 @@ def dataset_module(name: str) -> types.ModuleType:
     if name not in DATASETS:
         raise PreparationError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
     return importlib.import_module(f"segnode_jax.data.{name}")
+
+
+def task_of(name: str) -> str:
+    """``"segmentation"`` or ``"classification"`` (ImageNet pretraining) for dataset ``name``."""
+    return getattr(dataset_module(name), "TASK", "segmentation")
+
+
+def is_classification(dcfg: config_dict.ConfigDict) -> bool:
+    """Whether ``dcfg`` describes a classification dataset (``imagenet``, ``image_folder``)."""
+    return task_of(dcfg.name) == "classification"
 
 
 def default_data_dir() -> str:
@@ -114,7 +124,7 @@ def data_dir(dcfg: config_dict.ConfigDict) -> str:
     return os.path.abspath(os.path.expanduser(dcfg.data_dir or default_data_dir()))
 
 
-def make_builder(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
+def make_builder(dcfg: config_dict.ConfigDict) -> PlannedBuilder:
     """The TFDS builder for these settings (nothing is read or written)."""
     module = dataset_module(dcfg.name)
     return module.Builder(data_dir=data_dir(dcfg), config=module.builder_config(dcfg))
@@ -158,4 +168,5 @@ def get_info(dcfg: config_dict.ConfigDict) -> DatasetInfo:
         flip_pairs=tuple(tuple(p) for p in getattr(module, "FLIP_PAIRS", ())),
         eval_size=eval_size,
         splits=splits,
+        task=task_of(dcfg.name),
     )

@@ -236,3 +236,99 @@ class EvalTransform(grain.transforms.Map):
             "raw_image": raw,
             "name": rec["name"],
         }
+
+
+# ---------------------------------------------------------------------------------------
+# Classification (ImageNet pretraining): torchvision's RandomResizedCrop + flip for training,
+# Resize(short side) + CenterCrop for evaluation, as HRNet-Image-Classification trains.
+
+
+def random_resized_box(
+    rng: np.random.Generator, height: int, width: int, scale: Sequence[float], ratio: Sequence[float]
+) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of a random crop covering ``scale`` of the area with aspect ratio
+    (w/h) in ``ratio`` (log-uniform): torchvision's ``RandomResizedCrop.get_params``, 10 tries,
+    then the centre crop of the nearest allowed ratio."""
+    area = height * width
+    log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = float(np.exp(rng.uniform(log_lo, log_hi)))
+        w = int(round(np.sqrt(target * aspect)))
+        h = int(round(np.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def decode_image_record(record: dict[str, Any]) -> tuple[np.ndarray, int, str]:
+    """``(RGB uint8 image, class index, name)`` of a stored classification record."""
+    with Image.open(io.BytesIO(record["image"])) as img:
+        image = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+    name = record["name"]
+    return image, int(record["label"]), name.decode("utf-8") if isinstance(name, bytes) else name
+
+
+class ClassificationTrainTransform(grain.transforms.RandomMap):
+    """Random-resized crop to ``crop_size`` (bilinear), random horizontal flip, normalisation.
+
+    Arguments:
+      crop_size: ``(h, w)`` of the output (ImageNet: 224x224).
+      scale, ratio: the crop's area share and aspect-ratio range (torchvision's defaults).
+      flip: random horizontal flip with probability 1/2.
+      mean, std: normalisation.
+    """
+
+    def __init__(self, *, crop_size: Sequence[int], scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True, mean: Sequence[float], std: Sequence[float]):
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.scale, self.ratio = tuple(float(v) for v in scale), tuple(float(v) for v in ratio)
+        self.flip, self.mean, self.std = bool(flip), tuple(mean), tuple(std)
+
+    def augment(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        top, left, h, w = random_resized_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
+        out = np.asarray(Image.fromarray(image).resize(self.crop_size[::-1], Image.BILINEAR, box=(left, top, left + w, top + h)))
+        if self.flip and rng.integers(0, 2) == 1:
+            out = np.ascontiguousarray(out[:, ::-1])
+        return out
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        image, label, _ = decode_image_record(element)
+        return {"image": normalize(self.augment(image, rng), mean=self.mean, std=self.std), "label": np.int32(label)}
+
+
+def resize_center_crop(image: np.ndarray, *, short_side: int, crop: Sequence[int]) -> np.ndarray:
+    """torchvision's ``Resize(short_side)`` (bilinear; the long side scaled and truncated) then
+    ``CenterCrop(crop)``."""
+    h, w = image.shape[:2]
+    if h <= w:
+        nh, nw = short_side, int(short_side * w / h)
+    else:
+        nh, nw = int(short_side * h / w), short_side
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    ch, cw = int(crop[0]), int(crop[1])
+    if ch > nh or cw > nw:
+        raise ValueError(f"centre crop {ch}x{cw} larger than the resized image {nh}x{nw}; raise data.eval_resize")
+    top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
+    return resized[top:top + ch, left:left + cw]
+
+
+class ClassificationEvalTransform(grain.transforms.Map):
+    """Evaluation view of a classification record: resize the short side to ``short_side``,
+    centre crop ``crop_size``, normalise; with the class index and the name."""
+
+    def __init__(self, *, short_side: int, crop_size: Sequence[int], mean: Sequence[float], std: Sequence[float]):
+        self.short_side, self.crop_size = int(short_side), (int(crop_size[0]), int(crop_size[1]))
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        image, label, name = decode_image_record(element)
+        raw = resize_center_crop(image, short_side=self.short_side, crop=self.crop_size)
+        return {"image": normalize(raw, mean=self.mean, std=self.std), "label": np.int32(label), "raw_image": raw, "name": name}

@@ -98,7 +98,16 @@ def write_results(path: str, results: Mapping[str, Any]) -> str:
 
 
 def summary(results: Mapping[str, Any]) -> str:
-    """A few human-readable lines: mIoU, pixel accuracy, per-class IoU."""
+    """A few human-readable lines: mIoU, pixel accuracy, per-class IoU (a classifier: top-1 and
+    top-5 accuracy, loss)."""
+    if results.get("task") == "classification":
+        lines = [
+            f"top-1 {100 * results['top1']:.2f}  top-5 {100 * results['top5']:.2f}  loss {results['loss']:.4f}  "
+            f"({results.get('num_images', '?')} images, {results.get('split', '?')})"
+        ]
+        if "mean_nfe" in results:
+            lines.append(f"solver: mean NFE {results['mean_nfe']:.1f} per forward solve")
+        return "\n".join(lines)
     lines = [
         f"mIoU {100 * results['miou']:.2f}  pixel accuracy {100 * results['pixel_accuracy']:.2f}  "
         f"({results.get('num_images', '?')} images, {results.get('split', '?')}, {results.get('mode', 'saved predictions')})"

@@ -149,7 +149,9 @@ def evaluate(
         prediction at its label's (the original) resolution.
 
     Returns:
-      The metrics of :func:`metrics_from_confusion` plus ``num_images``, ``split``,
+      A classifier (``model.task="classification"``): top-1/top-5 accuracy and loss
+      (:func:`~segnode_jax.evaluation.classification.evaluate_classification`; no images are
+      written). Otherwise the metrics of :func:`metrics_from_confusion` plus ``num_images``, ``split``,
       ``mode``, ``scales``/``flip`` (multiscale), ``mean_nfe`` and ``num_solves`` (SegNode),
       ``confusion_matrix``, ``seconds`` and ``visualizations`` (paths).
 
@@ -158,6 +160,10 @@ def evaluate(
       segnode_jax.ODESolveError: an ODE solve failed (the message names the field to change).
     """
     s = settings or EvalSettings.from_config(cfg)
+    if cfg.model.get("task", "segmentation") == "classification":
+        from segnode_jax.evaluation.classification import evaluate_classification
+
+        return evaluate_classification(variables, cfg, settings=s, progress=progress, devices=devices)
     predictor = Predictor.for_model(
         variables, cfg.model, batch_size=s.batch_size, per_image_solve=s.per_image_solve, devices=devices
     )

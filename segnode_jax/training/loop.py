@@ -63,12 +63,7 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
 
     if cfg.model.name not in model_names():
         raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
-    if cfg.model.get("task", "segmentation") != "segmentation":
-        raise ConfigError(
-            f"model.task={cfg.model.task!r}: the classifiers (HRNet-Image-Classification's head, for ImageNet "
-            "pretraining) can be built, converted from official checkpoints and applied from Python, but train.py "
-            "trains segmentation only so far; use model.task=segmentation"
-        )
+    _check_task(cfg)
     t = cfg.train
     with t.ignore_type():
         for k, v in resolve_optimizer(t, recipe_name(cfg.model)).items():
@@ -83,6 +78,35 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
         if int(t[field]) < 1:
             raise ConfigError(f"train.{field} must be positive, got {t[field]}")
     return cfg
+
+
+def _check_task(cfg) -> None:
+    """The model's task (``model.task``) must be the dataset's."""
+    from segnode_jax.data import registry
+    from segnode_jax.models.classification import task_of
+
+    try:
+        task = task_of(cfg.model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    data_task = registry.task_of(cfg.data.name)
+    if task == data_task:
+        return
+    if task == "classification":
+        raise ConfigError(
+            f"model.task=classification trains on a classification dataset, not {cfg.data.name}: use configs/imagenet.py "
+            "(data.name=imagenet, or image_folder for your own classes); to fine-tune a pretrained classifier on "
+            f"{cfg.data.name}, train a segmentation config with --config.init_from=<the classification run>"
+        )
+    raise ConfigError(
+        f"the {cfg.data.name} dataset is for classification (ImageNet pretraining): set --config.model.task=classification "
+        "or start from configs/imagenet.py"
+    )
+
+
+def best_metric(cfg) -> str:
+    """What picks the best checkpoint: ``"top1"`` for a classifier, else ``"miou"``."""
+    return "top1" if cfg.model.get("task", "segmentation") == "classification" else "miou"
 
 
 def num_train_steps(cfg) -> int:
@@ -286,17 +310,22 @@ def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> di
 
 
 def _validate(run: _Run, step: int, writer, best: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Validation on ``eval`` settings; a new best mIoU is saved to ``WORKDIR/best``."""
+    """Validation on ``eval`` settings; a new best mIoU (a classifier: top-1) is saved to ``WORKDIR/best``."""
     t = run.cfg.train
     settings = evaluation.EvalSettings.from_config(run.cfg, num_images=t.get("eval_num_images"), num_visualizations=0)
     settings.num_visualizations = 0
     res = evaluation.evaluate(parallel.host_local(run.state.variables), run.cfg, settings=settings)
-    scalars = {k: res[k] for k in ("miou", "pixel_accuracy", "mean_accuracy", "mean_nfe") if k in res}
+    metric = best_metric(run.cfg)
+    if metric == "top1":
+        scalars = {k: res[k] for k in ("top1", "top5", "loss", "mean_nfe") if k in res}
+        _say(f"step {step}  val top-1 {100 * res['top1']:.2f}  top-5 {100 * res['top5']:.2f}  loss {res['loss']:.4f}")
+    else:
+        scalars = {k: res[k] for k in ("miou", "pixel_accuracy", "mean_accuracy", "mean_nfe") if k in res}
+        _say(f"step {step}  val mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}")
     writer.write(step, scalars, split="val")
-    _say(f"step {step}  val mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}")
-    if best is None or res["miou"] > best["miou"]:
-        run.ckpts.save_best(step, run.state, res["miou"])
-        best = {"step": step, "miou": float(res["miou"])}
+    if best is None or res[metric] > best[metric]:
+        run.ckpts.save_best(step, run.state, res[metric], metric=metric)
+        best = {"step": step, metric: float(res[metric])}
     return res, best
 
 
@@ -408,7 +437,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
 def _init_from(state: TrainState, cfg, tx) -> TrainState:
     """Merges the variables of ``cfg.init_from`` into a fresh state (see
     ``weights.merge_variables``) and re-initialises the optimiser state."""
-    loaded = checkpoints.load_variables(cfg.init_from)
+    loaded = _pretrained_backbone(checkpoints.load_variables(cfg.init_from), cfg)
     fresh = jax.device_get(state.variables)
     merged, report = weights.merge_variables(
         fresh, loaded, num_classes=int(cfg.model.num_classes), source=f"init_from={cfg.init_from}"
@@ -424,3 +453,30 @@ def _init_from(state: TrainState, cfg, tx) -> TrainState:
     params = jax.tree_util.tree_map(jnp.asarray, merged["params"])
     batch_stats = jax.tree_util.tree_map(jnp.asarray, merged.get("batch_stats", {}))
     return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+
+
+def _pretrained_backbone(loaded: dict[str, Any], cfg) -> dict[str, Any]:
+    """``init_from`` a classification run (ImageNet pretraining) into a segmentation model: its
+    backbone only (everything but ``head``, the classification head), after checking that the two
+    networks have the same widths (else nothing would fit: refused naming the settings)."""
+    found = config_lib.find_run_config(cfg.init_from)
+    if found is None or cfg.model.get("task", "segmentation") != "segmentation":
+        return loaded
+    source = config_lib.load_run_config(cfg.init_from)
+    if source.get("model") is None or source.model.get("task", "segmentation") != "classification":
+        return loaded
+    src, dst = source.model, cfg.model
+    fields = ("name", "width", "stem_width", "layer1_planes", "layer1_blocks")
+    differ = [f for f in fields if src.get(f) != dst.get(f)]
+    if differ:
+        theirs = ", ".join(f"model.{f}={src.get(f)}" for f in differ)
+        ours = " ".join(f"--config.model.{f}={src.get(f)}" for f in differ)
+        raise ConfigError(
+            f"init_from={cfg.init_from} is a pretrained {src.name} classifier with {theirs}, but this model has "
+            + ", ".join(f"model.{f}={dst.get(f)}" for f in differ)
+            + f": its backbone does not fit. Fine-tune the same network ({ours}) or pretrain one of this width."
+        )
+    dropped = [f"{k}/head" for k in ("params", "batch_stats") if "head" in loaded.get(k, {})]
+    _say(f"init_from {cfg.init_from}: a pretrained classifier; using its backbone, not its classification head "
+         f"({', '.join(dropped)})")
+    return {k: {n: v for n, v in tree.items() if n != "head"} for k, tree in loaded.items()}

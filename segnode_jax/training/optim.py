@@ -66,7 +66,8 @@ def resolve_optimizer(train_cfg, model_name: str) -> dict[str, Any]:
     return out
 
 def learning_rate_schedule(train_cfg, num_steps: int):
-    """``step -> learning rate`` (float32): poly (HRNet), cosine or constant, with an optional
+    """``step -> learning rate`` (float32): poly (HRNet), cosine, constant or multistep (decays
+    by ``lr_decay_factor`` at the ``lr_decay_at`` fractions of the run), with an optional
     linear warm-up. ``step`` counts the updates applied so far."""
     base = float(train_cfg.learning_rate)
     end = float(train_cfg.get("end_learning_rate", 0.0) or 0.0)
@@ -80,6 +81,9 @@ def learning_rate_schedule(train_cfg, num_steps: int):
         frac = jnp.clip(step / jnp.float32(total), 0.0, 1.0)
         if kind == "poly":
             lr = jnp.float32(base - end) * (1.0 - frac) ** jnp.float32(power) + jnp.float32(end)
+        elif kind == "multistep":
+            passed = sum((frac >= jnp.float32(b)).astype(jnp.float32) for b in train_cfg.get("lr_decay_at", ()))
+            lr = jnp.float32(base) * jnp.float32(train_cfg.get("lr_decay_factor", 0.1)) ** passed
         elif kind == "cosine":
             lr = jnp.float32(end) + jnp.float32(base - end) * 0.5 * (1.0 + jnp.cos(jnp.float32(math.pi) * frac))
         else:

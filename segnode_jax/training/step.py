@@ -58,7 +58,8 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
 
     Arguments:
       state: the train state.
-      batch: ``{"image": (B, H, W, 3) float32, "label": (B, H, W) int32}``.
+      batch: ``{"image": (B, H, W, 3) float32, "label": (B, H, W) int32}`` (a classifier,
+        ``model.task="classification"``: ``"label"`` ``(B,)`` class indices).
       model_cfg, tx, schedule, loss_cfg, class_weights: static settings.
       seed: the run's seed; dropout (the OCR head's) draws from ``fold_in(key(seed), step)``,
         so that a resumed run draws what the uninterrupted one would.
@@ -71,9 +72,13 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
 
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
+    classify = model_cfg.get("task", "segmentation") == "classification"
+
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         logits, aux = api.apply(variables, images, model_cfg, train=True, rng=rng)
+        if classify:  # ImageNet pretraining: (N, classes) logits, (N,) class indices
+            return losses.classification_loss(logits, labels, float(loss_cfg.get("label_smoothing", 0.0))), (logits, aux)
         loss = losses.segmentation_loss(logits, labels, class_weights, loss_cfg)
         if "aux_logits" in aux:  # HRNet-OCR: 1.0 x main (OHEM if set) + aux_weight x plain CE
             loss = loss + float(loss_cfg.get("aux_weight", 0.4)) * losses.cross_entropy(aux["aux_logits"], labels, class_weights)
@@ -92,17 +97,20 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
     # The update itself must be finite too (e.g. a NaN learning rate, an overflowing step).
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    valid = labels != losses.IGNORE_INDEX
-    pred = jnp.argmax(losses.logits_at_label_size(logits, labels), axis=-1)
-    correct = jnp.sum((pred == labels) & valid).astype(jnp.float32)
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,
         "param_norm": optax.global_norm(new_state.params),
         "learning_rate": schedule(state.step),
-        "pixel_accuracy": correct / jnp.maximum(jnp.sum(valid).astype(jnp.float32), 1.0),
         "finite": finite.astype(jnp.int32),
     }
+    if classify:
+        metrics["accuracy"] = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    else:
+        valid = labels != losses.IGNORE_INDEX
+        pred = jnp.argmax(losses.logits_at_label_size(logits, labels), axis=-1)
+        correct = jnp.sum((pred == labels) & valid).astype(jnp.float32)
+        metrics["pixel_accuracy"] = correct / jnp.maximum(jnp.sum(valid).astype(jnp.float32), 1.0)
     if isinstance(aux.get("ode"), Mapping):
         for k in ("nfe", "num_steps", "num_accepted_steps", "num_rejected_steps", "result"):
             if k in aux["ode"]:
@@ -163,4 +171,5 @@ def make_train_step(cfg, num_steps: int, mesh, class_weights=None):
 STEP_FIELDS = (
     "optimizer", "learning_rate", "momentum", "weight_decay", "nesterov", "adam_b1", "adam_b2", "adam_eps",
     "lr_schedule", "poly_power", "end_learning_rate", "warmup_steps", "grad_clip_norm", "loss", "head_lr_mult",
+    "lr_decay_at", "lr_decay_factor",
 )

@@ -180,3 +180,98 @@ def write_pascal_png(root: str, fake) -> str:
         write(os.path.join(voc, "ImageSets", "SegmentationContext", f"{phase}.txt"), ("\n".join(names) + "\n").encode())
     return root
 
+
+
+# ---------------------------------------------------------------------------------------
+# ImageNet (ILSVRC2012) archives, and its class-per-folder layout.
+
+FAKE_WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
+FAKE_WORDS = ("tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark", "tiger shark")
+# Each class has its own dominant colour: learnable by a tiny network in a few steps.
+FAKE_COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40))
+
+
+def class_image(rng: np.random.Generator, label: int) -> np.ndarray:
+    """An image of class ``label``: its colour with noise and a random darker rectangle,
+    at a random size between 36 and 60 pixels a side."""
+    h, w = (int(v) for v in rng.integers(36, 61, size=2))
+    base = np.asarray(FAKE_COLOURS[label], np.float32)
+    img = base * rng.uniform(0.6, 1.0) + rng.normal(0, 25, size=(h, w, 3))
+    y, x = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+    img[y:y + h // 3, x:x + w // 3] *= 0.5
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def tar_bytes(members: dict[str, bytes], *, gz: bool = False) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def meta_mat_bytes(wnids, words) -> bytes:
+    """The devkit's data/meta.mat: a ``synsets`` struct array with its real fields (leaf synsets
+    1..n with num_children 0, one parent synset after them)."""
+    import scipy.io
+
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height", "num_train_images"]
+    dtype = [(f, object) for f in fields]
+    rows = [(i + 1, w, t, f"gloss of {w}", 0, np.zeros((0,), np.uint16), 0, 1300) for i, (w, t) in enumerate(zip(wnids, words))]
+    rows.append((len(wnids) + 1, "n00001740", "entity", "that which exists", len(wnids),
+                 np.arange(1, len(wnids) + 1, dtype=np.uint16), 18, 0))
+    synsets = np.array(rows, dtype=dtype)
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": synsets})
+    return buf.getvalue()
+
+
+def write_imagenet(root: str, rng, *, per_class: int = 6, n_val: int = 8, labels: str = "devkit",
+                   wnids=FAKE_WNIDS) -> dict:
+    """ILSVRC2012_img_train.tar (a tar per class), ILSVRC2012_img_val.tar and the validation
+    labels (``labels``: "devkit" | "loc" | "none") in ``root``. The devkit numbers the classes
+    in an order that is *not* sorted (as the real one's ILSVRC2012_IDs are not), so a reader
+    that confuses ILSVRC2012_ID with the sorted class index fails the tests.
+
+    Returns ``{"val_labels": [class index of each validation image], "train_counts": [...]}``."""
+    os.makedirs(root, exist_ok=True)
+    sorted_wnids = sorted(wnids)
+    per_class_tars = {}
+    for w in wnids:
+        label = sorted_wnids.index(w)
+        per_class_tars[f"{w}.tar"] = tar_bytes(
+            {f"{w}_{1000 + i}.JPEG": jpg_bytes(class_image(rng, label)) for i in range(per_class)}
+        )
+    write(os.path.join(root, "ILSVRC2012_img_train.tar"), tar_bytes(per_class_tars))
+    val_labels = [int(v) for v in rng.integers(0, len(wnids), size=n_val)]
+    val = {f"ILSVRC2012_val_{k + 1:08d}.JPEG": jpg_bytes(class_image(rng, c)) for k, c in enumerate(val_labels)}
+    write(os.path.join(root, "ILSVRC2012_img_val.tar"), tar_bytes(val))
+    devkit_order = list(reversed(sorted_wnids))  # ILSVRC2012_ID k -> devkit_order[k - 1]
+    if labels == "devkit":
+        words = [FAKE_WORDS[list(wnids).index(w)] for w in devkit_order]
+        truth = "\n".join(str(devkit_order.index(sorted_wnids[c]) + 1) for c in val_labels) + "\n"
+        write(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"), tar_bytes({
+            "ILSVRC2012_devkit_t12/data/meta.mat": meta_mat_bytes(devkit_order, words),
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": truth.encode(),
+            "ILSVRC2012_devkit_t12/readme.txt": b"devkit\n",
+        }, gz=True))
+    elif labels == "loc":
+        rows = ["ImageId,PredictionString"] + [
+            f"ILSVRC2012_val_{k + 1:08d},{sorted_wnids[c]} 1 2 30 40 {sorted_wnids[c]} 3 4 20 20" for k, c in enumerate(val_labels)
+        ]
+        write(os.path.join(root, "LOC_val_solution.csv"), ("\n".join(rows) + "\n").encode())
+    return {"val_labels": val_labels, "train_counts": [per_class] * len(wnids)}
+
+
+def write_image_folder(root: str, rng, *, classes=("cat", "dog", "fox"), per_class: int = 4, n_val: int = 2) -> str:
+    """<root>/train/<class>/*.jpg and <root>/val/<class>/*.png."""
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write(os.path.join(root, "train", name, f"img_{i}.jpg"), jpg_bytes(class_image(rng, c)))
+        for i in range(n_val):
+            write(os.path.join(root, "val", name, f"v_{i}.png"), png_bytes(class_image(rng, c)))
+    return root

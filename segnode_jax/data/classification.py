@@ -1,0 +1,117 @@
+"""Shared pieces of the image-classification datasets (ImageNet pretraining, paper sec. 4.1).
+
+A classification dataset module (``imagenet.py``, ``image_folder.py``) provides what a
+segmentation one does (see ``segnode_jax.data.base``) with ``TASK = "classification"``, a
+``Builder`` subclassing :class:`ClassificationBuilder`, and ``plan(dcfg)`` whose references are
+*sources* (a per-class archive, a chunk of a folder) that ``load_source(dcfg, ref)`` turns into
+:class:`RawImage` s. ``plan_classes(dcfg, plan)`` names the classes, written into the prepared
+dataset's TFDS metadata (``metadata.json``) so that reading needs nothing but the data dir.
+
+Records: the image file exactly as downloaded (JPEG/PNG bytes), its class index (int64, the
+position of its class in the sorted class ids), its name and size. Decoding happens with PIL in
+the grain map step; TensorFlow is never imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tqdm import tqdm
+
+from segnode_jax.data import files
+from segnode_jax.data.base import PlannedBuilder
+from segnode_jax.data.classes import ClassEntry, ClassTable, voc_colormap
+from segnode_jax.data.errors import PreparationError
+
+TASK = "classification"
+
+
+@dataclasses.dataclass(frozen=True)
+class RawImage:
+    """One image read from the raw download.
+
+    Attributes:
+      name: relative id, unique within its split (e.g. ``n01440764/n01440764_10026``).
+      image: the encoded image file, stored unchanged.
+      source: where it came from (for error messages).
+      label: class index.
+    """
+
+    name: str
+    image: bytes
+    source: str
+    label: int
+
+
+class ClassificationBuilder(PlannedBuilder, skip_registration=True):
+    """TFDS builder writing (image bytes, class index, name, size) records as array_record; the
+    class ids and names go into the dataset's metadata."""
+
+    PLAN_UNIT = "sources"
+
+    def set_classes(self, class_ids: Sequence[str], class_names: Sequence[str]) -> None:
+        """The classes a following ``download_and_prepare`` records (index = position)."""
+        self.info.metadata["class_ids"] = [str(c) for c in class_ids]
+        self.info.metadata["class_names"] = [str(c) for c in class_names]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(self.__doc__ or "").strip().splitlines()[0],
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "label": tfds.features.Scalar(dtype=np.int64),
+                    "name": tfds.features.Text(),
+                    "height": tfds.features.Scalar(dtype=np.int32),
+                    "width": tfds.features.Scalar(dtype=np.int32),
+                }
+            ),
+            metadata=tfds.core.MetadataDict(),
+            supervised_keys=None,
+        )
+
+    def _generate_examples(self, split: str, refs: Sequence[Any]) -> Iterator[tuple[str, dict]]:
+        seen: set[str] = set()
+        num_classes = len(self.info.metadata.get("class_ids", ()))
+        for ref in tqdm(refs, desc=f"{self.name} {split}", unit="source", disable=not self._progress):
+            for ex in self._load(ref):
+                if ex.name in seen:
+                    raise PreparationError(f"{ex.source}: duplicate image name {ex.name!r} in split {split}.")
+                seen.add(ex.name)
+                if not 0 <= ex.label < num_classes:
+                    raise PreparationError(f"{ex.source}: class index {ex.label} outside 0..{num_classes - 1}.")
+                h, w = files.decode_image(ex.image, source=ex.source, fix=self._fix).shape[:2]
+                yield ex.name, {"image": ex.image, "label": int(ex.label), "name": ex.name, "height": h, "width": w}
+
+
+def class_table(class_ids: Sequence[str], class_names: Sequence[str] | None = None) -> ClassTable:
+    """A class table for classification: train id = position (colours only for display)."""
+    names = list(class_names or class_ids)
+    colors = voc_colormap(256)
+    return ClassTable(tuple(ClassEntry(str(n), i, i, tuple(int(v) for v in colors[i % 256])) for i, n in enumerate(names)))
+
+
+def prepared_classes(builder) -> tuple[list[str], list[str]] | None:
+    """``(class_ids, class_names)`` recorded in a prepared dataset, or None when not prepared."""
+    if not builder.is_prepared():
+        return None
+    meta = builder.info.metadata or {}
+    ids = list(meta.get("class_ids", ()))
+    if not ids:
+        raise PreparationError(
+            f"{builder.data_path} has no class list in its metadata (metadata.json); rebuild it with "
+            "python -m segnode_jax.data.prepare ... --overwrite."
+        )
+    return ids, list(meta.get("class_names", ids))
+
+
+def check_class_ids(ids: Sequence[str], *, where: str) -> None:
+    """Classes must be at least two and unique."""
+    if len(ids) < 2:
+        raise PreparationError(f"{where}: found {len(ids)} class(es); a classification dataset needs at least 2.")
+    if len(set(ids)) != len(ids):
+        raise PreparationError(f"{where}: duplicate class names.")
