@@ -23,8 +23,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import classifier_init, conv, conv_bn_relu, dtype_of, state_dtype
-from segnode_jax.models.resnet import backbone, check_head, dropout
+from segnode_jax.models.layers import conv_bn_relu, state_dtype
+from segnode_jax.models.resnet import aux_fcn_head, class_conv, dropout, head_on_backbone, positive_ints
 from segnode_jax.resize import resize_bilinear
 
 
@@ -64,22 +64,16 @@ class DeepLabV3(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         d = cfg.deeplabv3
-        check_head(cfg, "DeepLabv3")
-        rates = tuple(int(r) for r in d.atrous_rates)
-        if not rates or min(rates) < 1:
-            raise ValueError(f"model.deeplabv3.atrous_rates={tuple(d.atrous_rates)}: give positive dilations, e.g. (12, 24, 36)")
-        dtype = dtype_of(cfg.dtype)
-        bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
+        rates = positive_ints(d.atrous_rates, "deeplabv3.atrous_rates", "(12, 24, 36)")
         channels = int(d.channels)
-        c3, c4 = backbone(cfg, 101, dtype)(images, train)
+        dtype, bn, c3, c4 = head_on_backbone(cfg, "DeepLabv3", 101, images, train)
         x = ASPP(channels, rates, float(d.dropout), name="classifier_0", **bn)(c4, train)
         x = conv_bn_relu(x, channels, 3, train, ("classifier_1", "classifier_2"), **bn)
-        logits = conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name="classifier_4")(x)
+        logits = class_conv(cfg, dtype, "classifier_4")(x)
         out = {"features": (c4,)}
         if d.aux_head:
-            a = conv_bn_relu(c3, int(d.aux_channels), 3, train, ("aux_classifier_0", "aux_classifier_1"), **bn)
-            a = dropout(0.1, train, self, channels=False)(a)
-            a = conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name="aux_classifier_4")(a)
-            out["aux_logits"] = a.astype(state_dtype(dtype))
+            names = ("aux_classifier_0", "aux_classifier_1", "aux_classifier_4")
+            out["aux_logits"] = aux_fcn_head(self, c3, cfg, int(d.aux_channels), names, 0.1, channel_dropout=False,
+                                             train=train, bn=bn, dtype=dtype)
         logits = resize_bilinear(logits, images.shape[1:3], align_corners=False)
         return logits.astype(state_dtype(dtype)), out

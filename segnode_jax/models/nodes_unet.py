@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segnode_jax.models.layers import Dtype, conv, dtype_of, group_count, state_dtype
-from segnode_jax.models.odeblock import ODEBlock, sum_statistics
+from segnode_jax.models.odeblock import ODEBlock, check_ode_unet, sum_statistics
 from segnode_jax.models.unet import unet
 
 class ConcatConvField(nn.Module):
@@ -65,10 +65,7 @@ class NODEsUNet(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         n = cfg.nodes_unet
-        if cfg.get("head", "default") != "default":
-            raise ValueError(f"model.head={cfg.head!r} is for the HRNet family; NODEs-UNet has its own decoder (model.head=default)")
-        if cfg.ode.get("saveat"):
-            raise ValueError("model.ode.saveat (trajectory analysis) is for SegNode; NODEs-UNet solves one ODE per block")
+        check_ode_unet(cfg, "NODEs-UNet", "one ODE per block")
         depth = int(n.depth)
         names = ("inc",) + tuple(f"down{i}" for i in range(1, depth + 1)) + tuple(f"up{i}" for i in range(1, depth + 1))
         chosen = tuple(n.ode_blocks)

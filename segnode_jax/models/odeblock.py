@@ -62,3 +62,13 @@ def sum_statistics(stats: list[dict]) -> dict:
         result = jnp.where(result == 0, jnp.asarray(s.get("result", 0), jnp.int32), result)
     out["result"] = result
     return out
+
+
+def check_ode_unet(cfg, label: str, solves: str) -> None:
+    """The settings an ODE U-Net (U-Node, NODEs-UNet) refuses: a segmentation head of the HRNet
+    family (it has its own decoder) and ``ode.saveat`` (the trajectory analysis is SegNode's;
+    ``solves`` says what the model solves instead)."""
+    if cfg.get("head", "default") != "default":
+        raise ValueError(f"model.head={cfg.head!r} is for the HRNet family; {label} has its own decoder (model.head=default)")
+    if cfg.ode.get("saveat"):
+        raise ValueError(f"model.ode.saveat (trajectory analysis) is for SegNode; {label} solves {solves}")

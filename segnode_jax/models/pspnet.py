@@ -28,8 +28,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import adaptive_avg_pool, classifier_init, conv, conv_bn_relu, dtype_of, state_dtype
-from segnode_jax.models.resnet import backbone, check_head, dropout
+from segnode_jax.models.layers import adaptive_avg_pool, conv_bn_relu, state_dtype
+from segnode_jax.models.resnet import aux_fcn_head, class_conv, dropout, head_on_backbone, positive_ints
 from segnode_jax.resize import resize_bilinear
 
 
@@ -63,22 +63,15 @@ class PSPNet(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         p = cfg.pspnet
-        check_head(cfg, "PSPNet")
-        bins = tuple(int(b) for b in p.bins)
-        if not bins or min(bins) < 1:
-            raise ValueError(f"model.pspnet.bins={tuple(p.bins)}: give positive bin counts, e.g. (1, 2, 3, 6)")
-        dtype = dtype_of(cfg.dtype)
-        bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
-        c3, c4 = backbone(cfg, 50, dtype)(images, train)
+        bins = positive_ints(p.bins, "pspnet.bins", "(1, 2, 3, 6)")
+        dtype, bn, c3, c4 = head_on_backbone(cfg, "PSPNet", 50, images, train)
         x = PPM(bins, name="ppm", **bn)(c4, train)
         x = conv_bn_relu(x, int(p.channels), 3, train, ("cls_0", "cls_1"), **bn)
         x = dropout(float(p.dropout), train, self, channels=True)(x)
-        logits = conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name="cls_4")(x)
+        logits = class_conv(cfg, dtype, "cls_4")(x)
         out = {"features": (c4,)}
         if p.aux_head:
-            a = conv_bn_relu(c3, int(p.aux_channels), 3, train, ("aux_0", "aux_1"), **bn)
-            a = dropout(float(p.dropout), train, self, channels=True)(a)
-            a = conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name="aux_4")(a)
-            out["aux_logits"] = a.astype(state_dtype(dtype))
+            out["aux_logits"] = aux_fcn_head(self, c3, cfg, int(p.aux_channels), ("aux_0", "aux_1", "aux_4"),
+                                             float(p.dropout), channel_dropout=True, train=train, bn=bn, dtype=dtype)
         logits = resize_bilinear(logits, images.shape[1:3], align_corners=True)
         return logits.astype(state_dtype(dtype)), out

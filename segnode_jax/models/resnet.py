@@ -23,7 +23,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, conv, norm
+from segnode_jax.models.layers import Dtype, classifier_init, conv, conv_bn_relu, dtype_of, norm, state_dtype
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 OUTPUT_STRIDES = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
@@ -132,3 +132,36 @@ def dropout(rate: float, train: bool, module: nn.Module, *, channels: bool):
     ``channels``: zero whole channels (PyTorch's Dropout2d) instead of elements."""
     deterministic = not (train and module.has_rng("dropout"))
     return nn.Dropout(rate, broadcast_dims=(1, 2) if channels else (), deterministic=deterministic)
+
+
+def positive_ints(values, field: str, example: str) -> tuple[int, ...]:
+    """``values`` as a non-empty tuple of positive ints, else a ValueError naming ``field``."""
+    out = tuple(int(v) for v in values)
+    if not out or min(out) < 1:
+        raise ValueError(f"model.{field}={tuple(values)}: give positive values, e.g. {example}")
+    return out
+
+
+def head_on_backbone(cfg, model: str, default_depth: int, images, train: bool):
+    """What PSPNet and DeepLabv3 start with (call inside their compact ``__call__``): the head
+    check, the compute dtype, their BatchNorm settings and the backbone's layer3 / layer4
+    features: ``(dtype, bn, c3, c4)``."""
+    check_head(cfg, model)
+    dtype = dtype_of(cfg.dtype)
+    bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
+    c3, c4 = backbone(cfg, default_depth, dtype)(images, train)
+    return dtype, bn, c3, c4
+
+
+def class_conv(cfg, dtype, name: str) -> nn.Module:
+    """The final 1x1 convolution to the classes (with bias, small initialisation)."""
+    return conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name=name)
+
+
+def aux_fcn_head(module: nn.Module, c3, cfg, channels: int, names: tuple[str, str, str], rate: float, *,
+                 channel_dropout: bool, train: bool, bn: dict, dtype):
+    """The auxiliary head on layer3 (3x3 conv-BN-ReLU, dropout, classes): its logits at layer3's
+    resolution in the state dtype. ``names``: the conv, BN and classifier module names."""
+    a = conv_bn_relu(c3, int(channels), 3, train, names[:2], **bn)
+    a = dropout(rate, train, module, channels=channel_dropout)(a)
+    return class_conv(cfg, dtype, names[2])(a).astype(state_dtype(dtype))

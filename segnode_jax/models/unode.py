@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, state_dtype
-from segnode_jax.models.odeblock import ODEBlock, sum_statistics
+from segnode_jax.models.odeblock import ODEBlock, check_ode_unet, sum_statistics
 from segnode_jax.resize import resize_bilinear
 
 ACTIVATIONS = {
@@ -97,10 +97,7 @@ class UNode(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         u = cfg.unode
-        if cfg.get("head", "default") != "default":
-            raise ValueError(f"model.head={cfg.head!r} is for the HRNet family; U-Node has its own decoder (model.head=default)")
-        if cfg.ode.get("saveat"):
-            raise ValueError("model.ode.saveat (trajectory analysis) is for SegNode; U-Node solves 2 * levels + 1 separate ODEs")
+        check_ode_unet(cfg, "U-Node", "2 * levels + 1 separate ODEs")
         dtype = dtype_of(cfg.dtype)
         sd = state_dtype(dtype)  # the ODE states: float32 (float64 in float64 tests)
         act = _activation(str(u.activation))
