@@ -181,6 +181,12 @@ def test_unode_solves_every_block_and_reports_their_statistics():
     cfg.ode.solver, cfg.ode.num_steps = "euler", 3
     _, aux = segnode_jax.apply(v, images, cfg)
     assert int(aux["ode"]["nfe"]) == 3 * blocks
+    # Evaluation reports U-Node's solver statistics like SegNode's (benchmarks' NFE columns).
+    from segnode_jax import evaluation
+
+    predictor = evaluation.Predictor.for_model(v, cfg, batch_size=4)
+    predictor(np.asarray(images))
+    assert predictor.solver_stats() == {"mean_nfe": 3 * blocks, "num_solves": 2}
 
 
 def _unode64(adjoint, levels=2, num_steps=2):

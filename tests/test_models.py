@@ -386,12 +386,13 @@ def test_classification_models_for_imagenet_pretraining():
     t.head, t.task = "default", "detection"
     with pytest.raises(ValueError, match="model.task"):
         segnode_jax.count_params(t)
-    # Training classifiers is not there yet: refused with one clear message, not a traceback.
+    # A classifier trains on a classification dataset (configs/imagenet.py); on a segmentation
+    # one it is refused with one message naming the fix (tests/train/test_pretraining.py trains one).
     from segnode_jax import training
 
     run = segnode_jax.load_config("configs/tiny.py")
     run.model.task = "classification"
-    with pytest.raises(training.ConfigError, match="model.task='classification'.*segmentation only"):
+    with pytest.raises(training.ConfigError, match="classification dataset.*configs/imagenet.py"):
         training.resolve_config(run)
 
 
@@ -414,6 +415,9 @@ def test_every_config_builds_its_models(path, tmp_path):
         (tmp_path / "classes.json").write_text(json.dumps({"classes": ["background", "wall", "crack"]}))
         cfg.data.root = str(tmp_path)
         assert cfg.model.num_classes is None and data.resolve_num_classes(cfg) == 3
+    if cfg.data.name == "imagenet":  # the class count comes from the dataset: ILSVRC2012's 1000
+        cfg.data.data_dir = str(tmp_path)  # (read from the prepared dataset; before it, the standard list)
+        assert cfg.model.num_classes is None and data.resolve_num_classes(cfg) == 1000
     # The model predicts exactly the dataset's classes (a mismatch only shows at train time).
     assert cfg.model.num_classes == data.get_info(cfg.data).num_classes
     for name in MODELS:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from segnode_jax.data import files
 from segnode_jax.data.base import PlannedBuilder
-from segnode_jax.data.classes import ClassEntry, ClassTable, voc_colormap
+from segnode_jax.data.classes import voc_colormap
 from segnode_jax.data.errors import PreparationError
 
 TASK = "classification"
@@ -88,11 +88,31 @@ class ClassificationBuilder(PlannedBuilder, skip_registration=True):
                 yield ex.name, {"image": ex.image, "label": int(ex.label), "name": ex.name, "height": h, "width": w}
 
 
-def class_table(class_ids: Sequence[str], class_names: Sequence[str] | None = None) -> ClassTable:
-    """A class table for classification: train id = position (colours only for display)."""
-    names = list(class_names or class_ids)
-    colors = voc_colormap(256)
-    return ClassTable(tuple(ClassEntry(str(n), i, i, tuple(int(v) for v in colors[i % 256])) for i, n in enumerate(names)))
+@dataclasses.dataclass(frozen=True)
+class ClassList:
+    """The classes of a classification dataset, with what ``registry.get_info`` reads of a
+    segmentation :class:`~segnode_jax.data.classes.ClassTable` (any number of classes: no label
+    value is reserved for "ignore")."""
+
+    class_ids: tuple[str, ...]
+    class_names: tuple[str, ...]
+    class_weights = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    @property
+    def palette(self) -> np.ndarray:
+        """Display colours (the PASCAL VOC colour map, repeated)."""
+        colors = np.asarray(voc_colormap(256), np.uint8)
+        return colors[np.arange(self.num_classes) % 256]
+
+
+def class_table(class_ids: Sequence[str], class_names: Sequence[str] | None = None) -> ClassList:
+    """The class list of a classification dataset: class index = position."""
+    ids = tuple(str(c) for c in class_ids)
+    return ClassList(ids, tuple(str(n) for n in (class_names or ids)))
 
 
 def prepared_classes(builder) -> tuple[list[str], list[str]] | None:

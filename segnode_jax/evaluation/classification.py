@@ -92,6 +92,8 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
         "split": s.split,
         "seconds": time.time() - start,
     }
-    if cfg.model.name == "segnode":
+    from segnode_jax.models import has_ode
+
+    if has_ode(cfg.model):
         out["mean_nfe"] = float(summed[3] / total)
     return out

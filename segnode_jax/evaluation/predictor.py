@@ -81,7 +81,7 @@ class Predictor:
       fn: jittable ``images (B, h, w, 3) -> (logits (B, h, w, C), nfe (B,) int32)``.
       batch_size: inputs per call (rounded up to a multiple of the local device count);
         None: one per local device.
-      is_ode: whether ``nfe`` is meaningful (SegNode).
+      is_ode: whether ``nfe`` is meaningful (SegNode, U-Node, NODEs-UNet).
       args: leading arguments of ``fn`` (e.g. the variables), replicated on the devices.
       devices: the devices to run on (default: all of this host's).
     """
@@ -110,11 +110,12 @@ class Predictor:
     ) -> "Predictor":
         """A predictor running a segnode-jax model (see :func:`predict_logits`)."""
         from segnode_jax import api
+        from segnode_jax.models import has_ode
 
         frozen = api.freeze(model_cfg)
         mesh = local_mesh(devices)
         return cls(
-            None, batch_size=batch_size, is_ode=frozen.name == "segnode", args=(variables,), devices=devices,
+            None, batch_size=batch_size, is_ode=has_ode(frozen), args=(variables,), devices=devices,
             _jitted=_predict_jit(frozen, bool(per_image_solve), mesh),
         )
 

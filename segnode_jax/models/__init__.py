@@ -38,6 +38,15 @@ def register_model(name: str):
     return wrap
 
 
+# The models that solve ODEs (and report the solver's statistics in aux["ode"]).
+ODE_MODELS = ("segnode", "unode", "nodes_unet")
+
+
+def has_ode(model_cfg) -> bool:
+    """Whether the model solves ODEs (its ``aux["ode"]`` has NFE and step counts)."""
+    return model_cfg.name in ODE_MODELS
+
+
 def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
