@@ -134,9 +134,13 @@ def _check_workdir_config(workdir: str, cfg) -> None:
         old = config_lib.config_from_json(f.read())
     new = config_lib.config_from_json(config_lib.config_to_json(cfg))
     problems = []
-    if old.get("model") is not None and old.model.to_dict() != new.model.to_dict():
-        diff = [k for k in sorted(set(old.model.keys()) | set(new.model.keys())) if old.model.get(k) != new.model.get(k)]
-        problems.append(f"model ({', '.join('model.' + k for k in diff)})")
+    if old.get("model") is not None:
+        # Fields one side lacks do not count: a run saved by an older segnode-jax lacks the
+        # fields added since, which keep their defaults (what the older code did).
+        was, now = weights.flatten(old.model.to_dict()), weights.flatten(new.model.to_dict())
+        diff = sorted(k.replace("/", ".") for k in set(was) & set(now) if was[k] != now[k])
+        if diff:
+            problems.append(f"model ({', '.join('model.' + k for k in diff)})")
     for k in ("name", "num_classes"):
         if old.get("data") is not None and old.data.get(k) != new.data.get(k):
             problems.append(f"data.{k}")
@@ -261,9 +265,10 @@ def _start(cfg: config_dict.ConfigDict, workdir: str) -> _Run:
         if cfg.get("init_from"):
             _say(f"init_from={cfg.init_from} is ignored: the run resumes from its own checkpoint")
     else:
+        pretrained = _pretrained_classifier(cfg) if cfg.get("init_from") else False  # refuses a misfit before any work
         state = create_train_state(cfg.model, tx, jax.random.key(int(cfg.seed)), input_shape)
         if cfg.get("init_from"):
-            state = _init_from(state, cfg, tx)
+            state = _init_from(state, cfg, tx, pretrained)
         state = jax.device_put(state, shardings)
     start_step = int(state.step)
     if start_step > num_steps:
@@ -434,10 +439,16 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     return {"step": step, "loss": m.get("loss"), "val": last_val, "best": best}
 
 
-def _init_from(state: TrainState, cfg, tx) -> TrainState:
+def _init_from(state: TrainState, cfg, tx, pretrained_classifier: bool = False) -> TrainState:
     """Merges the variables of ``cfg.init_from`` into a fresh state (see
-    ``weights.merge_variables``) and re-initialises the optimiser state."""
-    loaded = _pretrained_backbone(checkpoints.load_variables(cfg.init_from), cfg)
+    ``weights.merge_variables``; a pretrained classifier gives its backbone only) and
+    re-initialises the optimiser state."""
+    loaded = checkpoints.load_variables(cfg.init_from)
+    if pretrained_classifier:
+        dropped = [f"{k}/head" for k in ("params", "batch_stats") if "head" in loaded.get(k, {})]
+        _say(f"init_from {cfg.init_from}: a pretrained classifier; using its backbone, not its classification head "
+             f"({', '.join(dropped)})")
+        loaded = {k: {n: v for n, v in tree.items() if n != "head"} for k, tree in loaded.items()}
     fresh = jax.device_get(state.variables)
     merged, report = weights.merge_variables(
         fresh, loaded, num_classes=int(cfg.model.num_classes), source=f"init_from={cfg.init_from}"
@@ -455,16 +466,16 @@ def _init_from(state: TrainState, cfg, tx) -> TrainState:
     return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
 
 
-def _pretrained_backbone(loaded: dict[str, Any], cfg) -> dict[str, Any]:
-    """``init_from`` a classification run (ImageNet pretraining) into a segmentation model: its
-    backbone only (everything but ``head``, the classification head), after checking that the two
-    networks have the same widths (else nothing would fit: refused naming the settings)."""
+def _pretrained_classifier(cfg) -> bool:
+    """Whether ``init_from`` is a classification run (ImageNet pretraining) to hand its backbone
+    (everything but ``head``, the classification head) to this segmentation model. Refuses one
+    whose network differs in design or width (nothing would fit), naming the settings."""
     found = config_lib.find_run_config(cfg.init_from)
     if found is None or cfg.model.get("task", "segmentation") != "segmentation":
-        return loaded
+        return False
     source = config_lib.load_run_config(cfg.init_from)
     if source.get("model") is None or source.model.get("task", "segmentation") != "classification":
-        return loaded
+        return False
     src, dst = source.model, cfg.model
     fields = ("name", "width", "stem_width", "layer1_planes", "layer1_blocks")
     differ = [f for f in fields if src.get(f) != dst.get(f)]
@@ -476,7 +487,4 @@ def _pretrained_backbone(loaded: dict[str, Any], cfg) -> dict[str, Any]:
             + ", ".join(f"model.{f}={dst.get(f)}" for f in differ)
             + f": its backbone does not fit. Fine-tune the same network ({ours}) or pretrain one of this width."
         )
-    dropped = [f"{k}/head" for k in ("params", "batch_stats") if "head" in loaded.get(k, {})]
-    _say(f"init_from {cfg.init_from}: a pretrained classifier; using its backbone, not its classification head "
-         f"({', '.join(dropped)})")
-    return {k: {n: v for n, v in tree.items() if n != "head"} for k, tree in loaded.items()}
+    return True

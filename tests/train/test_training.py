@@ -238,10 +238,22 @@ def test_training_step_honours_remat_on_a_cpu(tmp_path):
     assert temp_bytes(True) < 0.95 * temp_bytes(False)
 
 
-def test_workdir_of_another_model_is_refused(tiny_run, tiny_data_dir):
+def test_workdir_of_another_model_is_refused(tiny_run, tiny_data_dir, tmp_path):
     cfg = tiny_config(tiny_data_dir, **{"model.width": 8})
-    with pytest.raises(training.ConfigError, match="different model"):
+    with pytest.raises(training.ConfigError, match=r"different model \(model.width\)"):
         training.train_and_evaluate(cfg, tiny_run[0])
+    # A run saved by an older segnode-jax lacks the model fields added since (they keep their
+    # defaults): it resumes; a field both have with another value is still refused.
+    saved = json.load(open(os.path.join(tiny_run[0], "config.json")))
+    del saved["model"]["task"], saved["model"]["ode"]["rtol"], saved["model"]["unode"]
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "config.json").write_text(json.dumps(saved))
+    from segnode_jax.training import loop
+
+    loop._check_workdir_config(str(older), tiny_config(tiny_data_dir))
+    with pytest.raises(training.ConfigError, match=r"different model \(model.ode.atol\)"):
+        loop._check_workdir_config(str(older), tiny_config(tiny_data_dir, **{"model.ode.atol": 0.5}))
 
 
 @pytest.mark.parametrize(
