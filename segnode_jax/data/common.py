@@ -44,6 +44,26 @@ def manual_dir(dcfg: config_dict.ConfigDict, *, expected: str) -> str:
     return path
 
 
+def user_root(dcfg: config_dict.ConfigDict, *, holding: str) -> str:
+    """The absolute ``data.root`` of a user's own dataset (``folder``, ``image_folder``); the
+    message names what the folder must hold."""
+    root = dcfg.get("root")
+    if not root:
+        raise PreparationError(f"{dcfg.name}: set data.root (or --root) to the folder holding {holding}.")
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise PreparationError(f"{dcfg.name}: root {root} does not exist.")
+    return root
+
+
+def root_variant(dcfg: config_dict.ConfigDict, root: str) -> str:
+    """``variant`` if set, else the root folder's name (letters, digits, ``_``)."""
+    import re
+
+    name = dcfg.get("variant") or os.path.basename(root.rstrip(os.sep))
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or dcfg.name
+
+
 def stems(names: Iterable[str], *, strip: str = "") -> dict[str, str]:
     """``{relative path without extension (and without suffix ``strip``): name}``."""
     out = {}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -58,13 +57,7 @@ def default_config(cfg: config_dict.ConfigDict) -> None:
 
 
 def _root(dcfg: config_dict.ConfigDict) -> str:
-    root = dcfg.get("root")
-    if not root:
-        raise PreparationError("folder: set data.root (or --root) to the folder holding images/ and masks/.")
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        raise PreparationError(f"folder: root {root} does not exist.")
-    return root
+    return common.user_root(dcfg, holding="images/ and masks/")
 
 
 def _classes_file(dcfg: config_dict.ConfigDict) -> str:
@@ -146,8 +139,7 @@ Builder = SegnodeFolder
 
 def variant_name(dcfg: config_dict.ConfigDict) -> str:
     """``variant`` if set, else the root folder's name (letters, digits, ``_``)."""
-    name = dcfg.get("variant") or os.path.basename(_root(dcfg).rstrip(os.sep))
-    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or "folder"
+    return common.root_variant(dcfg, _root(dcfg))
 
 
 def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:

@@ -12,14 +12,13 @@ built on first use, like the segmentation ``folder`` dataset.
 from __future__ import annotations
 
 import os
-import re
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
-from segnode_jax.data import classification, files
+from segnode_jax.data import classification, common, files
 from segnode_jax.data.base import Plan, variant_config
 from segnode_jax.data.classification import ClassificationBuilder, RawImage
 from segnode_jax.data.errors import PreparationError
@@ -51,18 +50,11 @@ Builder = SegnodeImageFolder
 
 
 def _root(dcfg: config_dict.ConfigDict) -> str:
-    root = dcfg.get("root")
-    if not root:
-        raise PreparationError("image_folder: set data.root (or --root) to the folder holding <split>/<class>/ images.")
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        raise PreparationError(f"image_folder: root {root} does not exist.")
-    return root
+    return common.user_root(dcfg, holding="<split>/<class>/ images")
 
 
 def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
-    name = dcfg.get("variant") or os.path.basename(_root(dcfg).rstrip(os.sep))
-    return variant_config(Builder, re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or "image_folder")
+    return variant_config(Builder, common.root_variant(dcfg, _root(dcfg)))
 
 
 def _scan(dcfg) -> tuple[str, dict[str, dict[str, list[str]]]]:
