@@ -337,7 +337,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"({result['machine']['backend']}), {command}: {result['steps']} training steps "
         f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory "
         f"(XLA's analysis) and time (median, variants interleaved) of the real training step at batch "
-        f"{MEMORY_BATCH}; inference on one image.",
+        f"{MEMORY_BATCH}; inference on one image."
+        + (f" Params, memory and times were measured {result['measurements_date']} (same code and variants; "
+           "this run retrained the seeds only)." if result.get("measurements_date") else ""),
         "",
         f"| model | setting | recipe | val mIoU | params | train memory (b{MEMORY_BATCH}) | step time (b{MEMORY_BATCH}) | infer ms/img | NFE |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -379,6 +381,9 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "parity"))
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only")
+    parser.add_argument("--measurements_from", default=None, metavar="PARITY_JSON",
+                        help="take params, memory and times from an earlier parity.json of the same variants "
+                             "instead of measuring them again (the table says when they were measured)")
     parser.add_argument("--report_only", action="store_true",
                         help="regenerate the README tables and the plot from results/parity.json (no runs)")
     args = parser.parse_args(argv)
@@ -410,7 +415,22 @@ def main(argv=None) -> dict[str, Any]:
     variants = list(dict.fromkeys(r.variant for r in runs))
     if args.remat_seeds == 0:  # remat changes memory and time, not the function: measured only
         variants += [Variant("segnode", solve, True) for solve in SOLVES]
-    measured = measure(variants, args.steps, args.repeats)
+    measured_at = None
+    if args.measurements_from:
+        import json
+
+        with open(args.measurements_from) as f:
+            earlier = json.load(f)
+        fields = ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")
+        measured = {f"{r['model']}|{r['setting']}": {k: r[k] for k in fields} for r in earlier["rows"]}
+        missing = sorted({v.key for v in variants} - set(measured))
+        if missing:
+            raise SystemExit(f"error: {args.measurements_from} has no measurements of {', '.join(missing)}; measure them "
+                             "(omit --measurements_from)")
+        measured = {v.key: measured[v.key] for v in variants}
+        measured_at = earlier["machine"]["date"]
+    else:
+        measured = measure(variants, args.steps, args.repeats)
     rows = summarise(results, measured)
     result = {
         "machine": report.machine(),
@@ -429,6 +449,7 @@ def main(argv=None) -> dict[str, Any]:
         ],
         "rows": rows,
         "recommended_training_setting": recommend(rows),
+        "measurements_date": measured_at,
         "total_minutes": (time.time() - start) / 60,
     }
     if args.quick:
