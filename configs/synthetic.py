@@ -17,10 +17,10 @@ pixels per image), batch 8, 128x128 crops, 3000 steps. Exploratory 1500-step run
 mIoU, width 8 + OHEM 80.8, width 12 + OHEM 83.0. The paper's solve
 (adaptive Dopri5 + the adjoint method) is one flag away:
 ``--config.model.ode.solver=dopri5 --config.model.ode.num_steps=None --config.model.ode.adjoint=backsolve``
-(``benchmarks/parity.py``, 2026-12-01, one seed, 200 steps: Euler x2 unrolled 57.5 val mIoU,
-Dopri5 + backsolve 57.1, RK4 x2 + backsolve 55.2; a training step at batch 24 took 0.33 s with
-Euler x2 unrolled and 31.5 s with Dopri5 + backsolve on 2 CPU cores, so Euler x2 unrolled is the
-recommended training solve here: the fastest within 1 point of the paper's).
+(``benchmarks/parity.py``, 2026-12-02, 200 steps: Euler x2 unrolled 57.9 +- 0.3 val mIoU over 3
+seeds, Dopri5 + backsolve 57.1 and RK4 x2 + backsolve 55.2 with one seed; a training step at batch
+24 took 0.48 s with Euler x2 unrolled and 40.4 s with Dopri5 + backsolve on 2 CPU cores, so Euler
+x2 unrolled is the recommended training solve here: the fastest within 1 point of the paper's).
 
 Expected result: see the README's results section (mIoU on the 64 validation images, and the
 minutes the whole ``bash scripts/main.sh`` takes on a 2-core CPU).
