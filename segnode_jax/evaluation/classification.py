@@ -46,7 +46,7 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
     import grain
     from tqdm import tqdm
 
-    from segnode_jax import api, data, ode
+    from segnode_jax import api, data, ode, parallel
     from segnode_jax.evaluation.predictor import _predict_jit, local_mesh
     from segnode_jax.evaluation.runner import EvalSettings, _sum_over_hosts
 
@@ -74,7 +74,8 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
             n = len(y)
             if n < batch:  # the last batch: pad with copies, count only the real images
                 x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
-            logits, nfe = predict(variables, x)
+            # Placed explicitly: in a multi-host run a sharded jit does not place NumPy inputs itself.
+            logits, nfe = predict(variables, jax.device_put(x, parallel.batch_sharding(mesh)))
             logits, nfe = np.asarray(jax.device_get(logits))[:n], np.asarray(jax.device_get(nfe))[:n]
             totals += _counts(logits, y)
             nfe_sum += float(nfe.sum())
