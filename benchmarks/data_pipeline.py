@@ -6,7 +6,7 @@ leftImg8bit) in a temporary data dir, then times the HRNet Cityscapes training p
 normalise -> batch) for several grain worker counts. Prints a table and writes
 benchmarks/results/data_pipeline.json and .md.
 
-    python benchmarks/data_pipeline.py [--images 24] [--batch_size 4] [--batches 15] [--workers 0 1 2]
+    python -m benchmarks.data_pipeline [--images 24] [--batch_size 4] [--batches 15] [--workers 0 1 2]
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import argparse
 import io
 import json
 import os
+import sys
 import platform
 import shutil
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.data_pipeline ...", file=sys.stderr)
+    sys.exit(2)
 
 from segnode_jax import data  # noqa: E402
 

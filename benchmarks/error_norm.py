@@ -12,8 +12,8 @@ For a trained SegNode (default: the main job's ``runs/synthetic``, best checkpoi
 
 Writes ``benchmarks/results/error_norm.json`` and the marked block of ``benchmarks/README.md``.
 
-    bash scripts/main.sh && python benchmarks/error_norm.py          # about 10 minutes on 2 cores
-    python benchmarks/error_norm.py --ckpt runs/synthetic runs/parity/segnode_dopri5_backsolve_paper_s0
+    bash scripts/main.sh && python -m benchmarks.error_norm          # about 10 minutes on 2 cores
+    python -m benchmarks.error_norm --ckpt runs/synthetic runs/parity/segnode_dopri5_backsolve_paper_s0
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ import numpy as np
 import optax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.error_norm ...", file=sys.stderr)
+    sys.exit(2)
 
 from segnode_jax import api, data, evaluate_lib, evaluation, losses, ode  # noqa: E402
 from segnode_jax.evaluation import trajectory  # noqa: E402
@@ -227,7 +229,7 @@ def main(argv=None):
             "platform": platform.platform(), "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
             "jax": jax.__version__,
         },
-        "command": "python benchmarks/error_norm.py" + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else ""),
+        "command": "python -m benchmarks.error_norm" + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else ""),
         "batch": args.batch,
         "default": ode.ODESettings().error_norm,
         "decision": args.decision,

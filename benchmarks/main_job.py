@@ -1,7 +1,7 @@
 """Records a run of the main job (``bash scripts/main.sh``) and regenerates the README's results.
 
     bash scripts/main.sh                                   # writes runs/synthetic/...
-    python benchmarks/main_job.py --workdir runs/synthetic # -> benchmarks/results/main_job.json + README
+    python -m benchmarks.main_job --workdir runs/synthetic # -> benchmarks/results/main_job.json + README
 
 Reads what the run wrote -- ``metrics.jsonl`` (validation curve), ``eval/results.json`` (final
 evaluation, per-class IoU), ``eval/trajectory/trajectory.json`` (fast-inference
@@ -18,8 +18,10 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.main_job ...", file=sys.stderr)
+    sys.exit(2)
 
 from benchmarks import report  # noqa: E402
 from segnode_jax import metrics_log  # noqa: E402
@@ -50,6 +52,7 @@ def collect(workdir: str, seconds: float | None = None, note: str | None = None)
         "command": "bash scripts/main.sh",
         "note": note,
         "seconds": timing["seconds"],
+        "phases": timing.get("phases"),
         "model": {"name": cfg["model"]["name"], "width": cfg["model"]["width"], "solver": ode["solver"],
                   "num_steps": ode["num_steps"], "adjoint": ode["adjoint"]},
         "data": {"generator": cfg["data"].get("generator"), "image_size": cfg["data"]["image_size"],
@@ -102,15 +105,22 @@ def resolution_ceiling(cfg: dict, stride: int = 4) -> dict[str, float]:
     return out
 
 
+def _min_s(seconds: int) -> str:
+    return f"{seconds // 60} min {seconds % 60} s"
+
+
 def markdown(r: dict) -> str:
     m, d = r["model"], r["data"]
     solve = f"{m['solver']} x{m['num_steps']}" if m["num_steps"] else f"adaptive {m['solver']}"
+    cpu = f" of {r['machine']['cpu']}" if r["machine"].get("cpu") else ""
+    phases = r.get("phases") or {}
+    phases = (" (" + ", ".join(f"{k} {_min_s(v)}" for k, v in phases.items()) + ")") if phases else ""
     lines = [
         f"Main job (`bash scripts/main.sh` from a fresh clone, .venv creation included; measured "
-        f"{r['machine']['date']} on {r['machine']['cpu_count']} CPU cores, no GPU): SegNode width {m['width']} "
+        f"{r['machine']['date']} on {r['machine']['cpu_count']} CPU cores{cpu}, no GPU): SegNode width {m['width']} "
         f"({solve}, adjoint `{m['adjoint']}`), {r['train']['steps']} steps of batch {r['train']['batch_size']} on "
         f"{d['num_train']} synthetic {d['generator']} scenes of {d['image_size'][0]}x{d['image_size'][1]}; validation on "
-        f"{d['num_val']}. The whole command took {r['seconds'] // 60} min {r['seconds'] % 60} s.",
+        f"{d['num_val']}. The whole command took {_min_s(r['seconds'])}{phases}.",
         "",
         "| step | val mIoU | pixel accuracy |",
         "|---:|---:|---:|",

@@ -26,11 +26,11 @@ Writes ``benchmarks/results/parity.json`` and ``parity.png`` (validation mIoU ag
 step), and regenerates the tables in ``README.md`` and ``benchmarks/README.md``. Runs are kept
 in ``--workdir`` (default ``runs/parity``): rerunning resumes or reuses finished runs.
 
-    python benchmarks/parity.py                  # the full protocol: several hours on 2 CPU cores
-    python benchmarks/parity.py --steps 200 --seeds 1 --solve_seeds 1 --remat_seeds 0   # reduced
-    python benchmarks/parity.py --quick          # a smoke test of every code path (~30 min: compiles)
-    python benchmarks/parity.py --ode_peers      # also U-Node and NODEs-UNet (Table 1's neural-ODE peers)
-    python benchmarks/parity.py --report_only    # tables and plot again from results/parity.json
+    python -m benchmarks.parity                  # the full protocol: several hours on 2 CPU cores
+    python -m benchmarks.parity --steps 200 --seeds 1 --solve_seeds 1 --remat_seeds 0   # reduced
+    python -m benchmarks.parity --quick          # a smoke test of every code path (~30 min: compiles)
+    python -m benchmarks.parity --ode_peers      # also U-Node and NODEs-UNet (Table 1's neural-ODE peers)
+    python -m benchmarks.parity --report_only    # tables and plot again from results/parity.json
 
 Most of the time is XLA compiling each variant on the CPU (minutes each) and the adaptive
 Dopri5 + backsolve runs; the measured step times are in the table, each run's wall time in
@@ -42,8 +42,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 import sys
+import statistics
 import time
 from typing import Any
 
@@ -52,8 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, ROOT)
+
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.parity ...", file=sys.stderr)
+    sys.exit(2)
 
 import segnode_jax  # noqa: E402
 from benchmarks import report  # noqa: E402
@@ -329,7 +331,7 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     solve_seeds = result.get("solve_seeds", result["seeds"])
-    command = (f"`python benchmarks/parity.py --steps {result['steps']} --seeds {result['seeds']} "
+    command = (f"`python -m benchmarks.parity --steps {result['steps']} --seeds {result['seeds']} "
                f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}"
                + (" --ode_peers" if result.get("ode_peers") else "") + "`")
     lines = [

@@ -1,6 +1,6 @@
 """What ImageNet pretraining costs (paper sec. 4.1), estimated from XLA's own operation count.
 
-    python benchmarks/pretrain_cost.py            # ~5 min on 2 CPU cores (lowering only)
+    python -m benchmarks.pretrain_cost            # ~5 min on 2 CPU cores (lowering only)
 
 For HRNetV2, the Baseline and SegNode with HRNet-Image-Classification's head (W48, 1000 classes,
 224x224), XLA's cost analysis of the lowered computations (nothing runs) gives the floating-
@@ -36,7 +36,9 @@ import sys
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.pretrain_cost ...", file=sys.stderr)
+    sys.exit(2)
 
 import segnode_jax  # noqa: E402
 from benchmarks import report  # noqa: E402

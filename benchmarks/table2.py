@@ -23,8 +23,8 @@ For HRNetV2, the Baseline and SegNode (each adjoint, and each memory/speed lever
 Writes ``benchmarks/results/table2.json`` and regenerates the table section of
 ``benchmarks/README.md``.
 
-    python benchmarks/table2.py                       # everything (about two hours on 2 CPU cores)
-    python benchmarks/table2.py --only hrnetv2 segnode --no_time
+    python -m benchmarks.table2                       # everything (about two hours on 2 CPU cores)
+    python -m benchmarks.table2 --only hrnetv2 segnode --no_time
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.table2 ...", file=sys.stderr)
+    sys.exit(2)
 
 import segnode_jax  # noqa: E402
 from benchmarks import report  # noqa: E402
@@ -295,8 +298,8 @@ def run_step_in_child(name: str, batch: int, size: tuple[int, int]) -> dict[str,
     env = dict(os.environ)
     fraction = env.get("XLA_PYTHON_CLIENT_MEM_FRACTION") or env.get("XLA_CLIENT_MEM_FRACTION") or "0.95"
     env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = env["XLA_CLIENT_MEM_FRACTION"] = fraction
-    cmd = [sys.executable, os.path.abspath(__file__), "--_run_step", name, str(batch), str(size[0]), str(size[1])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd = [sys.executable, "-m", "benchmarks.table2", "--_run_step", name, str(batch), str(size[0]), str(size[1])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith(STEP_TAG):
             return json.loads(line[len(STEP_TAG):])
@@ -500,7 +503,9 @@ def markdown(result: dict) -> str:
             "Baseline and SegNode in one process; those three then took "
             + ", ".join(f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
                         "per inference" for n in ("hrnetv2", "baseline", "segnode"))
-            + " (the table keeps their earlier timings, so that the SegNode variants' ratios stay within one measurement)."
+            + " (the ratios of those rows to HRNetV2 use these; the table's own rows of the three are timed "
+            + ("on " + result["models"]["hrnetv2"]["time_measured"] + " " if result["models"].get("hrnetv2", {}).get("time_measured") else "")
+            + "with the SegNode variants, so that the variants' ratios stay within one measurement)."
         )]
     lines += ["", *paper_rows_markdown(result)]
     lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
@@ -572,7 +577,7 @@ def summary_markdown(result: dict) -> str:
     s, models, r = result["settings"], result["models"], result["ratios"]
     paper = {n: f"{p['params_m']}M, batch {p['max_batch']}, {p['train_memory_gb']} GB" for n, p in PAPER["rows"].items()}
     lines = [
-        f"Measured {_when(result)} on {result['machine']} (`python benchmarks/table2.py`; full table, method "
+        f"Measured {_when(result)} on {result['machine']} (`python -m benchmarks.table2`; full table, method "
         f"and findings in `benchmarks/README.md`). W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, "
         f"{s['num_classes']} classes; memory from XLA's analysis of the compiled step (training batch "
         f"{s['train_batch']}, inference batch 1; max batch: the largest training batch whose analysed memory "
@@ -711,7 +716,7 @@ def main(argv=None) -> dict:
         )
         for name, t in timed.items():
             models.setdefault(name, dict(previous["models"].get(name, {}))).update(
-                t, time_measured=time.strftime("%Y-%m-%d"), time_step=STEP_KIND)
+                t, time_measured=time.strftime("%Y-%m-%d"), time_step=STEP_KIND, time_cpu=report.cpu_model())
             print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
     memory_settings = {"size": list(size), "num_classes": 11, "train_batch": args.train_batch, "max_batch_budget_gib": args.budget_gib or None}
     if args.no_memory and "settings" in previous:

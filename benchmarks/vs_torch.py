@@ -1,7 +1,7 @@
 """segnode-jax against SegNode in PyTorch + torchdiffeq (the paper's stack), side by side.
 
     pip install -r benchmarks/torch_peer/requirements.txt     # torch (CPU) and torchdiffeq
-    python benchmarks/vs_torch.py [--width 8] [--size 64x96] [--batch 2] [--repeats 3]
+    python -m benchmarks.vs_torch [--width 8] [--size 64x96] [--batch 2] [--repeats 3]
                                   [--settings dopri5,rk4x2,euler_x2] [--report_only]
 
 Both frameworks run the same network with the same weights (ours, initialised by segnode-jax
@@ -34,13 +34,15 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks", "torch_peer"))
 
-import numpy as np  # noqa: E402
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.vs_torch ...", file=sys.stderr)
+    sys.exit(2)
 
-import report  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 SETTINGS = {
     # adjoint_normalise off: torchdiffeq solves the adjoint ODE for the raw cotangent.
@@ -102,7 +104,7 @@ class Pair:
         import jax
         import torch
 
-        import segnode_torch
+        from benchmarks.torch_peer import segnode_torch
         from segnode_jax import parallel, training
 
         self.setting, self.cfg = setting, cfg
@@ -219,7 +221,7 @@ def _torch_outputs(cfg, variables, images, labels):
     import torch
     import torch.nn.functional as F
 
-    import segnode_torch
+    from benchmarks.torch_peer import segnode_torch
 
     device = _torch_device()
     peer = segnode_torch.SegNodeTorch(cfg.model.to_dict())
@@ -373,7 +375,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"Measured {m['date']} on {m['platform']}, {m['cpu_count']} CPU cores, backend {m['backend']} "
         f"(jax {m['jax']}; torch {m['torch']} with {m['torch_threads']} threads, torchdiffeq {m['torchdiffeq']}), "
-        f"by `python benchmarks/vs_torch.py`. SegNode width {s['width']}, {s['size'][0]}x{s['size'][1]} images, training "
+        f"by `python -m benchmarks.vs_torch`. SegNode width {s['width']}, {s['size'][0]}x{s['size'][1]} images, training "
         f"batch {s['batch']}, inference batch 1; medians of {s['repeats']} interleaved repeats.",
         "",
         "Settings: `dopri5` is the paper's (Dopri5 at configs/camvid.py's rtol and atol, RMS error norm, the adjoint with the "

@@ -2,7 +2,7 @@
 tests/test_torch_peer.py to compare segnode-jax against (no torch needed by the tests).
 
     pip install torch torchdiffeq numpy          # a separate environment is fine
-    python benchmarks/torch_peer/make_fixture.py
+    python -m benchmarks.torch_peer.make_fixture   # from the repository root
 
 The peer draws its own weights (seeded); they go into the fixture in the Flax layout, with a
 batch of images and labels and, per solve setting: the eval-mode logits, the train-mode loss,
@@ -20,8 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from segnode_torch import SegNodeTorch, flax_grads_of, flax_variables_of  # noqa: E402
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run it as a module from the repository root: python -m benchmarks.torch_peer.make_fixture", file=sys.stderr)
+    sys.exit(2)
+
+from benchmarks.torch_peer.segnode_torch import SegNodeTorch, flax_grads_of, flax_variables_of  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "torch_peer_tiny.npz")
 

@@ -2,7 +2,7 @@
 committed, the tests do not need torch):
 
     python3.11 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy
-    PYTHONPATH=. /tmp/torchvenv/bin/python tests/convert/make_fixtures.py
+    /tmp/torchvenv/bin/python -m tests.convert.make_fixtures   # from the repository root
 
 hrnet_tiny_{zip,legacy}.pth: official-layout HRNet state_dict (tests/convert/official.py,
 ``TINY``) saved in PyTorch's zip format and in its legacy format, as ``torch.save`` of
@@ -24,7 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
+    print("error: run it as a module from the repository root: python -m tests.convert.make_fixtures", file=sys.stderr)
+    sys.exit(2)
+
 from tests.convert.official import state_dict  # noqa: E402
 from tests.convert.spec import TINY, TINY_CLS, TINY_OCR  # noqa: E402
 

@@ -1,0 +1,56 @@
+"""The benchmark commands the docs give are real: each ``python -m benchmarks.<name>`` names a
+module that imports (run from the repository root, as the docs say), and running a benchmark by
+its path says how to run it instead of failing inside an import.
+
+The benchmarks themselves measure for minutes to hours and are not run here."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+DOCS = ["README.md", "benchmarks/README.md", *sorted(glob.glob("docs/*.md", root_dir=REPO))]
+COMMAND = re.compile(r"python3? -m (benchmarks(?:\.\w+)+)")
+
+
+def _documented_modules() -> set[str]:
+    found = set()
+    for doc in DOCS:
+        with open(os.path.join(REPO, doc), encoding="utf-8") as f:
+            found |= set(COMMAND.findall(f.read()))
+    return found
+
+
+def _benchmark_scripts() -> list[str]:
+    return sorted(
+        "benchmarks." + os.path.splitext(os.path.relpath(p, os.path.join(REPO, "benchmarks")))[0].replace(os.sep, ".")
+        for p in glob.glob(os.path.join(REPO, "benchmarks", "**", "*.py"), recursive=True)
+        if 'if __name__ == "__main__"' in open(p, encoding="utf-8").read()
+    )
+
+
+def test_every_documented_benchmark_command_names_a_module_that_imports():
+    documented = _documented_modules()
+    scripts = _benchmark_scripts()
+    assert {"benchmarks.table2", "benchmarks.parity", "benchmarks.main_job"} <= documented
+    assert documented - {"benchmarks.torch_peer.make_fixture"} <= set(scripts), sorted(documented - set(scripts))
+    # Importing needs no torch (vs_torch imports it when it runs); make_fixture needs torch at import.
+    importable = [m for m in scripts if m != "benchmarks.torch_peer.make_fixture"]
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\nprint('ok', len(sys.argv) - 1)"
+    proc = subprocess.run([sys.executable, "-c", code, *importable], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ok", str(len(importable))]
+
+
+def test_a_benchmark_run_by_its_path_says_how_to_run_it():
+    proc = subprocess.run(
+        [sys.executable, os.path.join("benchmarks", "main_job.py")], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.main_job ..."
+    ]
+    assert proc.stdout == ""
