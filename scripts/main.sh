@@ -8,11 +8,17 @@ set -euo pipefail
 start=$(date +%s)  # the whole command: .venv creation (first run), data, training, evaluation
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 workdir="${WORKDIR:-runs/synthetic}"
+t_env=$(date +%s)
 python train.py --config configs/synthetic.py --workdir "$workdir" "$@"
+t_train=$(date +%s)
 python evaluate.py --ckpt "$workdir" --which best --output "$workdir/eval"
+t_eval=$(date +%s)
 python evaluate.py --ckpt "$workdir" --which best --trajectory --output "$workdir/eval/trajectory"
-seconds=$(( $(date +%s) - start ))
-printf '{"seconds": %d, "finished": "%s", "host_cpus": %d}\n' "$seconds" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" > "$workdir/main_job.json"
+end=$(date +%s)
+seconds=$(( end - start ))
+printf '{"seconds": %d, "finished": "%s", "host_cpus": %d, "phases": {"environment": %d, "train": %d, "evaluate": %d, "trajectory": %d}}\n' \
+  "$seconds" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" \
+  $(( t_env - start )) $(( t_train - t_env )) $(( t_eval - t_train )) $(( end - t_eval )) > "$workdir/main_job.json"
 echo
 echo "[segnode-jax] done in $(( seconds / 60 )) min $(( seconds % 60 )) s. Outputs:"
 echo "  $workdir/eval/results.json          mIoU, pixel accuracy, per-class IoU, mean NFE"
