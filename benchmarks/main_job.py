@@ -106,7 +106,7 @@ def resolution_ceiling(cfg: dict, stride: int = 4) -> dict[str, float]:
 
 
 def _min_s(seconds: int) -> str:
-    return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def markdown(r: dict) -> str:

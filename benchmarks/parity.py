@@ -30,6 +30,8 @@ in ``--workdir`` (default ``runs/parity``): rerunning resumes or reuses finished
     python -m benchmarks.parity --steps 200 --seeds 1 --solve_seeds 1 --remat_seeds 0   # reduced
     python -m benchmarks.parity --quick          # a smoke test of every code path (~30 min: compiles)
     python -m benchmarks.parity --ode_peers      # also U-Node and NODEs-UNet (Table 1's neural-ODE peers)
+    python -m benchmarks.parity --shared_sgd     # also every model with SegNode's SGD 0.1 (a second shared recipe)
+    python -m benchmarks.parity ... --runs_from benchmarks/results/parity.json   # reuse that file's finished runs
     python -m benchmarks.parity --report_only    # tables and plot again from results/parity.json
 
 Most of the time is XLA compiling each variant on the CPU (minutes each) and the adaptive
@@ -76,6 +78,10 @@ PAPER_SOLVE = "dopri5 + backsolve"
 REMAT = {"remat.stem": True, "remat.field": True, "remat.head": True}
 # One recipe for all three models (explicit train.* values win over train.recipes).
 SHARED_RECIPE = {"optimizer": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4}
+# A second shared recipe (``--shared_sgd``): SegNode's paper recipe (SGD lr 0.1, momentum 0.9, no
+# decay, poly) for every model, so that a ranking under one shared recipe can be checked under
+# another (the AdamW one favours U-Node, 2026-12-02).
+SHARED_RECIPES = {"shared": SHARED_RECIPE, "shared_sgd": dict(segnode_jax.config.paper_recipes().segnode)}
 MEMORY_BATCH = 24
 MAX_MIOU_DROP = 0.01
 
@@ -109,7 +115,7 @@ class Variant:
 @dataclasses.dataclass(frozen=True)
 class Run:
     variant: Variant
-    recipe: str  # "paper" | "shared"
+    recipe: str  # "paper" | "shared" (AdamW) | "shared_sgd"
     seed: int
 
     @property
@@ -127,14 +133,16 @@ def main_job_solve() -> str:
     raise SystemExit(f"configs/synthetic.py's solve ({ode_cfg.solver}, {ode_cfg.num_steps}, {ode_cfg.adjoint}) is not a candidate")
 
 
-def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None, peers: tuple[str, ...] = ()) -> list[Run]:
-    """Model comparison (both recipes; SegNode and the ODE ``peers`` with the main job's solve,
-    ``seeds`` seeds) and solve comparison (paper recipe; each other solve with ``solve_seeds``
-    seeds, default ``seeds``; each solve with remat with ``remat_seeds``)."""
+def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None, peers: tuple[str, ...] = (),
+         shared_sgd: bool = False) -> list[Run]:
+    """Model comparison (paper and shared recipes, with ``shared_sgd`` also the shared SGD one;
+    SegNode and the ODE ``peers`` with the main job's solve, ``seeds`` seeds) and solve comparison
+    (paper recipe; each other solve with ``solve_seeds`` seeds, default ``seeds``; each solve with
+    remat with ``remat_seeds``)."""
     main_solve = main_job_solve()
     solve_seeds = seeds if solve_seeds is None else solve_seeds
     runs: list[Run] = []
-    for recipe in ("paper", "shared"):
+    for recipe in ("paper", "shared") + (("shared_sgd",) if shared_sgd else ()):
         for model in MODELS + tuple(peers):
             v = Variant(model, main_solve if model in ("segnode",) + ODE_PEERS else None, False)
             runs += [Run(v, recipe, s) for s in range(seeds)]
@@ -166,19 +174,23 @@ def run_config(run: Run, steps: int):
         "train.progress_bar": False,
         "eval.num_visualizations": 0,
     }
-    if run.recipe == "shared":
-        over.update({f"train.{k}": v for k, v in SHARED_RECIPE.items()})
+    if run.recipe in SHARED_RECIPES:
+        over.update({f"train.{k}": v for k, v in SHARED_RECIPES[run.recipe].items()})
     return segnode_jax.config.apply_overrides(cfg, over)
 
 
-def train(run: Run, steps: int, workdir: str) -> dict[str, Any]:
-    """Trains one run (or reuses/resumes it) and reads its validation curve and NFE."""
+def train(run: Run, steps: int, workdir: str, earlier: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Trains one run (or reuses/resumes it) and reads its validation curve and NFE. A run not in
+    ``workdir`` but in ``earlier`` (records of an earlier parity.json of the same steps, by run
+    name) is taken from there, marked with the date it was trained."""
     cfg = run_config(run, steps)
     path = os.path.join(workdir, run.name)
     jsonl = os.path.join(path, metrics_log.JSONL_NAME)
     done = os.path.exists(jsonl) and any(
         r.get("split") == "val" and int(r["step"]) == steps for r in metrics_log.read_jsonl(jsonl)
     )
+    if not done and earlier and run.name in earlier:
+        return earlier[run.name]
     t = time.perf_counter()
     if not done:
         training.train_and_evaluate(cfg, path)
@@ -195,6 +207,8 @@ def train(run: Run, steps: int, workdir: str) -> dict[str, Any]:
         "train_nfe": float(np.mean(nfe)) if nfe else None,
         "eval_nfe": float(val[-1]["mean_nfe"]) if "mean_nfe" in val[-1] else None,
         "wall_seconds": None if done else time.perf_counter() - t,
+        "trained": None if done else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": None if done else report.cpu_model(),
     }
 
 
@@ -307,18 +321,23 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    recipes = [r for r in ("paper", *SHARED_RECIPES) if any(run["recipe"] == r for run in runs)]
+    fig, axes = plt.subplots(1, len(recipes), figsize=(6.5 * len(recipes), 4.5), sharey=True, squeeze=False)
+    axes = axes[0]
     groups: dict[tuple, list] = {}
     for r in runs:
         groups.setdefault((r["model"], r["setting"], r["recipe"]), []).append(r["curve"])
     for (model, setting, recipe), curves in sorted(groups.items()):
-        ax = axes[0] if recipe == "paper" and "remat" not in setting else axes[1]
+        ax = axes[recipes.index(recipe)]
         steps = [s for s, _ in curves[0]]
         mean = [100 * float(np.mean([c[i][1] for c in curves])) for i in range(len(steps))]
         label = f"{model}, {setting}, {recipe}" if setting != "-" else f"{model}, {recipe}"
         ax.plot(steps, mean, "o-", label=label, lw=1.5)
-    axes[0].set(title="paper recipes (mean over seeds)", xlabel="training step", ylabel="val mIoU (%)")
-    axes[1].set(title="shared recipe, and remat variants", xlabel="training step")
+    titles = {"paper": "each model's paper recipe", "shared": "shared recipe: AdamW 1e-3",
+              "shared_sgd": "shared recipe: SGD 0.1 (SegNode's)"}
+    for ax, recipe in zip(axes, recipes):
+        ax.set(title=titles[recipe] + " (mean over seeds)", xlabel="training step")
+    axes[0].set(ylabel="val mIoU (%)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
@@ -333,21 +352,30 @@ def markdown(result: dict[str, Any]) -> str:
     solve_seeds = result.get("solve_seeds", result["seeds"])
     command = (f"`python -m benchmarks.parity --steps {result['steps']} --seeds {result['seeds']} "
                f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}"
-               + (" --ode_peers" if result.get("ode_peers") else "") + "`")
+               + (" --ode_peers" if result.get("ode_peers") else "")
+               + (" --shared_sgd" if any(r["recipe"] == "shared_sgd" for r in result["runs"]) else "") + "`")
+    trained: dict[str, int] = {}
+    for r in result["runs"]:
+        day = (r.get("trained") or result["machine"]["date"])[:10]
+        trained[day] = trained.get(day, 0) + 1
+    recipes = result.get("shared_recipes", {"shared": result["shared_recipe"]})
+    shared = "; ".join(f"`{name}`: " + ", ".join(f"{k} {v}" for k, v in rec.items()) for name, rec in recipes.items())
     lines = [
         f"Measured {result['machine']['date']} on {result['machine']['cpu_count']} CPU cores "
         f"({result['machine']['backend']}), {command}: {result['steps']} training steps "
         f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory "
         f"(XLA's analysis) and time (median, variants interleaved) of the real training step at batch "
-        f"{MEMORY_BATCH}; inference on one image."
+        f"{MEMORY_BATCH}; inference on one image. Shared recipes ({shared}); runs trained "
+        + ", ".join(f"{day} ({n})" for day, n in sorted(trained.items())) + "."
         + (f" Params, memory and times were measured {result['measurements_date']} (same code and variants; "
-           "this run retrained the seeds only)." if result.get("measurements_date") else ""),
+           "`--measurements_from`)." if result.get("measurements_date") else ""),
         "",
         f"| model | setting | recipe | val mIoU | params | train memory (b{MEMORY_BATCH}) | step time (b{MEMORY_BATCH}) | infer ms/img | NFE |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     order = {m: i for i, m in enumerate(MODELS + ODE_PEERS)}
-    for r in sorted(rows, key=lambda r: (r["recipe"] != "paper", order[r["model"]], r["setting"])):
+    recipe_order = {name: i for i, name in enumerate(("paper", *SHARED_RECIPES))}
+    for r in sorted(rows, key=lambda r: (recipe_order[r["recipe"]], order[r["model"]], r["setting"])):
         if r["miou_mean"] is None:
             miou = "same function (not trained)"
         else:
@@ -370,6 +398,25 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _earlier_runs(path: str, steps: int) -> dict[str, dict[str, Any]]:
+    """The run records of an earlier parity.json by run name (that file's runs all have its steps)."""
+    import json
+
+    with open(path) as f:
+        earlier = json.load(f)
+    if earlier["steps"] != steps:
+        raise SystemExit(f"error: {path} holds runs of {earlier['steps']} steps, not {steps}; pass --steps {earlier['steps']} "
+                         "or omit --runs_from")
+    out = {}
+    for r in earlier["runs"]:
+        solve, remat = r["setting"].removesuffix(" + remat"), r["setting"].endswith(" + remat")
+        run = Run(Variant(r["model"], None if solve == "-" else solve, remat), r["recipe"], r["seed"])
+        record = {k: v for k, v in r.items() if k not in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image", "nfe")}
+        record.setdefault("trained", earlier["machine"]["date"])
+        out[run.name] = record
+    return out
+
+
 def main(argv=None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400, help="training steps per run")
@@ -386,6 +433,11 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--measurements_from", default=None, metavar="PARITY_JSON",
                         help="take params, memory and times from an earlier parity.json of the same variants "
                              "instead of measuring them again (the table says when they were measured)")
+    parser.add_argument("--runs_from", default=None, metavar="PARITY_JSON",
+                        help="take finished runs (same steps) that --workdir lacks from an earlier parity.json instead of "
+                             "training them again (each keeps the date it was trained)")
+    parser.add_argument("--shared_sgd", action="store_true",
+                        help="also train every model with SegNode's paper recipe (SGD 0.1) as a second shared recipe")
     parser.add_argument("--report_only", action="store_true",
                         help="regenerate the README tables and the plot from results/parity.json (no runs)")
     args = parser.parse_args(argv)
@@ -406,12 +458,15 @@ def main(argv=None) -> dict[str, Any]:
     if args.quick:
         args.steps, args.seeds, args.remat_seeds, args.solve_seeds, args.repeats = 4, 1, 1, 1, 1
         args.workdir = os.path.join(args.workdir, "quick")
-    runs = plan(args.seeds, args.remat_seeds, args.solve_seeds, ODE_PEERS if args.ode_peers else ())
+    runs = plan(args.seeds, args.remat_seeds, args.solve_seeds, ODE_PEERS if args.ode_peers else (), args.shared_sgd)
+    earlier_runs = None
+    if args.runs_from:
+        earlier_runs = _earlier_runs(args.runs_from, args.steps)
     print(f"parity: {len(runs)} training runs of {args.steps} steps into {args.workdir}", flush=True)
     start = time.time()
     results = []
     for i, run in enumerate(runs, 1):
-        res = train(run, args.steps, args.workdir)
+        res = train(run, args.steps, args.workdir, earlier_runs)
         results.append(res)
         print(f"[{i}/{len(runs)}] {run.name}: val mIoU {100 * res['miou']:.2f} ({(time.time() - start) / 60:.1f} min)", flush=True)
     variants = list(dict.fromkeys(r.variant for r in runs))
@@ -442,6 +497,7 @@ def main(argv=None) -> dict[str, Any]:
         "remat_seeds": args.remat_seeds,
         "memory_batch": MEMORY_BATCH,
         "shared_recipe": SHARED_RECIPE,
+        "shared_recipes": {k: v for k, v in SHARED_RECIPES.items() if k == "shared" or args.shared_sgd},
         "main_job_solve": main_job_solve(),
         "ode_peers": list(ODE_PEERS) if args.ode_peers else [],
         "runs": [
