@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import statistics
@@ -179,6 +180,30 @@ def run_config(run: Run, steps: int):
     return segnode_jax.config.apply_overrides(cfg, over)
 
 
+FAILED = "parity_failed.txt"  # in a run's folder: why it stopped (a non-finite loss, a failed solve)
+
+
+PROVENANCE = "parity_run.json"  # in a run's folder: when, where and how long it trained
+
+
+def _provenance(path: str, jsonl: str) -> dict[str, Any]:
+    """When a finished run in the workdir was trained (its record, else its log's time)."""
+    try:
+        with open(os.path.join(path, PROVENANCE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        mtime = time.gmtime(os.path.getmtime(jsonl if os.path.exists(jsonl) else path))
+        return {"trained": time.strftime("%Y-%m-%d %H:%M UTC", mtime), "cpu": None, "wall_seconds": None}
+
+
+def _failure(path: str) -> str | None:
+    try:
+        with open(os.path.join(path, FAILED)) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
 def train(run: Run, steps: int, workdir: str, earlier: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Trains one run (or reuses/resumes it) and reads its validation curve and NFE. A run not in
     ``workdir`` but in ``earlier`` (records of an earlier parity.json of the same steps, by run
@@ -192,9 +217,25 @@ def train(run: Run, steps: int, workdir: str, earlier: dict[str, dict[str, Any]]
     if not done and earlier and run.name in earlier:
         return earlier[run.name]
     t = time.perf_counter()
+    failed = None
     if not done:
-        training.train_and_evaluate(cfg, path)
-    records = metrics_log.read_jsonl(jsonl)
+        failed = _failure(path)
+    if not done and failed is None:
+        try:
+            training.train_and_evaluate(cfg, path)
+        except (training.NonFiniteLossError, ode.ODESolveError) as e:
+            # A recipe the model cannot train with is a result: recorded (and kept in the run's
+            # folder, so that a rerun does not train it again), not a crash of the whole protocol.
+            failed = str(e)
+            with open(os.path.join(path, FAILED), "w") as f:
+                f.write(failed + "\n")
+        provenance = {"trained": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": report.cpu_model(),
+                      "wall_seconds": time.perf_counter() - t}
+        with open(os.path.join(path, PROVENANCE), "w") as f:
+            json.dump(provenance, f)
+    else:
+        provenance = _provenance(path, jsonl)
+    records = metrics_log.read_jsonl(jsonl) if os.path.exists(jsonl) else []
     val = [r for r in records if r.get("split") == "val"]
     nfe = [float(r["ode_nfe"]) for r in records if r.get("split", "train") == "train" and "ode_nfe" in r]
     return {
@@ -202,13 +243,12 @@ def train(run: Run, steps: int, workdir: str, earlier: dict[str, dict[str, Any]]
         "setting": run.variant.setting,
         "recipe": run.recipe,
         "seed": run.seed,
-        "miou": float(val[-1]["miou"]),
+        "miou": None if failed else float(val[-1]["miou"]),
+        "failed": failed,
         "curve": [[int(r["step"]), float(r["miou"])] for r in val],
         "train_nfe": float(np.mean(nfe)) if nfe else None,
-        "eval_nfe": float(val[-1]["mean_nfe"]) if "mean_nfe" in val[-1] else None,
-        "wall_seconds": None if done else time.perf_counter() - t,
-        "trained": None if done else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": None if done else report.cpu_model(),
+        "eval_nfe": float(val[-1]["mean_nfe"]) if val and "mean_nfe" in val[-1] else None,
+        **provenance,
     }
 
 
@@ -288,15 +328,30 @@ def summarise(runs: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -
             rows.append({"model": model, "setting": setting, "recipe": "paper", "seeds": 0, "miou_mean": None,
                          "miou_std": None, "nfe": None, **values})
     for (model, setting, recipe), rs in groups.items():
-        mious = [r["miou"] for r in rs]
+        mious = [r["miou"] for r in rs if r["miou"] is not None]
         nfes = [r["eval_nfe"] for r in rs if r["eval_nfe"] is not None]
         rows.append({
             "model": model, "setting": setting, "recipe": recipe, "seeds": len(rs),
-            "miou_mean": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(rs) > 1 else None,
+            "failed": len(rs) - len(mious),
+            "miou_mean": float(np.mean(mious)) if mious else None,
+            "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,
             "nfe": float(np.mean(nfes)) if nfes else None,
             **measured[f"{model}|{setting}"],
         })
     return rows
+
+
+def best_recipes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model (plain variants: SegNode with the main job's solve), the recipe with the highest
+    mean mIoU, best first."""
+    solve = main_job_solve()
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["miou_mean"] is None or r["setting"] not in ("-", solve):
+            continue
+        if r["model"] not in best or r["miou_mean"] > best[r["model"]]["miou_mean"]:
+            best[r["model"]] = {"model": r["model"], "recipe": r["recipe"], "miou_mean": r["miou_mean"]}
+    return sorted(best.values(), key=lambda b: -b["miou_mean"])
 
 
 def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -326,13 +381,17 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
     axes = axes[0]
     groups: dict[tuple, list] = {}
     for r in runs:
-        groups.setdefault((r["model"], r["setting"], r["recipe"]), []).append(r["curve"])
+        if r["miou"] is not None:  # diverged runs have no (whole) curve
+            groups.setdefault((r["model"], r["setting"], r["recipe"]), []).append(r["curve"])
     for (model, setting, recipe), curves in sorted(groups.items()):
         ax = axes[recipes.index(recipe)]
         steps = [s for s, _ in curves[0]]
         mean = [100 * float(np.mean([c[i][1] for c in curves])) for i in range(len(steps))]
         label = f"{model}, {setting}, {recipe}" if setting != "-" else f"{model}, {recipe}"
-        ax.plot(steps, mean, "o-", label=label, lw=1.5)
+        # One colour per model in every panel; SegNode's other solves dashed.
+        colour = plt.get_cmap("tab10")((MODELS + ODE_PEERS).index(model))
+        style = "o-" if setting in ("-", main_job_solve()) else "s--"
+        ax.plot(steps, mean, style, label=label, lw=1.5, color=colour)
     titles = {"paper": "each model's paper recipe", "shared": "shared recipe: AdamW 1e-3",
               "shared_sgd": "shared recipe: SGD 0.1 (SegNode's)"}
     for ax, recipe in zip(axes, recipes):
@@ -340,7 +399,7 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
     axes[0].set(ylabel="val mIoU (%)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -376,17 +435,26 @@ def markdown(result: dict[str, Any]) -> str:
     order = {m: i for i, m in enumerate(MODELS + ODE_PEERS)}
     recipe_order = {name: i for i, name in enumerate(("paper", *SHARED_RECIPES))}
     for r in sorted(rows, key=lambda r: (recipe_order[r["recipe"]], order[r["model"]], r["setting"])):
-        if r["miou_mean"] is None:
+        failed = r.get("failed", 0)
+        if r["seeds"] == 0:
             miou = "same function (not trained)"
+        elif r["miou_mean"] is None:
+            miou = f"diverged ({failed}/{r['seeds']} seeds)"
         else:
             miou = f"{100 * r['miou_mean']:.1f}" + (f" ± {100 * r['miou_std']:.1f}" if r["miou_std"] is not None else "")
-            miou += f" (n={r['seeds']})"
+            miou += f" (n={r['seeds'] - failed}" + (f"; {failed} diverged" if failed else "") + ")"
         nfe = "-" if r["nfe"] is None else f"{r['nfe']:.1f}"
         lines.append(
             f"| {r['model']} | {r['setting']} | {r['recipe']} | {miou} | {r['params'] / 1e3:.0f}k | "
             f"{r['train_memory_bytes'] / 2**20:.0f} MiB | {1000 * r['train_step_seconds']:.0f} ms | "
             f"{r['infer_ms_per_image']:.1f} | {nfe} |"
         )
+    best = best_recipes(rows)
+    if len({r["recipe"] for r in rows}) > 2:
+        lines += ["", "Each model's best recipe of those tried (mean val mIoU; SegNode and the ODE peers with the main job's "
+                  "solve): " + ", ".join(f"{b['model']} {100 * b['miou_mean']:.1f} ({b['recipe']})" for b in best)
+                  + ". Diverged: " + (", ".join(f"{r['model']} under `{r['recipe']}` ({r['failed']}/{r['seeds']} seeds)"
+                                               for r in rows if r.get("failed")) or "none") + "."]
     rec = result.get("recommended_training_setting")
     if rec:
         lines += [
@@ -400,8 +468,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _earlier_runs(path: str, steps: int) -> dict[str, dict[str, Any]]:
     """The run records of an earlier parity.json by run name (that file's runs all have its steps)."""
-    import json
-
     with open(path) as f:
         earlier = json.load(f)
     if earlier["steps"] != steps:
@@ -442,8 +508,6 @@ def main(argv=None) -> dict[str, Any]:
                         help="regenerate the README tables and the plot from results/parity.json (no runs)")
     args = parser.parse_args(argv)
     if args.report_only:
-        import json
-
         with open(os.path.join(report.RESULTS, "parity.json")) as f:
             result = json.load(f)
         plot(result["runs"], os.path.join(report.RESULTS, "parity.png"))
@@ -468,14 +532,13 @@ def main(argv=None) -> dict[str, Any]:
     for i, run in enumerate(runs, 1):
         res = train(run, args.steps, args.workdir, earlier_runs)
         results.append(res)
-        print(f"[{i}/{len(runs)}] {run.name}: val mIoU {100 * res['miou']:.2f} ({(time.time() - start) / 60:.1f} min)", flush=True)
+        outcome = f"val mIoU {100 * res['miou']:.2f}" if res["miou"] is not None else f"failed: {res['failed']}"
+        print(f"[{i}/{len(runs)}] {run.name}: {outcome} ({(time.time() - start) / 60:.1f} min)", flush=True)
     variants = list(dict.fromkeys(r.variant for r in runs))
     if args.remat_seeds == 0:  # remat changes memory and time, not the function: measured only
         variants += [Variant("segnode", solve, True) for solve in SOLVES]
     measured_at = None
     if args.measurements_from:
-        import json
-
         with open(args.measurements_from) as f:
             earlier = json.load(f)
         fields = ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")
@@ -485,7 +548,7 @@ def main(argv=None) -> dict[str, Any]:
             raise SystemExit(f"error: {args.measurements_from} has no measurements of {', '.join(missing)}; measure them "
                              "(omit --measurements_from)")
         measured = {v.key: measured[v.key] for v in variants}
-        measured_at = earlier["machine"]["date"]
+        measured_at = earlier.get("measurements_date") or earlier["machine"]["date"]
     else:
         measured = measure(variants, args.steps, args.repeats)
     rows = summarise(results, measured)
@@ -507,14 +570,13 @@ def main(argv=None) -> dict[str, Any]:
         ],
         "rows": rows,
         "recommended_training_setting": recommend(rows),
+        "best_recipe_per_model": best_recipes(rows),
         "measurements_date": measured_at,
         "total_minutes": (time.time() - start) / 60,
     }
     if args.quick:
         out = os.path.join(args.workdir, "parity.json")
         with open(out, "w") as f:
-            import json
-
             json.dump(result, f, indent=1)
         plot(results, os.path.join(args.workdir, "parity.png"))
         print(markdown(result))
