@@ -382,20 +382,25 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
     }
 
 
-def ratios(models: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+def ratios(models: dict[str, dict], time_references: dict | None = None) -> dict[str, dict[str, float | None]]:
+    """SegNode variants over the Baseline / HRNetV2. Times are compared within one process: a row
+    timed on the day of ``time_references`` against the Baseline and HRNetV2 timed beside it."""
     def r(a, b):
         return None if a is None or b is None or not b else a / b
 
     base, hr = models.get("baseline", {}), models.get("hrnetv2", {})
+    refs = time_references or {}
     out = {}
     for name, m in models.items():
         if not name.startswith("segnode"):
             continue
+        same_process = name not in ("hrnetv2", "baseline", "segnode") and refs and m.get("time_measured") == refs.get("date")
+        base_t, hr_t = (refs["baseline"], refs["hrnetv2"]) if same_process else (base, hr)
         out[name] = {
             "train_memory_vs_baseline": r(m.get("train_memory_bytes"), base.get("train_memory_bytes")),
-            "train_time_vs_baseline": r(m.get("train_step_seconds"), base.get("train_step_seconds")),
+            "train_time_vs_baseline": r(m.get("train_step_seconds"), base_t.get("train_step_seconds")),
             "infer_memory_vs_hrnetv2": r(m.get("infer_memory_bytes"), hr.get("infer_memory_bytes")),
-            "infer_time_vs_hrnetv2": r(m.get("infer_seconds"), hr.get("infer_seconds")),
+            "infer_time_vs_hrnetv2": r(m.get("infer_seconds"), hr_t.get("infer_seconds")),
             "params_vs_hrnetv2": r(m.get("params"), hr.get("params")),
             "max_batch_vs_baseline": r(m.get("max_batch_analysed"), base.get("max_batch_analysed")),
         }
@@ -619,6 +624,13 @@ def summary_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _write_json(path: str, result: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def write_readme(table: str) -> None:
     text = open(README).read() if os.path.exists(README) else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     if BEGIN not in text:
@@ -660,6 +672,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.report_only:
         result = json.load(open(args.out))
+        result["ratios"] = ratios(result["models"], result.get("time_references"))  # derived: kept current
+        _write_json(args.out, result)
         write_readme(markdown(result))
         report.replace_block(os.path.join(ROOT, "README.md"), "table2-summary", summary_markdown(result))
         print(summary_markdown(result))
@@ -740,12 +754,11 @@ def main(argv=None) -> dict:
         },
         "paper": PAPER,
         "models": ordered,
-        "ratios": ratios(ordered),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(args.out + ".tmp", args.out)
+    if "time_references" in previous:  # the same-process timings of rows timed on another day (kept)
+        result["time_references"] = previous["time_references"]
+    result["ratios"] = ratios(ordered, result.get("time_references"))
+    _write_json(args.out, result)
     table = markdown(result)
     print(table)
     if not args.no_readme:
