@@ -15,9 +15,9 @@ import argparse
 import io
 import json
 import os
-import sys
 import platform
 import shutil
+import sys
 import tempfile
 import time
 

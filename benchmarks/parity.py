@@ -45,8 +45,8 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import statistics
+import sys
 import time
 from typing import Any
 
