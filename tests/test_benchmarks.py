@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 DOCS = ["README.md", "benchmarks/README.md", *sorted(glob.glob("docs/*.md", root_dir=REPO))]
@@ -54,3 +56,34 @@ def test_a_benchmark_run_by_its_path_says_how_to_run_it():
         "error: run the benchmarks as modules from the repository root: python -m benchmarks.main_job ..."
     ]
     assert proc.stdout == ""
+
+
+def test_parity_reports_a_recipe_that_diverged_as_a_result():
+    from benchmarks import parity
+
+    solve = parity.main_job_solve()
+
+    def run(model, recipe, seed, miou):
+        failed = None if miou is not None else "training stopped at step 9: the loss is inf"
+        return {"model": model, "setting": solve, "recipe": recipe, "seed": seed, "miou": miou, "failed": failed,
+                "curve": [[50, 0.3], [100, miou]] if miou is not None else [], "train_nfe": 2.0,
+                "eval_nfe": 2.0 if miou is not None else None, "trained": "2026-12-06 11:52 UTC"}
+
+    runs = [run("segnode", "paper", 0, 0.57), run("segnode", "paper", 1, 0.59), run("unode", "shared", 0, 0.53)]
+    runs += [run("unode", "shared_sgd", s, None) for s in range(3)]
+    measured = {f"{m}|{solve}": {"params": 1000, "train_memory_bytes": 2**20, "train_step_seconds": 0.5,
+                                 "infer_ms_per_image": 7.0} for m in ("segnode", "unode")}
+    rows = parity.summarise(runs, measured)
+    diverged = next(r for r in rows if r["model"] == "unode" and r["recipe"] == "shared_sgd")
+    assert (diverged["seeds"], diverged["failed"], diverged["miou_mean"], diverged["nfe"]) == (3, 3, None, None)
+    assert parity.best_recipes(rows) == [
+        {"model": "segnode", "recipe": "paper", "miou_mean": pytest.approx(0.58)},
+        {"model": "unode", "recipe": "shared", "miou_mean": pytest.approx(0.53)},
+    ]
+    result = {"rows": rows, "runs": runs, "steps": 200, "seeds": 3, "remat_seeds": 0, "ode_peers": ["unode"],
+              "machine": {"date": "2026-12-06 12:10 UTC", "cpu_count": 2, "backend": "cpu"},
+              "shared_recipe": parity.SHARED_RECIPE, "shared_recipes": parity.SHARED_RECIPES}
+    table = parity.markdown(result)
+    assert f"| unode | {solve} | shared_sgd | diverged (3/3 seeds) |" in table
+    assert "Diverged: unode under `shared_sgd` (3/3 seeds)." in table
+    assert "--shared_sgd" in table and "runs trained 2026-12-06 (6)" in table
