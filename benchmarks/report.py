@@ -41,10 +41,14 @@ def cpu_model() -> str | None:
 
 def write_json(name: str, payload: dict[str, Any]) -> str:
     """Writes ``benchmarks/results/<name>`` atomically; returns its path."""
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, name)
+    return write_json_at(os.path.join(RESULTS, name), payload)
+
+
+def write_json_at(path: str, payload: dict[str, Any], indent: int = 1) -> str:
+    """Writes ``payload`` to ``path`` atomically (a temporary file, then a rename); returns ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=False)
+        json.dump(payload, f, indent=indent, sort_keys=False)
         f.write("\n")
     os.replace(path + ".tmp", path)
     return path

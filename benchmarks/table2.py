@@ -382,6 +382,18 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
     }
 
 
+REFERENCE_ROWS = ("hrnetv2", "baseline", "segnode")
+
+
+def timed_beside(models: dict[str, dict], time_references: dict | None, name: str) -> tuple[dict, dict]:
+    """The HRNetV2 and Baseline timings to compare row ``name`` with: those timed in the same
+    process -- ``time_references`` for a row timed on their day, else the table's own rows."""
+    refs = time_references or {}
+    if refs and name not in REFERENCE_ROWS and models.get(name, {}).get("time_measured") == refs.get("date"):
+        return refs["hrnetv2"], refs["baseline"]
+    return models.get("hrnetv2", {}), models.get("baseline", {})
+
+
 def ratios(models: dict[str, dict], time_references: dict | None = None) -> dict[str, dict[str, float | None]]:
     """SegNode variants over the Baseline / HRNetV2. Times are compared within one process: a row
     timed on the day of ``time_references`` against the Baseline and HRNetV2 timed beside it."""
@@ -389,13 +401,11 @@ def ratios(models: dict[str, dict], time_references: dict | None = None) -> dict
         return None if a is None or b is None or not b else a / b
 
     base, hr = models.get("baseline", {}), models.get("hrnetv2", {})
-    refs = time_references or {}
     out = {}
     for name, m in models.items():
         if not name.startswith("segnode"):
             continue
-        same_process = name not in ("hrnetv2", "baseline", "segnode") and refs and m.get("time_measured") == refs.get("date")
-        base_t, hr_t = (refs["baseline"], refs["hrnetv2"]) if same_process else (base, hr)
+        hr_t, base_t = timed_beside(models, time_references, name)
         out[name] = {
             "train_memory_vs_baseline": r(m.get("train_memory_bytes"), base.get("train_memory_bytes")),
             "train_time_vs_baseline": r(m.get("train_step_seconds"), base_t.get("train_step_seconds")),
@@ -522,14 +532,11 @@ def paper_rows_markdown(result: dict) -> list[str]:
     with SegNode's training-memory ratio to each model, ours and the paper's."""
     models, rows = result["models"], PAPER["rows"]
     seg = models.get("segnode", {}).get("train_memory_bytes")
-    refs = result.get("time_references") or {}
 
     def infer_vs_hrnetv2(name):
         """Inference time over HRNetV2's, HRNetV2 timed in the same process as the row."""
-        m = models.get(name, {})
-        same_day = refs and m.get("time_measured") == refs.get("date")
-        hr = (refs["hrnetv2"] if same_day else models.get("hrnetv2", {})).get("infer_seconds")
-        t = refs[name]["infer_seconds"] if same_day and name in ("hrnetv2", "baseline", "segnode") else m.get("infer_seconds")
+        t = models.get(name, {}).get("infer_seconds")
+        hr = timed_beside(models, result.get("time_references"), name)[0].get("infer_seconds")
         return t / hr if t and hr else None
 
     lines = [
@@ -624,13 +631,6 @@ def summary_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, result: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def write_readme(table: str) -> None:
     text = open(README).read() if os.path.exists(README) else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     if BEGIN not in text:
@@ -673,7 +673,7 @@ def main(argv=None) -> dict:
     if args.report_only:
         result = json.load(open(args.out))
         result["ratios"] = ratios(result["models"], result.get("time_references"))  # derived: kept current
-        _write_json(args.out, result)
+        report.write_json_at(args.out, result, indent=2)
         write_readme(markdown(result))
         report.replace_block(os.path.join(ROOT, "README.md"), "table2-summary", summary_markdown(result))
         print(summary_markdown(result))
@@ -758,7 +758,7 @@ def main(argv=None) -> dict:
     if "time_references" in previous:  # the same-process timings of rows timed on another day (kept)
         result["time_references"] = previous["time_references"]
     result["ratios"] = ratios(ordered, result.get("time_references"))
-    _write_json(args.out, result)
+    report.write_json_at(args.out, result, indent=2)
     table = markdown(result)
     print(table)
     if not args.no_readme:

@@ -87,3 +87,24 @@ def test_parity_reports_a_recipe_that_diverged_as_a_result():
     assert f"| unode | {solve} | shared_sgd | diverged (3/3 seeds) |" in table
     assert "Diverged: unode under `shared_sgd` (3/3 seeds)." in table
     assert "--shared_sgd" in table and "runs trained 2026-12-06 (6)" in table
+
+
+def test_table2_compares_a_row_with_the_baseline_timed_in_its_own_process():
+    from benchmarks import table2
+
+    models = {
+        "hrnetv2": {"infer_seconds": 0.036, "train_step_seconds": 0.40, "time_measured": "2026-12-06"},
+        "baseline": {"infer_seconds": 0.023, "train_step_seconds": 0.30, "time_measured": "2026-12-06"},
+        "segnode": {"infer_seconds": 0.097, "train_step_seconds": 31.0, "time_measured": "2026-12-06"},
+        "segnode+ocr": {"infer_seconds": 0.173, "train_step_seconds": 39.5, "time_measured": "2026-12-02"},
+    }
+    refs = {"date": "2026-12-02", "hrnetv2": {"infer_seconds": 0.067, "train_step_seconds": 0.716},
+            "baseline": {"infer_seconds": 0.043, "train_step_seconds": 0.456},
+            "segnode": {"infer_seconds": 0.135, "train_step_seconds": 41.2}}
+    r = table2.ratios(models, refs)
+    assert r["segnode+ocr"]["train_time_vs_baseline"] == pytest.approx(39.5 / 0.456)
+    assert r["segnode+ocr"]["infer_time_vs_hrnetv2"] == pytest.approx(0.173 / 0.067)
+    # The table's own rows of the three are compared with each other, whatever the references.
+    assert r["segnode"]["train_time_vs_baseline"] == pytest.approx(31.0 / 0.30)
+    # Without references every row is compared with the table's rows.
+    assert table2.ratios(models)["segnode+ocr"]["train_time_vs_baseline"] == pytest.approx(39.5 / 0.30)
