@@ -12,7 +12,10 @@ taken from the class file (``model.num_classes`` stays None here).
 
 Recipe: the paper's W48 SegNode (Dopri5 + the adjoint method, SGD lr 0.1, poly decay), batch 16,
 512x512 crops of the images scaled by 0.5-2.0 with flips, 100 epochs, validation every 1000 steps.
-For small data or a small GPU, shrink it from the command line: ``--config.model.width=18``,
+For small data, a small GPU or a CPU, shrink it from the command line:
+``--config.model.size=small`` (the real-data main job's 1.3M-parameter network; ``w18``, ``w32``
+and ``tiny`` exist too) with ``--config.model.ode.solver=euler --config.model.ode.num_steps=2
+--config.model.ode.adjoint=unrolled`` (the fast training solve on a CPU),
 ``--config.train.batch_size=8``, ``--config.data.crop_size="(256, 256)"``; start from converted
 ImageNet weights with ``--config.init_from=DIR`` (README, "Pretrained weights"). Expected result:
 depends on your data; the training log and ``evaluate.py`` report the validation mIoU.

@@ -177,7 +177,14 @@ def read_config(flag_values, name: str = "config"):
     paths = _NONE_OVERRIDES.get(name, [])
     if paths and value is None:
         raise ConfigFileError(f"--{name}.{paths[0]}=None needs --{name}=FILE")
-    return apply_none_overrides(value, paths, flag=name) if value is not None else None
+    if value is None:
+        return None
+    value = apply_none_overrides(value, paths, flag=name)
+    if "model" in value:
+        from segnode_jax.config import resolve_model_size
+
+        resolve_model_size(value.model)
+    return value
 
 
 # ---------------------------------------------------------------------------------------

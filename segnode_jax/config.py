@@ -122,6 +122,11 @@ def model_config() -> config_dict.ConfigDict:
         dict(
             name="segnode",
             num_classes=19,
+            # A named network size (MODEL_SIZES below: w48, w32, w18, small, tiny); None = the
+            # fields as they are. It sets the widths of stem, layer1 and branches (and SegNode's
+            # field depth) together; a field you also set to something other than its W48
+            # default keeps your value.
+            size=placeholder(str),
             # HRNet width: branch widths are (w, 2w, 4w, 8w); W18 / W32 / W48.
             width=48,
             stem_width=64,
@@ -189,6 +194,55 @@ def model_config() -> config_dict.ConfigDict:
             remat=dict(field=False, stem=False, head=False),
         )
     )
+
+
+# Named network sizes (``model.size``): the fields each one sets. w48/w32/w18 are HRNet's (stem
+# 64, layer1 4 Bottlenecks of 64 planes, the paper's SegNode field of 2 modules x 2 blocks).
+# small: the real-data main job's network (configs/camvid_small.py), about 1.3M parameters as
+# SegNode: every width scaled down (branches 16-32-64-128, stem 32, layer1 2 Bottlenecks of 16
+# planes) and a field of 1 module of 2 blocks per branch. tiny: the synthetic main job's
+# (configs/synthetic.py, 0.42M parameters as SegNode at 8 classes). HRNetV2 and the Baseline keep
+# their module counts at every size (their structure); only their widths change.
+MODEL_SIZES = {
+    "w48": dict(width=48),
+    "w32": dict(width=32),
+    "w18": dict(width=18),
+    "small": {"width": 16, "stem_width": 32, "layer1_planes": 16, "layer1_blocks": 2,
+              "segnode.modules_per_field": 1, "segnode.blocks_per_branch": 2, "field.groups": 4},
+    "tiny": {"width": 12, "stem_width": 16, "layer1_planes": 8, "layer1_blocks": 1,
+             "segnode.modules_per_field": 1, "segnode.blocks_per_branch": 1, "field.groups": 4},
+}
+
+
+class ModelSizeError(UserError):
+    """An unknown ``model.size``."""
+
+
+def resolve_model_size(model_cfg):
+    """Applies ``model_cfg.size`` (if set) to the fields it names, in place; returns the config.
+
+    A field whose value differs from the W48 default (:func:`model_config`) was set on purpose
+    and is kept, so ``--config.model.size=small --config.model.width=24`` is the small network at
+    width 24. Idempotent: a config resolved once (``config.json`` of a run) resolves to itself.
+
+    Raises:
+      ModelSizeError: an unknown size (the message lists them).
+    """
+    size = model_cfg.get("size") if "size" in model_cfg else None
+    if size is None:
+        return model_cfg
+    if size not in MODEL_SIZES:
+        raise ModelSizeError(f"invalid model.size={size!r}; choose one of {', '.join(MODEL_SIZES)} "
+                             "(or leave it unset and set model.width, model.stem_width, ... yourself)")
+    defaults = model_config()
+    for key, value in MODEL_SIZES[size].items():
+        *parents, leaf = key.split(".")
+        node, default = model_cfg, defaults
+        for part in parents:
+            node, default = node[part], default[part]
+        if node[leaf] == default[leaf]:
+            node[leaf] = value
+    return model_cfg
 
 
 OPTIMIZERS = ("sgd", "adamw")

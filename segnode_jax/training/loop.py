@@ -64,6 +64,7 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
     if cfg.model.name not in model_names():
         raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
     _check_task(cfg)
+    config_lib.resolve_model_size(cfg.model)
     t = cfg.train
     with t.ignore_type():
         for k, v in resolve_optimizer(t, recipe_name(cfg.model)).items():
