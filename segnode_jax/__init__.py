@@ -8,10 +8,11 @@ Public API::
     logits, aux = segnode_jax.apply(variables, images, cfg.model)
     n = segnode_jax.count_params(cfg.model)
     labels = segnode_jax.predict(variables, uint8_rgb_image, cfg)    # (H, W) train ids
+    variables, cfg = segnode_jax.load("pretrained/camvid_small")     # a trained model (or a run)
 """
 
 from segnode_jax import errors
-from segnode_jax.api import apply, count_params, freeze, init
+from segnode_jax.api import apply, count_params, freeze, init, load
 from segnode_jax.config import base_config, load_config, model_config
 from segnode_jax.models import build_model, model_names, register_model
 from segnode_jax.errors import RunError, SegnodeError, UserError
@@ -31,6 +32,7 @@ __all__ = [
     "errors",
     "freeze",
     "init",
+    "load",
     "load_config",
     "model_config",
     "model_names",

@@ -455,3 +455,78 @@ def _as_dict(tree: Any) -> Any:
     return tree
 
 
+
+
+MODEL_INFO = "model.json"
+
+
+def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[str, Any] | None = None,
+                 overwrite: bool = False) -> str:
+    """Writes a trained model as a small folder others can use: weights, config, classes, palette.
+
+    ``out_dir`` gets ``variables/`` (an orbax PyTree of ``{"params", "batch_stats"}``: no
+    optimiser state, no data iterator), ``config.json`` (the run's config) and ``model.json``
+    (``info`` plus the dataset's class names and palette, the checkpoint's step and when it was
+    exported). ``evaluate.py --ckpt``, ``predict.py --ckpt``, ``python -m segnode_jax.export
+    --ckpt`` and :func:`segnode_jax.load` read it as they read a run.
+
+    Arguments:
+      path: a training workdir or checkpoint (as for :func:`load_variables`).
+      out_dir: the folder to write; written whole in a temporary folder, then renamed.
+      which: ``"best"`` or ``"latest"`` checkpoint of a workdir.
+      info: what to record beside the weights (scores, the command that reproduces them, licence).
+      overwrite: replace an existing ``out_dir`` (only after the new one is complete).
+
+    Returns:
+      ``out_dir``.
+
+    Raises:
+      CheckpointError: nothing readable at ``path`` or ``out_dir`` exists without ``overwrite``.
+    """
+    import datetime
+    import shutil
+    import tempfile
+
+    from segnode_jax import config as config_lib
+
+    out_dir = os.path.abspath(os.path.expanduser(out_dir))
+    if os.path.exists(out_dir) and not overwrite:
+        raise CheckpointError(f"{out_dir} already exists; pass overwrite=True to replace it, or choose another folder")
+    variables, pytree_dir, description = read_checkpoint(path, which=which)
+    cfg = config_lib.load_run_config(pytree_dir)
+    from segnode_jax import data
+
+    dinfo = data.get_info(cfg.data)
+    meta = dict(info or {})
+    meta.update(
+        checkpoint=description, step=_step_of(pytree_dir),
+        exported=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        dataset=dinfo.name, class_names=list(dinfo.class_names), palette=[list(map(int, c)) for c in dinfo.palette],
+    )
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
+    try:
+        ckpt = ocp.StandardCheckpointer()
+        ckpt.save(os.path.join(tmp, CONVERTED_VARIABLES), {k: v for k, v in variables.items() if v})
+        ckpt.wait_until_finished()
+        config_lib.save_config(tmp, cfg)
+        with open(os.path.join(tmp, MODEL_INFO), "w") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
+            os.rename(out_dir, os.path.join(old, "x"))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _step_of(pytree_dir: str) -> int | None:
+    step = os.path.basename(os.path.dirname(pytree_dir))
+    return int(step) if step.isdigit() else None

@@ -108,3 +108,47 @@ def test_table2_compares_a_row_with_the_baseline_timed_in_its_own_process():
     assert r["segnode"]["train_time_vs_baseline"] == pytest.approx(31.0 / 0.30)
     # Without references every row is compared with the table's rows.
     assert table2.ratios(models)["segnode+ocr"]["train_time_vs_baseline"] == pytest.approx(39.5 / 0.30)
+
+
+def test_camvid_block_is_generated_from_the_run_files(tmp_path):
+    """benchmarks.camvid reads a run's results (val, test, timing) and writes them, and only
+    them, into its JSON and its README block; the published rows stay labelled as published."""
+    import json
+
+    from PIL import Image
+
+    from benchmarks import camvid, report
+    from segnode_jax.config import base_config, config_to_json
+    from segnode_jax import data
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval_test" / "predictions").mkdir(parents=True)
+    cfg = base_config()
+    cfg.data = data.data_config("camvid")
+    cfg.model.size, cfg.model.ode.solver, cfg.model.ode.num_steps, cfg.train.num_steps = "small", "euler", 2, 1234
+    cfg.data.eval_size = (180, 240)
+    (run / "config.json").write_text(config_to_json(cfg))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 500, "split": "val", "miou": 0.4}) + "\n")
+    (run / "eval" / "results.json").write_text(json.dumps({"miou": 0.41, "pixel_accuracy": 0.8, "step": 500}))
+    per_class = {name: 0.01 * i for i, name in enumerate(data.get_info(cfg.data).class_names)}
+    (run / "eval_test" / "results.json").write_text(json.dumps(
+        {"miou": 0.3712, "pixel_accuracy": 0.75, "per_class_iou": per_class, "num_images": 233, "step": 500}))
+    (run / "main_job.json").write_text(json.dumps({"seconds": 1625, "finished": "2026-12-06 20:00 UTC", "phases": {"train": 1500}}))
+    for i in range(4):
+        Image.new("RGB", (30, 10), (i * 60, 0, 0)).save(run / "eval_test" / "predictions" / f"f{i}.png")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- camvid-main-job:begin -->\nold\n<!-- camvid-main-job:end -->\nafter\n")
+    old_results = report.RESULTS
+    report.RESULTS = str(tmp_path / "results")
+    try:
+        result = camvid.main(["--workdir", str(run), "--readme", str(readme)])
+    finally:
+        report.RESULTS = old_results
+    text = readme.read_text()
+    assert "**Test mIoU 37.1**" in text and "(41.0 mIoU, step 500)" in text and "27 min 5 s" in text
+    assert "1234 steps" in text and "`model.size=small`" in text and "old" not in text and text.endswith("after\n")
+    assert "| ENet | 51.3 | none | 480x360 | Paszke et al. 2016 (ENet), Table 4 |" in text
+    saved = json.load(open(tmp_path / "results" / "camvid_main_job.json"))
+    assert saved["test"]["miou"] == 0.3712 and saved["seconds"] == 1625 and result["machine"]["date"] == "2026-12-06 20:00 UTC"
+    assert Image.open(tmp_path / "results" / "camvid" / "main_job_test_predictions.png").size == (30, 30)

@@ -95,3 +95,14 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_so
     assert "solver=dopri5, rtol=1e-09" in settings and "num_steps" not in settings, line
     saved = json.loads((work / "config.json").read_text())
     assert saved["model"]["ode"]["solver"] == "dopri5" and saved["model"]["ode"]["num_steps"] is None
+
+
+def test_camvid_main_job_without_data_names_download_and_manual_dir(tmp_path):
+    """``bash scripts/main.sh camvid`` on a machine without CamVid: one line naming both ways to get it."""
+    import subprocess
+
+    env = dict(os.environ, SEGNODE_DATA_DIR=str(tmp_path / "tfds"), WORKDIR=str(tmp_path / "run"))
+    proc = subprocess.run(["bash", "scripts/main.sh", "camvid"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    line = assert_one_error(proc, 2, "the camvid dataset is not prepared", "--dataset camvid --download", "--manual_dir")
+    assert not (tmp_path / "run" / "checkpoints").exists()

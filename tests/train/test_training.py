@@ -371,3 +371,30 @@ def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
     other, _ = api.apply(first, batch["image"], cfg.model, train=True, rng=jax.random.key(99))
     assert float(jnp.abs(other - logits).max()) > 1e-4
     assert np.mean(seen[-2:]) < seen[0]
+
+
+def test_exported_model_folder_loads_everywhere_a_run_does(tiny_run, tmp_path):
+    """checkpoints.export_model -> variables/, config.json, model.json: segnode_jax.load gives the
+    best checkpoint's weights, and predict.py --ckpt FOLDER writes what predict() on the run's
+    best weights gives; the optimiser state is not shipped."""
+    import segnode_jax
+    from PIL import Image
+
+    workdir, _ = tiny_run
+    out = checkpoints.export_model(workdir, str(tmp_path / "model"), which="best", info={"test_miou": 0.5})
+    assert sorted(os.listdir(out)) == ["config.json", "model.json", "variables"]
+    meta = json.load(open(os.path.join(out, "model.json")))
+    assert meta["test_miou"] == 0.5 and meta["class_names"] == ["background", "disc", "square", "triangle", "ring"]
+    assert meta["step"] == int(os.listdir(os.path.join(workdir, "best"))[0]) and len(meta["palette"]) == 5
+    variables, cfg = segnode_jax.load(out)
+    best = checkpoints.load_variables(workdir, which="best")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, variables, best)
+    assert cfg.model.to_dict() == segnode_jax.load(workdir)[1].model.to_dict()
+    with pytest.raises(checkpoints.CheckpointError, match="already exists"):
+        checkpoints.export_model(workdir, out)
+    image = (np.random.default_rng(0).uniform(size=(40, 52, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    proc = run_cli("predict.py", f"--ckpt={out}", f"--input={tmp_path / 'photo.png'}", f"--output={tmp_path / 'pred'}")
+    assert proc.returncode == 0, proc.stderr
+    written = np.asarray(Image.open(tmp_path / "pred" / "labels" / "photo.png"))
+    np.testing.assert_array_equal(written, segnode_jax.predict(best, image, cfg))
