@@ -94,6 +94,17 @@ class _IteratorSnapshot:
 _ARRAY_HANDLER_SET = [False]
 
 
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.prefix)
+
+
 def _save_replicated_arrays_once() -> None:
     """Registers (once per process) orbax's array handler with replica-parallel saving off:
     each replicated array is written once, by its first replica, instead of being sliced per
@@ -103,7 +114,14 @@ def _save_replicated_arrays_once() -> None:
     if not _ARRAY_HANDLER_SET[0]:
         from segnode_jax import compat
 
-        ocp.type_handlers.register_type_handler(jax.Array, compat.orbax_array_handler_without_replica_parallel(), override=True)
+        # Replacing the default handler is the point: orbax's warning that it is replaced is dropped.
+        absl_logger = logging.getLogger("absl")
+        quiet = _DropMessage('Type handler registry type "')
+        absl_logger.addFilter(quiet)
+        try:
+            ocp.type_handlers.register_type_handler(jax.Array, compat.orbax_array_handler_without_replica_parallel(), override=True)
+        finally:
+            absl_logger.removeFilter(quiet)
         _ARRAY_HANDLER_SET[0] = True
 
 

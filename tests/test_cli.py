@@ -106,3 +106,31 @@ def test_camvid_main_job_without_data_names_download_and_manual_dir(tmp_path):
                           timeout=600)
     line = assert_one_error(proc, 2, "the camvid dataset is not prepared", "--dataset camvid --download", "--manual_dir")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+WARNING_LINE = __import__("re").compile(r"^(W\d{4} |WARNING:|.*\w+Warning: )")
+
+
+def test_happy_paths_print_no_warnings(tmp_path):
+    """prepare, train, evaluate and predict as a new user first runs them: stderr carries our own
+    lines only (no runpy, absl, orbax or Python warning a user cannot act on)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    data_dir, run = tmp_path / "tfds", tmp_path / "run"
+    procs = [subprocess.run(
+        [sys.executable, "-m", "segnode_jax.data.prepare", "--dataset", "synthetic", "--set", "num_train=4", "--set",
+         "num_val=2", "--set", "image_size=(32, 32)", "--data_dir", str(data_dir), "--no_progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)]
+    procs.append(run_cli("train.py", f"--config={TINY}", f"--workdir={run}", f"--config.data.data_dir={data_dir}",
+                         "--config.train.num_steps=2", "--config.train.progress_bar=False", devices=1))
+    procs.append(run_cli("evaluate.py", f"--ckpt={run}", f"--output={run / 'eval'}", devices=1))
+    Image.new("RGB", (40, 30), (90, 20, 200)).save(tmp_path / "photo.png")
+    procs.append(run_cli("predict.py", f"--ckpt={run}", f"--input={tmp_path / 'photo.png'}", f"--output={tmp_path / 'pred'}",
+                         devices=1))
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr
+        warnings = [line for line in proc.stderr.splitlines() if WARNING_LINE.match(line)]
+        assert warnings == [], (proc.args, warnings)

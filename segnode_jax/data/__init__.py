@@ -16,6 +16,8 @@ the synthetic dataset is built on first use.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ml_collections import config_dict
 
@@ -31,6 +33,11 @@ from segnode_jax.data.pipeline import (
     train_iterator,
 )
 from segnode_jax.data.prepare import ensure_prepared, prepare
+
+# `python -m segnode_jax.data.prepare` runs a module this package has already imported (for the
+# `prepare` function above), and runpy warns about exactly that; the module defines no state the
+# second execution could disturb (its main() only reads arguments), so that one warning is dropped.
+warnings.filterwarnings("ignore", message=r"'segnode_jax\.data\.prepare' found in sys\.modules", category=RuntimeWarning)
 from segnode_jax.data.registry import DATASETS, data_config, dataset_module, get_info
 
 

@@ -220,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
     from segnode_jax import cli
 
+    cli.quiet_logs()
     args = _parser().parse_args(argv)
 
     def body():
