@@ -9,10 +9,13 @@ SegNet protocol (367 train / 101 val / 233 test frames of 480x360, 11 classes): 
 keep the checkpoint with the best val mIoU, report test mIoU at the original 360x480 labels.
 Frames are seen at half resolution (long side 240): training crops of 180x240 from frames
 scaled by 0.5-2.0 and flipped, evaluation of whole frames resized to 180x240 whose logits are
-upsampled bilinearly to the 360x480 labels. SegNet's median-frequency class weights in the loss
-(mIoU counts the small classes -- pole, sign, pedestrian, bicyclist -- as much as the road).
-The network is the main job's small SegNode (``model.size="small"``), 2 Euler steps unrolled,
-the paper's SGD recipe with weight decay 5e-4 (367 images overfit without it), poly decay.
+upsampled bilinearly to the 360x480 labels. HRNet's OHEM cross-entropy (pixels predicted below
+0.7, at least 1/8 of each crop's pixels), which keeps poles, signs, pedestrians and cyclists in
+the loss; SegNet's median-frequency class weights (``data.class_weights=True``) did worse here:
+35.8 val mIoU and 59 % pixel accuracy after 1000 of 6000 steps (2026-12-06, one run), where the
+weights of pedestrian (6.2) and sign (9.6) pulled buildings into those classes.
+The network is ``model.size="small"`` (1.26M parameters), 2 Euler steps unrolled, the paper's
+SGD recipe (lr 0.1, momentum 0.9, poly decay) with weight decay 1e-4, batch 8, 2000 steps.
 """
 
 from segnode_jax import data
@@ -34,12 +37,14 @@ def get_config():
     d.crop_size = (180, 240)
     d.scale_range = (0.5, 2.0)
     d.eval_size = (180, 240)
-    d.class_weights = True
 
     t = cfg.train
     t.batch_size = 8
-    t.num_steps = 3000
-    t.weight_decay = 5e-4
+    t.num_steps = 2000
+    t.weight_decay = 1e-4
+    t.loss.ohem = True
+    t.loss.ohem_threshold = 0.7
+    t.loss.ohem_min_kept = 180 * 240 // 8
     t.log_every_steps = 100
     t.checkpoint_every_steps = 500
     t.eval_every_steps = 500
