@@ -39,7 +39,6 @@ if not __package__:  # run by path: the imports below need the repository root, 
     sys.exit(2)
 
 from segnode_jax import api, data, evaluate_lib, evaluation, losses, ode  # noqa: E402
-from segnode_jax.evaluation import trajectory  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -190,7 +189,7 @@ def measure(ckpt: str, which: str, tolerances, num_images, batch) -> dict:
     out = {
         "ckpt": ckpt if not os.path.isabs(ckpt) else os.path.relpath(ckpt, ROOT),
         "which": which,
-        "trained_with": trajectory.describe_solve(cfg.model.ode),
+        "trained_with": ode.describe_solve(cfg.model.ode),
         "tolerances": list(tolerances),
     }
     out["forward"] = forward_rows(variables, cfg, tolerances, num_images)

@@ -12,7 +12,7 @@ Public API::
 """
 
 from segnode_jax import errors
-from segnode_jax.api import apply, count_params, freeze, init, load
+from segnode_jax.api import apply, count_params, freeze, init
 from segnode_jax.config import base_config, load_config, model_config
 from segnode_jax.models import build_model, model_names, register_model
 from segnode_jax.errors import RunError, SegnodeError, UserError
@@ -40,3 +40,12 @@ __all__ = [
     "register_model",
 ]
 __version__ = "0.1.0.dev0"
+
+
+def load(path: str, *, which: str = "best"):
+    """``(variables, cfg)`` of a trained model: a training workdir (its best checkpoint by
+    default), one of its checkpoints, or a model folder such as ``pretrained/camvid_small``
+    (see :func:`segnode_jax.evaluate_lib.load`)."""
+    from segnode_jax import evaluate_lib  # orbax is imported on first use, not with the package
+
+    return evaluate_lib.load(path, which=which)

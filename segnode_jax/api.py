@@ -145,28 +145,3 @@ def count_params(model_cfg, input_shape: Sequence[int] = (1, 64, 64, 3)) -> int:
     )
     return int(sum(x.size for x in jax.tree_util.tree_leaves(shapes["params"])))
 
-
-def load(path: str, *, which: str = "best") -> tuple[Variables, config_dict.ConfigDict]:
-    """A trained model and its config, ready for :func:`apply` and :func:`segnode_jax.predict`.
-
-    Arguments:
-      path: a training workdir, one of its checkpoints, or a model folder written by
-        :func:`segnode_jax.checkpoints.export_model` (such as ``pretrained/camvid_small``).
-      which: for a workdir, its ``"best"`` (default) or ``"latest"`` checkpoint.
-
-    Returns:
-      ``(variables, cfg)``: ``{"params", "batch_stats"}`` as numpy arrays, and the run config
-      (``cfg.model`` for :func:`apply`, the whole ``cfg`` for :func:`segnode_jax.predict`).
-
-    Raises:
-      segnode_jax.checkpoints.CheckpointError: nothing readable at ``path``.
-      segnode_jax.config.RunConfigNotFound: no ``config.json`` with it.
-    """
-    from segnode_jax import checkpoints
-    from segnode_jax.config import load_run_config
-
-    variables, pytree_dir, _ = checkpoints.read_checkpoint(path, which=which)
-    cfg = load_run_config(pytree_dir)
-    resolve_model_size(cfg.model)
-    return variables, cfg
-

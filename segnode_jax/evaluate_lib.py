@@ -109,6 +109,26 @@ def load_model(ckpt: str, cfg=None, which: str = "latest", *, prepare_data: bool
     return _load(ckpt, cfg, which, prepare_data=prepare_data)
 
 
+def load(path: str, *, which: str = "best"):
+    """``segnode_jax.load``: ``(variables, cfg)`` of a trained model, checked against its config.
+
+    Arguments:
+      path: a training workdir, one of its checkpoints, or a model folder written by
+        :func:`segnode_jax.checkpoints.export_model` (such as ``pretrained/camvid_small``).
+      which: for a workdir, its ``"best"`` (default) or ``"latest"`` checkpoint.
+
+    Returns:
+      ``{"params", "batch_stats"}`` as numpy arrays, and the run config (``cfg.model`` for
+      ``segnode_jax.apply``, the whole ``cfg`` for ``segnode_jax.predict``).
+
+    Raises:
+      CheckpointError: nothing readable at ``path``, or weights that do not fit its config.
+      segnode_jax.config.RunConfigNotFound: no ``config.json`` with it.
+    """
+    cfg, variables, _, _ = _load(path, None, which, prepare_data=False)
+    return variables, cfg
+
+
 def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
     from segnode_jax import data
 

@@ -116,8 +116,7 @@ def export_model(variables, cfg, *, shape: Sequence[Any] | None = None, platform
 
 
 def metadata(cfg, exported, shape) -> dict[str, Any]:
-    from segnode_jax import data
-    from segnode_jax.evaluation import trajectory
+    from segnode_jax import data, ode
 
     info = data.get_info(cfg.data)
     return {
@@ -129,7 +128,7 @@ def metadata(cfg, exported, shape) -> dict[str, Any]:
         "class_names": list(info.class_names),
         "palette": np.asarray(info.palette).tolist(),
         "platforms": list(exported.platforms),
-        "solver": trajectory.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
+        "solver": ode.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
         "failed_solve": "NaN logits" if cfg.model.name == "segnode" else None,
     }
 

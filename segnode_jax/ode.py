@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import re
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import diffrax
@@ -70,6 +71,52 @@ _MARK = "SegNode ODE solve failed"
 
 class ODEConfigError(UserError):
     """Solver settings that cannot work (``cfg.model.ode``); the message names the field."""
+
+
+class SolverSpecError(ODEConfigError):
+    """A solver spec (``--solver``, ``eval.trajectory.sweep``) that is not ``solver:steps`` or
+    ``solver@tol``."""
+
+
+# The solver-spec syntax of --solver (predict.py, the exporter) and eval.trajectory.sweep:
+# "rk4:2" (2 fixed steps), "dopri5@1e-2" (adaptive, rtol = atol = 1e-2), "dopri5" (the model's
+# tolerances).
+SOLVER_SPEC = re.compile(r"^(?P<solver>[a-z0-9]+)(?::(?P<steps>\d+)|@(?P<tol>[0-9.eE+-]+))?$")
+
+
+def parse_solver_spec(spec: str) -> dict[str, Any]:
+    """``"rk4:2"`` / ``"dopri5@1e-2"`` / ``"dopri5"`` -> ``model.ode`` overrides.
+
+    Raises:
+      SolverSpecError: not of that form.
+    """
+    m = SOLVER_SPEC.match(spec.strip())
+    if not m:
+        raise SolverSpecError(f"solver spec {spec!r} is not 'solver:steps' (e.g. rk4:2) or 'solver@tol' (e.g. dopri5@1e-2)")
+    out: dict[str, Any] = {"solver": m.group("solver"), "num_steps": None}
+    if m.group("steps"):
+        out["num_steps"] = int(m.group("steps"))
+    if m.group("tol"):
+        out["rtol"] = out["atol"] = float(m.group("tol"))
+    return out
+
+
+def solver_spec_overrides(spec: str, model_ode) -> dict[str, Any]:
+    """``model.ode`` overrides for solving a trained model with ``spec`` (inference: no
+    gradients, so the adjoint only matters where it changes the forward solve). A model trained
+    with ``adjoint=unrolled`` keeps it for fixed steps and is solved through diffrax
+    (``backsolve``) for adaptive specs, which cannot be unrolled."""
+    out = parse_solver_spec(spec)
+    if out["num_steps"] is None and model_ode.get("adjoint") == "unrolled":
+        out["adjoint"] = "backsolve"
+    return out
+
+
+def describe_solve(ode_cfg) -> str:
+    """The solve of ``model.ode`` as a solver spec: "rk4:2" or "dopri5@0.01"."""
+    if ode_cfg.get("num_steps"):
+        return f"{ode_cfg.solver}:{ode_cfg.num_steps}"
+    return f"{ode_cfg.solver}@{ode_cfg.rtol:g}"
 
 
 class ODESolveError(RunError):

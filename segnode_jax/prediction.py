@@ -163,13 +163,13 @@ def with_solver(cfg, spec: str | None):
     """
     if spec is None:
         return cfg
-    from segnode_jax.evaluation import trajectory
+    from segnode_jax import ode
 
     if cfg.model.name != "segnode":
         raise PredictError(f"--solver only applies to SegNode (an ODE to solve); this run's model is {cfg.model.name}")
     try:
-        over = trajectory.sweep_overrides(spec, cfg.model.ode)
-    except trajectory.TrajectoryError:
+        over = ode.solver_spec_overrides(spec, cfg.model.ode)
+    except ode.SolverSpecError:
         raise PredictError(
             f"--solver {spec!r} is not 'solver:steps' (e.g. rk4:1, euler:3) or 'solver@tol' (e.g. dopri5@1e-2)"
         ) from None
@@ -453,7 +453,7 @@ def predict_files(
 
     from tqdm import tqdm
 
-    from segnode_jax.evaluation import trajectory
+    from segnode_jax import ode
 
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -494,7 +494,7 @@ def predict_files(
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "mode": segmenter.settings.mode,
-        "solver": trajectory.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
+        "solver": ode.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
         "format": fmt,
         "label_values": "train ids (0..%d)" % (len(names) - 1) if fmt == "train_ids" else f"{cfg.data.name} ids",
         "class_names": list(names),

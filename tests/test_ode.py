@@ -400,3 +400,31 @@ def test_solver_table_covers_diffrax_fsal_solvers():
     """The NFE bookkeeping assumes FSAL for dopri5/tsit5 (one extra evaluation)."""
     assert diffrax.Dopri5.tableau.fsal and diffrax.Tsit5.tableau.fsal
     assert not diffrax.Heun.tableau.fsal and not ode.RK4.tableau.fsal
+
+
+def test_solver_spec_syntax_and_its_errors():
+    from segnode_jax import ode
+
+    assert ode.parse_solver_spec("rk4:2") == {"solver": "rk4", "num_steps": 2}
+    assert ode.parse_solver_spec("dopri5@1e-2") == {"solver": "dopri5", "num_steps": None, "rtol": 0.01, "atol": 0.01}
+    assert ode.parse_solver_spec("dopri5") == {"solver": "dopri5", "num_steps": None}
+    with pytest.raises(ode.SolverSpecError, match="'solver:steps'"):
+        ode.parse_solver_spec("rk4-2")
+    from ml_collections import config_dict
+
+    for spec, cfg in (("rk4:2", {"solver": "rk4", "num_steps": 2, "rtol": 1e-3}),
+                      ("dopri5@0.01", {"solver": "dopri5", "num_steps": None, "rtol": 0.01})):
+        assert ode.describe_solve(config_dict.ConfigDict(cfg)) == spec
+        assert ode.parse_solver_spec(spec)["solver"] == cfg["solver"]  # the description parses back
+
+
+def test_spec_on_an_unrolled_model_solves_adaptive_entries_through_diffrax():
+    from segnode_jax import ode
+
+    unrolled = {"solver": "euler", "num_steps": 2, "adjoint": "unrolled"}
+    for spec, adjoint in (("dopri5@1e-2", "backsolve"), ("dopri5", "backsolve"), ("rk4:1", "unrolled")):
+        over = ode.solver_spec_overrides(spec, unrolled)
+        settings = ode.ODESettings.from_config({**unrolled, **over})  # valid: no ValueError
+        assert settings.adjoint == adjoint and settings.solver == over["solver"]
+    assert "adjoint" not in ode.solver_spec_overrides("dopri5@1e-2", {"adjoint": "recursive_checkpoint"})
+

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import time
 from typing import Any
 
@@ -26,47 +25,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segnode_jax import api, evaluation
+from segnode_jax import api, evaluation, ode
 from segnode_jax.errors import UserError
-
-SPEC = re.compile(r"^(?P<solver>[a-z0-9]+)(?::(?P<steps>\d+)|@(?P<tol>[0-9.eE+-]+))?$")
-
 
 class TrajectoryError(UserError):
     """Bad trajectory settings (the message names the field)."""
 
 
-def parse_spec(spec: str) -> dict[str, Any]:
-    """``"rk4:2"`` (2 fixed steps) / ``"dopri5@1e-2"`` (adaptive, rtol = atol = 1e-2) /
-    ``"dopri5"`` (the model's tolerances) -> ``model.ode`` overrides."""
-    m = SPEC.match(spec.strip())
-    if not m:
-        raise TrajectoryError(
-            f"eval.trajectory.sweep entry {spec!r} is not 'solver:steps' (e.g. rk4:2) or 'solver@tol' (e.g. dopri5@1e-2)"
-        )
-    out: dict[str, Any] = {"solver": m.group("solver"), "num_steps": None}
-    if m.group("steps"):
-        out["num_steps"] = int(m.group("steps"))
-    if m.group("tol"):
-        out["rtol"] = out["atol"] = float(m.group("tol"))
-    return out
+def _sweep_overrides(spec: str, model_ode) -> dict[str, Any]:
+    try:
+        return ode.solver_spec_overrides(spec, model_ode)
+    except ode.SolverSpecError as e:
+        raise TrajectoryError(f"eval.trajectory.sweep entry: {e}") from None
 
 
-def sweep_overrides(spec: str, model_ode) -> dict[str, Any]:
-    """``model.ode`` overrides for one sweep entry on a model with settings ``model_ode``. The
-    sweep runs no gradients, so the adjoint only matters where it changes the forward solve:
-    a model trained with ``adjoint=unrolled`` keeps it for fixed steps and is solved through
-    diffrax (``backsolve``) for adaptive entries, which cannot be unrolled."""
-    out = parse_spec(spec)
-    if out["num_steps"] is None and model_ode.get("adjoint") == "unrolled":
-        out["adjoint"] = "backsolve"
-    return out
-
-
-def _with_ode(cfg, **ode):
+def _with_ode(cfg, **settings):
     c = copy.deepcopy(cfg)
     with c.unlocked():
-        for k, v in ode.items():
+        for k, v in settings.items():
             c.model.ode[k] = v
     return c
 
@@ -160,7 +136,7 @@ def _seconds_per_image(predictor, images: np.ndarray, repeats: int = 3) -> float
 
 
 def solver_sweep(variables, cfg, *, specs, num_images=None, timing_images=4, progress=False):
-    """Evaluates the model with each solver setting of ``specs`` (see :func:`parse_spec`).
+    """Evaluates the model with each solver setting of ``specs`` (see :func:`segnode_jax.ode.parse_solver_spec`).
 
     Returns:
       A list of ``{"setting", "miou", "mean_nfe", "seconds_per_image"}`` plus a final
@@ -174,7 +150,7 @@ def solver_sweep(variables, cfg, *, specs, num_images=None, timing_images=4, pro
     images = np.stack([ds[i]["image"] for i in range(min(timing_images, len(ds)))]).astype(np.float32)
     rows = []
     for spec in specs:
-        c = _with_ode(cfg, **sweep_overrides(spec, cfg.model.ode))
+        c = _with_ode(cfg, **_sweep_overrides(spec, cfg.model.ode))
         res = evaluation.evaluate(variables, c, settings=settings, progress=progress)
         predictor = evaluation.Predictor.for_model(variables, c.model, batch_size=1)
         rows.append(
@@ -258,7 +234,7 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadat
     times = [t0 + (t1 - t0) * (i + 1) / k for i in range(k)]
     os.makedirs(out_dir, exist_ok=True)
     result: dict[str, Any] = {
-        "model_solver": describe_solve(cfg.model.ode),
+        "model_solver": ode.describe_solve(cfg.model.ode),
         "along_trajectory": along_trajectory(
             variables, cfg, times=times, num_images=num_images, num_strips=int(tcfg.get("num_strips", 4)),
             strips_dir=os.path.join(out_dir, "strips"), progress=progress,
@@ -271,13 +247,6 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadat
     evaluation.write_results(os.path.join(out_dir, "trajectory.json"), result)
     result["plot"] = plot(result, os.path.join(out_dir, "trajectory.png"))
     return result
-
-
-def describe_solve(ode_cfg) -> str:
-    """The solve as a `--solver` / sweep spec: "rk4:2" or "dopri5@0.01"."""
-    if ode_cfg.get("num_steps"):
-        return f"{ode_cfg.solver}:{ode_cfg.num_steps}"
-    return f"{ode_cfg.solver}@{ode_cfg.rtol:g}"
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -14,24 +14,6 @@ from segnode_jax.evaluation import trajectory
 from tests.conftest import run_cli, tiny_cli_flags, tiny_config
 
 
-def test_parse_spec_and_its_errors():
-    assert trajectory.parse_spec("rk4:2") == {"solver": "rk4", "num_steps": 2}
-    assert trajectory.parse_spec("dopri5@1e-2") == {"solver": "dopri5", "num_steps": None, "rtol": 0.01, "atol": 0.01}
-    with pytest.raises(trajectory.TrajectoryError, match="'solver:steps'"):
-        trajectory.parse_spec("rk4-2")
-
-
-def test_sweep_of_an_unrolled_model_solves_adaptive_entries_through_diffrax():
-    from segnode_jax import ode
-
-    unrolled = {"solver": "euler", "num_steps": 2, "adjoint": "unrolled"}
-    for spec, adjoint in (("dopri5@1e-2", "backsolve"), ("dopri5", "backsolve"), ("rk4:1", "unrolled")):
-        over = trajectory.sweep_overrides(spec, unrolled)
-        settings = ode.ODESettings.from_config({**unrolled, **over})  # valid: no ValueError
-        assert settings.adjoint == adjoint and settings.solver == over["solver"]
-    assert "adjoint" not in trajectory.sweep_overrides("dopri5@1e-2", {"adjoint": "recursive_checkpoint"})
-
-
 def test_recommend_picks_the_fastest_within_the_allowed_drop():
     rows = [
         {"setting": "a", "miou": 0.50, "seconds_per_image": 3.0},
