@@ -31,8 +31,8 @@ flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its new
 flags.DEFINE_string("predictions", None, "Score this folder of predicted label images instead (needs --config).")
 flags.DEFINE_string("split", None, "Split to evaluate (default: data.eval_split).")
 flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: eval.mode).")
-flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.")
-flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).")
+flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.", lower_bound=1)
+flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).", lower_bound=1)
 flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
 flags.DEFINE_string("export", None, "Also write every prediction for the benchmark server (the dataset's ids and "
                     "file names, e.g. Cityscapes labelIds *_leftImg8bit.png) into this folder, and FOLDER.zip.")
@@ -60,7 +60,8 @@ def main(argv):
         results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
     elif FLAGS.trajectory:
         result, out_dir = evaluate_lib.trajectory_checkpoint(
-            FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, num_images=FLAGS.num_images, output=FLAGS.output
+            FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, num_images=FLAGS.num_images,
+            output=FLAGS.output,
         )
         print(trajectory.summary(result))
         print(f"results: {os.path.join(out_dir, 'trajectory.json')}, plot: {result['plot']}")

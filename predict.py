@@ -29,7 +29,7 @@ flags.DEFINE_string("output", None, "Output folder.")
 flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: the run's eval.mode).")
 flags.DEFINE_string("solver", None, "SegNode only: the ODE solve for inference, e.g. rk4:1 or dopri5@1e-2.")
 flags.DEFINE_enum("format", "train_ids", ["train_ids", "dataset"], "Label PNG values: train ids or the dataset's own ids.")
-flags.DEFINE_integer("batch_size", None, "Images (whole) or windows (slide) per forward pass.")
+flags.DEFINE_integer("batch_size", None, "Images (whole) or windows (slide) per forward pass.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Write into an --output folder that already holds files.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 

@@ -30,3 +30,9 @@ class RunError(SegnodeError, RuntimeError):
     """A run that failed on valid input (non-finite loss, failed solve, full disk). Exit 1."""
 
     exit_code = 1
+
+
+class ConfigError(UserError):
+    """A config field with a value it cannot take, or settings that cannot work together; the
+    message names the field and its choices. Exit 2."""
+

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from segnode_jax import api, checkpoints, evaluation, parallel, weights
+from segnode_jax import api, checkpoints, checks, evaluation, parallel, weights
 from segnode_jax import config as config_lib
 from segnode_jax.checkpoints import CheckpointError
 
@@ -137,6 +137,7 @@ def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
     for section in ("model", "data", "eval"):
         if section not in cfg:
             raise CheckpointError(f"the config has no '{section}' section; pass a config from configs/")
+    checks.check_config(cfg)  # every enumerated field, before data or compilation
     # Several hosts: each evaluates its shard of the split; the confusion matrices are summed.
     parallel.initialize(cfg.get("parallel"))
     data.resolve_num_classes(cfg)
@@ -151,7 +152,8 @@ def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
 
 
 def trajectory_checkpoint(
-    ckpt: str, cfg=None, *, which: str = "latest", num_images: int | None = None, output: str | None = None, progress: bool = True
+    ckpt: str, cfg=None, *, which: str = "latest", split: str | None = None, num_images: int | None = None,
+    output: str | None = None, progress: bool = True,
 ) -> tuple[dict[str, Any], str]:
     """``evaluate.py --trajectory``: SegNode's speed/accuracy trade-off (see
     ``segnode_jax.evaluation.trajectory``), written to ``output`` (default ``<workdir>/eval/trajectory``).
@@ -169,6 +171,9 @@ def trajectory_checkpoint(
             f"--trajectory needs a SegNode model (an ODE to solve); the config has model.name={named.model.name}"
         )
     cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
+    if split:
+        with cfg.eval.ignore_type():
+            cfg.eval.split = split
     found = config_lib.find_run_config(ckpt)
     base = os.path.dirname(found) if found else os.path.abspath(ckpt)
     out_dir = os.path.abspath(output or os.path.join(base, "eval", "trajectory"))

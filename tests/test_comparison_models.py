@@ -13,6 +13,7 @@ import pytest
 
 import segnode_jax
 from segnode_jax import parallel, training
+from segnode_jax.errors import ConfigError
 from tests.conftest import REPO
 
 
@@ -89,7 +90,7 @@ def test_logits_at_the_input_size_also_for_odd_sizes(name, size):
 def test_bad_settings_name_the_field(name, change, message):
     cfg = tiny(name).model
     segnode_jax.config.apply_overrides(cfg, change)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         segnode_jax.count_params(cfg)
 
 
@@ -246,7 +247,7 @@ def test_nodes_unet_parameters_are_the_unet_plus_its_ode_blocks():
     cfg.nodes_unet.ode_blocks = ("down4",)
     assert segnode_jax.count_params(cfg) == 31_037_698 + 18 * 1024**2 + 26 * 1024
     cfg.nodes_unet.ode_blocks = ("down5",)
-    with pytest.raises(ValueError, match="model.nodes_unet.ode_blocks"):
+    with pytest.raises(ConfigError, match="model.nodes_unet.ode_blocks"):
         segnode_jax.count_params(cfg)
 
 

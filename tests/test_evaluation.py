@@ -13,6 +13,7 @@ from PIL import Image
 
 from segnode_jax import data, evaluation
 from segnode_jax.resize import resize_bilinear
+from segnode_jax.errors import ConfigError
 
 from tests.conftest import tiny_config
 
@@ -53,7 +54,7 @@ def test_miou_over_all_classes_counts_absent_ones_as_zero():
     assert (m["miou"], m["miou_present_classes"], m["miou_all_classes"]) == pytest.approx((present, present, everything))
     h = evaluation.metrics_from_confusion(cm, ["x", "absent", "z"], miou_over="all")
     assert h["miou"] == pytest.approx(everything) and h["miou_over"] == "all"
-    with pytest.raises(ValueError, match="miou_over"):
+    with pytest.raises(ConfigError, match="miou_over"):
         evaluation.metrics_from_confusion(cm, miou_over="some")
 
 

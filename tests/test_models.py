@@ -17,6 +17,7 @@ from segnode_jax.models.hrnet import HRModule, Stem
 from segnode_jax.models.segnode import VectorField
 from segnode_jax.models.layers import NormSpec, branch_sizes
 from segnode_jax.resize import resize_bilinear
+from segnode_jax.errors import ConfigError
 from tests.conftest import REPO
 
 MODELS = ("hrnetv2", "baseline", "segnode")
@@ -346,7 +347,7 @@ def test_ocr_head_on_every_model(images):
     assert float(jnp.abs(a - b).max()) > 1e-4  # dropout after the fusion...
     np.testing.assert_array_equal(np.asarray(aux_a["aux_logits"]), np.asarray(aux_b["aux_logits"]))  # ...not before
     cfg.head = "orc"
-    with pytest.raises(ValueError, match=r"model\.head"):
+    with pytest.raises(ConfigError, match=r"model\.head"):
         segnode_jax.count_params(cfg)
 
 
@@ -381,10 +382,10 @@ def test_classification_models_for_imagenet_pretraining():
         assert logits.shape == (2, 7) and logits.dtype == jnp.float32
         assert ("ode" in aux) == (name == "segnode")
     t.head = "ocr"
-    with pytest.raises(ValueError, match="model.head"):
+    with pytest.raises(ConfigError, match="model.head"):
         segnode_jax.count_params(t)
     t.head, t.task = "default", "detection"
-    with pytest.raises(ValueError, match="model.task"):
+    with pytest.raises(ConfigError, match="model.task"):
         segnode_jax.count_params(t)
     # A classifier trains on a classification dataset (configs/imagenet.py); on a segmentation
     # one it is refused with one message naming the fix (tests/train/test_pretraining.py trains one).
@@ -436,14 +437,14 @@ def test_bad_model_config_names_the_field(change, message, images):
     cfg = tiny("segnode")
     for k, v in change.items():
         cfg[k] = v
-    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         segnode_jax.count_params(cfg)
 
 
 def test_batchnorm_in_the_field_is_refused():
     cfg = tiny("segnode")
     cfg.field.norm = "batch"
-    with pytest.raises(ValueError, match=r"model\.field\.norm.*pure function"):
+    with pytest.raises(ConfigError, match=r"model\.field\.norm.*pure function"):
         segnode_jax.count_params(cfg)
 
 

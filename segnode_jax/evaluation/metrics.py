@@ -21,6 +21,7 @@ from jaxtyping import Array, Float, Int
 
 from segnode_jax.labels import IGNORE_INDEX
 from segnode_jax.resize import resize_in_canvas
+from segnode_jax.errors import ConfigError
 
 # Label canvases are rounded up to a multiple of this, so that datasets whose labels come in
 # many sizes (LIP) compile the (cheap) scoring step for a few shapes only.
@@ -94,7 +95,7 @@ def metrics_from_confusion(
         return None if np.isnan(x) else float(x)
 
     if miou_over not in MIOU_OVER:
-        raise ValueError(f"invalid miou_over={miou_over!r}; use one of {', '.join(MIOU_OVER)}")
+        raise ConfigError(f"invalid miou_over={miou_over!r}; use one of {', '.join(MIOU_OVER)}")
     over_present = float(np.nanmean(iou)) if present.any() else 0.0
     over_all = float(np.nan_to_num(iou, nan=0.0).mean()) if c else 0.0
     return {

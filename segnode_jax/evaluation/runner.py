@@ -30,6 +30,7 @@ from segnode_jax.evaluation.predictor import Predictor, _score_jit
 from segnode_jax.resize import resize_bilinear_np
 from segnode_jax.evaluation.report import _write_visualization, composite
 from segnode_jax.labels import IGNORE_INDEX
+from segnode_jax.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -85,13 +86,13 @@ class EvalSettings:
         if out.mode == "hrnet" and not e.get("crop_size") and overrides.get("crop") is None and d.get("test_crop_size"):
             out.crop = tuple(int(v) for v in d.test_crop_size)
         if out.mode not in EVAL_MODES:
-            raise ValueError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
+            raise ConfigError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
         if out.multiscale_base not in ("whole", "slide"):
-            raise ValueError(f"invalid eval.multiscale_base={out.multiscale_base!r}; use 'whole' or 'slide'")
+            raise ConfigError(f"invalid eval.multiscale_base={out.multiscale_base!r}; use 'whole' or 'slide'")
         if out.miou_over not in MIOU_OVER:
-            raise ValueError(f"invalid eval.miou_over={out.miou_over!r}; use one of {', '.join(MIOU_OVER)}")
+            raise ConfigError(f"invalid eval.miou_over={out.miou_over!r}; use one of {', '.join(MIOU_OVER)}")
         if out.hrnet_rule not in HRNET_RULES:
-            raise ValueError(f"invalid data.hrnet_test_rule={out.hrnet_rule!r}; use one of {', '.join(HRNET_RULES)}")
+            raise ConfigError(f"invalid data.hrnet_test_rule={out.hrnet_rule!r}; use one of {', '.join(HRNET_RULES)}")
         return out
 
 

@@ -234,6 +234,7 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadat
     times = [t0 + (t1 - t0) * (i + 1) / k for i in range(k)]
     os.makedirs(out_dir, exist_ok=True)
     result: dict[str, Any] = {
+        "split": cfg.eval.get("split") or cfg.data.eval_split,
         "model_solver": ode.describe_solve(cfg.model.ode),
         "along_trajectory": along_trajectory(
             variables, cfg, times=times, num_images=num_images, num_strips=int(tcfg.get("num_strips", 4)),

@@ -21,6 +21,7 @@ from segnode_jax.models.pspnet import PSPNet
 from segnode_jax.models.segnode import SegNode
 from segnode_jax.models.unet import UNet
 from segnode_jax.models.unode import UNode
+from segnode_jax.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "hrnetv2": HRNetV2, "baseline": Baseline, "segnode": SegNode, "unet": UNet, "unode": UNode,
@@ -55,6 +56,6 @@ def build_model(model_cfg) -> nn.Module:
     """The Flax module for ``model_cfg.name`` (a snapshot of the config is frozen into the module)."""
     name = model_cfg.name
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model.name={name!r}; choose one of {model_names()}")
+        raise ConfigError(f"unknown model.name={name!r}; choose one of {model_names()}")
     frozen = snapshot(model_cfg)
     return _REGISTRY[name](snapshot(resolve_model_size(frozen.as_configdict())) if frozen.get("size") else frozen)

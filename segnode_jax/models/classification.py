@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from segnode_jax.models.hrnet import Bottleneck
 from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv, state_dtype
+from segnode_jax.errors import ConfigError
 
 TASKS = ("segmentation", "classification")
 
@@ -32,11 +33,11 @@ TASKS = ("segmentation", "classification")
 def task_of(cfg) -> str:
     task = cfg.get("task", "segmentation")
     if task not in TASKS:
-        raise ValueError(f"model.task={task!r}; use one of {list(TASKS)}")
+        raise ConfigError(f"model.task={task!r}; use one of {list(TASKS)}")
     if task == "classification" and cfg.get("head", "default") != "default":
-        raise ValueError(f"model.head={cfg.head!r} is a segmentation head; model.task=classification has its own (model.head=default)")
+        raise ConfigError(f"model.head={cfg.head!r} is a segmentation head; model.task=classification has its own (model.head=default)")
     if task == "classification" and cfg.name not in ("hrnetv2", "baseline", "segnode"):
-        raise ValueError(f"model.task=classification is for hrnetv2, baseline and segnode, not model.name={cfg.name!r}")
+        raise ConfigError(f"model.task=classification is for hrnetv2, baseline and segnode, not model.name={cfg.name!r}")
     return task
 
 

@@ -19,6 +19,7 @@ from segnode_jax.models.heads import HRNetHead
 from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of
 from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
+from segnode_jax.errors import ConfigError
 
 Features = tuple[Float[Array, "b h w c"], ...]
 
@@ -39,7 +40,7 @@ def activation(name: str):
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}") from None
 
 
 class BasicBlock(nn.Module):

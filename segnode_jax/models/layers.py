@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+from segnode_jax.errors import ConfigError
 
 Dtype = Any
 
@@ -25,13 +26,15 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 classifier_init = nn.initializers.normal(0.01)
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
+
+
 def dtype_of(name: str) -> Dtype:
     """Maps a config dtype name to a jnp dtype ("float64" needs ``jax_enable_x64``; tests)."""
-    table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
     try:
-        return table[name]
+        return DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown model.dtype={name!r}; use one of {sorted(table)}") from None
+        raise ConfigError(f"unknown model.dtype={name!r}; use one of {sorted(DTYPES)}") from None
 
 
 def conv(
@@ -106,7 +109,7 @@ def norm(
         )
         y = layer(x.astype(dtype))
     else:
-        raise ValueError(f"unknown normalisation {kind!r}; use 'batch', 'group' or 'none'")
+        raise ConfigError(f"unknown normalisation {kind!r}; use 'batch', 'group' or 'none'")
     return y.astype(x.dtype)
 
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from segnode_jax.models.layers import Dtype, conv, dtype_of, group_count, state_dtype
 from segnode_jax.models.odeblock import ODEBlock, check_ode_unet, sum_statistics
 from segnode_jax.models.unet import unet
+from segnode_jax.errors import ConfigError
 
 class ConcatConvField(nn.Module):
     """``f(t, y)`` of one block: torchdiffeq's ODE-Net ``ODEfunc`` (norm, ReLU, time-concat conv, x2, norm)."""
@@ -71,7 +72,7 @@ class NODEsUNet(nn.Module):
         chosen = tuple(n.ode_blocks)
         unknown = [b for b in chosen if b not in names]
         if unknown:
-            raise ValueError(f"model.nodes_unet.ode_blocks has {unknown}; choose among {list(names)} (depth {depth})")
+            raise ConfigError(f"model.nodes_unet.ode_blocks has {unknown}; choose among {list(names)} (depth {depth})")
         dtype = dtype_of(cfg.dtype)
         stats = []
 

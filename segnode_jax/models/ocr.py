@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv
 from segnode_jax.resize import resize_bilinear
+from segnode_jax.errors import ConfigError
 
 HEADS = ("default", "ocr")
 
@@ -140,7 +141,7 @@ def check_head(model_cfg) -> str:
     """The config's ``model.head`` (``"default"`` | ``"ocr"``), validated."""
     head = str(model_cfg.get("head", "default"))
     if head not in HEADS:
-        raise ValueError(f"unknown model.head={head!r}; use one of {', '.join(HEADS)}")
+        raise ConfigError(f"unknown model.head={head!r}; use one of {', '.join(HEADS)}")
     return head
 
 

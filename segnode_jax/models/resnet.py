@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segnode_jax.models.layers import Dtype, classifier_init, conv, conv_bn_relu, dtype_of, norm, state_dtype
+from segnode_jax.errors import ConfigError
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 OUTPUT_STRIDES = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
@@ -35,12 +36,12 @@ def resnet_settings(model_cfg, default_depth: int) -> tuple[int, tuple[int, ...]
     r = model_cfg.resnet
     depth = default_depth if r.depth is None else int(r.depth)
     if depth not in BLOCKS:
-        raise ValueError(f"model.resnet.depth={depth} is not a Bottleneck ResNet; use one of {sorted(BLOCKS)}")
+        raise ConfigError(f"model.resnet.depth={depth} is not a Bottleneck ResNet; use one of {sorted(BLOCKS)}")
     blocks = tuple(int(b) for b in r.blocks) if r.blocks else BLOCKS[depth]
     if len(blocks) != 4 or min(blocks) < 1:
-        raise ValueError(f"model.resnet.blocks={tuple(r.blocks)}: give 4 positive block counts (or () for ResNet-{depth}'s)")
+        raise ConfigError(f"model.resnet.blocks={tuple(r.blocks)}: give 4 positive block counts (or () for ResNet-{depth}'s)")
     if int(r.output_stride) not in OUTPUT_STRIDES:
-        raise ValueError(f"model.resnet.output_stride={r.output_stride}; use one of {sorted(OUTPUT_STRIDES)}")
+        raise ConfigError(f"model.resnet.output_stride={r.output_stride}; use one of {sorted(OUTPUT_STRIDES)}")
     return depth, blocks, OUTPUT_STRIDES[int(r.output_stride)]
 
 
@@ -109,7 +110,7 @@ class ResNet(nn.Module):
 
 def check_head(cfg, model: str) -> None:
     if cfg.get("head", "default") != "default":
-        raise ValueError(f"model.head={cfg.head!r} is for the HRNet family; {model} has its own head (model.head=default)")
+        raise ConfigError(f"model.head={cfg.head!r} is for the HRNet family; {model} has its own head (model.head=default)")
 
 
 def backbone(cfg, default_depth: int, dtype) -> ResNet:
@@ -138,7 +139,7 @@ def positive_ints(values, field: str, example: str) -> tuple[int, ...]:
     """``values`` as a non-empty tuple of positive ints, else a ValueError naming ``field``."""
     out = tuple(int(v) for v in values)
     if not out or min(out) < 1:
-        raise ValueError(f"model.{field}={tuple(values)}: give positive values, e.g. {example}")
+        raise ConfigError(f"model.{field}={tuple(values)}: give positive values, e.g. {example}")
     return out
 
 

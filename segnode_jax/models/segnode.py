@@ -27,6 +27,7 @@ from segnode_jax.models.classification import classification_head, task_of
 from segnode_jax.models.odeblock import ODEBlock
 from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
+from segnode_jax.errors import ConfigError
 
 TIME_DEPENDENCE = ("none", "concat")
 
@@ -78,9 +79,9 @@ def make_field(cfg) -> VectorField:
     """The (unbound) vector field of a SegNode model config."""
     f = cfg.field
     if f.time_dependence not in TIME_DEPENDENCE:
-        raise ValueError(f"invalid model.field.time_dependence={f.time_dependence!r}; use one of {TIME_DEPENDENCE}")
+        raise ConfigError(f"invalid model.field.time_dependence={f.time_dependence!r}; use one of {TIME_DEPENDENCE}")
     if f.norm not in ("group", "none"):
-        raise ValueError(
+        raise ConfigError(
             f"invalid model.field.norm={f.norm!r}: the vector field's normalisation must be a pure "
             "function of its input ('group' or 'none'); BatchNorm cannot update running "
             "statistics inside an ODE solve"

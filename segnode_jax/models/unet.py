@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, norm, state_dtype
 from segnode_jax.resize import resize_bilinear
+from segnode_jax.errors import ConfigError
 
 UPSAMPLING = ("transposed", "bilinear")
 
@@ -91,7 +92,7 @@ def unet(images, train: bool, cfg, u, *, after=None):
     (named ``inc``, ``down1``.., ``up1``..) -- NODEs-UNet's ODE blocks."""
     if u.upsampling not in UPSAMPLING:
         section = "nodes_unet" if cfg.name == "nodes_unet" else "unet"
-        raise ValueError(f"model.{section}.upsampling={u.upsampling!r}; use one of {list(UPSAMPLING)}")
+        raise ConfigError(f"model.{section}.upsampling={u.upsampling!r}; use one of {list(UPSAMPLING)}")
     dtype = dtype_of(cfg.dtype)
     depth, base = int(u.depth), int(u.base_width)
     bilinear = u.upsampling == "bilinear"
@@ -132,6 +133,6 @@ class UNet(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         if cfg.get("head", "default") != "default":
-            raise ValueError(f"model.head={cfg.head!r} is for the HRNet family; U-Net has its own decoder (model.head=default)")
+            raise ConfigError(f"model.head={cfg.head!r} is for the HRNet family; U-Net has its own decoder (model.head=default)")
         logits, x = unet(images, train, cfg, cfg.unet)
         return logits, {"features": (x,)}

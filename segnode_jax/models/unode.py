@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, state_dtype
 from segnode_jax.models.odeblock import ODEBlock, check_ode_unet, sum_statistics
 from segnode_jax.resize import resize_bilinear
+from segnode_jax.errors import ConfigError
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -53,7 +54,7 @@ ACTIVATIONS = {
 
 def _activation(name: str):
     if name not in ACTIVATIONS:
-        raise ValueError(f"invalid model.unode.activation={name!r}; use one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"invalid model.unode.activation={name!r}; use one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 

@@ -22,7 +22,9 @@ import copy
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -31,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
-from segnode_jax import api, checkpoints, evaluation, metrics_log, ode, parallel, weights
+from segnode_jax import api, checkpoints, checks, evaluation, metrics_log, ode, parallel, weights
 from segnode_jax import config as config_lib
 from segnode_jax.config import LR_SCHEDULES
 from segnode_jax.errors import RunError
@@ -63,6 +65,7 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
 
     if cfg.model.name not in model_names():
         raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
+    checks.check_config(cfg)  # every enumerated field, before data or compilation
     _check_task(cfg)
     config_lib.resolve_model_size(cfg.model)
     t = cfg.train
@@ -150,6 +153,56 @@ def _check_workdir_config(workdir: str, cfg) -> None:
             f"{workdir} holds a run with a different {' and '.join(problems)} than this config; "
             "resume it with its own config (see its config.json) or train in a new --workdir."
         )
+
+
+class TrainingStopped(RunError):
+    """Training stopped on SIGTERM / SIGINT after checkpointing; exit status 128 + the signal
+    (143 for SIGTERM, 130 for Ctrl-C), as a process killed by it would report."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT (what SLURM, spot machines and Ctrl-C send) ask the loop to stop after
+    the step in flight; a second signal ends the process at once (the default action). Handlers
+    are installed only from the main thread and restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        _say(f"{signal.Signals(signum).name} received: stopping after the step in flight and saving a checkpoint "
+             "(send it again to stop at once, without saving)")
+
+    def requested(self) -> int | None:
+        """The signal any host received (all hosts agree, so that they checkpoint together)."""
+        if jax.process_count() == 1:
+            return self.signum
+        from jax.experimental import multihost_utils
+
+        got = multihost_utils.process_allgather(np.int32(self.signum or 0))
+        return int(np.max(got)) or None
 
 
 def _say(message: str) -> None:
@@ -389,8 +442,9 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     m: dict[str, Any] = {}
     step, pending, finished = run.start_step, None, False
     running = step
+    stop = _StopSignals()
     try:
-        with ode.solver_errors(cfg.model.ode):
+        with ode.solver_errors(cfg.model.ode), stop:
             if _validation_missed(run, schedule, writer):
                 _say(f"validating step {step} first: the run stopped after saving it, before its validation")
                 last_val, best = _validate(run, step, writer, best)
@@ -423,6 +477,19 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
                 if eval_now:
                     last_val, best = _validate(run, step, writer, best)
                     clock = time.time()
+                signum = stop.requested()
+                if signum is not None and step < run.num_steps:
+                    if pending is not None:
+                        m, pending = _checked(*pending, run, last_saved), None
+                        sums.add(m)
+                    if last_saved != step:
+                        run.ckpts.save(step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count})
+                        last_saved = step
+                    run.ckpts.wait()
+                    raise TrainingStopped(
+                        f"stopped by {signal.Signals(signum).name} at step {step} of {run.num_steps}; checkpoint saved in "
+                        f"{os.path.join(run.workdir, checkpoints.CHECKPOINT_DIR, str(step))}. Rerun the same command to "
+                        "resume from it", signum)
         finished = True
     except ode.ODESolveError as e:
         # Steps run ahead of the host by one: the failed step is the first one whose metrics
@@ -433,7 +500,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
         bar.close()
         writer.close()
         # After another error, a failed write must not replace it (it is logged).
-        run.ckpts.close(raise_errors=finished)
+        run.ckpts.close(raise_errors=finished or stop.signum is not None)
         close = getattr(run.data_iter, "close", None)
         if callable(close):
             close()

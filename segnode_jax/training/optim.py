@@ -15,13 +15,12 @@ import jax.numpy as jnp
 import optax
 
 from segnode_jax.config import OPTIMIZERS
-from segnode_jax.errors import UserError
+from segnode_jax import errors
 
 OPTIMIZER_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay")
 
 
-class ConfigError(UserError):
-    """Settings that cannot work together; the message names the config field."""
+ConfigError = errors.ConfigError  # the package's one config error (segnode_jax.errors)
 
 
 def recipe_name(model_cfg) -> str:

@@ -398,3 +398,52 @@ def test_exported_model_folder_loads_everywhere_a_run_does(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     written = np.asarray(Image.open(tmp_path / "pred" / "labels" / "photo.png"))
     np.testing.assert_array_equal(written, segnode_jax.predict(best, image, cfg))
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(c) for c in f.read().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_saves_stops_the_workers_and_the_rerun_continues_exactly(tiny_run, tiny_data_dir, tmp_path):
+    """What SLURM or a spot machine sends: train.py finishes the step in flight, checkpoints it,
+    ends its grain workers, says where it stopped (exit 143), and the same command resumes with
+    the uninterrupted run's losses."""
+    reference = train_losses(tiny_run[0])
+    workdir = str(tmp_path / "term")
+    argv = [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}",
+            "--config.data.num_workers=2"]
+    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    seen, workers, lines = 0, set(), []
+    for line in proc.stderr:
+        lines.append(line)
+        workers |= _children(proc.pid)
+        if line.startswith("step ") and "loss" in line:
+            seen = int(line.split()[1])
+            if seen >= 6:
+                proc.send_signal(signal.SIGTERM)
+                break
+    err = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=300) == 143, err
+    stopped = [line for line in err.splitlines() if line.startswith("error: stopped by SIGTERM")]
+    assert len(stopped) == 1 and "Rerun the same command to resume" in stopped[0] and "Traceback" not in err, err
+    step = int(stopped[0].split(" at step ")[1].split()[0])
+    assert step >= 6 and os.path.isdir(os.path.join(workdir, "checkpoints", str(step), "state")), err
+    assert workers and not [pid for pid in workers if _alive(pid)], workers  # no grain worker left behind
+    proc = run_cli("train.py", *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}", "--config.data.num_workers=2")
+    assert proc.returncode == 0 and f"from step {step}" in proc.stderr, proc.stderr
+    continued = train_losses(workdir)
+    assert sorted(continued) == list(range(1, TINY_STEPS + 1))
+    for s in range(1, TINY_STEPS + 1):
+        assert continued[s] == pytest.approx(reference[s], rel=1e-6, abs=1e-7), s

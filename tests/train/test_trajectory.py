@@ -29,13 +29,14 @@ def test_recommend_picks_the_fastest_within_the_allowed_drop():
 def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_data_dir, tmp_path):
     out = tmp_path / "traj"
     proc = run_cli(
-        "evaluate.py", f"--ckpt={tiny_run[0]}", "--trajectory", "--num_images=2", *tiny_cli_flags(tiny_data_dir),
+        "evaluate.py", f"--ckpt={tiny_run[0]}", "--trajectory", "--num_images=2", "--split=train", *tiny_cli_flags(tiny_data_dir),
         "--config.eval.trajectory.num_times=3", "--config.eval.trajectory.sweep=('euler:1','rk4:1')", f"--output={out}",
     )
     assert proc.returncode == 0, proc.stderr
     assert "fast inference:" in proc.stdout
     res = json.loads((out / "trajectory.json").read_text())
     along = res["along_trajectory"]
+    assert res["split"] == "train"  # --split reaches the trajectory
     assert along["t"] == pytest.approx([1 / 3, 2 / 3, 1.0]) and along["num_images"] == 2
     assert [r["setting"] for r in res["sweep"]] == ["euler:1", "rk4:1", "hrnetv2 (same width)"]
     assert [r["mean_nfe"] for r in res["sweep"][:2]] == [1.0, 4.0]
@@ -47,7 +48,7 @@ def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_da
     # The last point of the trajectory is the model's own prediction: it equals a plain
     # evaluation of the same images.
     cfg = tiny_config(tiny_data_dir)
-    settings = evaluation.EvalSettings.from_config(cfg, num_images=2, batch_size=1)
+    settings = evaluation.EvalSettings.from_config(cfg, split="train", num_images=2, batch_size=1)
     settings.num_visualizations = 0
     plain = evaluation.evaluate(checkpoints.load_variables(tiny_run[0]), cfg, settings=settings)
     assert along["miou"][-1] == pytest.approx(plain["miou"], abs=1e-9)
