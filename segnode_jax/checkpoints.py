@@ -512,6 +512,14 @@ def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[
         raise CheckpointError(f"{out_dir} already exists; pass overwrite=True to replace it, or choose another folder")
     variables, pytree_dir, description = read_checkpoint(path, which=which)
     cfg = config_lib.load_run_config(pytree_dir)
+    # Where the data lived on the training machine means nothing elsewhere: the folder's users
+    # get their own $SEGNODE_DATA_DIR (or ~/tensorflow_datasets).
+    with cfg.ignore_type():
+        for key in ("data_dir", "manual_dir", "root"):
+            if key in cfg.data:
+                cfg.data[key] = None
+        if "init_from" in cfg:
+            cfg.init_from = None
     from segnode_jax import data
 
     dinfo = data.get_info(cfg.data)
@@ -532,6 +540,7 @@ def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[
         with open(os.path.join(tmp, MODEL_INFO), "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared model from other users
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
             os.rename(out_dir, os.path.join(old, "x"))

@@ -152,3 +152,37 @@ def test_camvid_block_is_generated_from_the_run_files(tmp_path):
     saved = json.load(open(tmp_path / "results" / "camvid_main_job.json"))
     assert saved["test"]["miou"] == 0.3712 and saved["seconds"] == 1625 and result["machine"]["date"] == "2026-12-06 20:00 UTC"
     assert Image.open(tmp_path / "results" / "camvid" / "main_job_test_predictions.png").size == (30, 30)
+
+
+def _block(text: str, name: str) -> str:
+    match = re.search(rf"<!-- {name}:begin -->\n(.*?)\n<!-- {name}:end -->", text, re.S)
+    assert match, f"no generated block {name!r}"
+    return match.group(1)
+
+
+def test_every_generated_readme_block_is_what_its_json_renders_to():
+    """The README's generated blocks say what benchmarks/results/*.json say: each block equals its
+    generator's rendering of the committed JSON (a hand edit, or a JSON rerun without
+    regenerating, fails here)."""
+    import json
+
+    from benchmarks import camvid, main_job, parity, report, table2, vs_torch
+
+    def load(name):
+        with open(os.path.join(report.RESULTS, name)) as f:
+            return json.load(f)
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    expected = {
+        "main-job": main_job.markdown(load("main_job.json")),
+        "parity": parity.markdown(load("parity.json")),
+        "table2-summary": table2.summary_markdown(load("table2.json")),
+        "vs-torch": vs_torch.markdown(load(vs_torch.JSON)),
+    }
+    for kind, (name, block, _) in camvid.KINDS.items():
+        picture = os.path.join(report.RESULTS, "camvid", f"{kind}_test_predictions.png")
+        expected[block] = camvid.markdown(load(name), picture)
+    for block, text in expected.items():
+        assert _block(readme, block) == text.strip("\n"), block
+    assert set(re.findall(r"<!-- ([\w-]+):begin -->", readme)) == set(expected)

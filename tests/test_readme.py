@@ -42,3 +42,8 @@ def test_readme_python_api_block_runs_verbatim(monkeypatch, capsys):
     classes = int(cfg.model.num_classes)
     assert [p.shape for p in probs] == [(70, 90, classes), (40, 90, classes)]
     np.testing.assert_allclose(probs[0].sum(-1), 1.0, atol=1e-4)
+    # The shipped CamVid model loads and segments a photo at its own size.
+    street = namespace["street_labels"]
+    assert street.shape == (360, 480) and street.dtype == np.int32 and 0 <= street.min() and street.max() < 11
+    assert namespace["camvid_cfg"].model.size == "small" and namespace["camvid_cfg"].data.name == "camvid"
+

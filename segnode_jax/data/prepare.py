@@ -131,7 +131,7 @@ def prepare_command(dcfg: config_dict.ConfigDict) -> str:
         parts.append("--download")
     elif dcfg.name != "synthetic":
         parts.append(f"--manual_dir {dcfg.get('manual_dir') or '<raw download folder>'}")
-    parts.append(f"--data_dir {dcfg.data_dir}")
+    parts.append(f"--data_dir {registry.data_dir(dcfg)}")
     return " ".join(parts)
 
 
