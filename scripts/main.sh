@@ -24,9 +24,8 @@ if [ "$job" = "camvid" ]; then
   python evaluate.py --ckpt "$workdir" --which best --split test --output "$workdir/eval_test"
 fi
 t_eval=$(date +%s)
-split=()
-[ "$job" = "camvid" ] && split=(--split test)
-python evaluate.py --ckpt "$workdir" --which best --trajectory "${split[@]}" --output "$workdir/eval/trajectory"
+# The speed/accuracy analysis along the solve runs on the validation split (101 frames for camvid).
+python evaluate.py --ckpt "$workdir" --which best --trajectory --output "$workdir/eval/trajectory"
 end=$(date +%s)
 seconds=$(( end - start ))
 printf '{"job": "%s", "seconds": %d, "finished": "%s", "host_cpus": %d, "phases": {"environment": %d, "train": %d, "evaluate": %d, "trajectory": %d}}\n' \
