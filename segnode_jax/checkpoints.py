@@ -478,6 +478,32 @@ def _as_dict(tree: Any) -> Any:
 MODEL_INFO = "model.json"
 
 
+@contextlib.contextmanager
+def folder_written_whole(out_dir: str):
+    """Yields a temporary folder beside ``out_dir`` to fill; when the block ends normally it
+    becomes ``out_dir`` (an existing one is replaced, and removed only after the rename), on an
+    error it is removed: ``out_dir`` is never half-written."""
+    import shutil
+    import tempfile
+
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared folder from other users
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
+            os.rename(out_dir, os.path.join(old, "x"))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[str, Any] | None = None,
                  overwrite: bool = False) -> str:
     """Writes a trained model as a small folder others can use: weights, config, classes, palette.
@@ -502,8 +528,6 @@ def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[
       CheckpointError: nothing readable at ``path`` or ``out_dir`` exists without ``overwrite``.
     """
     import datetime
-    import shutil
-    import tempfile
 
     from segnode_jax import config as config_lib
 
@@ -529,10 +553,7 @@ def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[
         exported=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         dataset=dinfo.name, class_names=list(dinfo.class_names), palette=[list(map(int, c)) for c in dinfo.palette],
     )
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
-    try:
+    with folder_written_whole(out_dir) as tmp:
         ckpt = ocp.StandardCheckpointer()
         ckpt.save(os.path.join(tmp, CONVERTED_VARIABLES), {k: v for k, v in variables.items() if v})
         ckpt.wait_until_finished()
@@ -540,17 +561,6 @@ def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[
         with open(os.path.join(tmp, MODEL_INFO), "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared model from other users
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
-            os.rename(out_dir, os.path.join(old, "x"))
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -25,15 +25,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from segnode_jax import pth
+from segnode_jax import checkpoints, pth
 from segnode_jax.checkpoints import CONVERSION_INFO, CONVERTED_VARIABLES
 from segnode_jax.weights import flatten, unflatten
 from segnode_jax.errors import UserError
@@ -493,10 +491,7 @@ def convert(torch_file: str, cfg, out_dir: str, *, strict: bool = True, overwrit
         raise ConversionError(f"--out {out_dir} already exists; pass --overwrite to replace it, or choose another folder")
     state_dict = read_state_dict(torch_file)
     result = convert_state_dict(state_dict, model_cfg, strict=strict)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
-    try:
+    with checkpoints.folder_written_whole(out_dir) as tmp:
         ckpt = ocp.StandardCheckpointer()
         ckpt.save(os.path.join(tmp, CONVERTED_VARIABLES), result.variables)
         ckpt.wait_until_finished()
@@ -518,16 +513,6 @@ def convert(torch_file: str, cfg, out_dir: str, *, strict: bool = True, overwrit
         with open(os.path.join(tmp, CONVERSION_INFO), "w") as f:
             json.dump(info, f, indent=2, default=str)
             f.write("\n")
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
-            os.rename(out_dir, os.path.join(old, "x"))
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 

@@ -4,6 +4,7 @@ the README's loader with only jax."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -112,6 +113,10 @@ def test_predict_api_equals_the_model_on_normalised_images(model_dir):
     np.testing.assert_array_equal(stacked[1], labels)
     slid = segnode_jax.predict(variables, b, cfg, mode="slide")
     assert slid.shape == (24, 40)
+    # One window exactly covering the image is whole-image inference.
+    one_window = copy.deepcopy(cfg)
+    one_window.eval.crop_size = (24, 40)
+    np.testing.assert_array_equal(segnode_jax.predict(variables, b, one_window, mode="slide"), both[1])
     with pytest.raises(prediction.PredictError, match="uint8"):
         segnode_jax.predict(variables, a.astype(np.float32), cfg)
     with pytest.raises(prediction.PredictError, match="rk4:1"):
@@ -234,3 +239,24 @@ def test_exported_adaptive_solve_gives_nan_instead_of_a_callback_when_it_fails(m
     assert np.isnan(logits).all()
     with pytest.raises(segnode_jax.ODESolveError):
         segnode_jax.apply(variables, np.zeros((1, 32, 32, 3), np.float32), cfg.model)
+
+
+def test_slide_inference_of_a_pixelwise_function_is_that_function():
+    """Windows that overlap, fall off the image edge and pad it: for a per-pixel predict function
+    every pixel must be covered and the overlaps averaged back to the same value."""
+    from segnode_jax.evaluation.inference import slide_inference
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(37, 53, 3)).astype(np.float32)
+    calls = []
+
+    def pixelwise(x):
+        calls.append(x.shape)
+        return np.concatenate([x, x[..., :1] ** 2], axis=-1)
+
+    for crop, stride in (((16, 16), None), ((16, 24), (5, 7)), ((64, 64), None)):
+        calls.clear()
+        out = slide_inference(pixelwise, image, crop=crop, stride=stride, batch_size=3)
+        np.testing.assert_allclose(out, pixelwise(image), rtol=1e-6, atol=1e-6)
+        assert all(shape[1:3] == crop for shape in calls[:-1])
+

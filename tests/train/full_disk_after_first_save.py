@@ -19,6 +19,8 @@ if __name__ == "__main__":
         if "checkpoints" in str(self.directory):
             calls.append(step)
             if len(calls) > 1:
+                # The disk fills while this save writes, after the previous one was committed.
+                self.wait_until_finished()
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(self, step, *args, **kwargs)
 

@@ -69,8 +69,13 @@ def test_a_tiny_segnode_classifier_learns_and_evaluate_counts_the_same_top1(pret
     assert result["val"]["num_images"] == 20
     assert result["val"]["top1"] >= 0.75 > 2 * CHANCE, result["val"]
     assert result["best"]["top1"] == max(result["val"]["top1"], result["best"]["top1"])
-    losses = train_losses(workdir)
-    assert np.mean([losses[s] for s in (35, 40)]) < 0.7 * np.log(len(F.FAKE_WNIDS)), losses
+    # The training loss over the last 10 steps (the logged interval means of steps 31-35 and 36-40),
+    # well under chance (log 4). Not the single batches at the log steps: every 5th step is the last
+    # batch of an epoch of 40 images, and on an AMD EPYC host those three batches (steps 30-40)
+    # sat at 1.4-1.6 while the intervals around them averaged 0.83-1.04.
+    means = {int(r["step"]): float(r["loss_mean"]) for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+             if r.get("split", "train") == "train" and "loss_mean" in r}
+    assert np.mean([means[s] for s in (35, 40)]) < 0.7 * np.log(len(F.FAKE_WNIDS)), means
     res, out = evaluate_lib.evaluate_checkpoint(workdir, progress=False)
     assert json.load(open(os.path.join(out, "results.json")))["top1"] == res["top1"] == result["val"]["top1"]
     assert res["mean_nfe"] == 2  # Euler x2 written out: two evaluations of the field
