@@ -101,6 +101,8 @@ def markdown(r: dict, picture: str | None) -> str:
         phases = r.get("phases") or {}
         took = f" The whole command took {_min_s(int(r['seconds']))}" + (
             " (" + ", ".join(f"{k} {_min_s(int(v))}" for k, v in phases.items()) + ")." if phases else ".")
+    if r["kind"] == "shipped":
+        return _shipped_markdown(r, size, solve, when, picture)
     lines = [
         f"`{r['command']}` ({when}): SegNode {size} ({solve}, adjoint `{m['adjoint']}`), {r['train']['steps']} steps of "
         f"batch {r['train']['batch_size']} on CamVid's 367 training frames ({crop} crops at half resolution; evaluated "
@@ -116,12 +118,30 @@ def markdown(r: dict, picture: str | None) -> str:
     ]
     for p in r["published"]:
         lines.append(f"| {p['model']} | {p['miou']:.1f} | {p['pretrained']} | {p['resolution']} | {p['source']} |")
+    if picture:
+        lines += ["", f"![CamVid test frames: input, ground truth, prediction]({os.path.relpath(picture, ROOT)})"]
+    if r.get("note"):
+        lines += ["", r["note"]]
+    return "\n".join(lines)
+
+
+def _shipped_markdown(r: dict, size: str, solve: str, when: str, picture: str | None) -> str:
+    """The shipped model in short: what it is, what it scores, where it came from (the published
+    results stand in the main job's block)."""
+    t = r["test"]
+    lines = []
     if r.get("shipped"):
         folder = os.path.join(ROOT, r["shipped"])
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs) / 2**20
-        lines += ["", f"Shipped as `{r['shipped']}/` ({size:.1f} MiB: weights without optimiser state, the run's config, "
-                  "class names and palette, `model.json` with these scores and the command, `LICENSE.md`: CC BY-NC 4.0 "
-                  "as its training data)."]
+        mib = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs) / 2**20
+        lines.append(f"`{r['shipped']}/` ({mib:.1f} MiB: weights without optimiser state, the run's config, class names "
+                     "and palette, `model.json` with these scores and the command, `LICENSE.md`: CC BY-NC 4.0 as its "
+                     "training data):")
+    lines += [
+        f"SegNode {size} ({solve}), {r['train']['steps']} steps of batch {r['train']['batch_size']} by `{r['command']}` "
+        f"({when}). **Test mIoU {100 * t['miou']:.1f}** (val {100 * r['val']['miou']:.1f}; pixel accuracy "
+        f"{100 * t['pixel_accuracy']:.1f}; {t['num_images']} test frames). Per class: "
+        + ", ".join(f"{k} {100 * v:.1f}" for k, v in t["per_class_iou"].items()) + ".",
+    ]
     if picture:
         lines += ["", f"![CamVid test frames: input, ground truth, prediction]({os.path.relpath(picture, ROOT)})"]
     if r.get("note"):
