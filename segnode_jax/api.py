@@ -15,7 +15,6 @@ the caller stores them: ``variables = {**variables, "batch_stats": aux["batch_st
 
 from __future__ import annotations
 
-import copy
 import functools
 from typing import Any, Sequence
 
@@ -25,7 +24,7 @@ from jaxtyping import Array, Float
 from ml_collections import config_dict
 
 from segnode_jax import ode
-from segnode_jax.config import resolve_model_size, snapshot
+from segnode_jax.config import resolved_snapshot
 from segnode_jax.models import build_model
 
 Variables = dict[str, Any]
@@ -34,8 +33,7 @@ Variables = dict[str, Any]
 def freeze(model_cfg) -> config_dict.FrozenConfigDict:
     """A hashable snapshot of a model config as it is now (the key under which compiled
     functions are cached; see :func:`segnode_jax.config.snapshot`), ``model.size`` applied."""
-    return snapshot(resolve_model_size(copy.deepcopy(model_cfg) if not isinstance(model_cfg, config_dict.FrozenConfigDict)
-                                       else model_cfg.as_configdict()))
+    return resolved_snapshot(model_cfg)
 
 
 @functools.lru_cache(maxsize=64)

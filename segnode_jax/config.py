@@ -22,7 +22,7 @@ from typing import Any
 
 from ml_collections import config_dict
 
-from segnode_jax.errors import UserError
+from segnode_jax.errors import ConfigError, UserError
 
 placeholder = config_dict.placeholder
 
@@ -214,7 +214,7 @@ MODEL_SIZES = {
 }
 
 
-class ModelSizeError(UserError):
+class ModelSizeError(ConfigError):
     """An unknown ``model.size``."""
 
 
@@ -243,6 +243,12 @@ def resolve_model_size(model_cfg):
         if node[leaf] == default[leaf]:
             node[leaf] = value
     return model_cfg
+
+
+def resolved_snapshot(model_cfg) -> config_dict.FrozenConfigDict:
+    """:func:`snapshot` of a model config with ``model.size`` applied (the input is not changed)."""
+    frozen = snapshot(model_cfg)
+    return snapshot(resolve_model_size(frozen.as_configdict())) if frozen.get("size") else frozen
 
 
 OPTIMIZERS = ("sgd", "adamw")

@@ -12,7 +12,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from segnode_jax.config import resolve_model_size, snapshot
+from segnode_jax.config import resolved_snapshot
 from segnode_jax.models.baseline import Baseline
 from segnode_jax.models.deeplabv3 import DeepLabV3
 from segnode_jax.models.hrnet import HRNetV2
@@ -57,5 +57,4 @@ def build_model(model_cfg) -> nn.Module:
     name = model_cfg.name
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model.name={name!r}; choose one of {model_names()}")
-    frozen = snapshot(model_cfg)
-    return _REGISTRY[name](snapshot(resolve_model_size(frozen.as_configdict())) if frozen.get("size") else frozen)
+    return _REGISTRY[name](resolved_snapshot(model_cfg))
