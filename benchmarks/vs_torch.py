@@ -202,12 +202,13 @@ def _jax_outputs(cfg, variables, images, labels):
     from segnode_jax import ode
 
     logits, _ = segnode_jax.apply(variables, images, cfg.model)
+    counted = ode.with_settings(cfg.model, count_evaluations=True)
 
     def loss(params):
-        out, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, cfg.model, train=True)
+        out, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, counted, train=True)
         return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean(), aux["ode"]["nfe"]
 
-    # Traced (and run) inside the counter: the forward and backward solves' evaluations.
+    # Run inside the counter: the forward and backward solves' evaluations.
     with ode.counting_evaluations() as evaluations:
         (value, forward), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
         jax.block_until_ready(grads)

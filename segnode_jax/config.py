@@ -112,6 +112,13 @@ def ode_config() -> config_dict.ConfigDict:
             # Empty: only the final state. With times, `aux["ode"]` holds `ts` and the
             # logits decoded at each of them, `trajectory_logits`.
             saveat=(),
+            # What a failed solve does: "raise" (an ODESolveError naming the field to change) |
+            # "nan" (NaN in the state and the result code in aux["ode"]["result"]; the training
+            # step and jax.export set it: a callback that raises cannot run there).
+            on_failure="raise",
+            # Count every vector-field evaluation on the host, forward and backward solves
+            # (ode.counting_evaluations); a measuring tool: one host callback per evaluation.
+            count_evaluations=False,
         )
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from segnode_jax import api, checkpoints, checks, evaluation, parallel, weights
+from segnode_jax import api, checkpoints, checks, evaluation, models, parallel, weights
 from segnode_jax import config as config_lib
 from segnode_jax.checkpoints import CheckpointError
 
@@ -166,9 +166,10 @@ def trajectory_checkpoint(
 
     named = config_lib.load_run_config(ckpt) if cfg is None else cfg
     refuse_classifier(named, "--trajectory")
-    if named.get("model") is not None and named.model.name != "segnode":
+    if named.get("model") is not None and not models.capabilities(named.model).saves_along_solve:
         raise trajectory.TrajectoryError(
-            f"--trajectory needs a SegNode model (an ODE to solve); the config has model.name={named.model.name}"
+            f"--trajectory needs a model that saves its predictions along the ODE solve "
+            f"({', '.join(models.along_solve_names())}); the config has model.name={named.model.name}"
         )
     cfg, loaded, pytree_dir, description = _load(ckpt, cfg, which)
     if split:

@@ -63,18 +63,21 @@ def default_shape(cfg) -> tuple[str, int, int]:
     return "b", int(size[0]), int(size[1])
 
 
-def inference_function(variables, cfg):
+def inference_function(variables, cfg, on_failure: str = "raise"):
     """``uint8 images (N, H, W, 3) -> float32 logits (N, H, W, C)`` with the weights and the
-    normalisation inside (a pure function for ``jax.jit`` / ``jax.export``)."""
+    normalisation inside (a pure function for ``jax.jit`` / ``jax.export``); ``on_failure``: what
+    a failed ODE solve does (``model.ode.on_failure``: "nan" for an exported function, which
+    cannot call back to raise)."""
     import jax.numpy as jnp
 
-    from segnode_jax import api
+    from segnode_jax import api, ode
     from segnode_jax.evaluation.predictor import predict_logits
+    from segnode_jax.models import capabilities
 
-    frozen = api.freeze(cfg.model)
+    frozen = api.freeze(ode.with_settings(cfg.model, on_failure=on_failure))
     # SegNode: each image gets its own solve (as in evaluation), which also keeps the adaptive
     # controller's error norm free of the symbolic batch size.
-    per_image = frozen.name == "segnode"
+    per_image = capabilities(frozen).solves_ode
     std = np.asarray(cfg.data.std, np.float32).reshape(1, 1, 1, 3)
     scale = jnp.asarray(1.0 / (255.0 * std), jnp.float32)
     shift = jnp.asarray(np.asarray(cfg.data.mean, np.float32).reshape(1, 1, 1, 3) / std, jnp.float32)
@@ -99,8 +102,6 @@ def export_model(variables, cfg, *, shape: Sequence[Any] | None = None, platform
     import jax
     from jax import export
 
-    from segnode_jax import ode
-
     n, h, w = shape or default_shape(cfg)
     unknown = [p for p in platforms if p not in ("cpu", "cuda", "rocm", "tpu")]
     if unknown or not platforms:
@@ -110,13 +111,13 @@ def export_model(variables, cfg, *, shape: Sequence[Any] | None = None, platform
     else:
         spec = (n, h, w, 3)
     variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
-    fn = jax.jit(inference_function(variables, cfg))
-    with ode.failed_solve_as_nan():
-        return export.export(fn, platforms=tuple(platforms))(jax.ShapeDtypeStruct(spec, np.uint8))
+    fn = jax.jit(inference_function(variables, cfg, on_failure="nan"))
+    return export.export(fn, platforms=tuple(platforms))(jax.ShapeDtypeStruct(spec, np.uint8))
 
 
 def metadata(cfg, exported, shape) -> dict[str, Any]:
     from segnode_jax import data, ode
+    from segnode_jax.models import capabilities
 
     info = data.get_info(cfg.data)
     return {
@@ -128,8 +129,8 @@ def metadata(cfg, exported, shape) -> dict[str, Any]:
         "class_names": list(info.class_names),
         "palette": np.asarray(info.palette).tolist(),
         "platforms": list(exported.platforms),
-        "solver": ode.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
-        "failed_solve": "NaN logits" if cfg.model.name == "segnode" else None,
+        "solver": ode.describe_solve(cfg.model.ode) if capabilities(cfg.model).solves_ode else None,
+        "failed_solve": "NaN logits" if capabilities(cfg.model).solves_ode else None,
     }
 
 

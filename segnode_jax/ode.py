@@ -26,6 +26,9 @@ adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward
 adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
                   (exact rescaling), so ``atol`` means the same whatever the loss scale
 saveat            extra output times in [t0, t1] (trajectory analysis)
+on_failure        raise (default: :class:`ODESolveError`) | nan (NaN state, result code in
+                  the statistics: inside the training step and ``jax.export``)
+count_evaluations count evaluations on the host (:func:`counting_evaluations`)
 ================  =========================================================================
 
 ``adjoint=unrolled`` differentiates the fixed-step solve itself, like ``recursive_checkpoint``
@@ -59,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+from ml_collections import config_dict
 
 from segnode_jax import compat
 from segnode_jax.errors import RunError, UserError
@@ -170,6 +174,7 @@ SOLVERS: dict[str, Solver] = {
     "rk4": Solver(RK4, adaptive=False, evals_per_step=4, extra_evals=0),
 }
 ADJOINTS = ("backsolve", "recursive_checkpoint", "direct", "unrolled")
+ON_FAILURE = ("raise", "nan")
 
 
 def _field(name: str) -> str:
@@ -196,6 +201,8 @@ class ODESettings:
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
     saveat: tuple[float, ...] = ()
+    on_failure: str = "raise"
+    count_evaluations: bool = False
 
     def __post_init__(self):
         def bad(field, why):
@@ -205,6 +212,8 @@ class ODESettings:
             bad("solver", f"{self.solver!r} is not one of {sorted(SOLVERS)}")
         if self.adjoint not in ADJOINTS:
             bad("adjoint", f"{self.adjoint!r} is not one of {list(ADJOINTS)}")
+        if self.on_failure not in ON_FAILURE:
+            bad("on_failure", f"{self.on_failure!r} is not one of {list(ON_FAILURE)}")
         if self.error_norm not in ERROR_NORMS:
             bad("error_norm", f"{self.error_norm!r} is not one of {list(ERROR_NORMS)}")
         if not self.t1 > self.t0:
@@ -439,11 +448,9 @@ def solve(
     settings = ODESettings.from_config(settings)
     solver, controller, dt0 = _solver_parts(settings)
 
-    counter = _COUNTER[0]
-
     def f(t, y, args):
-        if counter is not None:  # counting_evaluations(): one host callback per evaluation
-            jax.debug.callback(functools.partial(_count, counter))
+        if settings.count_evaluations:  # one host callback per evaluation (counting_evaluations)
+            jax.debug.callback(_count_evaluation)
         return vector_field(t, y, args)
 
     if remat:
@@ -480,7 +487,7 @@ def solve(
         # one device every step when several devices share the batch.
         token = eqx.branched_error_if(
             jnp.zeros((), jnp.float32), failed, compat.diffrax_result_code(sol.result), _result_messages(settings),
-            on_error="nan" if _NAN_ON_FAILURE[0] else "default",
+            on_error="nan" if settings.on_failure == "nan" else "default",
         )
         ys = jax.tree_util.tree_map(lambda y: y + token.astype(y.dtype), sol.ys)
         stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
@@ -502,7 +509,7 @@ def _guarded_backsolve(integrate, *, normalise: bool):
     """The backsolve adjoint with two additions.
 
     * A failed forward solve skips the backward solve (zero gradients: the caller rejects the
-      step, see :func:`failed_solve_as_nan`). Solving the adjoint from the state where the
+      step, see ``on_failure="nan"``). Solving the adjoint from the state where the
       forward solve gave up would fail as well, and diffrax raises that failure through a host
       callback, which stalls the other devices of a sharded step in their all-reduce.
     * ``normalise``: the backward (adjoint) solve runs on the cotangent divided by its RMS,
@@ -564,25 +571,26 @@ def translate_error(error: BaseException, settings: ODESettings | Mapping | None
     return None
 
 
-# Set while tracing a function that must not raise from inside the computation: a failed
-# solve then gives NaN (and its result code in the statistics) instead of raising.
-_NAN_ON_FAILURE = [False]
+def with_settings(model_cfg, **fields) -> config_dict.FrozenConfigDict:
+    """A frozen copy of a model config whose ``ode`` fields are replaced by ``fields``.
 
+    How a caller changes what a solve *is* (``on_failure="nan"``, ``count_evaluations=True``):
+    the fields are part of the config snapshot that keys every compiled function, so a function
+    compiled with other settings is never reused for these (and the reverse)::
 
-@contextlib.contextmanager
-def failed_solve_as_nan():
-    """Functions traced inside this context return NaN from a failed solve instead of raising
-    it through a host callback; ``aux["ode"]["result"]`` (diffrax's result code, 0 = success)
-    says what happened. ``jax.export`` needs this (it cannot serialize the callback), and so
-    does the training step: raised on one device of a sharded step, the error would leave the
-    other devices waiting in the step's all-reduce until XLA aborts the process; instead the
-    step returns the code with its metrics and the host raises."""
-    previous = _NAN_ON_FAILURE[0]
-    _NAN_ON_FAILURE[0] = True
-    try:
-        yield
-    finally:
-        _NAN_ON_FAILURE[0] = previous
+        counted = ode.with_settings(cfg.model, count_evaluations=True)
+        nan_on_failure = ode.with_settings(cfg.model, on_failure="nan")
+    """
+    if isinstance(model_cfg, config_dict.FrozenConfigDict):
+        model_cfg = model_cfg.as_configdict()
+    else:
+        model_cfg = config_dict.ConfigDict(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg))
+    for name, value in fields.items():
+        if name not in {f.name for f in dataclasses.fields(ODESettings)}:
+            raise ValueError(f"unknown model.ode field {name!r}")
+        model_cfg.ode[name] = value
+    ODESettings.from_config(model_cfg.ode)  # validates
+    return config_dict.FrozenConfigDict(model_cfg)
 
 
 def failure_of(code: int, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:
@@ -593,34 +601,37 @@ def failure_of(code: int, settings: ODESettings | Mapping | None = None) -> ODES
     return ODESolveError(failure_message(compat.diffrax_result_names()[int(code)], s))
 
 
-# Set while tracing under counting_evaluations(): the counter the vector fields increment.
-_COUNTER: list[dict | None] = [None]
+# The counters of the open counting_evaluations() blocks. Run-time state only: whether a solve
+# calls back at all is its settings' ``count_evaluations`` (part of every cache key).
+_OPEN_COUNTERS: list[dict] = []
 
 
-def _count(counter: dict) -> None:
-    counter["count"] += 1
+def _count_evaluation() -> None:
+    for counter in _OPEN_COUNTERS:
+        counter["count"] += 1
 
 
 @contextlib.contextmanager
 def counting_evaluations():
-    """Solves traced inside this context count their vector-field evaluations on the host, the
-    forward solve's and -- when the function differentiates the solve -- the backward solve's
+    """Counts, on the host, the vector-field evaluations of solves built with
+    ``count_evaluations=True`` (:func:`with_settings`) that *run* inside the block: the forward
+    solve's and -- when the function differentiates the solve -- the backward solve's
     (``adjoint=backsolve``: diffrax reports only the forward statistics). Yields a dict whose
-    ``"count"`` grows each time the traced function runs. A measuring tool: every evaluation
-    costs a host callback, so do not time functions traced in it::
+    ``"count"`` grows each time such a function runs. A measuring tool: every evaluation costs a
+    host callback, so do not time functions built with it::
 
+        counted = ode.with_settings(cfg.model, count_evaluations=True)
+        grad_fn = jax.jit(jax.grad(lambda p: loss(p, counted)))
         with ode.counting_evaluations() as evaluations:
-            grad_fn = jax.jit(jax.grad(loss))
-            jax.block_until_ready(grad_fn(params))   # traced (and run) inside the context
+            jax.block_until_ready(grad_fn(params))
         evaluations["count"]                          # forward + backward evaluations
     """
     counter = {"count": 0}
-    previous = _COUNTER[0]
-    _COUNTER[0] = counter
+    _OPEN_COUNTERS.append(counter)
     try:
         yield counter
     finally:
-        _COUNTER[0] = previous
+        _OPEN_COUNTERS.remove(counter)
 
 
 @contextlib.contextmanager

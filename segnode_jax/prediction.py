@@ -164,9 +164,11 @@ def with_solver(cfg, spec: str | None):
     if spec is None:
         return cfg
     from segnode_jax import ode
+    from segnode_jax.models import capabilities, ode_model_names
 
-    if cfg.model.name != "segnode":
-        raise PredictError(f"--solver only applies to SegNode (an ODE to solve); this run's model is {cfg.model.name}")
+    if not capabilities(cfg.model).solves_ode:
+        raise PredictError(f"--solver only applies to models that solve an ODE ({', '.join(ode_model_names())}); "
+                           f"this run's model is {cfg.model.name}")
     try:
         over = ode.solver_spec_overrides(spec, cfg.model.ode)
     except ode.SolverSpecError:
@@ -454,6 +456,7 @@ def predict_files(
     from tqdm import tqdm
 
     from segnode_jax import ode
+    from segnode_jax.models import capabilities
 
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -494,7 +497,7 @@ def predict_files(
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "mode": segmenter.settings.mode,
-        "solver": ode.describe_solve(cfg.model.ode) if cfg.model.name == "segnode" else None,
+        "solver": ode.describe_solve(cfg.model.ode) if capabilities(cfg.model).solves_ode else None,
         "format": fmt,
         "label_values": "train ids (0..%d)" % (len(names) - 1) if fmt == "train_ids" else f"{cfg.data.name} ids",
         "class_names": list(names),

@@ -159,6 +159,32 @@ def test_failed_solve_raises_from_apply(variables, images):
         segnode_jax.apply(variables["segnode"], images, cfg)
 
 
+def test_solve_settings_key_the_compiled_apply_outside_inside_and_outside_again(variables, images):
+    """What a solve does on failure and whether it counts its evaluations are settings of the
+    config (part of every cache key), not context state read while tracing: the same apply,
+    compiled once per setting, keeps each setting's behaviour whatever ran before it."""
+    from segnode_jax import ode
+
+    failing = tiny("segnode", max_steps=1, rtol=1e-9, atol=1e-9)
+    as_nan = ode.with_settings(failing, on_failure="nan")
+    for _ in range(2):  # outside, "inside", outside again, and the same once more
+        with pytest.raises(segnode_jax.ODESolveError, match="model.ode.max_steps"):
+            segnode_jax.apply(variables["segnode"], images, failing)
+        logits, aux = segnode_jax.apply(variables["segnode"], images, as_nan)
+        assert np.isnan(np.asarray(logits)).all() and int(aux["ode"]["result"]) != 0
+    cfg = tiny("segnode")
+    counted = ode.with_settings(cfg, count_evaluations=True)
+    _, aux = segnode_jax.apply(variables["segnode"], images, counted)  # compiled and run outside any block
+    nfe = int(aux["ode"]["nfe"])
+    with ode.counting_evaluations() as inside:
+        segnode_jax.apply(variables["segnode"], images, cfg)
+        assert inside["count"] == 0  # built without counting: never calls back
+        jax.block_until_ready(segnode_jax.apply(variables["segnode"], images, counted)[0])
+    assert inside["count"] == nfe > 0
+    segnode_jax.apply(variables["segnode"], images, counted)  # outside again: counted nowhere
+    assert inside["count"] == nfe
+
+
 def test_bfloat16_compute_keeps_float32_state_and_logits(variables, images):
     cfg = tiny("segnode")
     cfg.dtype = "bfloat16"
@@ -451,3 +477,32 @@ def test_batchnorm_in_the_field_is_refused():
 def test_images_must_be_nhwc(variables):
     with pytest.raises(ValueError, match=r"images\[None\]"):
         segnode_jax.apply(variables["hrnetv2"], jnp.zeros((30, 34, 3)), tiny("hrnetv2"))
+
+
+def test_a_registered_model_is_asked_what_it_can_do_not_named(variables, images):
+    """A model added with register_model(..., solves_ode=True) gets --solver, NaN-on-failure in
+    export and the ODE statistics like the built-in ODE models; one registered without it is
+    refused with the names of those that can."""
+    from segnode_jax import models, prediction
+    from segnode_jax.models.segnode import SegNode
+
+    try:
+        segnode_jax.register_model("my_ode_net", solves_ode=True)(type("MyODENet", (SegNode,), {}))
+        segnode_jax.register_model("my_plain_net")(type("MyPlainNet", (SegNode,), {}))
+        cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py"))
+        cfg.model.name = "my_ode_net"
+        assert models.has_ode(cfg.model) and "my_ode_net" in models.ode_model_names()
+        assert not segnode_jax.capabilities("my_ode_net").saves_along_solve
+        fast = prediction.with_solver(cfg, "euler:1")
+        assert (fast.model.ode.solver, fast.model.ode.num_steps) == ("euler", 1)
+        _, aux = segnode_jax.apply(variables["segnode"], images, fast.model)
+        assert int(aux["ode"]["nfe"]) == 1
+        cfg.model.name = "my_plain_net"
+        assert not models.has_ode(cfg.model)
+        with pytest.raises(prediction.PredictError, match=r"--solver only applies to models that solve an ODE \(.*my_ode_net"):
+            prediction.with_solver(cfg, "euler:1")
+        with pytest.raises(ConfigError, match="unknown model.name='nope'"):
+            segnode_jax.capabilities("nope")
+    finally:
+        for name in ("my_ode_net", "my_plain_net"):
+            models._REGISTRY.pop(name, None)

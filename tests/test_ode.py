@@ -1,5 +1,7 @@
 """The ODE core: accuracy against closed forms, solver statistics, adjoint gradients, failures."""
 
+import dataclasses
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -297,19 +299,24 @@ def test_max_steps_raises_clear_error_inside_jit_and_eagerly():
 
 def test_counting_evaluations_counts_forward_and_backward_solves():
     """The forward count equals the reported NFE; a backsolve gradient adds the backward solve's
-    evaluations (RK4 x2 backwards: 4 per step, each evaluating f once inside its VJP)."""
-    for s in (ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve"), ode.ODESettings(rtol=1e-4, atol=1e-4)):
+    evaluations (RK4 x2 backwards: 4 per step, each evaluating f once inside its VJP). Counting
+    is a setting of the solve: a function built without it never calls back."""
+    for s in (ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve", count_evaluations=True),
+              ode.ODESettings(rtol=1e-4, atol=1e-4, count_evaluations=True)):
         with ode.counting_evaluations() as forward:
             y1, info = jax.jit(lambda p: ode.solve(linear_field, Y0, p, s))(PARAMS)  # noqa: B023
             jax.block_until_ready(y1)
         assert forward["count"] == int(info["nfe"]) > 0
-    s = ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve")
+    s = ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve", count_evaluations=True)
+    grad_fn = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(linear_field, Y0, p, s)[0][0])))
+    jax.block_until_ready(grad_fn(PARAMS))  # compiled and run outside any block: counted nowhere
     with ode.counting_evaluations() as both:
-        grads = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(linear_field, Y0, p, s)[0][0])))(PARAMS)
-        jax.block_until_ready(grads)
+        jax.block_until_ready(grad_fn(PARAMS))  # the same compiled function, run inside
     assert both["count"] == 8 + 8
-    jax.block_until_ready(jax.jit(lambda p: ode.solve(linear_field, Y0, p, s)[0])(PARAMS))  # traced outside: not counted
-    assert both["count"] == 16
+    plain = dataclasses.replace(s, count_evaluations=False)
+    with ode.counting_evaluations() as none:
+        jax.block_until_ready(jax.jit(lambda p: ode.solve(linear_field, Y0, p, plain)[0])(PARAMS))
+    assert none["count"] == 0 and both["count"] == 16
 
 
 def _loss_with(settings, p):
@@ -318,7 +325,7 @@ def _loss_with(settings, p):
 
 
 @pytest.mark.parametrize("normalise", [True, False])
-def test_inside_failed_solve_as_nan_a_failure_is_a_result_code_and_skips_the_backward_solve(normalise):
+def test_with_on_failure_nan_a_failure_is_a_result_code_and_skips_the_backward_solve(normalise):
     """How the training step meets a failed solve: NaN loss, the code in the statistics, no
     callback raising (forward or backward), and no backward solve from the abandoned state."""
     failing = ode.ODESettings(max_steps=2, rtol=1e-8, atol=1e-8, adjoint_normalise=normalise)
@@ -326,8 +333,8 @@ def test_inside_failed_solve_as_nan_a_failure_is_a_result_code_and_skips_the_bac
     assert failing.adjoint == ok.adjoint == "backsolve"
 
     def step(settings):
-        with ode.failed_solve_as_nan():  # the context applies while tracing (at the first call)
-            return jax.jit(jax.value_and_grad(lambda p: _loss_with(settings, p), has_aux=True))(PARAMS)
+        settings = dataclasses.replace(settings, on_failure="nan")
+        return jax.jit(jax.value_and_grad(lambda p: _loss_with(settings, p), has_aux=True))(PARAMS)
 
     (value, info), grads = step(failing)  # raises nothing
     assert np.isnan(float(value))

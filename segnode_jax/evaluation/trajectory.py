@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segnode_jax import api, evaluation, ode
+from segnode_jax import api, evaluation, models, ode
 from segnode_jax.errors import UserError
 
 class TrajectoryError(UserError):
@@ -65,8 +65,9 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
 
     from segnode_jax import data
 
-    if cfg.model.name != "segnode":
-        raise TrajectoryError(f"--trajectory needs a SegNode model; this checkpoint is model.name={cfg.model.name}")
+    if not models.capabilities(cfg.model).saves_along_solve:
+        raise TrajectoryError(f"--trajectory needs a model that saves its predictions along the ODE solve "
+                              f"({', '.join(models.along_solve_names())}); this checkpoint is model.name={cfg.model.name}")
     t0, t1 = float(cfg.model.ode.t0), float(cfg.model.ode.t1)
     times = sorted({float(t) for t in times} | {t1})
     if times[0] <= t0:

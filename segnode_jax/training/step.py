@@ -71,6 +71,10 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
     images, labels = batch["image"], batch["label"]
 
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    # A failed ODE solve gives NaN and its result code (raised by the host from the metrics,
+    # never from inside the sharded step: raised on one device, the error would leave the others
+    # waiting in the step's all-reduce until XLA aborts the process).
+    model_cfg = ode.with_settings(model_cfg, on_failure="nan")
 
     classify = model_cfg.get("task", "segmentation") == "classification"
 
@@ -84,10 +88,7 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
             loss = loss + float(loss_cfg.get("aux_weight", 0.4)) * losses.cross_entropy(aux["aux_logits"], labels, class_weights)
         return loss, (logits, aux)
 
-    # A failed ODE solve gives NaN and its result code (raised by the host from the metrics,
-    # never from inside the sharded step: see ode.failed_solve_as_nan).
-    with ode.failed_solve_as_nan():
-        (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
@@ -158,18 +159,24 @@ def make_train_step(cfg, num_steps: int, mesh, class_weights=None):
     laid out as ``cfg.parallel`` says; cached per config, so several runs in one process
     compile once). The same function serves every device and host count."""
     cw = None if class_weights is None else tuple(float(v) for v in np.asarray(class_weights).ravel())
-    # Only the fields the step depends on key the cache: runs that differ in how often they
-    # log, save or validate share one compiled step.
-    step_fields = {k: cfg.train.get(k) for k in STEP_FIELDS if k in cfg.train}
+    # Every train field but the loop's own keys the cache (runs that differ in how often they
+    # log, save or validate share one compiled step; a field added to cfg.train keys it too).
+    step_fields = step_settings(cfg.train)
     # The seed keys the dropout draws only where there is dropout (runs of other seeds share
     # one compiled step otherwise).
     seed = int(cfg.get("seed", 0)) if cfg.model.get("head", "default") == "ocr" else 0
     return _train_step_jit(_freeze(cfg.model), _freeze(step_fields), _freeze(cfg.get("parallel")), int(num_steps), cw, mesh, seed)
 
 
-# The cfg.train fields the optimiser and the loss read (segnode_jax.training.optim, losses).
-STEP_FIELDS = (
-    "optimizer", "learning_rate", "momentum", "weight_decay", "nesterov", "adam_b1", "adam_b2", "adam_eps",
-    "lr_schedule", "poly_power", "end_learning_rate", "warmup_steps", "grad_clip_norm", "loss", "head_lr_mult",
-    "lr_decay_at", "lr_decay_factor",
-)
+# The cfg.train fields that only the training loop reads (how long to train, how often to log,
+# save and validate, how many to keep); tests/train/test_step.py checks that the optimiser and
+# the loss build without them.
+LOOP_FIELDS = frozenset({
+    "batch_size", "num_epochs", "num_steps", "log_every_steps", "checkpoint_every_steps", "max_to_keep",
+    "eval_every_steps", "eval_num_images", "progress_bar",
+})
+
+
+def step_settings(train_cfg) -> dict[str, Any]:
+    """The ``cfg.train`` fields a training step depends on: all but :data:`LOOP_FIELDS`."""
+    return {k: v for k, v in train_cfg.items() if k not in LOOP_FIELDS}

@@ -76,3 +76,27 @@ def _check_head_lr_mult(optimizer):
     np.testing.assert_allclose(u10["head"]["cls"]["kernel"], 10 * np.asarray(u1["head"]["cls"]["kernel"]), rtol=1e-6)
     np.testing.assert_array_equal(u10["stem"]["w"], u1["stem"]["w"])
     assert np.all(np.abs(d10) > 5 * np.abs(d1))
+
+
+def test_the_compiled_step_is_keyed_by_every_train_field_but_the_loops():
+    """The step is built from ``step_settings(cfg.train)`` alone (so the optimiser and the loss
+    cannot read a loop field), and every other field keys its cache: a field added to
+    ``cfg.train`` later gets a step of its own instead of a stale one."""
+    from segnode_jax import parallel
+    from segnode_jax.training import step
+
+    cfg = training.resolve_config(segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py")))
+    mesh = parallel.make_mesh()
+    first = training.make_train_step(cfg, 10, mesh)
+    assert set(step.step_settings(cfg.train)) == set(cfg.train) - step.LOOP_FIELDS
+    for field, value in (("log_every_steps", 7), ("eval_every_steps", 3), ("progress_bar", False), ("max_to_keep", 9)):
+        cfg.train[field] = value
+        assert training.make_train_step(cfg, 10, mesh) is first, field
+    momentum = cfg.train.momentum
+    cfg.train.momentum = 0.5
+    assert training.make_train_step(cfg, 10, mesh) is not first
+    cfg.train.momentum = momentum
+    assert training.make_train_step(cfg, 10, mesh) is first
+    with cfg.train.unlocked():
+        cfg.train.a_field_added_later = 1
+    assert training.make_train_step(cfg, 10, mesh) is not first

@@ -58,4 +58,4 @@ def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_da
 
 def test_trajectory_of_a_model_without_ode_is_refused(tiny_run, tiny_data_dir, tmp_path):
     proc = run_cli("evaluate.py", f"--ckpt={tiny_run[0]}", "--trajectory", *tiny_cli_flags(tiny_data_dir), "--config.model.name=hrnetv2")
-    assert proc.returncode == 2 and "needs a SegNode model" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "needs a model that saves its predictions along the ODE solve (segnode)" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
