@@ -447,6 +447,7 @@ def solve(
     """
     settings = ODESettings.from_config(settings)
     solver, controller, dt0 = _solver_parts(settings)
+    _drop_repeated_tracebacks()
 
     def f(t, y, args):
         if settings.count_evaluations:  # one host callback per evaluation (counting_evaluations)
@@ -667,4 +668,12 @@ class _DropReportedSolveFailures(logging.Filter):
         return not (_MARK in text or any(m in text for m in _DIFFRAX_MESSAGES.values()))
 
 
-compat.jax_callback_logger().addFilter(_DropReportedSolveFailures())
+_FILTER = _DropReportedSolveFailures()
+
+
+def _drop_repeated_tracebacks() -> None:
+    """Installs the filter on JAX's callback logger (once; called by every solve, not at import:
+    importing this package configures no logging)."""
+    logger = compat.jax_callback_logger()
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)

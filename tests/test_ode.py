@@ -435,3 +435,37 @@ def test_spec_on_an_unrolled_model_solves_adaptive_entries_through_diffrax():
         assert settings.adjoint == adjoint and settings.solver == over["solver"]
     assert "adjoint" not in ode.solver_spec_overrides("dopri5@1e-2", {"adjoint": "recursive_checkpoint"})
 
+
+
+def test_importing_the_package_configures_no_logging():
+    """Importing every segnode_jax module leaves every logger (filters, handlers, level) as
+    importing the same third-party modules alone leaves it (orbax adds a root handler: theirs);
+    the ODE failure filter is installed by the first solve."""
+    import json
+    import subprocess
+    import sys
+
+    state = """
+import logging, json, sys
+def state():
+    loggers = [logging.getLogger()] + [l for l in logging.Logger.manager.loggerDict.values() if isinstance(l, logging.Logger)]
+    return {l.name or "root": [len(l.filters), len(l.handlers), l.level] for l in loggers}
+"""
+    ours = state + """
+import importlib, pkgutil, segnode_jax
+for m in pkgutil.walk_packages(segnode_jax.__path__, "segnode_jax."):
+    importlib.import_module(m.name)
+third = [n for n in dict.fromkeys(k.split(".")[0] for k in sys.modules) if n != "segnode_jax"]
+print(json.dumps({"state": state(), "third": third}))
+"""
+
+    def run(code):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    with_ours = run(ours)
+    alone = run(state + "import importlib\nfor n in %r:\n    try: importlib.import_module(n)\n    except Exception: pass\n"
+                "print(json.dumps({'state': state()}))" % with_ours["third"])
+    changed = {k: (alone["state"].get(k), v) for k, v in with_ours["state"].items() if alone["state"].get(k, [0, 0, 0]) != v}
+    assert changed == {}, changed
