@@ -252,14 +252,14 @@ def train(run: Run, steps: int, workdir: str, earlier: dict[str, dict[str, Any]]
     }
 
 
-def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """Parameters, memory and step time of the real training step at batch 24 (one compile per
-    variant serves both: the analysed executable is the one timed), and inference time of one
-    image; the timed rounds interleave the variants."""
+def measure(configs: dict[str, Any], steps: int, repeats: int, batch: int = MEMORY_BATCH) -> dict[str, dict[str, Any]]:
+    """Parameters, memory and step time of the real training step at ``batch`` on each config's
+    crops (one compile per config serves both: the analysed executable is the one timed), and
+    inference time of one image; the timed rounds interleave the configs (keyed as given)."""
     mesh = parallel.make_mesh()
     prepared = {}
-    for v in variants:
-        cfg = training.resolve_config(run_config(Run(v, "paper", 0), steps))
+    for key, run_cfg in configs.items():
+        cfg = training.resolve_config(run_cfg)
         data.resolve_num_classes(cfg)
         data.ensure_prepared(cfg.data)
         tx, _ = training.make_optimizer(cfg.train, steps)
@@ -271,28 +271,28 @@ def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict
             training.abstract_train_state(cfg.model, tx), shardings,
         )
         batch_spec = {
-            "image": jax.ShapeDtypeStruct((MEMORY_BATCH, h, w, 3), jnp.float32, sharding=parallel.batch_sharding(mesh)),
-            "label": jax.ShapeDtypeStruct((MEMORY_BATCH, h, w), jnp.int32, sharding=parallel.batch_sharding(mesh)),
+            "image": jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32, sharding=parallel.batch_sharding(mesh)),
+            "label": jax.ShapeDtypeStruct((batch, h, w), jnp.int32, sharding=parallel.batch_sharding(mesh)),
         }
         compiled = step_fn.lower(abstract, batch_spec).compile(compiler_options=memory.compiler_options())
         mem = memory.of_compiled(compiled)
         state = jax.device_put(training.create_train_state(cfg.model, tx, jax.random.key(0), (1, h, w, 3)), shardings)
-        it = data.train_iterator(cfg.data, batch_size=MEMORY_BATCH, seed=0, worker_count=0)
-        batch = parallel.global_batch(next(it), mesh)
+        it = data.train_iterator(cfg.data, batch_size=batch, seed=0, worker_count=0)
+        batch_data = parallel.global_batch(next(it), mesh)
         frozen = api.freeze(cfg.model)
         infer = jax.jit(lambda variables, x: api.apply(variables, x, frozen)[0])
-        image = batch["image"][:1]
+        image = batch_data["image"][:1]
         with ode.solver_errors(cfg.model.ode):
             jax.block_until_ready(infer(state.variables, image))  # compiles
-        prepared[v.key] = [cfg, compiled, infer, state, batch, image, mem]
-        print(f"  compiled and analysed {v.key}", flush=True)
+        prepared[key] = [cfg, compiled, infer, state, batch_data, image, mem]
+        print(f"  compiled and analysed {key}", flush=True)
     times = {k: {"train": [], "infer": []} for k in prepared}
     for r in range(repeats + 1):  # round 0 warms up
         for k, p in prepared.items():
-            cfg, step_fn, infer, state, batch, image, _ = p
+            cfg, step_fn, infer, state, batch_data, image, _ = p
             with ode.solver_errors(cfg.model.ode):
                 t = time.perf_counter()
-                state, _ = step_fn(state, batch)
+                state, _ = step_fn(state, batch_data)
                 jax.block_until_ready(state.params)
                 dt = time.perf_counter() - t
                 t = time.perf_counter()
@@ -303,13 +303,12 @@ def measure(variants: list[Variant], steps: int, repeats: int) -> dict[str, dict
                 times[k]["train"].append(dt)
                 times[k]["infer"].append(di)
     out = {}
-    for v in variants:
-        cfg, *_, mem = prepared[v.key]
-        out[v.key] = {
+    for key, (cfg, *_, mem) in prepared.items():
+        out[key] = {
             "params": int(segnode_jax.count_params(cfg.model)),
             "train_memory_bytes": int(mem["total"]),
-            "train_step_seconds": statistics.median(times[v.key]["train"]),
-            "infer_ms_per_image": 1000 * statistics.median(times[v.key]["infer"]),
+            "train_step_seconds": statistics.median(times[key]["train"]),
+            "infer_ms_per_image": 1000 * statistics.median(times[key]["infer"]),
         }
     return out
 
@@ -550,7 +549,7 @@ def main(argv=None) -> dict[str, Any]:
         measured = {v.key: measured[v.key] for v in variants}
         measured_at = earlier.get("measurements_date") or earlier["machine"]["date"]
     else:
-        measured = measure(variants, args.steps, args.repeats)
+        measured = measure({v.key: run_config(Run(v, "paper", 0), args.steps) for v in variants}, args.steps, args.repeats)
     rows = summarise(results, measured)
     result = {
         "machine": report.machine(),

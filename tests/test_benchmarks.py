@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+import segnode_jax
+
 from tests.conftest import REPO
 
 DOCS = ["README.md", "benchmarks/README.md", *sorted(glob.glob("docs/*.md", root_dir=REPO))]
@@ -87,6 +89,54 @@ def test_parity_reports_a_recipe_that_diverged_as_a_result():
     assert f"| unode | {solve} | shared_sgd | diverged (3/3 seeds) |" in table
     assert "Diverged: unode under `shared_sgd` (3/3 seeds)." in table
     assert "--shared_sgd" in table and "runs trained 2026-12-06 (6)" in table
+
+
+def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios():
+    """One width factor for stem, layer1 and branches keeps SegNode at about a third of HRNetV2
+    (Table 2: 0.33), and the three differ in nothing but the model."""
+    from benchmarks import camvid_parity
+
+    cfgs = {m: camvid_parity.run_config(m, "shared", 0) for m in camvid_parity.MODELS}
+    params = {m: segnode_jax.count_params(c.model) for m, c in cfgs.items()}
+    assert 0.30 < params["segnode"] / params["hrnetv2"] < 0.36, params
+    assert (cfgs["segnode"].model.stem_width, cfgs["segnode"].model.layer1_planes, cfgs["segnode"].model.width) == (16, 16, 12)
+    plain = {m: c.to_dict() for m, c in cfgs.items()}
+    for c in plain.values():
+        c["model"].pop("name")
+    assert plain["hrnetv2"] == plain["baseline"] == plain["segnode"]
+    paper = camvid_parity.run_config("hrnetv2", "paper", 0)
+    from segnode_jax import training
+
+    resolved = training.resolve_config(paper).train
+    assert (resolved.optimizer, resolved.learning_rate, resolved.weight_decay) == ("sgd", 0.01, 5e-4)
+    assert camvid_parity.plan("shared", camvid_parity.SEEDS) == [
+        ("hrnetv2", 0), ("baseline", 0), ("segnode", 0), ("hrnetv2", 1), ("baseline", 1), ("segnode", 1), ("segnode", 2)]
+
+
+def test_camvid_parity_reports_the_claim_and_unfinished_runs():
+    from benchmarks import camvid_parity
+
+    def run(model, seed, test, finished=True):
+        return {"model": model, "recipe": "shared", "seed": seed, "run": f"{model}_shared_s{seed}", "finished": finished,
+                "failed": None, "curve": [[500, test - 0.05], [1500, test + 0.1]], "val_miou": test + 0.1, "val_step": 1500,
+                "test_miou": test if finished else None, "test_per_class_iou": None,
+                "segments": [{"started": "2026-12-06 22:40 UTC", "seconds": 3600, "cpu": "AMD EPYC", "cpu_count": 2}]}
+
+    runs = [run("hrnetv2", 0, 0.40), run("hrnetv2", 1, 0.42), run("baseline", 0, 0.41), run("baseline", 1, 0.0, False),
+            run("segnode", 0, 0.38), run("segnode", 1, 0.385), run("segnode", 2, 0.39)]
+    measured = {"hrnetv2": {"params": 4.1e6, "train_memory_bytes": 900 * 2**20, "train_step_seconds": 2.0, "infer_ms_per_image": 30.0},
+                "baseline": {"params": 4.5e6, "train_memory_bytes": 800 * 2**20, "train_step_seconds": 1.8, "infer_ms_per_image": 25.0},
+                "segnode": {"params": 1.35e6, "train_memory_bytes": 300 * 2**20, "train_step_seconds": 0.5, "infer_ms_per_image": 9.0}}
+    rows = camvid_parity.summarise(runs, measured)
+    claim = camvid_parity.claim(rows)
+    assert claim["test_miou_gap"] == pytest.approx(0.385 - 0.41) and not claim["within_1_point"]
+    assert claim["third_of_params"] and claim["under_half_memory"] and not claim["holds"]
+    table = camvid_parity.markdown({"machine": {"date": "2026-12-07", "cpu_count": 2, "cpu": "AMD EPYC"}, "steps": 1500,
+                                    "runs": runs, "rows": rows, "claim": claim})
+    assert "| hrnetv2 | shared | 41.0 ± 1.4 (n=2) |" in table
+    assert "| baseline | shared | 41.0 (n=1 of 2) |" in table
+    assert "The claim does not hold here (shared recipe): SegNode's test mIoU is -2.5 points" in table
+    assert "trained 2026-12-06 (7.0 h) on 2 cores of AMD EPYC" in table
 
 
 def test_table2_compares_a_row_with_the_baseline_timed_in_its_own_process():
