@@ -267,60 +267,34 @@ class Segmenter:
         """Segments images given in one call (``whole`` mode: consecutive images of one size
         share a forward pass)."""
         from segnode_jax import ode
-        from segnode_jax.evaluation.inference import hrnet_inference, multiscale_inference, slide_inference
-        from segnode_jax.evaluation.runner import _pad_value, _round_up
+        from segnode_jax.evaluation.inference import canvas_groups, infer, pad_value, padded_batch
 
         s = self.settings
-        pad_value = _pad_value(self.cfg.data)
+        fill = pad_value(self.cfg.data)
         inputs = [self.model_input(im) for im in images]
         sizes = [tuple(np.asarray(im).shape[:2]) for im in images]
         out: list[Prediction | None] = [None] * len(inputs)
         with ode.solver_errors(self.cfg.model.get("ode")):
             if s.mode == "whole":
+                # Images of one canvas share a forward pass (sorted by size so that they meet).
                 order = sorted(range(len(inputs)), key=lambda i: inputs[i].shape[:2])
-                start = 0
-                while start < len(order):
-                    shape = inputs[order[start]].shape[:2]
-                    group = [order[start]]
-                    while (start + len(group) < len(order) and len(group) < self.batch_size
-                           and inputs[order[start + len(group)]].shape[:2] == shape):
-                        group.append(order[start + len(group)])
-                    start += len(group)
-                    h, w = shape
-                    canvas = (_round_up(h, s.pad_multiple), _round_up(w, s.pad_multiple))
-                    batch = np.empty((len(group), *canvas, 3), np.float32)
-                    batch[...] = pad_value
-                    for k, i in enumerate(group):
-                        batch[k, :h, :w] = inputs[i]
+                for group in canvas_groups(order, lambda i: inputs[i].shape, self.batch_size, s.pad_multiple):
+                    batch = padded_batch([inputs[i] for i in group], s.pad_multiple, fill)
                     mark, shapes, t = self.predictor.nfe_mark(), self.predictor.num_shapes, time.perf_counter()
-                    logits = np.asarray(self.predictor.device_call(batch))[: len(group), :h, :w]
+                    logits = np.asarray(self.predictor.device_call(batch))
                     seconds = (time.perf_counter() - t) / len(group)
                     compiled = self.predictor.num_shapes > shapes
                     nfe = self.predictor.nfe_since(mark) if self.predictor.is_ode else None
                     for k, i in enumerate(group):
-                        labels, probs = self._finish(logits[k], sizes[i], probabilities, are_probs=False)
+                        h, w = inputs[i].shape[:2]
+                        labels, probs = self._finish(logits[k, :h, :w], sizes[i], probabilities, are_probs=False)
                         out[i] = Prediction(labels, probs, seconds, None if nfe is None else float(nfe[k]), compiled)
             else:
                 for i, x in enumerate(inputs):
                     mark, shapes, t = self.predictor.nfe_mark(), self.predictor.num_shapes, time.perf_counter()
-                    if s.mode == "slide":
-                        scores = slide_inference(self.predictor, x, crop=s.crop, stride=s.stride, pad_value=pad_value,
-                                                 batch_size=self.batch_size)
-                    elif s.mode == "hrnet":
-                        # Sums of exp(logits): normalised over the classes, HRNet's probabilities.
-                        scores = hrnet_inference(
-                            self.predictor, x, scales=s.scales, flip=s.flip, flip_pairs=self.info.flip_pairs,
-                            crop=s.crop, base_size=s.base_size, rule=s.hrnet_rule, pad_value=pad_value,
-                        )
-                        scores = scores / scores.sum(axis=-1, keepdims=True)
-                    else:
-                        scores = multiscale_inference(
-                            self.predictor, x, scales=s.scales, flip=s.flip, flip_pairs=self.info.flip_pairs,
-                            base=s.multiscale_base, crop=s.crop, stride=s.stride, pad_value=pad_value,
-                            batch_size=self.batch_size,
-                        )
+                    scores, are_probs = infer(self.predictor, x, s, fill=fill, flip_pairs=self.info.flip_pairs)
                     seconds = time.perf_counter() - t
-                    labels, probs = self._finish(scores, sizes[i], probabilities, are_probs=s.mode in ("multiscale", "hrnet"))
+                    labels, probs = self._finish(scores, sizes[i], probabilities, are_probs=are_probs)
                     out[i] = Prediction(labels, probs, seconds, self._nfe(mark), self.predictor.num_shapes > shapes)
         return out  # type: ignore[return-value]
 

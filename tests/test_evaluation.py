@@ -3,6 +3,7 @@ whole / sliding-window / multi-scale+flip inference and scoring saved prediction
 
 from __future__ import annotations
 
+import copy
 import os
 
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import segnode_jax
 from segnode_jax import data, evaluation
 from segnode_jax.resize import resize_bilinear
 from segnode_jax.errors import ConfigError
@@ -348,6 +350,39 @@ def test_evaluate_with_an_oracle_gives_the_exact_confusion(eval_cfg, mode):
     np.testing.assert_array_equal(np.asarray(res["confusion_matrix"]), expected)
     assert res["miou"] == pytest.approx(evaluation.metrics_from_confusion(expected)["miou"])
     assert res["num_images"] == 4
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide", "multiscale", "hrnet"])
+def test_evaluate_and_predict_give_the_same_predictions_in_every_mode(eval_cfg, mode):
+    """evaluate.py's runner and predict.py's Segmenter go through one dispatcher
+    (evaluation.inference.infer, canvas_groups): for the same model and images their
+    predictions are identical, and the Segmenter's probabilities are the dispatcher's."""
+    from segnode_jax import prediction
+    from segnode_jax.evaluation import inference
+
+    cfg = copy.deepcopy(eval_cfg)
+    cfg.model.ode.update(solver="euler", num_steps=1, adjoint="unrolled")  # the cheapest solve to compile
+    cfg.eval.update(mode=mode, crop_size=(16, 24), stride=(8, 8), scales=(1.0, 0.75), flip=True, batch_size=2,
+                    pad_multiple=12)  # 32x32 images on 36x36 canvases: padding in play
+    variables = segnode_jax.init(cfg.model, jax.random.key(5), (1, 32, 32, 3))
+    settings = evaluation.EvalSettings.from_config(cfg)
+    predictor = evaluation.Predictor.for_model(variables, cfg.model, batch_size=2)
+    evaluated = {}
+    evaluation.evaluate_predictor(predictor, cfg, settings=settings,
+                                  on_prediction=lambda ex, pred: evaluated.__setitem__(str(ex["name"]), pred))
+    examples = _examples(cfg)
+    segmenter = prediction.Segmenter(variables, cfg)
+    predicted = segmenter.segment([ex["raw_image"] for ex in examples], probabilities=True)
+    assert len(evaluated) == len(predicted) == len(examples) == 4
+    for ex, p in zip(examples, predicted):
+        np.testing.assert_array_equal(p.labels, evaluated[str(ex["name"])])
+        if mode != "whole":
+            scores, are_probs = inference.infer(predictor, ex["image"], settings, fill=inference.pad_value(cfg.data))
+            assert are_probs == (mode != "slide")
+            expected = scores if are_probs else inference.softmax_np(scores)
+            if expected.shape[:2] != p.labels.shape:
+                expected = evaluation.resize_bilinear_np(expected, p.labels.shape)
+            np.testing.assert_array_equal(p.probabilities, expected.astype(np.float32))  # predict returns float32
 
 
 def test_whole_mode_pads_labels_and_resizes_to_the_original_label_size(eval_cfg):

@@ -12,19 +12,86 @@ w, C)`` as numpy arrays:
 * :func:`hrnet_inference`: HRNet-Semantic-Segmentation's own multi-scale + flip test, step by
   step (``eval.mode="hrnet"``).
 
+:func:`infer` dispatches one image to the mode of an ``EvalSettings``, and :func:`canvas_groups`
+with :func:`padded_batch` batch whole images by padded canvas: ``evaluate.py``, ``predict.py``,
+the exporter's checks and the trajectory all go through them, so that their predictions agree.
+
 Resizing on the host follows PyTorch's ``align_corners=False`` (HRNet's ``F.interpolate``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from segnode_jax.resize import resize_bilinear_np
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+T = TypeVar("T")
+
+
+def round_up(x: int, m: int) -> int:
+    """``x`` rounded up to a multiple of ``m`` (``x`` itself for ``m <= 1``)."""
+    return int(math.ceil(x / m) * m) if m > 1 else int(x)
+
+
+def pad_value(dcfg) -> np.ndarray:
+    """The normalised value of a black pixel (what training pads crops with)."""
+    return (0.0 - np.asarray(dcfg.mean, np.float32)) / np.asarray(dcfg.std, np.float32)
+
+
+def canvas_groups(items: Iterable[T], shape_of: Callable[[T], Sequence[int]], batch_size: int,
+                  pad_multiple: int) -> Iterator[list[T]]:
+    """Consecutive ``items`` whose images pad to the same canvas (each side rounded up to
+    ``pad_multiple``), at most ``batch_size`` per group: the batches of whole-image inference."""
+    group: list[T] = []
+    canvas = None
+    for item in items:
+        c = tuple(round_up(int(v), pad_multiple) for v in shape_of(item)[:2])
+        if group and (len(group) == batch_size or c != canvas):
+            yield group
+            group = []
+        canvas = c
+        group.append(item)
+    if group:
+        yield group
+
+
+def padded_batch(images: Sequence[np.ndarray], pad_multiple: int, fill, rows: int | None = None) -> np.ndarray:
+    """Normalised images ``(h, w, 3)`` of one canvas as one float32 batch ``(rows, H, W, 3)``
+    (``rows`` default ``len(images)``), each at the top left, the rest ``fill``."""
+    h = round_up(max(im.shape[0] for im in images), pad_multiple)
+    w = round_up(max(im.shape[1] for im in images), pad_multiple)
+    batch = np.empty((rows or len(images), h, w, 3), np.float32)
+    batch[...] = fill
+    for k, im in enumerate(images):
+        batch[k, : im.shape[0], : im.shape[1]] = im
+    return batch
+
+
+def infer(predictor, image: np.ndarray, settings, *, fill, flip_pairs=()) -> tuple[np.ndarray, bool]:
+    """Scores ``(h', w', C)`` of one normalised image under ``settings.mode`` (an
+    ``EvalSettings``; ``whole`` images go through :func:`canvas_groups` instead).
+
+    Returns ``(scores, are_probabilities)``: ``slide`` gives logits; ``multiscale`` and
+    ``hrnet`` class probabilities (HRNet's sums of ``exp(logits)`` normalised over the classes).
+    The size is the image's except for ``hrnet`` (``base_size``'s): resize before the argmax.
+    """
+    s = settings
+    if s.mode == "slide":
+        return slide_inference(predictor, image, crop=s.crop, stride=s.stride, pad_value=fill,
+                               batch_size=predictor.batch_size), False
+    if s.mode == "hrnet":
+        scores = hrnet_inference(predictor, image, scales=s.scales, flip=s.flip, flip_pairs=flip_pairs, crop=s.crop,
+                                 base_size=s.base_size, rule=s.hrnet_rule, pad_value=fill)
+        return scores / scores.sum(axis=-1, keepdims=True), True
+    if s.mode == "multiscale":
+        return multiscale_inference(predictor, image, scales=s.scales, flip=s.flip, flip_pairs=flip_pairs,
+                                    base=s.multiscale_base, crop=s.crop, stride=s.stride, pad_value=fill,
+                                    batch_size=predictor.batch_size), True
+    raise ValueError(f"infer() takes the per-image modes (slide, multiscale, hrnet), not {s.mode!r}")
 
 
 def whole_inference(predict_fn: PredictFn, image: np.ndarray) -> np.ndarray:

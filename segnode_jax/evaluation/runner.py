@@ -7,19 +7,13 @@ their confusion matrices."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from segnode_jax.evaluation.inference import (
-    HRNET_RULES,
-    hrnet_inference,
-    multiscale_inference,
-    slide_inference,
-)
+from segnode_jax.evaluation.inference import HRNET_RULES, canvas_groups, infer, pad_value, padded_batch, round_up
 from segnode_jax.evaluation.metrics import (
     LABEL_CANVAS_MULTIPLE,
     confusion_matrix_np,
@@ -94,15 +88,6 @@ class EvalSettings:
         if out.hrnet_rule not in HRNET_RULES:
             raise ConfigError(f"invalid data.hrnet_test_rule={out.hrnet_rule!r}; use one of {', '.join(HRNET_RULES)}")
         return out
-
-
-def _round_up(x: int, m: int) -> int:
-    return int(math.ceil(x / m) * m) if m > 1 else int(x)
-
-
-def _pad_value(dcfg) -> np.ndarray:
-    """The normalised value of a black pixel (what training pads crops with)."""
-    return (0.0 - np.asarray(dcfg.mean, np.float32)) / np.asarray(dcfg.std, np.float32)
 
 
 def _examples(dcfg, split: str, num_images: int | None):
@@ -199,7 +184,7 @@ def evaluate_predictor(
             f"model.num_classes={num_classes} but the {dcfg.name} dataset has {info.num_classes} classes"
         )
     it, count = _examples(dcfg, s.split, s.num_images)
-    pad_value = _pad_value(dcfg)
+    fill = pad_value(dcfg)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     visualizations: list[str] = []
     start = time.time()
@@ -215,40 +200,12 @@ def evaluate_predictor(
     with ode.solver_errors(cfg.model.get("ode")):
         if s.mode == "whole":
             score = _score_jit(predictor.mesh)
-            group: list[dict] = []
-
-            def flush(group):
-                nonlocal confusion
-                confusion += _whole_batch(predictor, score, group, pad_value, s.pad_multiple, visualize)
+            for group in canvas_groups(it, lambda ex: ex["image"].shape, predictor.batch_size, s.pad_multiple):
+                confusion += _whole_batch(predictor, score, group, fill, s.pad_multiple, visualize)
                 bar.update(len(group))
-
-            for ex in it:
-                canvas = tuple(_round_up(v, s.pad_multiple) for v in ex["image"].shape[:2])
-                if group and (len(group) == predictor.batch_size or group[0]["_canvas"] != canvas):
-                    flush(group)
-                    group = []
-                ex["_canvas"] = canvas
-                group.append(ex)
-            if group:
-                flush(group)
         else:
             for ex in it:
-                if s.mode == "slide":
-                    scores = slide_inference(
-                        predictor, ex["image"], crop=s.crop, stride=s.stride, pad_value=pad_value,
-                        batch_size=predictor.batch_size,
-                    )
-                elif s.mode == "hrnet":
-                    scores = hrnet_inference(
-                        predictor, ex["image"], scales=s.scales, flip=s.flip, flip_pairs=info.flip_pairs,
-                        crop=s.crop, base_size=s.base_size, rule=s.hrnet_rule, pad_value=pad_value,
-                    )
-                else:
-                    scores = multiscale_inference(
-                        predictor, ex["image"], scales=s.scales, flip=s.flip, flip_pairs=info.flip_pairs,
-                        base=s.multiscale_base, crop=s.crop, stride=s.stride, pad_value=pad_value,
-                        batch_size=predictor.batch_size,
-                    )
+                scores, _ = infer(predictor, ex["image"], s, fill=fill, flip_pairs=info.flip_pairs)
                 label = ex["label"]
                 if scores.shape[:2] != label.shape:
                     scores = resize_bilinear_np(scores, label.shape)
@@ -281,21 +238,18 @@ def evaluate_predictor(
     return result
 
 
-def _whole_batch(predictor: Predictor, score, group, pad_value, pad_multiple, visualize) -> np.ndarray:
+def _whole_batch(predictor: Predictor, score, group, fill, pad_multiple, visualize) -> np.ndarray:
     """Whole-image inference and scoring of a group of examples sharing an image canvas."""
     n, bs = len(group), predictor.batch_size
-    hc, wc = group[0]["_canvas"]
-    images = np.empty((bs, hc, wc, 3), np.float32)
-    images[...] = pad_value
+    images = padded_batch([ex["image"] for ex in group], pad_multiple, fill, rows=bs)
+    hc, wc = images.shape[1:3]
     image_size = np.zeros((bs, 2), np.int32)
-    lh = _round_up(max(ex["label"].shape[0] for ex in group), LABEL_CANVAS_MULTIPLE)
-    lw = _round_up(max(ex["label"].shape[1] for ex in group), LABEL_CANVAS_MULTIPLE)
+    lh = round_up(max(ex["label"].shape[0] for ex in group), LABEL_CANVAS_MULTIPLE)
+    lw = round_up(max(ex["label"].shape[1] for ex in group), LABEL_CANVAS_MULTIPLE)
     labels = np.full((bs, lh, lw), IGNORE_INDEX, np.int32)
     label_size = np.zeros((bs, 2), np.int32)
     for i, ex in enumerate(group):
-        h, w = ex["image"].shape[:2]
-        images[i, :h, :w] = ex["image"]
-        image_size[i] = (h, w)
+        image_size[i] = ex["image"].shape[:2]
         labels[i, : ex["label"].shape[0], : ex["label"].shape[1]] = ex["label"]
         label_size[i] = ex["label"].shape
     image_size[n:] = (hc, wc)

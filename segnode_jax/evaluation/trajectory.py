@@ -27,6 +27,7 @@ import numpy as np
 
 from segnode_jax import api, evaluation, models, ode
 from segnode_jax.errors import UserError
+from segnode_jax.evaluation.inference import pad_value, padded_batch
 
 class TrajectoryError(UserError):
     """Bad trajectory settings (the message names the field)."""
@@ -47,10 +48,11 @@ def _with_ode(cfg, **settings):
     return c
 
 
-def _prepare(ex):
-    image = ex["image"][None].astype(np.float32)
+def _prepare(ex, pad_multiple: int, fill):
+    """One example as evaluate.py's whole-image mode sees it: padded to its canvas."""
+    image = padded_batch([ex["image"].astype(np.float32)], pad_multiple, fill)
     label = ex["label"][None].astype(np.int32)
-    size = np.array([image.shape[1:3]], np.int32)
+    size = np.array([ex["image"].shape[:2]], np.int32)
     lsize = np.array([label.shape[1:3]], np.int32)
     return image, size, label, lsize
 
@@ -86,11 +88,12 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
     confusion = np.zeros((len(times), n_cls, n_cls), np.int64)
     nfes, strips = [], []
     ds = data.eval_dataset(cfg.data, split=cfg.eval.get("split") or cfg.data.eval_split)
+    pad_multiple, fill = evaluation.EvalSettings.from_config(cfg).pad_multiple, pad_value(cfg.data)
     if num_images is not None:
         ds = ds[: int(num_images)]
     for idx in tqdm(range(len(ds)), desc="trajectory", unit="img", disable=not progress):
         ex = ds[idx]
-        image, size, label, lsize = _prepare(ex)
+        image, size, label, lsize = _prepare(ex, pad_multiple, fill)
         traj, nfe = run(variables, jnp.asarray(image))
         nfes.append(int(nfe))
         preds = []
