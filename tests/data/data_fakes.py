@@ -57,11 +57,12 @@ def config(name: str, tmp: str, **overrides):
 CITIES = {"train": ["aachen", "bochum"], "val": ["frankfurt"], "test": ["berlin"]}
 
 
-def cityscapes_files(rng, *, per_city: int = 2, extra: bool = False) -> dict[str, dict[str, bytes]]:
-    """Members of the official archives: {archive name: {member path: bytes}}."""
+def cityscapes_files(rng, *, per_city: int = 2, extra: bool = False, train_ids=None) -> dict[str, dict[str, bytes]]:
+    """Members of the official archives: {archive name: {member path: bytes}}; labels drawn from
+    every labelId, or from those of ``train_ids`` only (classes absent from the whole split)."""
     from cityscapesscripts.helpers import labels as cs
 
-    ids = [lab.id for lab in cs.labels if lab.id >= 0]
+    ids = [lab.id for lab in cs.labels if lab.id >= 0 and (train_ids is None or lab.trainId in train_ids)]
     archives = {"leftImg8bit_trainvaltest.zip": {}, "gtFine_trainvaltest.zip": {}}
     for split, cities in CITIES.items():
         for city in cities:

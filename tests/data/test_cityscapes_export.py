@@ -3,6 +3,7 @@ cityscapesScripts' own evaluator on the same folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zipfile
@@ -15,6 +16,7 @@ from PIL import Image
 from segnode_jax import data, evaluation
 
 from data_fakes import CITIES, H, W, cityscapes_files, config, write_extracted
+from tests.conftest import REPO, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +109,46 @@ def test_test_split_export_names_every_test_image(cityscapes, tmp_path):
     city = CITIES["test"][0]
     assert sorted(writer.written) == [f"{city}/{city}_00000{i}_000019_leftImg8bit.png" for i in range(2)]
     assert os.path.isfile(str(tmp_path / "test") + ".zip")
+
+
+# Labels of 6 classes only; the stand-in model predicts classes 0-7 only: classes 4-7 are predicted
+# but absent from the labels (IoU 0), 10 and 11 labelled but never predicted (IoU 0), the other 9
+# absent from both (left out of the mean). The rule cityscapesScripts applies, compared here.
+LABELLED = (0, 1, 2, 3, 10, 11)
+PREDICTED = 8
+
+
+def _oracle_of_eight(images):
+    scores = _oracle(images)
+    return jnp.where(jnp.arange(19) < PREDICTED, scores, -1e9)
+
+
+def test_absent_classes_score_like_cityscapes_scripts_through_evaluate_cli(tmp_path_factory, rng, tmp_path):
+    tmp = str(tmp_path_factory.mktemp("cs_absent"))
+    manual = write_extracted(os.path.join(tmp, "downloads"), cityscapes_files(rng, train_ids=LABELLED))
+    dcfg = config("cityscapes", tmp, manual_dir=manual)
+    data.prepare(dcfg, progress=False)
+    cfg = _run_config(dcfg)
+    out = tmp_path / "submit"
+    writer = evaluation.ExportWriter(dcfg, str(out))
+    settings = evaluation.EvalSettings.from_config(cfg, split="val")
+    ours = evaluation.evaluate_predictor(evaluation.Predictor.from_function(_oracle_of_eight, batch_size=2), cfg,
+                                         settings=settings, on_prediction=writer)
+    writer.finish()
+    confusion = np.asarray(ours["confusion_matrix"])
+    labelled, predicted = confusion.sum(1) > 0, confusion.sum(0) > 0
+    assert set(np.flatnonzero(labelled)) <= set(LABELLED) and set(np.flatnonzero(predicted)) <= set(range(PREDICTED))
+    assert (predicted & ~labelled).any() and (labelled & ~predicted).any() and (~labelled & ~predicted).sum() >= 9
+    # The saved folder scored through the real CLI: the same number as cityscapesScripts'.
+    proc = run_cli("evaluate.py", f"--predictions={out}", f"--config={os.path.join(REPO, 'configs', 'cityscapes.py')}",
+                   f"--config.data.data_dir={tmp}", f"--config.data.manual_dir={manual}", "--split=val",
+                   f"--output={tmp_path / 'scored'}")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "scored" / "results.json") as f:
+        scored = json.load(f)
+    reference = _cityscapes_scripts_miou(manual, str(out))
+    assert 0.0 < reference < 1.0
+    assert scored["miou"] == pytest.approx(reference, abs=1e-9)
+    assert scored["miou"] == pytest.approx(ours["miou"], abs=1e-12)
+    # The other rule (every class, absent ones 0) would differ: the comparison can tell them apart.
+    assert abs(evaluation.metrics_from_confusion(confusion, miou_over="all")["miou"] - reference) > 1e-3

@@ -93,6 +93,28 @@ def test_random_resized_crop_follows_torchvisions_rule():
     assert a[0] == a[1]
 
 
+def test_random_resized_crop_draws_torchvisions_distribution():
+    """Where no try is rejected (scale up to 0.5 of a 1000x1000 image), torchvision's rule draws
+    the area fraction uniformly in ``scale``, the aspect ratio log-uniformly in ``ratio`` and the
+    position uniformly: a sampler that returns the whole image, a fixed box, or ratios uniform
+    instead of log-uniform fails (Kolmogorov-Smirnov over 4000 draws)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    boxes = np.array([transforms.random_resized_box(rng, 1000, 1000, (0.08, 0.5), (3 / 4, 4 / 3)) for _ in range(4000)])
+    top, left, h, w = boxes.T.astype(np.float64)
+    area = h * w / 1e6
+    log_ratio = np.log(w / h)
+    assert stats.kstest(area, stats.uniform(0.08, 0.42).cdf).pvalue > 1e-3
+    lo, hi = np.log(3 / 4), np.log(4 / 3)
+    assert stats.kstest(log_ratio, stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+    # Uniform ratios (the usual mistake) would be told apart at this sample size.
+    assert stats.kstest(w / h, stats.uniform(3 / 4, 4 / 3 - 3 / 4).cdf).pvalue < 1e-3
+    # The position is uniform over the free range.
+    assert stats.kstest(top / (1000 - h), stats.uniform(0, 1).cdf).pvalue > 1e-3
+    assert stats.kstest(left / (1000 - w), stats.uniform(0, 1).cdf).pvalue > 1e-3
+
+
 def test_evaluation_view_is_resize_short_side_then_centre_crop():
     img = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     out = transforms.resize_center_crop(img, short_side=256, crop=(224, 224))
