@@ -17,7 +17,7 @@ from segnode_jax import config as config_lib
 from segnode_jax import models, ode, parallel
 from segnode_jax.errors import ConfigError
 from segnode_jax.evaluation import inference, metrics
-from segnode_jax.models import classification, hrnet, layers, ocr, resnet, segnode, unet, unode
+from segnode_jax.models import blocks, classification, layers, ocr, resnet, segnode, unet, unode
 
 _MISSING = object()
 
@@ -31,7 +31,7 @@ def choices() -> dict[str, tuple[Any, ...]]:
         "model.head": tuple(ocr.HEADS),
         "model.size": (None, *config_lib.MODEL_SIZES),
         "model.field.norm": ("group", "none"),
-        "model.field.activation": tuple(hrnet.ACTIVATIONS),
+        "model.field.activation": tuple(blocks.ACTIVATIONS),
         "model.field.time_dependence": tuple(segnode.TIME_DEPENDENCE),
         "model.ode.solver": tuple(ode.SOLVERS),
         "model.ode.adjoint": tuple(ode.ADJOINTS),

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 from segnode_jax.errors import ConfigError
+from segnode_jax.evaluation.settings import EvalSettings, sum_over_hosts
 
 CLASSIFICATION_METRICS = ("top1", "top5", "loss")
 
@@ -35,7 +36,7 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
     Arguments:
       variables: ``{"params", "batch_stats"}``.
       cfg: the run config (``model.task="classification"``, a classification dataset).
-      settings: :class:`~segnode_jax.evaluation.runner.EvalSettings` (split, num_images,
+      settings: :class:`~segnode_jax.evaluation.settings.EvalSettings` (split, num_images,
         batch_size, per_image_solve); default from ``cfg``.
       progress: show a tqdm bar.
       devices: this host's devices to run on (default: all).
@@ -49,7 +50,6 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
 
     from segnode_jax import api, data, ode, parallel
     from segnode_jax.evaluation.predictor import _predict_jit, local_mesh
-    from segnode_jax.evaluation.runner import EvalSettings, _sum_over_hosts
 
     s = settings or EvalSettings.from_config(cfg)
     info = data.get_info(cfg.data)
@@ -83,7 +83,7 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
             images += n
             bar.update(n)
     bar.close()
-    summed = _sum_over_hosts(np.concatenate([totals, [nfe_sum, images]]))
+    summed = sum_over_hosts(np.concatenate([totals, [nfe_sum, images]]))
     total = max(summed[4], 1.0)
     out: dict[str, Any] = {
         "task": "classification",

@@ -6,88 +6,20 @@ their confusion matrices."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from segnode_jax.evaluation.inference import HRNET_RULES, canvas_groups, infer, pad_value, padded_batch, round_up
-from segnode_jax.evaluation.metrics import (
-    LABEL_CANVAS_MULTIPLE,
-    confusion_matrix_np,
-    MIOU_OVER,
-    metrics_from_confusion,
-)
+from segnode_jax.evaluation.classification import evaluate_classification
+from segnode_jax.evaluation.inference import canvas_groups, infer, pad_value, padded_batch, round_up
+from segnode_jax.evaluation.metrics import LABEL_CANVAS_MULTIPLE, confusion_matrix_np, metrics_from_confusion
 from segnode_jax.evaluation.predictor import Predictor, _score_jit
-from segnode_jax.resize import resize_bilinear_np
 from segnode_jax.evaluation.report import _write_visualization, composite
+from segnode_jax.evaluation.settings import EvalSettings, sum_over_hosts
 from segnode_jax.labels import IGNORE_INDEX
-from segnode_jax.errors import ConfigError
-
-
-@dataclasses.dataclass
-class EvalSettings:
-    """Resolved evaluation settings (from ``cfg.eval`` and ``cfg.data``)."""
-
-    mode: str = "whole"
-    split: str = "val"
-    batch_size: int | None = None
-    crop: tuple[int, int] | None = None
-    stride: tuple[int, int] | None = None
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    multiscale_base: str = "slide"
-    pad_multiple: int = 1
-    per_image_solve: bool = True
-    num_images: int | None = None
-    num_visualizations: int = 0
-    # mode="hrnet": HRNet's test (segnode_jax.evaluation.inference.hrnet_inference).
-    hrnet_rule: str = "base"
-    base_size: int | None = None
-    # "present": mIoU over the classes present in labels or predictions (mmsegmentation);
-    # "all": over every class, an absent one counting 0 (HRNet's reported numbers).
-    miou_over: str = "present"
-
-    @classmethod
-    def from_config(cls, cfg, **overrides) -> "EvalSettings":
-        """From ``cfg.eval`` with ``cfg.data`` defaults; keyword overrides win when not None."""
-        from segnode_jax.config import EVAL_MODES
-
-        e, d = cfg.eval, cfg.data
-        out = cls(
-            mode=e.mode,
-            split=e.get("split") or d.eval_split,
-            batch_size=e.get("batch_size"),
-            crop=tuple(int(v) for v in (e.get("crop_size") or d.crop_size)),
-            stride=tuple(int(v) for v in e.stride) if e.get("stride") else None,
-            scales=tuple(float(s) for s in (e.get("scales") or d.eval_scales)),
-            flip=bool(d.eval_flip if e.get("flip") is None else e.flip),
-            multiscale_base=e.get("multiscale_base", "slide"),
-            pad_multiple=int(e.get("pad_multiple", 1) or 1),
-            per_image_solve=bool(e.get("per_image_solve", True)),
-            num_images=e.get("num_images"),
-            num_visualizations=int(e.get("num_visualizations", 0)),
-            hrnet_rule=str(d.get("hrnet_test_rule", "base")),
-            base_size=int(d.base_size) if d.get("base_size") else None,
-            miou_over=str(e.get("miou_over", "present")),
-        )
-        for k, v in overrides.items():
-            if v is not None:
-                setattr(out, k, v)
-        # mode=hrnet (from the config or from --mode): HRNet's TEST.IMAGE_SIZE windows.
-        if out.mode == "hrnet" and not e.get("crop_size") and overrides.get("crop") is None and d.get("test_crop_size"):
-            out.crop = tuple(int(v) for v in d.test_crop_size)
-        if out.mode not in EVAL_MODES:
-            raise ConfigError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
-        if out.multiscale_base not in ("whole", "slide"):
-            raise ConfigError(f"invalid eval.multiscale_base={out.multiscale_base!r}; use 'whole' or 'slide'")
-        if out.miou_over not in MIOU_OVER:
-            raise ConfigError(f"invalid eval.miou_over={out.miou_over!r}; use one of {', '.join(MIOU_OVER)}")
-        if out.hrnet_rule not in HRNET_RULES:
-            raise ConfigError(f"invalid data.hrnet_test_rule={out.hrnet_rule!r}; use one of {', '.join(HRNET_RULES)}")
-        return out
+from segnode_jax.resize import resize_bilinear_np
 
 
 def _examples(dcfg, split: str, num_images: int | None):
@@ -101,14 +33,6 @@ def _examples(dcfg, split: str, num_images: int | None):
     count = len(ds)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     return it, count
-
-
-def _sum_over_hosts(x: np.ndarray) -> np.ndarray:
-    if jax.process_count() == 1:
-        return x
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
 
 
 def evaluate(
@@ -147,8 +71,6 @@ def evaluate(
     """
     s = settings or EvalSettings.from_config(cfg)
     if cfg.model.get("task", "segmentation") == "classification":
-        from segnode_jax.evaluation.classification import evaluate_classification
-
         return evaluate_classification(variables, cfg, settings=s, progress=progress, devices=devices)
     predictor = Predictor.for_model(
         variables, cfg.model, batch_size=s.batch_size, per_image_solve=s.per_image_solve, devices=devices
@@ -215,8 +137,8 @@ def evaluate_predictor(
                 bar.update(1)
         stats = predictor.solver_stats()
     bar.close()
-    confusion = _sum_over_hosts(confusion)
-    num_images = int(_sum_over_hosts(np.asarray([count]))[0])
+    confusion = sum_over_hosts(confusion)
+    num_images = int(sum_over_hosts(np.asarray([count]))[0])
     result = metrics_from_confusion(confusion, info.class_names, miou_over=s.miou_over)
     result.update(
         num_images=num_images,

@@ -23,7 +23,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.hrnet import Bottleneck
+from segnode_jax.models.blocks import Bottleneck
 from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv, state_dtype
 from segnode_jax.errors import ConfigError
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from segnode_jax import api, checkpoints, convert, pth, weights
-from segnode_jax.models.hrnet import BasicBlock, HRModule, outer_norm
+from segnode_jax.models.blocks import BasicBlock
+from segnode_jax.models.hrnet import HRModule, outer_norm
 from tests.conftest import REPO, xla_flags
 from tests.convert import official
 from tests.convert.spec import TINY, TINY_CLS, TINY_OCR, tiny_model_config
