@@ -39,7 +39,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 # ---------------------------------------------------------------------------------------
-# Training/evaluation fixtures (tests/train/, tests/test_evaluation.py, tests/test_cli.py).
+# Training/evaluation fixtures (tests/training/, tests/evaluation/test_evaluation.py, tests/test_cli.py).
 
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -85,8 +85,8 @@ def tiny_cli_flags(data_dir):
 # files meanwhile. (xdist's own --dist loadgroup does not group under pytest 9: it renames
 # items through an attribute that pytest 9 no longer reads.)
 TINY_RUN_FILES = (
-    "tests/train/test_training.py", "tests/train/test_parallel.py", "tests/train/test_checkpoint_failures.py",
-    "tests/train/test_trajectory.py",
+    "tests/training/test_training.py", "tests/training/test_parallel.py", "tests/training/test_checkpoint_failures.py",
+    "tests/training/test_trajectory.py",
 )
 
 

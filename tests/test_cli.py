@@ -1,6 +1,6 @@
 """The command-line tools: exit status 2 and exactly one ``error:`` line for bad input, 1 for a
 failed run, never a traceback; ``--config.a.b=None`` unsets an optional field. (A non-finite
-loss through the CLI: tests/train/test_training.py.)"""
+loss through the CLI: tests/training/test_training.py.)"""
 
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def make_train_step(cfg, num_steps: int, mesh, class_weights=None):
 
 
 # The cfg.train fields that only the training loop reads (how long to train, how often to log,
-# save and validate, how many to keep); tests/train/test_step.py checks that the optimiser and
+# save and validate, how many to keep); tests/training/test_optim.py checks that the optimiser and
 # the loss build without them.
 LOOP_FIELDS = frozenset({
     "batch_size", "num_epochs", "num_steps", "log_every_steps", "checkpoint_every_steps", "max_to_keep",

@@ -1,4 +1,4 @@
-"""``python tests/train/full_disk_after_first_save.py TRAIN_FLAGS...``: runs ``train.py`` in this
+"""``python tests/training/full_disk_after_first_save.py TRAIN_FLAGS...``: runs ``train.py`` in this
 process with every orbax checkpoint save after the first raising ENOSPC (a disk that fills up
 after one checkpoint), for hosts where a real small tmpfs cannot be mounted. Only orbax's
 ``CheckpointManager.save`` is replaced; segnode_jax runs unchanged."""

@@ -115,11 +115,11 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_resumes(tiny_da
 
 def test_a_disk_full_in_orbax_is_one_line_through_the_cli(tiny_data_dir, tmp_path):
     """Where no tmpfs can be mounted too: ENOSPC raised inside orbax's save (from the second
-    checkpoint on; tests/train/full_disk_after_first_save.py) ends train.py with the one line."""
+    checkpoint on; tests/training/full_disk_after_first_save.py) ends train.py with the one line."""
     workdir = str(tmp_path / "sim")
     flags = [*tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}", "--config.model.name=hrnetv2",
              "--config.train.num_steps=12", "--config.train.checkpoint_every_steps=2", "--config.train.eval_every_steps=0"]
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "train", "full_disk_after_first_save.py"), *flags],
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "training", "full_disk_after_first_save.py"), *flags],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, XLA_FLAGS=xla_flags(1)))
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -414,7 +414,7 @@ def test_classification_models_for_imagenet_pretraining():
     with pytest.raises(ConfigError, match="model.task"):
         segnode_jax.count_params(t)
     # A classifier trains on a classification dataset (configs/imagenet.py); on a segmentation
-    # one it is refused with one message naming the fix (tests/train/test_pretraining.py trains one).
+    # one it is refused with one message naming the fix (tests/training/test_pretraining.py trains one).
     from segnode_jax import training
 
     run = segnode_jax.load_config("configs/tiny.py")

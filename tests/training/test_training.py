@@ -81,7 +81,7 @@ def test_sigkill_during_an_asynchronous_save_then_resume_continues_exactly_like_
     tiny_run, tiny_data_dir, tmp_path, capsys
 ):
     """train.py killed with SIGKILL while the asynchronous save of a checkpoint is in flight (its
-    temporary folder present; tests/train/kill_during_save.py); the same run resumed (here
+    temporary folder present; tests/training/kill_during_save.py); the same run resumed (here
     in-process, the code path train.py runs, reusing the compiled step of tiny_run; other tests
     resume through train.py) starts from the last committed checkpoint, drops the half-written
     one and continues exactly like the uninterrupted run."""
@@ -89,7 +89,7 @@ def test_sigkill_during_an_asynchronous_save_then_resume_continues_exactly_like_
     workdir = str(tmp_path / "killed")
     kill_from = 2 * TINY_CHECKPOINT_EVERY
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tests", "train", "kill_during_save.py"), *tiny_cli_flags(tiny_data_dir),
+        [sys.executable, os.path.join(REPO, "tests", "training", "kill_during_save.py"), *tiny_cli_flags(tiny_data_dir),
          f"--workdir={workdir}"],
         cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, KILL_FROM_STEP=str(kill_from)),
     )

@@ -1,4 +1,4 @@
-"""``python tests/train/kill_during_save.py TRAIN_FLAGS...``: runs ``train.py`` in this process
+"""``python tests/training/kill_during_save.py TRAIN_FLAGS...``: runs ``train.py`` in this process
 and SIGKILLs the process the moment an asynchronous checkpoint save of step >= ``$KILL_FROM_STEP``
 is in flight -- while orbax's temporary folder (``checkpoints/<step>.orbax-checkpoint-tmp``)
 exists, before the save is committed. A watcher thread polls the folder every millisecond; the
