@@ -59,10 +59,6 @@ PUBLISHED_HRNET_W48_C_GMACS = 17.3
 FINETUNE = ("cityscapes", "camvid", "lip", "pascal_context")
 
 
-def classifier_config(name: str, **ode):
-    return run_config("imagenet", name, num_classes=1000, **ode)
-
-
 def run_config(config: str, name: str, *, num_classes: int | None = None, **ode):
     """``configs/<config>.py`` with ``model.name=name`` and ODE overrides."""
     cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", f"{config}.py"))

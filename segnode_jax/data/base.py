@@ -26,7 +26,6 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from segnode_jax.data import files
-from segnode_jax.data.classes import IGNORE
 from segnode_jax.data.errors import PreparationError
 
 Plan = dict[str, list[Any]]
@@ -232,8 +231,3 @@ def split_names(split: str) -> list[str]:
     if not parts:
         raise PreparationError(f"empty split name {split!r}; use e.g. 'train', 'val' or 'train+val'.")
     return parts
-
-
-def ignore_like(shape: tuple[int, int]) -> np.ndarray:
-    """An all-ignore train-id label of ``shape``."""
-    return np.full(shape, IGNORE, dtype=np.uint8)

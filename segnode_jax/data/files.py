@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -104,15 +103,6 @@ class SourceTree:
         self.__dict__.update(state)
         if self.is_zip:
             self._zip = zipfile.ZipFile(self.path)
-
-
-def find_tree(root: str, candidates: Iterable[str]) -> SourceTree | None:
-    """The first existing folder or zip among ``candidates`` (relative to ``root``)."""
-    for c in candidates:
-        p = os.path.join(root, c)
-        if os.path.isdir(p) or (c.lower().endswith(".zip") and os.path.isfile(p)):
-            return SourceTree(p)
-    return None
 
 
 def decode_image(data: bytes, *, source: str, fix: str = "re-download or re-extract it") -> np.ndarray:

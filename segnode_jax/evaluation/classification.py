@@ -16,8 +16,6 @@ import numpy as np
 from segnode_jax.errors import ConfigError
 from segnode_jax.evaluation.settings import EvalSettings, sum_over_hosts
 
-CLASSIFICATION_METRICS = ("top1", "top5", "loss")
-
 
 def _counts(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``[top-1 hits, top-5 hits, summed cross-entropy]`` of a batch (float64)."""
