@@ -74,7 +74,7 @@ def run_config(config: str, name: str, *, num_classes: int | None = None, **ode)
 def steps_of(cfg) -> tuple[int, int]:
     """``(training images, steps)`` of a dataset config with the dataset's official split sizes."""
     from segnode_jax.data import registry
-    from segnode_jax.data.base import split_names
+    from segnode_jax.data.builder import split_names
 
     sizes = registry.dataset_module(cfg.data.name).split_sizes(cfg.data)
     images = sum(int(sizes[s]) for s in split_names(cfg.data.train_split))

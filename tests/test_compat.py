@@ -43,7 +43,7 @@ def test_jax_distributed_state_is_readable():
 
 
 def test_tfds_builder_log_methods_exist_and_ours_override_them():
-    from segnode_jax.data.base import SegmentationBuilder
+    from segnode_jax.data.builder import SegmentationBuilder
 
     for name in compat.TFDS_LOG_METHODS:
         assert callable(getattr(tfds.core.DatasetBuilder, name, None)), name

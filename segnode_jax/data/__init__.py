@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 from ml_collections import config_dict
 
-from segnode_jax.data.base import DatasetInfo
+from segnode_jax.data.builder import DatasetInfo
 from segnode_jax.data.classes import colorize
 from segnode_jax.data.errors import PreparationError
 from segnode_jax.data.pipeline import (

@@ -21,7 +21,7 @@ from cityscapesscripts.helpers import labels as cs_labels
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
+from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable
 from segnode_jax.data.errors import PreparationError
 

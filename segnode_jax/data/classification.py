@@ -1,7 +1,7 @@
 """Shared pieces of the image-classification datasets (ImageNet pretraining, paper sec. 4.1).
 
 A classification dataset module (``imagenet.py``, ``image_folder.py``) provides what a
-segmentation one does (see ``segnode_jax.data.base``) with ``TASK = "classification"``, a
+segmentation one does (see ``segnode_jax.data.builder``) with ``TASK = "classification"``, a
 ``Builder`` subclassing :class:`ClassificationBuilder`, and ``plan(dcfg)`` whose references are
 *sources* (a per-class archive, a chunk of a folder) that ``load_source(dcfg, ref)`` turns into
 :class:`RawImage` s. ``plan_classes(dcfg, plan)`` names the classes, written into the prepared
@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from segnode_jax.data import files
-from segnode_jax.data.base import PlannedBuilder
+from segnode_jax.data.builder import PlannedBuilder
 from segnode_jax.data.classes import voc_colormap
 from segnode_jax.data.errors import PreparationError
 

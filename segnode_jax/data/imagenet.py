@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from segnode_jax.data import classification
-from segnode_jax.data.base import Plan, variant_config
+from segnode_jax.data.builder import Plan, variant_config
 from segnode_jax.data.classification import ClassificationBuilder, RawImage
 from segnode_jax.data.errors import PreparationError
 

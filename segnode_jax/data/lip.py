@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from segnode_jax.data import common, files
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
+from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import ClassEntry, ClassTable
 from segnode_jax.data.errors import PreparationError
 

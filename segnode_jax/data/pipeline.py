@@ -17,7 +17,7 @@ import grain
 from ml_collections import config_dict
 
 from segnode_jax.data import registry
-from segnode_jax.data.base import split_names
+from segnode_jax.data.builder import split_names
 from segnode_jax.data.errors import PreparationError
 from segnode_jax.data.prepare import ensure_prepared
 from segnode_jax.data.transforms import (

@@ -25,7 +25,7 @@ from typing import Sequence
 from ml_collections import config_dict
 
 from segnode_jax.data import registry
-from segnode_jax.data.base import SegmentationBuilder
+from segnode_jax.data.builder import SegmentationBuilder
 from segnode_jax.data.errors import PreparationError
 
 

@@ -8,7 +8,7 @@ import types
 
 from ml_collections import config_dict
 
-from segnode_jax.data.base import DatasetInfo, PlannedBuilder
+from segnode_jax.data.builder import DatasetInfo, PlannedBuilder
 from segnode_jax.data.classes import IGNORE
 from segnode_jax.data.errors import PreparationError
 
@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def dataset_module(name: str) -> types.ModuleType:
-    """The module implementing dataset ``name`` (see ``segnode_jax.data.base``)."""
+    """The module implementing dataset ``name`` (see ``segnode_jax.data.builder``)."""
     if name not in DATASETS:
         raise PreparationError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
     return importlib.import_module(f"segnode_jax.data.{name}")
@@ -137,7 +137,7 @@ def get_info(dcfg: config_dict.ConfigDict) -> DatasetInfo:
       dcfg: from :func:`data_config` (possibly overridden).
 
     Returns:
-      A :class:`~segnode_jax.data.base.DatasetInfo`.
+      A :class:`~segnode_jax.data.builder.DatasetInfo`.
     """
     module = dataset_module(dcfg.name)
     table = module.class_table(dcfg)

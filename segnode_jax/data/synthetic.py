@@ -26,7 +26,7 @@ from ml_collections import config_dict
 from PIL import Image
 
 from segnode_jax.data import common, files, street
-from segnode_jax.data.base import Plan, RawExample, SegmentationBuilder, variant_config
+from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import ClassEntry, ClassTable, voc_colormap
 from segnode_jax.data.errors import PreparationError
 

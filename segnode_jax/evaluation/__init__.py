@@ -14,7 +14,7 @@ predictions, and what is written for people.
 The names below are the public API; each lives in the module named above.
 """
 
-from segnode_jax.evaluation.export import ExportError, ExportWriter
+from segnode_jax.evaluation.server_export import ExportError, ExportWriter
 from segnode_jax.evaluation.inference import (
     PredictFn,
     flip_back,

@@ -92,7 +92,7 @@ def evaluate_predictor(
     """:func:`evaluate` with any :class:`Predictor` (``cfg.model`` only gives the class count
     and the ODE settings named in solver error messages). ``on_prediction(example, pred)``
     is called with every image's train-id prediction at its label's resolution (e.g. an
-    :class:`~segnode_jax.evaluation.export.ExportWriter`)."""
+    :class:`~segnode_jax.evaluation.server_export.ExportWriter`)."""
     from tqdm import tqdm
 
     from segnode_jax import data, ode
