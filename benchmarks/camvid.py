@@ -200,7 +200,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--kind", choices=sorted(KINDS), default="main_job")
     parser.add_argument("--command", help="the command that produced the run (default: the kind's)")
     parser.add_argument("--note", help="a sentence on how the run went (shown under the table)")
-    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"), help="the Markdown file to update")
+    parser.add_argument("--readme", help="the Markdown file whose block to update (default: README.md for the shipped "
+                        "model, benchmarks/results/camvid.md for the main job)")
     parser.add_argument("--ship", help="also write the run's best checkpoint as a model folder here (weights, config, "
                         "classes, palette, the scores above, the command, the data's licence), e.g. pretrained/camvid_small")
     args = parser.parse_args(argv)
@@ -211,7 +212,8 @@ def main(argv=None) -> dict:
         result["shipped"] = os.path.relpath(ship(args.workdir, args.ship, result), ROOT)
     path = report.write_json(name, result)
     text = markdown(result, picture)
-    report.replace_block(args.readme, block, text)
+    page = args.readme or (os.path.join(ROOT, "README.md") if args.kind == "shipped" else os.path.join(report.RESULTS, "camvid.md"))
+    report.replace_block(page, block, text)
     print(text)
     print(f"written: {path}")
     return result

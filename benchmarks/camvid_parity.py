@@ -26,7 +26,7 @@ original 360x480 labels), with the code that trains and evaluates every run:
 Every run resumes where it stopped (the training loop's exact resume): rerun the same command
 after any interruption. Each run's folder records when and where each part of it trained
 (``camvid_parity_run.json``). Writes ``benchmarks/results/camvid_parity.json``, the plot
-``benchmarks/results/camvid/parity.png`` and the README block ``camvid-parity``.
+``benchmarks/results/camvid/parity.png`` and the page ``benchmarks/results/camvid_parity.md``.
 
     python -m benchmarks.camvid_parity --train_only        # train and test-score what is missing
     python -m benchmarks.camvid_parity                     # ... then measure and report (idle machine)
@@ -313,7 +313,7 @@ def main(argv=None) -> dict[str, Any] | None:
     parser.add_argument("--train_only", action="store_true", help="train and test-score the runs; no measurement, no report")
     parser.add_argument("--report_only", action="store_true", help="the table and plot again from results/camvid_parity.json")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of the step measurement")
-    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    parser.add_argument("--page", help="the Markdown file whose block to update (default benchmarks/results/camvid_parity.md)")
     args = parser.parse_args(argv)
     name = "camvid_parity.json"
     if args.report_only:
@@ -339,7 +339,7 @@ def main(argv=None) -> dict[str, Any] | None:
         result["plot"] = os.path.relpath(plot(runs, os.path.join(report.RESULTS, "camvid", "parity.png")), ROOT)
         report.write_json(name, result)
     text = markdown(result)
-    report.replace_block(args.readme, "camvid-parity", text)
+    report.replace_block(args.page or os.path.join(report.RESULTS, "camvid_parity.md"), "camvid-parity", text)
     print(text)
     return result
 

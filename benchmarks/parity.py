@@ -23,7 +23,7 @@ same code that trains and evaluates real runs:
   Dopri5 + backsolve's.
 
 Writes ``benchmarks/results/parity.json`` and ``parity.png`` (validation mIoU against training
-step), and regenerates the tables in ``README.md`` and ``benchmarks/README.md``. Runs are kept
+step), and regenerates the table in ``benchmarks/README.md``. Runs are kept
 in ``--workdir`` (default ``runs/parity``): rerunning resumes or reuses finished runs.
 
     python -m benchmarks.parity                  # the full protocol: several hours on 2 CPU cores
@@ -512,7 +512,6 @@ def main(argv=None) -> dict[str, Any]:
         plot(result["runs"], os.path.join(report.RESULTS, "parity.png"))
         table = markdown(result)
         report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "parity", table)
-        report.replace_block(os.path.join(ROOT, "README.md"), "parity", table)
         print(table)
         return result
     from segnode_jax import cli
@@ -585,7 +584,6 @@ def main(argv=None) -> dict[str, Any]:
     plot(results, os.path.join(report.RESULTS, "parity.png"))
     table = markdown(result)
     report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "parity", table)
-    report.replace_block(os.path.join(ROOT, "README.md"), "parity", table)
     print(table)
     print(f"results: {path}")
     return result

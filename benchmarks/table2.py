@@ -566,7 +566,7 @@ def paper_rows_markdown(result: dict) -> list[str]:
     return lines
 
 
-# The README's short version of Table 2: (variant in table2.json, label).
+# The short version of Table 2 (benchmarks/results/table2.md): (variant in table2.json, label).
 SUMMARY_ROWS = (
     ("hrnetv2", "HRNetV2-W48"),
     ("baseline", "Baseline"),
@@ -585,7 +585,7 @@ SUMMARY_ROWS = (
 
 
 def summary_markdown(result: dict) -> str:
-    """The README's Table 2 summary, generated from ``table2.json`` (never typed by hand)."""
+    """The Table 2 summary of benchmarks/results/table2.md, generated from ``table2.json`` (never typed by hand)."""
     s, models, r = result["settings"], result["models"], result["ratios"]
     paper = {n: f"{p['params_m']}M, batch {p['max_batch']}, {p['train_memory_gb']} GB" for n, p in PAPER["rows"].items()}
     lines = [
@@ -675,7 +675,7 @@ def main(argv=None) -> dict:
         result["ratios"] = ratios(result["models"], result.get("time_references"))  # derived: kept current
         report.write_json_at(args.out, result, indent=2)
         write_readme(markdown(result))
-        report.replace_block(os.path.join(ROOT, "README.md"), "table2-summary", summary_markdown(result))
+        report.replace_block(os.path.join(report.RESULTS, "table2.md"), "table2-summary", summary_markdown(result))
         print(summary_markdown(result))
         return result
     if args._run_step:
@@ -763,7 +763,7 @@ def main(argv=None) -> dict:
     print(table)
     if not args.no_readme:
         write_readme(table)
-        report.replace_block(os.path.join(ROOT, "README.md"), "table2-summary", summary_markdown(result))
+        report.replace_block(os.path.join(report.RESULTS, "table2.md"), "table2-summary", summary_markdown(result))
     return result
 
 

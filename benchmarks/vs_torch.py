@@ -22,7 +22,7 @@ step's analysed memory (XLA's buffer assignment, any backend); the PyTorch step'
 on a GPU (``torch.cuda.max_memory_allocated``, reset before each step), not measured on a CPU
 (no comparable statistic). The GPU path has not run yet (no GPU lent so far).
 
-Writes ``benchmarks/results/vs_torch.json`` and the table in README.md (``--report_only``
+Writes ``benchmarks/results/vs_torch.json`` and the table in ``benchmarks/results/vs_torch.md`` (``--report_only``
 rewrites the table from the JSON).
 """
 
@@ -427,7 +427,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--report_only", action="store_true", help="rewrite the README table from the JSON")
+    parser.add_argument("--report_only", action="store_true", help="rewrite the table of benchmarks/results/vs_torch.md from the JSON")
     args = parser.parse_args(argv)
     path = os.path.join(report.RESULTS, JSON)
     if args.report_only:
@@ -443,7 +443,7 @@ def main(argv=None) -> dict:
             raise SystemExit(2)
         result = run(args)
         report.write_json(JSON, result)
-    report.replace_block(os.path.join(ROOT, "README.md"), "vs-torch", markdown(result))
+    report.replace_block(os.path.join(report.RESULTS, "vs_torch.md"), "vs-torch", markdown(result))
     print(markdown(result))
     return result
 

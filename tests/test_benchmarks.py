@@ -210,10 +210,10 @@ def _block(text: str, name: str) -> str:
     return match.group(1)
 
 
-def test_every_generated_readme_block_is_what_its_json_renders_to():
-    """The README's generated blocks say what benchmarks/results/*.json say: each block equals its
-    generator's rendering of the committed JSON (a hand edit, or a JSON rerun without
-    regenerating, fails here)."""
+def test_every_generated_block_is_what_its_json_renders_to():
+    """The README's and the results pages' generated blocks say what benchmarks/results/*.json
+    say: each block equals its generator's rendering of the committed JSON (a hand edit, or a
+    JSON rerun without regenerating, fails here), and each file holds exactly these blocks."""
     import json
 
     from benchmarks import camvid, main_job, parity, report, table2, vs_torch
@@ -222,17 +222,30 @@ def test_every_generated_readme_block_is_what_its_json_renders_to():
         with open(os.path.join(report.RESULTS, name)) as f:
             return json.load(f)
 
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    expected = {
-        "main-job": main_job.markdown(load("main_job.json")),
-        "parity": parity.markdown(load("parity.json")),
-        "table2-summary": table2.summary_markdown(load("table2.json")),
-        "vs-torch": vs_torch.markdown(load(vs_torch.JSON)),
+    def picture(kind):
+        return os.path.join(report.RESULTS, "camvid", f"{kind}_test_predictions.png")
+
+    pages = {
+        os.path.join(REPO, "README.md"): {
+            "main-job": main_job.markdown(load("main_job.json")),
+            "camvid-shipped": camvid.markdown(load("camvid_shipped.json"), picture("shipped")),
+        },
+        os.path.join(report.RESULTS, "camvid.md"): {
+            "camvid-main-job": camvid.markdown(load("camvid_main_job.json"), picture("main_job")),
+        },
+        os.path.join(report.RESULTS, "table2.md"): {"table2-summary": table2.summary_markdown(load("table2.json"))},
+        os.path.join(report.RESULTS, "vs_torch.md"): {"vs-torch": vs_torch.markdown(load(vs_torch.JSON))},
     }
-    for kind, (name, block, _) in camvid.KINDS.items():
-        picture = os.path.join(report.RESULTS, "camvid", f"{kind}_test_predictions.png")
-        expected[block] = camvid.markdown(load(name), picture)
-    for block, text in expected.items():
-        assert _block(readme, block) == text.strip("\n"), block
-    assert set(re.findall(r"<!-- ([\w-]+):begin -->", readme)) == set(expected)
+    if os.path.exists(os.path.join(report.RESULTS, "camvid_parity.json")):
+        from benchmarks import camvid_parity
+
+        pages[os.path.join(report.RESULTS, "camvid_parity.md")] = {
+            "camvid-parity": camvid_parity.markdown(load("camvid_parity.json"))}
+    for path, expected in pages.items():
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for block, rendered in expected.items():
+            assert _block(text, block) == rendered.strip("\n"), (path, block)
+        assert set(re.findall(r"<!-- ([\w-]+):begin -->", text)) == set(expected), path
+    with open(os.path.join(REPO, "benchmarks", "README.md"), encoding="utf-8") as f:
+        assert _block(f.read(), "parity") == parity.markdown(load("parity.json")).strip("\n")

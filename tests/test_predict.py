@@ -1,6 +1,6 @@
 """predict.py and segnode_jax.predict on real image files (mixed sizes and formats, a broken
 file, an occupied output folder), and the serialized inference function (jax.export) run by
-the README's loader with only jax."""
+the loader of docs/usage.md with only jax."""
 
 from __future__ import annotations
 
