@@ -32,13 +32,23 @@ flags.DEFINE_string("predictions", None, "Score this folder of predicted label i
 flags.DEFINE_string("split", None, "Split to evaluate (default: data.eval_split).")
 flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: eval.mode).")
 flags.DEFINE_integer("num_images", None, "Evaluate the first N images only.", lower_bound=1)
-flags.DEFINE_integer("batch_size", None, "Images or windows per forward pass (default: eval.batch_size).", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", None, "Images or windows per forward pass (default: eval.batch_size).", lower_bound=1
+)
 flags.DEFINE_string("output", None, "Output folder for results.json and prediction images.")
-flags.DEFINE_string("export", None, "Also write every prediction for the benchmark server (the dataset's ids and "
-                    "file names, e.g. Cityscapes labelIds *_leftImg8bit.png) into this folder, and FOLDER.zip.")
+flags.DEFINE_string(
+    "export",
+    None,
+    "Also write every prediction for the benchmark server (the dataset's ids and "
+    "file names, e.g. Cityscapes labelIds *_leftImg8bit.png) into this folder, and FOLDER.zip.",
+)
 flags.DEFINE_bool("overwrite", False, "Allow --export to be a folder that already holds files.")
-flags.DEFINE_bool("trajectory", False, "SegNode: mIoU along the solve and for other solvers/steps/tolerances "
-                  "(eval.trajectory), with a plot, prediction strips and a recommended fast-inference setting.")
+flags.DEFINE_bool(
+    "trajectory",
+    False,
+    "SegNode: mIoU along the solve and for other solvers/steps/tolerances "
+    "(eval.trajectory), with a plot, prediction strips and a recommended fast-inference setting.",
+)
 
 USAGE = "python evaluate.py --ckpt RUN [--which best] [--mode whole|slide|multiscale|hrnet] | --predictions DIR --config configs/<dataset>.py"
 
@@ -60,7 +70,11 @@ def main(argv):
         results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
     elif FLAGS.trajectory:
         result, out_dir = evaluate_lib.trajectory_checkpoint(
-            FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, num_images=FLAGS.num_images,
+            FLAGS.ckpt,
+            cli.read_config(FLAGS),
+            which=FLAGS.which,
+            split=FLAGS.split,
+            num_images=FLAGS.num_images,
             output=FLAGS.output,
         )
         print(trajectory.summary(result))
@@ -68,15 +82,24 @@ def main(argv):
         return 0
     else:
         results, out_dir = evaluate_lib.evaluate_checkpoint(
-            FLAGS.ckpt, cli.read_config(FLAGS), which=FLAGS.which, split=FLAGS.split, mode=FLAGS.mode,
-            num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, output=FLAGS.output,
-            export=FLAGS.export, overwrite=FLAGS.overwrite,
+            FLAGS.ckpt,
+            cli.read_config(FLAGS),
+            which=FLAGS.which,
+            split=FLAGS.split,
+            mode=FLAGS.mode,
+            num_images=FLAGS.num_images,
+            batch_size=FLAGS.batch_size,
+            output=FLAGS.output,
+            export=FLAGS.export,
+            overwrite=FLAGS.overwrite,
         )
     print(evaluation.summary(results))
     print(f"results: {os.path.join(out_dir, 'results.json')}")
     if results.get("export"):
-        print(f"exported for the benchmark server: {results['export']}" +
-              (f", upload {results['export_zip']}" if results.get("export_zip") else ""))
+        print(
+            f"exported for the benchmark server: {results['export']}"
+            + (f", upload {results['export_zip']}" if results.get("export_zip") else "")
+        )
     if results.get("visualizations"):
         print(f"prediction images (input | ground truth | prediction): {os.path.dirname(results['visualizations'][0])}")
     return 0

@@ -26,9 +26,13 @@ flags.DEFINE_string("ckpt", None, "Training workdir, checkpoints/<step> folder, 
 flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its newest or its best checkpoint.")
 flags.DEFINE_multi_string("input", None, "Image files, folders (recursive) or globs; several allowed.")
 flags.DEFINE_string("output", None, "Output folder.")
-flags.DEFINE_enum("mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: the run's eval.mode).")
+flags.DEFINE_enum(
+    "mode", None, ["whole", "slide", "multiscale", "hrnet"], "Inference mode (default: the run's eval.mode)."
+)
 flags.DEFINE_string("solver", None, "SegNode only: the ODE solve for inference, e.g. rk4:1 or dopri5@1e-2.")
-flags.DEFINE_enum("format", "train_ids", ["train_ids", "dataset"], "Label PNG values: train ids or the dataset's own ids.")
+flags.DEFINE_enum(
+    "format", "train_ids", ["train_ids", "dataset"], "Label PNG values: train ids or the dataset's own ids."
+)
 flags.DEFINE_integer("batch_size", None, "Images (whole) or windows (slide) per forward pass.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Write into an --output folder that already holds files.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -52,8 +56,16 @@ def main(argv):
     cfg, variables, pytree_dir, description = evaluate_lib.load_model(FLAGS.ckpt, cli.read_config(FLAGS), FLAGS.which)
     evaluate_lib.refuse_classifier(cfg, "predict.py")
     summary = prediction.predict_files(
-        variables, cfg, FLAGS.input, FLAGS.output, mode=FLAGS.mode, solver=FLAGS.solver, fmt=FLAGS.format,
-        overwrite=FLAGS.overwrite, batch_size=FLAGS.batch_size, progress=FLAGS.progress,
+        variables,
+        cfg,
+        FLAGS.input,
+        FLAGS.output,
+        mode=FLAGS.mode,
+        solver=FLAGS.solver,
+        fmt=FLAGS.format,
+        overwrite=FLAGS.overwrite,
+        batch_size=FLAGS.batch_size,
+        progress=FLAGS.progress,
         metadata={"checkpoint": description},
     )
     n = summary["num_images"]
@@ -62,9 +74,11 @@ def main(argv):
     warm = [r["seconds"] for r in summary["images"] if not r["includes_compilation"]]
     if warm:
         extra += f", {1000 * sum(warm) / len(warm):.0f} ms/image once compiled"
-    print(f"{n} image{'s' if n != 1 else ''} segmented in {summary['seconds']:.1f} s{extra}: "
-          f"{os.path.join(FLAGS.output, prediction.LABELS_DIR)} ({summary['label_values']}), "
-          f"{prediction.COLOR_DIR}/, {prediction.OVERLAY_DIR}/, {prediction.SUMMARY_NAME}")
+    print(
+        f"{n} image{'s' if n != 1 else ''} segmented in {summary['seconds']:.1f} s{extra}: "
+        f"{os.path.join(FLAGS.output, prediction.LABELS_DIR)} ({summary['label_values']}), "
+        f"{prediction.COLOR_DIR}/, {prediction.OVERLAY_DIR}/, {prediction.SUMMARY_NAME}"
+    )
     return 0
 
 

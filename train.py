@@ -16,7 +16,9 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cityscapes.py.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.json (resumed if it has a checkpoint).")
+flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and config.json (resumed if it has a checkpoint)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 USAGE = "python train.py --config configs/<dataset>.py --workdir DIR [--config.a.b=value ...]"

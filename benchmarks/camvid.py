@@ -23,7 +23,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.camvid ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.camvid ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 from benchmarks import report  # noqa: E402
@@ -31,14 +34,34 @@ from segnode_jax import metrics_log  # noqa: E402
 
 # CamVid test mIoU (11 classes, SegNet split) as published; none of them was rerun here.
 PUBLISHED = [
-    {"model": "SegNet", "miou": 46.4, "pretrained": "ImageNet (VGG16 encoder)", "resolution": "480x360",
-     "source": "Paszke et al. 2016 (ENet), Table 4"},
-    {"model": "ENet", "miou": 51.3, "pretrained": "none", "resolution": "480x360",
-     "source": "Paszke et al. 2016 (ENet), Table 4"},
-    {"model": "FC-DenseNet103", "miou": 66.9, "pretrained": "none", "resolution": "480x360",
-     "source": "Jegou et al. 2017 (The One Hundred Layers Tiramisu), Table 2"},
-    {"model": "SegNode (paper)", "miou": 81.1, "pretrained": "ImageNet", "resolution": "480x360",
-     "source": "Khoshsirat & Kambhamettu, Table 1"},
+    {
+        "model": "SegNet",
+        "miou": 46.4,
+        "pretrained": "ImageNet (VGG16 encoder)",
+        "resolution": "480x360",
+        "source": "Paszke et al. 2016 (ENet), Table 4",
+    },
+    {
+        "model": "ENet",
+        "miou": 51.3,
+        "pretrained": "none",
+        "resolution": "480x360",
+        "source": "Paszke et al. 2016 (ENet), Table 4",
+    },
+    {
+        "model": "FC-DenseNet103",
+        "miou": 66.9,
+        "pretrained": "none",
+        "resolution": "480x360",
+        "source": "Jegou et al. 2017 (The One Hundred Layers Tiramisu), Table 2",
+    },
+    {
+        "model": "SegNode (paper)",
+        "miou": 81.1,
+        "pretrained": "ImageNet",
+        "resolution": "480x360",
+        "source": "Khoshsirat & Kambhamettu, Table 1",
+    },
 ]
 KINDS = {
     "main_job": ("camvid_main_job.json", "camvid-main-job", "bash scripts/main.sh camvid"),
@@ -53,8 +76,11 @@ def _load(*parts):
 
 def collect(workdir: str, kind: str, command: str | None = None, note: str | None = None) -> dict:
     cfg = _load(workdir, "config.json")
-    records = metrics_log.read_jsonl(os.path.join(workdir, metrics_log.JSONL_NAME)) \
-        if os.path.exists(os.path.join(workdir, metrics_log.JSONL_NAME)) else []
+    records = (
+        metrics_log.read_jsonl(os.path.join(workdir, metrics_log.JSONL_NAME))
+        if os.path.exists(os.path.join(workdir, metrics_log.JSONL_NAME))
+        else []
+    )
     train = {int(r["step"]): r for r in records if r.get("split", "train") == "train"}
     val, test = _load(workdir, "eval", "results.json"), _load(workdir, "eval_test", "results.json")
     timing = _load(workdir, "main_job.json") if os.path.exists(os.path.join(workdir, "main_job.json")) else {}
@@ -69,18 +95,37 @@ def collect(workdir: str, kind: str, command: str | None = None, note: str | Non
         "note": note,
         "seconds": timing.get("seconds"),
         "phases": timing.get("phases"),
-        "model": {"name": m["name"], "size": m.get("size"), "width": m["width"], "solver": ode["solver"],
-                  "num_steps": ode["num_steps"], "adjoint": ode["adjoint"]},
+        "model": {
+            "name": m["name"],
+            "size": m.get("size"),
+            "width": m["width"],
+            "solver": ode["solver"],
+            "num_steps": ode["num_steps"],
+            "adjoint": ode["adjoint"],
+        },
         "data": {"crop_size": d["crop_size"], "eval_size": d.get("eval_size"), "class_weights": d.get("class_weights")},
-        "train": {"steps": cfg["train"]["num_steps"], "batch_size": cfg["train"]["batch_size"],
-                  "weight_decay": cfg["train"].get("weight_decay")},
+        "train": {
+            "steps": cfg["train"]["num_steps"],
+            "batch_size": cfg["train"]["batch_size"],
+            "weight_decay": cfg["train"].get("weight_decay"),
+        },
         "validation": [
-            {"step": int(r["step"]), "miou": r["miou"], "images_per_second": train.get(int(r["step"]), {}).get("images_per_second")}
-            for r in records if r.get("split") == "val"
+            {
+                "step": int(r["step"]),
+                "miou": r["miou"],
+                "images_per_second": train.get(int(r["step"]), {}).get("images_per_second"),
+            }
+            for r in records
+            if r.get("split") == "val"
         ],
         "val": {"miou": val["miou"], "pixel_accuracy": val["pixel_accuracy"], "checkpoint_step": val.get("step")},
-        "test": {"miou": test["miou"], "pixel_accuracy": test["pixel_accuracy"], "per_class_iou": test["per_class_iou"],
-                 "num_images": test.get("num_images"), "checkpoint_step": test.get("step")},
+        "test": {
+            "miou": test["miou"],
+            "pixel_accuracy": test["pixel_accuracy"],
+            "per_class_iou": test["per_class_iou"],
+            "num_images": test.get("num_images"),
+            "checkpoint_step": test.get("step"),
+        },
         "published": PUBLISHED,
     }
 
@@ -100,7 +145,8 @@ def markdown(r: dict, picture: str | None) -> str:
     if r.get("seconds"):
         phases = r.get("phases") or {}
         took = f" The whole command took {_min_s(int(r['seconds']))}" + (
-            " (" + ", ".join(f"{k} {_min_s(int(v))}" for k, v in phases.items()) + ")." if phases else ".")
+            " (" + ", ".join(f"{k} {_min_s(int(v))}" for k, v in phases.items()) + ")." if phases else "."
+        )
     if r["kind"] == "shipped":
         return _shipped_markdown(r, size, solve, when, picture)
     lines = [
@@ -133,14 +179,17 @@ def _shipped_markdown(r: dict, size: str, solve: str, when: str, picture: str | 
     if r.get("shipped"):
         folder = os.path.join(ROOT, r["shipped"])
         mib = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs) / 2**20
-        lines.append(f"`{r['shipped']}/` ({mib:.1f} MiB: weights without optimiser state, the run's config, class names "
-                     "and palette, `model.json` with these scores and the command, `LICENSE.md`: CC BY-NC 4.0 as its "
-                     "training data):")
+        lines.append(
+            f"`{r['shipped']}/` ({mib:.1f} MiB: weights without optimiser state, the run's config, class names "
+            "and palette, `model.json` with these scores and the command, `LICENSE.md`: CC BY-NC 4.0 as its "
+            "training data):"
+        )
     lines += [
         f"SegNode {size} ({solve}), {r['train']['steps']} steps of batch {r['train']['batch_size']} by `{r['command']}` "
         f"({when}). **Test mIoU {100 * t['miou']:.1f}** (val {100 * r['val']['miou']:.1f}; pixel accuracy "
         f"{100 * t['pixel_accuracy']:.1f}; {t['num_images']} test frames). Per class: "
-        + ", ".join(f"{k} {100 * v:.1f}" for k, v in t["per_class_iou"].items()) + ".",
+        + ", ".join(f"{k} {100 * v:.1f}" for k, v in t["per_class_iou"].items())
+        + ".",
     ]
     if picture:
         lines += ["", f"![CamVid test frames: input, ground truth, prediction]({os.path.relpath(picture, ROOT)})"]
@@ -181,11 +230,17 @@ def ship(workdir: str, out: str, result: dict) -> str:
     from segnode_jax import checkpoints
 
     info = {
-        "test_miou": result["test"]["miou"], "test_per_class_iou": result["test"]["per_class_iou"],
-        "val_miou": result["val"]["miou"], "protocol": "SegNet CamVid: trained on train, chosen on val, scored on test "
+        "test_miou": result["test"]["miou"],
+        "test_per_class_iou": result["test"]["per_class_iou"],
+        "val_miou": result["val"]["miou"],
+        "protocol": "SegNet CamVid: trained on train, chosen on val, scored on test "
         "at the original 360x480 labels (evaluate.py --split test)",
-        "command": result["command"], "trained": {"date": result["machine"]["date"], "cpu": result["machine"].get("cpu"),
-                                                   "cpu_count": result["machine"]["cpu_count"]},
+        "command": result["command"],
+        "trained": {
+            "date": result["machine"]["date"],
+            "cpu": result["machine"].get("cpu"),
+            "cpu_count": result["machine"]["cpu_count"],
+        },
         "licence": LICENCE,
     }
     path = checkpoints.export_model(workdir, out, which="best", info=info, overwrite=True)
@@ -200,10 +255,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--kind", choices=sorted(KINDS), default="main_job")
     parser.add_argument("--command", help="the command that produced the run (default: the kind's)")
     parser.add_argument("--note", help="a sentence on how the run went (shown under the table)")
-    parser.add_argument("--readme", help="the Markdown file whose block to update (default: README.md for the shipped "
-                        "model, benchmarks/results/camvid.md for the main job)")
-    parser.add_argument("--ship", help="also write the run's best checkpoint as a model folder here (weights, config, "
-                        "classes, palette, the scores above, the command, the data's licence), e.g. pretrained/camvid_small")
+    parser.add_argument(
+        "--readme",
+        help="the Markdown file whose block to update (default: README.md for the shipped "
+        "model, benchmarks/results/camvid.md for the main job)",
+    )
+    parser.add_argument(
+        "--ship",
+        help="also write the run's best checkpoint as a model folder here (weights, config, "
+        "classes, palette, the scores above, the command, the data's licence), e.g. pretrained/camvid_small",
+    )
     args = parser.parse_args(argv)
     name, block, _ = KINDS[args.kind]
     result = collect(args.workdir, args.kind, args.command, args.note)
@@ -212,7 +273,9 @@ def main(argv=None) -> dict:
         result["shipped"] = os.path.relpath(ship(args.workdir, args.ship, result), ROOT)
     path = report.write_json(name, result)
     text = markdown(result, picture)
-    page = args.readme or (os.path.join(ROOT, "README.md") if args.kind == "shipped" else os.path.join(report.RESULTS, "camvid.md"))
+    page = args.readme or (
+        os.path.join(ROOT, "README.md") if args.kind == "shipped" else os.path.join(report.RESULTS, "camvid.md")
+    )
     report.replace_block(page, block, text)
     print(text)
     print(f"written: {path}")

@@ -51,8 +51,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.camvid_parity ...",
-          file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.camvid_parity ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 import segnode_jax  # noqa: E402
@@ -76,9 +78,15 @@ def scaled_widths(width: int = WIDTH) -> dict[str, Any]:
     """W48's widths (branches 48.., stem 64, layer1 64 planes) scaled by ``width / 48``; the
     depths stay the paper's (layer1 4 blocks, SegNode's field 2 modules x 2 blocks)."""
     factor = width / 48
-    return {"model.size": None, "model.width": width, "model.stem_width": round(64 * factor),
-            "model.layer1_planes": round(64 * factor), "model.layer1_blocks": 4,
-            "model.segnode.modules_per_field": 2, "model.segnode.blocks_per_branch": 2}
+    return {
+        "model.size": None,
+        "model.width": width,
+        "model.stem_width": round(64 * factor),
+        "model.layer1_planes": round(64 * factor),
+        "model.layer1_blocks": 4,
+        "model.segnode.modules_per_field": 2,
+        "model.segnode.blocks_per_branch": 2,
+    }
 
 
 def run_config(model: str, recipe: str, seed: int, steps: int = STEPS):
@@ -88,7 +96,9 @@ def run_config(model: str, recipe: str, seed: int, steps: int = STEPS):
         **scaled_widths(),
         "model.name": model,
         "seed": seed,
-        "data.base_size": CROP[1], "data.crop_size": CROP, "data.eval_size": CROP,
+        "data.base_size": CROP[1],
+        "data.crop_size": CROP,
+        "data.eval_size": CROP,
         "train.batch_size": BATCH,
         "train.num_steps": steps,
         "train.loss.ohem_min_kept": CROP[0] * CROP[1] // 8,
@@ -100,8 +110,9 @@ def run_config(model: str, recipe: str, seed: int, steps: int = STEPS):
     }
     if recipe == "paper":  # each model's own (train.recipes); configs/camvid.py sets HRNet's
         paper = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py")).train.recipes
-        over.update({"train.optimizer": "auto", "train.learning_rate": None, "train.momentum": None,
-                     "train.weight_decay": None})
+        over.update(
+            {"train.optimizer": "auto", "train.learning_rate": None, "train.momentum": None, "train.weight_decay": None}
+        )
         cfg.train.recipes = paper
     return segnode_jax.config.apply_overrides(cfg, over)
 
@@ -124,7 +135,8 @@ def _last_step(path: str) -> int:
 def _finished(path: str, steps: int) -> bool:
     jsonl = os.path.join(path, metrics_log.JSONL_NAME)
     return os.path.exists(jsonl) and any(
-        r.get("split") == "val" and int(r["step"]) == steps for r in metrics_log.read_jsonl(jsonl))
+        r.get("split") == "val" and int(r["step"]) == steps for r in metrics_log.read_jsonl(jsonl)
+    )
 
 
 def _read(path: str, name: str, default=None):
@@ -138,12 +150,17 @@ def _read(path: str, name: str, default=None):
 def _record_segment(path: str, started: float, from_step: int) -> None:
     """Appends when, where and from which step to which this run trained just now."""
     segments = _read(path, PROVENANCE, {"segments": []})
-    segments["segments"].append({
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": round(time.time() - started), "cpu": report.cpu_model(), "cpu_count": os.cpu_count(),
-        "from_step": from_step, "to_step": _last_step(path),
-    })
+    segments["segments"].append(
+        {
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "seconds": round(time.time() - started),
+            "cpu": report.cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "from_step": from_step,
+            "to_step": _last_step(path),
+        }
+    )
     with open(os.path.join(path, PROVENANCE), "w") as f:
         json.dump(segments, f, indent=1)
 
@@ -166,8 +183,9 @@ def train_one(model: str, recipe: str, seed: int, workdir: str, steps: int) -> s
         finally:
             _record_segment(path, started, from_step)
     if _finished(path, steps) and not os.path.exists(os.path.join(path, "eval_test", "results.json")):
-        evaluate_lib.evaluate_checkpoint(path, which="best", split="test", output=os.path.join(path, "eval_test"),
-                                         progress=False)
+        evaluate_lib.evaluate_checkpoint(
+            path, which="best", split="test", output=os.path.join(path, "eval_test"), progress=False
+        )
     return path
 
 
@@ -183,10 +201,15 @@ def collect(path: str, model: str, recipe: str, seed: int, steps: int) -> dict[s
             failed = f.read().strip()
     best = max(val, key=lambda r: r["miou"]) if val else None
     return {
-        "model": model, "recipe": recipe, "seed": seed, "run": os.path.basename(path),
-        "finished": _finished(path, steps) and test is not None, "failed": failed,
+        "model": model,
+        "recipe": recipe,
+        "seed": seed,
+        "run": os.path.basename(path),
+        "finished": _finished(path, steps) and test is not None,
+        "failed": failed,
         "curve": [[int(r["step"]), float(r["miou"])] for r in val],
-        "val_miou": float(best["miou"]) if best else None, "val_step": int(best["step"]) if best else None,
+        "val_miou": float(best["miou"]) if best else None,
+        "val_step": int(best["step"]) if best else None,
         "test_miou": float(test["miou"]) if test else None,
         "test_per_class_iou": test["per_class_iou"] if test else None,
         "segments": _read(path, PROVENANCE, {"segments": []})["segments"],
@@ -203,14 +226,19 @@ def summarise(runs: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -
             done = [r for r in rs if r["finished"]]
             tests = [r["test_miou"] for r in done]
             vals = [r["val_miou"] for r in done]
-            rows.append({
-                "model": model, "recipe": recipe, "seeds": len(rs), "finished": len(done),
-                "failed": sum(1 for r in rs if r["failed"]),
-                "test_miou_mean": float(np.mean(tests)) if tests else None,
-                "test_miou_std": float(np.std(tests, ddof=1)) if len(tests) > 1 else None,
-                "val_miou_mean": float(np.mean(vals)) if vals else None,
-                **measured.get(model, {}),
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "recipe": recipe,
+                    "seeds": len(rs),
+                    "finished": len(done),
+                    "failed": sum(1 for r in rs if r["failed"]),
+                    "test_miou_mean": float(np.mean(tests)) if tests else None,
+                    "test_miou_std": float(np.std(tests, ddof=1)) if len(tests) > 1 else None,
+                    "val_miou_mean": float(np.mean(vals)) if vals else None,
+                    **measured.get(model, {}),
+                }
+            )
     return rows
 
 
@@ -223,9 +251,16 @@ def claim(rows: list[dict[str, Any]], recipe: str = "shared") -> dict[str, Any] 
     gap = seg["test_miou_mean"] - hr["test_miou_mean"]
     params = seg["params"] / hr["params"]
     memory = seg["train_memory_bytes"] / hr["train_memory_bytes"]
-    return {"recipe": recipe, "test_miou_gap": gap, "params_ratio": params, "memory_ratio": memory,
-            "within_1_point": gap >= -MAX_GAP, "third_of_params": params <= 0.4, "under_half_memory": memory < 0.5,
-            "holds": gap >= -MAX_GAP and params <= 0.4 and memory < 0.5}
+    return {
+        "recipe": recipe,
+        "test_miou_gap": gap,
+        "params_ratio": params,
+        "memory_ratio": memory,
+        "within_1_point": gap >= -MAX_GAP,
+        "third_of_params": params <= 0.4,
+        "under_half_memory": memory < 0.5,
+        "holds": gap >= -MAX_GAP and params <= 0.4 and memory < 0.5,
+    }
 
 
 def plot(runs: list[dict[str, Any]], path: str) -> str:
@@ -235,7 +270,9 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
     import matplotlib.pyplot as plt
 
     recipes = [r for r in RECIPES if any(run["recipe"] == r and run["finished"] for run in runs)]
-    fig, axes = plt.subplots(1, max(1, len(recipes)), figsize=(6.5 * max(1, len(recipes)), 4.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, max(1, len(recipes)), figsize=(6.5 * max(1, len(recipes)), 4.5), squeeze=False, sharey=True
+    )
     for ax, recipe in zip(axes[0], recipes):
         for k, model in enumerate(MODELS):
             done = [r for r in runs if r["model"] == model and r["recipe"] == recipe and r["finished"]]
@@ -247,7 +284,9 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
                 ax.plot(steps, [100 * m for m in miou], "-", color=colour, alpha=0.35, lw=1)
             test = 100 * np.mean([r["test_miou"] for r in done])
             ax.axhline(test, color=colour, ls="--", lw=1.2)
-            ax.plot([], [], "-", color=colour, label=f"{model}: val per seed; dashed: test mean {test:.1f} (n={len(done)})")
+            ax.plot(
+                [], [], "-", color=colour, label=f"{model}: val per seed; dashed: test mean {test:.1f} (n={len(done)})"
+            )
         ax.set(title=f"CamVid, {recipe} recipe", xlabel="training step", ylabel="mIoU (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
@@ -286,18 +325,29 @@ def markdown(result: dict[str, Any]) -> str:
         if r["test_miou_mean"] is None:
             test = f"not finished (0/{r['seeds']})" if not r["failed"] else f"diverged ({r['failed']}/{r['seeds']})"
         else:
-            test = f"{100 * r['test_miou_mean']:.1f}" + (f" ± {100 * r['test_miou_std']:.1f}" if r["test_miou_std"] is not None else "")
+            test = f"{100 * r['test_miou_mean']:.1f}" + (
+                f" ± {100 * r['test_miou_std']:.1f}" if r["test_miou_std"] is not None else ""
+            )
             test += f" (n={r['finished']}" + (f" of {r['seeds']}" if r["finished"] < r["seeds"] else "") + ")"
         val = "-" if r["val_miou_mean"] is None else f"{100 * r['val_miou_mean']:.1f}"
-        meas = (f"{r['params'] / 1e6:.2f}M | {r['train_memory_bytes'] / 2**20:.0f} MiB | {1000 * r['train_step_seconds']:.0f} ms | "
-                f"{r['infer_ms_per_image']:.1f}") if "params" in r else "- | - | - | -"
+        meas = (
+            (
+                f"{r['params'] / 1e6:.2f}M | {r['train_memory_bytes'] / 2**20:.0f} MiB | {1000 * r['train_step_seconds']:.0f} ms | "
+                f"{r['infer_ms_per_image']:.1f}"
+            )
+            if "params" in r
+            else "- | - | - | -"
+        )
         lines.append(f"| {r['model']} | {r['recipe']} | {test} | {val} | {meas} |")
     c = result.get("claim")
     if c:
         verdict = "holds" if c["holds"] else "does not hold"
-        lines += ["", f"The claim {verdict} here ({c['recipe']} recipe): SegNode's test mIoU is "
-                  f"{100 * c['test_miou_gap']:+.1f} points from HRNetV2's with {c['params_ratio']:.2f}x its parameters "
-                  f"and {c['memory_ratio']:.2f}x its analysed training memory."]
+        lines += [
+            "",
+            f"The claim {verdict} here ({c['recipe']} recipe): SegNode's test mIoU is "
+            f"{100 * c['test_miou_gap']:+.1f} points from HRNetV2's with {c['params_ratio']:.2f}x its parameters "
+            f"and {c['memory_ratio']:.2f}x its analysed training memory.",
+        ]
     if result.get("plot"):
         lines += ["", f"![CamVid side by side: val mIoU per run, test means]({result['plot']})"]
     return "\n".join(lines)
@@ -308,12 +358,24 @@ def main(argv=None) -> dict[str, Any] | None:
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "camvid_parity"))
     parser.add_argument("--recipe", choices=RECIPES, default="shared")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--seeds", type=int, nargs=3, metavar=("HRNETV2", "BASELINE", "SEGNODE"),
-                        default=[SEEDS[m] for m in MODELS], help="seeds per model (default 2 2 3)")
-    parser.add_argument("--train_only", action="store_true", help="train and test-score the runs; no measurement, no report")
-    parser.add_argument("--report_only", action="store_true", help="the table and plot again from results/camvid_parity.json")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs=3,
+        metavar=("HRNETV2", "BASELINE", "SEGNODE"),
+        default=[SEEDS[m] for m in MODELS],
+        help="seeds per model (default 2 2 3)",
+    )
+    parser.add_argument(
+        "--train_only", action="store_true", help="train and test-score the runs; no measurement, no report"
+    )
+    parser.add_argument(
+        "--report_only", action="store_true", help="the table and plot again from results/camvid_parity.json"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of the step measurement")
-    parser.add_argument("--page", help="the Markdown file whose block to update (default benchmarks/results/camvid_parity.md)")
+    parser.add_argument(
+        "--page", help="the Markdown file whose block to update (default benchmarks/results/camvid_parity.md)"
+    )
     args = parser.parse_args(argv)
     name = "camvid_parity.json"
     if args.report_only:
@@ -330,10 +392,18 @@ def main(argv=None) -> dict[str, Any] | None:
         runs += [collect(p, m, args.recipe, s, args.steps) for p, (m, s) in zip(paths, order)]
         from benchmarks import parity
 
-        measured = parity.measure({m: run_config(m, "shared", 0, args.steps) for m in MODELS}, args.steps, args.repeats,
-                                  batch=BATCH)
-        result = {"machine": report.machine(), "steps": args.steps, "width": WIDTH, "crop": list(CROP), "batch": BATCH,
-                  "runs": runs, "measured": measured}
+        measured = parity.measure(
+            {m: run_config(m, "shared", 0, args.steps) for m in MODELS}, args.steps, args.repeats, batch=BATCH
+        )
+        result = {
+            "machine": report.machine(),
+            "steps": args.steps,
+            "width": WIDTH,
+            "crop": list(CROP),
+            "batch": BATCH,
+            "runs": runs,
+            "measured": measured,
+        }
         result["rows"] = summarise(runs, measured)
         result["claim"] = claim(result["rows"])
         result["plot"] = os.path.relpath(plot(runs, os.path.join(report.RESULTS, "camvid", "parity.png")), ROOT)

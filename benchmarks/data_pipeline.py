@@ -24,7 +24,10 @@ import time
 import numpy as np
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.data_pipeline ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.data_pipeline ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 from segnode_jax import data  # noqa: E402
@@ -57,8 +60,12 @@ def _time_iterator(dcfg, *, batch_size: int, batches: int, workers: int) -> dict
     elapsed = time.perf_counter() - t1
     if workers:
         it.close()
-    return {"workers": workers, "images_per_s": batches * batch_size / elapsed, "ms_per_batch": 1000 * elapsed / batches,
-            "startup_s": startup}
+    return {
+        "workers": workers,
+        "images_per_s": batches * batch_size / elapsed,
+        "ms_per_batch": 1000 * elapsed / batches,
+        "startup_s": startup,
+    }
 
 
 def _decode_rate(dcfg, n: int = 8) -> float:
@@ -99,8 +106,11 @@ def main() -> None:
     result = {
         "what": "training pipeline images/s: 1024x2048 PNG -> HRNet Cityscapes augmentation -> 512x1024 crops",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "images": args.images, "batch_size": args.batch_size, "timed_batches": args.batches,
-        "mean_png_mb": round(mean_png_mb, 2), "png_decode_images_per_s": round(decode, 2),
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "timed_batches": args.batches,
+        "mean_png_mb": round(mean_png_mb, 2),
+        "png_decode_images_per_s": round(decode, 2),
         "prepare_s": round(prep, 1),
         "runs": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
     }
@@ -115,7 +125,9 @@ def main() -> None:
         "| grain workers | images/s | ms/batch | start-up (s) |",
         "|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['workers']} | {r['images_per_s']:.2f} | {r['ms_per_batch']:.0f} | {r['startup_s']:.1f} |" for r in rows]
+    lines += [
+        f"| {r['workers']} | {r['images_per_s']:.2f} | {r['ms_per_batch']:.0f} | {r['startup_s']:.1f} |" for r in rows
+    ]
     table = "\n".join(lines) + "\n"
     print(table)
     os.makedirs(RESULTS, exist_ok=True)

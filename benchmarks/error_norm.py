@@ -35,7 +35,10 @@ import optax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.error_norm ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.error_norm ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 from segnode_jax import api, data, evaluate_lib, evaluation, losses, ode  # noqa: E402
@@ -66,11 +69,18 @@ def forward_rows(variables, cfg, tolerances, num_images):
             c = _with_solve(cfg, rtol=tol, atol=tol, error_norm=norm)
             start = time.perf_counter()
             res = evaluation.evaluate(variables, c, settings=settings)
-            rows.append({
-                "norm": norm, "tol": tol, "miou": res["miou"], "mean_nfe": res.get("mean_nfe"),
-                "seconds_per_image_incl_compile": (time.perf_counter() - start) / res["num_images"],
-            })
-            print(f"forward  tol {tol:g}  {norm:8s} mIoU {100 * res['miou']:.2f}  NFE {res.get('mean_nfe')}", flush=True)
+            rows.append(
+                {
+                    "norm": norm,
+                    "tol": tol,
+                    "miou": res["miou"],
+                    "mean_nfe": res.get("mean_nfe"),
+                    "seconds_per_image_incl_compile": (time.perf_counter() - start) / res["num_images"],
+                }
+            )
+            print(
+                f"forward  tol {tol:g}  {norm:8s} mIoU {100 * res['miou']:.2f}  NFE {res.get('mean_nfe')}", flush=True
+            )
     return rows
 
 
@@ -116,10 +126,20 @@ def gradient_rows(variables, cfg, tolerances, batch):
                 for d, r in zip(jax.tree_util.tree_leaves(diff), jax.tree_util.tree_leaves(ref))
                 if r.size > 1
             )
-            rows.append({"norm": norm, "tol": tol, "relative_error": err, "worst_leaf_relative_error": leaf_err,
-                         "forward_nfe": int(nfe), "seconds": seconds})
-            print(f"gradient tol {tol:g}  {norm:8s} rel. error {err:.3e}  worst leaf {leaf_err:.3e}  forward NFE {int(nfe)}",
-                  flush=True)
+            rows.append(
+                {
+                    "norm": norm,
+                    "tol": tol,
+                    "relative_error": err,
+                    "worst_leaf_relative_error": leaf_err,
+                    "forward_nfe": int(nfe),
+                    "seconds": seconds,
+                }
+            )
+            print(
+                f"gradient tol {tol:g}  {norm:8s} rel. error {err:.3e}  worst leaf {leaf_err:.3e}  forward NFE {int(nfe)}",
+                flush=True,
+            )
     return rows, {"forward_nfe": int(ref_nfe), "rtol": 1e-7, "adjoint": "recursive_checkpoint"}
 
 
@@ -162,11 +182,15 @@ def conclusion(model) -> str:
     for tol in model["tolerances"]:
         a, b = fw[("max_rms", tol)], fw[("rms", tol)]
         ga, gb = gr.get(("max_rms", tol)), gr.get(("rms", tol))
-        s = (f"at {tol:g} max_rms takes {a['mean_nfe']:.0f} evaluations vs {b['mean_nfe']:.0f} "
-             f"(mIoU {100 * a['miou']:.2f} vs {100 * b['miou']:.2f}")
+        s = (
+            f"at {tol:g} max_rms takes {a['mean_nfe']:.0f} evaluations vs {b['mean_nfe']:.0f} "
+            f"(mIoU {100 * a['miou']:.2f} vs {100 * b['miou']:.2f}"
+        )
         if ga and gb:
-            s += (f"; gradient error {ga['relative_error']:.1e} vs {gb['relative_error']:.1e} in "
-                  f"{ga['seconds']:.2f} s vs {gb['seconds']:.2f} s")
+            s += (
+                f"; gradient error {ga['relative_error']:.1e} vs {gb['relative_error']:.1e} in "
+                f"{ga['seconds']:.2f} s vs {gb['seconds']:.2f} s"
+            )
         parts.append(s + ")")
     return "Measured: " + "; ".join(parts) + "."
 
@@ -225,7 +249,9 @@ def main(argv=None):
     result = {
         "machine": {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "backend": jax.default_backend(),
             "jax": jax.__version__,
         },
         "command": "python -m benchmarks.error_norm" + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else ""),

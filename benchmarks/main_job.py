@@ -20,7 +20,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.main_job ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.main_job ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 from benchmarks import report  # noqa: E402
@@ -53,24 +56,45 @@ def collect(workdir: str, seconds: float | None = None, note: str | None = None)
         "note": note,
         "seconds": timing["seconds"],
         "phases": timing.get("phases"),
-        "model": {"name": cfg["model"]["name"], "width": cfg["model"]["width"], "solver": ode["solver"],
-                  "num_steps": ode["num_steps"], "adjoint": ode["adjoint"]},
-        "data": {"generator": cfg["data"].get("generator"), "image_size": cfg["data"]["image_size"],
-                 "num_train": cfg["data"]["num_train"], "num_val": cfg["data"]["num_val"]},
+        "model": {
+            "name": cfg["model"]["name"],
+            "width": cfg["model"]["width"],
+            "solver": ode["solver"],
+            "num_steps": ode["num_steps"],
+            "adjoint": ode["adjoint"],
+        },
+        "data": {
+            "generator": cfg["data"].get("generator"),
+            "image_size": cfg["data"]["image_size"],
+            "num_train": cfg["data"]["num_train"],
+            "num_val": cfg["data"]["num_val"],
+        },
         "train": {"steps": cfg["train"]["num_steps"], "batch_size": cfg["train"]["batch_size"]},
         "validation": [
-            {"step": int(r["step"]), "miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"], "mean_nfe": r.get("mean_nfe"),
-             "images_per_second": train.get(int(r["step"]), {}).get("images_per_second")}
+            {
+                "step": int(r["step"]),
+                "miou": r["miou"],
+                "pixel_accuracy": r["pixel_accuracy"],
+                "mean_nfe": r.get("mean_nfe"),
+                "images_per_second": train.get(int(r["step"]), {}).get("images_per_second"),
+            }
             for r in val
         ],
-        "final": {"miou": final["miou"], "pixel_accuracy": final["pixel_accuracy"], "per_class_iou": final["per_class_iou"],
-                  "checkpoint_step": final.get("step")},
+        "final": {
+            "miou": final["miou"],
+            "pixel_accuracy": final["pixel_accuracy"],
+            "per_class_iou": final["per_class_iou"],
+            "checkpoint_step": final.get("step"),
+        },
         "fast_inference": traj and traj.get("recommended"),
         "ceiling_at_output_resolution": {"per_class_iou": ceiling, "miou": sum(ceiling.values()) / len(ceiling)},
-        "trajectory": traj and {
+        "trajectory": traj
+        and {
             "model_solver": traj.get("model_solver"),
             "along_trajectory": {k: traj["along_trajectory"][k] for k in ("t", "miou", "num_images")},
-            "sweep": [{k: row.get(k) for k in ("setting", "miou", "mean_nfe", "seconds_per_image")} for row in traj["sweep"]],
+            "sweep": [
+                {k: row.get(k) for k in ("setting", "miou", "mean_nfe", "seconds_per_image")} for row in traj["sweep"]
+            ],
         },
     }
 
@@ -140,7 +164,11 @@ def markdown(r: dict) -> str:
         lines.append(
             f"Fastest inference within 1 mIoU point of the best solve (`evaluate.py --trajectory`): `{fast['setting']}`, "
             f"{100 * fast['miou']:.1f} mIoU"
-            + (f", {fast['time_vs_hrnetv2']:.2f}x HRNetV2's time at the same width." if fast.get("time_vs_hrnetv2") else ".")
+            + (
+                f", {fast['time_vs_hrnetv2']:.2f}x HRNetV2's time at the same width."
+                if fast.get("time_vs_hrnetv2")
+                else "."
+            )
         )
     if r.get("note"):
         lines += ["", r["note"]]
@@ -186,8 +214,12 @@ def copy_pictures(workdir: str) -> list[str]:
     os.makedirs(out, exist_ok=True)
     picks = {
         "trajectory.png": os.path.join(workdir, "eval", "trajectory", "trajectory.png"),
-        "strip_example.png": (sorted(glob.glob(os.path.join(workdir, "eval", "trajectory", "strips", "*.png"))) or [None])[0],
-        "prediction_example.png": (sorted(glob.glob(os.path.join(workdir, "eval", "predictions", "*.png"))) or [None])[0],
+        "strip_example.png": (
+            sorted(glob.glob(os.path.join(workdir, "eval", "trajectory", "strips", "*.png"))) or [None]
+        )[0],
+        "prediction_example.png": (sorted(glob.glob(os.path.join(workdir, "eval", "predictions", "*.png"))) or [None])[
+            0
+        ],
     }
     written = []
     for name, src in picks.items():
@@ -206,7 +238,9 @@ def main(argv=None) -> dict:
     result = collect(args.workdir, args.seconds, args.note)
     path = report.write_json("main_job.json", result)
     report.replace_block(os.path.join(ROOT, "README.md"), "main-job", markdown(result))
-    report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "main-job-trajectory", trajectory_markdown(result))
+    report.replace_block(
+        os.path.join(ROOT, "benchmarks", "README.md"), "main-job-trajectory", trajectory_markdown(result)
+    )
     copy_pictures(args.workdir)
     print(markdown(result))
     print(f"written: {path}")

@@ -57,7 +57,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.parity ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.parity ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 import segnode_jax  # noqa: E402
@@ -131,11 +134,14 @@ def main_job_solve() -> str:
     for name, over in SOLVES.items():
         if all(ode_cfg[k.split(".", 1)[1]] == v for k, v in over.items()):
             return name
-    raise SystemExit(f"configs/synthetic.py's solve ({ode_cfg.solver}, {ode_cfg.num_steps}, {ode_cfg.adjoint}) is not a candidate")
+    raise SystemExit(
+        f"configs/synthetic.py's solve ({ode_cfg.solver}, {ode_cfg.num_steps}, {ode_cfg.adjoint}) is not a candidate"
+    )
 
 
-def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None, peers: tuple[str, ...] = (),
-         shared_sgd: bool = False) -> list[Run]:
+def plan(
+    seeds: int, remat_seeds: int, solve_seeds: int | None = None, peers: tuple[str, ...] = (), shared_sgd: bool = False
+) -> list[Run]:
     """Model comparison (paper and shared recipes, with ``shared_sgd`` also the shared SGD one;
     SegNode and the ODE ``peers`` with the main job's solve, ``seeds`` seeds) and solve comparison
     (paper recipe; each other solve with ``solve_seeds`` seeds, default ``seeds``; each solve with
@@ -158,8 +164,13 @@ def plan(seeds: int, remat_seeds: int, solve_seeds: int | None = None, peers: tu
 # they were measured with (results/parity.json), so that finished runs stay reusable.
 # Width 8: HRNet branches of 8..64 channels; the U-Net family's top level likewise 8 (U-Node's
 # levels 8..128, NODEs-UNet's U-Net 8..128 with its ODE blocks).
-PARITY_FIXED = {"model.width": 8, "train.loss.ohem": False, "model.unode.num_filters": 8, "model.nodes_unet.base_width": 8,
-                "model.nodes_unet.groups": 8}
+PARITY_FIXED = {
+    "model.width": 8,
+    "train.loss.ohem": False,
+    "model.unode.num_filters": 8,
+    "model.nodes_unet.base_width": 8,
+    "model.nodes_unet.groups": 8,
+}
 
 
 def run_config(run: Run, steps: int):
@@ -229,8 +240,11 @@ def train(run: Run, steps: int, workdir: str, earlier: dict[str, dict[str, Any]]
             failed = str(e)
             with open(os.path.join(path, FAILED), "w") as f:
                 f.write(failed + "\n")
-        provenance = {"trained": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": report.cpu_model(),
-                      "wall_seconds": time.perf_counter() - t}
+        provenance = {
+            "trained": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpu": report.cpu_model(),
+            "wall_seconds": time.perf_counter() - t,
+        }
         with open(os.path.join(path, PROVENANCE), "w") as f:
             json.dump(provenance, f)
     else:
@@ -268,7 +282,8 @@ def measure(configs: dict[str, Any], steps: int, repeats: int, batch: int = MEMO
         shardings = training.train_state_shardings(cfg.model, tx, mesh)
         abstract = jax.tree_util.tree_map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            training.abstract_train_state(cfg.model, tx), shardings,
+            training.abstract_train_state(cfg.model, tx),
+            shardings,
         )
         batch_spec = {
             "image": jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32, sharding=parallel.batch_sharding(mesh)),
@@ -324,19 +339,34 @@ def summarise(runs: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -
     for key, values in measured.items():
         if key not in trained:
             model, setting = key.split("|", 1)
-            rows.append({"model": model, "setting": setting, "recipe": "paper", "seeds": 0, "miou_mean": None,
-                         "miou_std": None, "nfe": None, **values})
+            rows.append(
+                {
+                    "model": model,
+                    "setting": setting,
+                    "recipe": "paper",
+                    "seeds": 0,
+                    "miou_mean": None,
+                    "miou_std": None,
+                    "nfe": None,
+                    **values,
+                }
+            )
     for (model, setting, recipe), rs in groups.items():
         mious = [r["miou"] for r in rs if r["miou"] is not None]
         nfes = [r["eval_nfe"] for r in rs if r["eval_nfe"] is not None]
-        rows.append({
-            "model": model, "setting": setting, "recipe": recipe, "seeds": len(rs),
-            "failed": len(rs) - len(mious),
-            "miou_mean": float(np.mean(mious)) if mious else None,
-            "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,
-            "nfe": float(np.mean(nfes)) if nfes else None,
-            **measured[f"{model}|{setting}"],
-        })
+        rows.append(
+            {
+                "model": model,
+                "setting": setting,
+                "recipe": recipe,
+                "seeds": len(rs),
+                "failed": len(rs) - len(mious),
+                "miou_mean": float(np.mean(mious)) if mious else None,
+                "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,
+                "nfe": float(np.mean(nfes)) if nfes else None,
+                **measured[f"{model}|{setting}"],
+            }
+        )
     return rows
 
 
@@ -362,9 +392,13 @@ def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     ok = [r for r in segnode if r["miou_mean"] >= ref["miou_mean"] - MAX_MIOU_DROP]
     pick = min(ok, key=lambda r: r["train_step_seconds"])
     return {
-        "setting": pick["setting"], "miou_mean": pick["miou_mean"], "train_step_seconds": pick["train_step_seconds"],
-        "reference": PAPER_SOLVE, "reference_miou_mean": ref["miou_mean"],
-        "reference_train_step_seconds": ref["train_step_seconds"], "max_miou_drop": MAX_MIOU_DROP,
+        "setting": pick["setting"],
+        "miou_mean": pick["miou_mean"],
+        "train_step_seconds": pick["train_step_seconds"],
+        "reference": PAPER_SOLVE,
+        "reference_miou_mean": ref["miou_mean"],
+        "reference_train_step_seconds": ref["train_step_seconds"],
+        "max_miou_drop": MAX_MIOU_DROP,
         "speedup": ref["train_step_seconds"] / pick["train_step_seconds"],
     }
 
@@ -391,8 +425,11 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
         colour = plt.get_cmap("tab10")((MODELS + ODE_PEERS).index(model))
         style = "o-" if setting in ("-", main_job_solve()) else "s--"
         ax.plot(steps, mean, style, label=label, lw=1.5, color=colour)
-    titles = {"paper": "each model's paper recipe", "shared": "shared recipe: AdamW 1e-3",
-              "shared_sgd": "shared recipe: SGD 0.1 (SegNode's)"}
+    titles = {
+        "paper": "each model's paper recipe",
+        "shared": "shared recipe: AdamW 1e-3",
+        "shared_sgd": "shared recipe: SGD 0.1 (SegNode's)",
+    }
     for ax, recipe in zip(axes, recipes):
         ax.set(title=titles[recipe] + " (mean over seeds)", xlabel="training step")
     axes[0].set(ylabel="val mIoU (%)")
@@ -408,10 +445,13 @@ def plot(runs: list[dict[str, Any]], path: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     solve_seeds = result.get("solve_seeds", result["seeds"])
-    command = (f"`python -m benchmarks.parity --steps {result['steps']} --seeds {result['seeds']} "
-               f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}"
-               + (" --ode_peers" if result.get("ode_peers") else "")
-               + (" --shared_sgd" if any(r["recipe"] == "shared_sgd" for r in result["runs"]) else "") + "`")
+    command = (
+        f"`python -m benchmarks.parity --steps {result['steps']} --seeds {result['seeds']} "
+        f"--solve_seeds {solve_seeds} --remat_seeds {result['remat_seeds']}"
+        + (" --ode_peers" if result.get("ode_peers") else "")
+        + (" --shared_sgd" if any(r["recipe"] == "shared_sgd" for r in result["runs"]) else "")
+        + "`"
+    )
     trained: dict[str, int] = {}
     for r in result["runs"]:
         day = (r.get("trained") or result["machine"]["date"])[:10]
@@ -424,9 +464,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"of batch 8 on the synthetic street scenes (128x128), val mIoU on its 64 validation images; memory "
         f"(XLA's analysis) and time (median, variants interleaved) of the real training step at batch "
         f"{MEMORY_BATCH}; inference on one image. Shared recipes ({shared}); runs trained "
-        + ", ".join(f"{day} ({n})" for day, n in sorted(trained.items())) + "."
-        + (f" Params, memory and times were measured {result['measurements_date']} (same code and variants; "
-           "`--measurements_from`)." if result.get("measurements_date") else ""),
+        + ", ".join(f"{day} ({n})" for day, n in sorted(trained.items()))
+        + "."
+        + (
+            f" Params, memory and times were measured {result['measurements_date']} (same code and variants; "
+            "`--measurements_from`)."
+            if result.get("measurements_date")
+            else ""
+        ),
         "",
         f"| model | setting | recipe | val mIoU | params | train memory (b{MEMORY_BATCH}) | step time (b{MEMORY_BATCH}) | infer ms/img | NFE |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -440,7 +485,9 @@ def markdown(result: dict[str, Any]) -> str:
         elif r["miou_mean"] is None:
             miou = f"diverged ({failed}/{r['seeds']} seeds)"
         else:
-            miou = f"{100 * r['miou_mean']:.1f}" + (f" ± {100 * r['miou_std']:.1f}" if r["miou_std"] is not None else "")
+            miou = f"{100 * r['miou_mean']:.1f}" + (
+                f" ± {100 * r['miou_std']:.1f}" if r["miou_std"] is not None else ""
+            )
             miou += f" (n={r['seeds'] - failed}" + (f"; {failed} diverged" if failed else "") + ")"
         nfe = "-" if r["nfe"] is None else f"{r['nfe']:.1f}"
         lines.append(
@@ -450,10 +497,22 @@ def markdown(result: dict[str, Any]) -> str:
         )
     best = best_recipes(rows)
     if len({r["recipe"] for r in rows}) > 2:
-        lines += ["", "Each model's best recipe of those tried (mean val mIoU; SegNode and the ODE peers with the main job's "
-                  "solve): " + ", ".join(f"{b['model']} {100 * b['miou_mean']:.1f} ({b['recipe']})" for b in best)
-                  + ". Diverged: " + (", ".join(f"{r['model']} under `{r['recipe']}` ({r['failed']}/{r['seeds']} seeds)"
-                                               for r in rows if r.get("failed")) or "none") + "."]
+        lines += [
+            "",
+            "Each model's best recipe of those tried (mean val mIoU; SegNode and the ODE peers with the main job's "
+            "solve): "
+            + ", ".join(f"{b['model']} {100 * b['miou_mean']:.1f} ({b['recipe']})" for b in best)
+            + ". Diverged: "
+            + (
+                ", ".join(
+                    f"{r['model']} under `{r['recipe']}` ({r['failed']}/{r['seeds']} seeds)"
+                    for r in rows
+                    if r.get("failed")
+                )
+                or "none"
+            )
+            + ".",
+        ]
     rec = result.get("recommended_training_setting")
     if rec:
         lines += [
@@ -470,13 +529,19 @@ def _earlier_runs(path: str, steps: int) -> dict[str, dict[str, Any]]:
     with open(path) as f:
         earlier = json.load(f)
     if earlier["steps"] != steps:
-        raise SystemExit(f"error: {path} holds runs of {earlier['steps']} steps, not {steps}; pass --steps {earlier['steps']} "
-                         "or omit --runs_from")
+        raise SystemExit(
+            f"error: {path} holds runs of {earlier['steps']} steps, not {steps}; pass --steps {earlier['steps']} "
+            "or omit --runs_from"
+        )
     out = {}
     for r in earlier["runs"]:
         solve, remat = r["setting"].removesuffix(" + remat"), r["setting"].endswith(" + remat")
         run = Run(Variant(r["model"], None if solve == "-" else solve, remat), r["recipe"], r["seed"])
-        record = {k: v for k, v in r.items() if k not in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image", "nfe")}
+        record = {
+            k: v
+            for k, v in r.items()
+            if k not in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image", "nfe")
+        }
         record.setdefault("trained", earlier["machine"]["date"])
         out[run.name] = record
     return out
@@ -487,24 +552,43 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=400, help="training steps per run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--remat_seeds", type=int, default=1)
-    parser.add_argument("--solve_seeds", type=int, default=None,
-                        help="seeds of SegNode's other candidate solves (default: --seeds)")
+    parser.add_argument(
+        "--solve_seeds", type=int, default=None, help="seeds of SegNode's other candidate solves (default: --seeds)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (interleaved)")
-    parser.add_argument("--ode_peers", action="store_true",
-                        help="also train U-Node and NODEs-UNet (Table 1's earlier neural-ODE designs) at the same small width")
+    parser.add_argument(
+        "--ode_peers",
+        action="store_true",
+        help="also train U-Node and NODEs-UNet (Table 1's earlier neural-ODE designs) at the same small width",
+    )
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "parity"))
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only")
-    parser.add_argument("--measurements_from", default=None, metavar="PARITY_JSON",
-                        help="take params, memory and times from an earlier parity.json of the same variants "
-                             "instead of measuring them again (the table says when they were measured)")
-    parser.add_argument("--runs_from", default=None, metavar="PARITY_JSON",
-                        help="take finished runs (same steps) that --workdir lacks from an earlier parity.json instead of "
-                             "training them again (each keeps the date it was trained)")
-    parser.add_argument("--shared_sgd", action="store_true",
-                        help="also train every model with SegNode's paper recipe (SGD 0.1) as a second shared recipe")
-    parser.add_argument("--report_only", action="store_true",
-                        help="regenerate the README tables and the plot from results/parity.json (no runs)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 4 steps, 1 seed, 1 timed round, results in --workdir only"
+    )
+    parser.add_argument(
+        "--measurements_from",
+        default=None,
+        metavar="PARITY_JSON",
+        help="take params, memory and times from an earlier parity.json of the same variants "
+        "instead of measuring them again (the table says when they were measured)",
+    )
+    parser.add_argument(
+        "--runs_from",
+        default=None,
+        metavar="PARITY_JSON",
+        help="take finished runs (same steps) that --workdir lacks from an earlier parity.json instead of "
+        "training them again (each keeps the date it was trained)",
+    )
+    parser.add_argument(
+        "--shared_sgd",
+        action="store_true",
+        help="also train every model with SegNode's paper recipe (SGD 0.1) as a second shared recipe",
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="regenerate the README tables and the plot from results/parity.json (no runs)",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         with open(os.path.join(report.RESULTS, "parity.json")) as f:
@@ -543,12 +627,16 @@ def main(argv=None) -> dict[str, Any]:
         measured = {f"{r['model']}|{r['setting']}": {k: r[k] for k in fields} for r in earlier["rows"]}
         missing = sorted({v.key for v in variants} - set(measured))
         if missing:
-            raise SystemExit(f"error: {args.measurements_from} has no measurements of {', '.join(missing)}; measure them "
-                             "(omit --measurements_from)")
+            raise SystemExit(
+                f"error: {args.measurements_from} has no measurements of {', '.join(missing)}; measure them "
+                "(omit --measurements_from)"
+            )
         measured = {v.key: measured[v.key] for v in variants}
         measured_at = earlier.get("measurements_date") or earlier["machine"]["date"]
     else:
-        measured = measure({v.key: run_config(Run(v, "paper", 0), args.steps) for v in variants}, args.steps, args.repeats)
+        measured = measure(
+            {v.key: run_config(Run(v, "paper", 0), args.steps) for v in variants}, args.steps, args.repeats
+        )
     rows = summarise(results, measured)
     result = {
         "machine": report.machine(),
@@ -562,8 +650,14 @@ def main(argv=None) -> dict[str, Any]:
         "main_job_solve": main_job_solve(),
         "ode_peers": list(ODE_PEERS) if args.ode_peers else [],
         "runs": [
-            {**r, **{k: measured[f"{r['model']}|{r['setting']}"][k] for k in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")},
-             "nfe": r["eval_nfe"]}
+            {
+                **r,
+                **{
+                    k: measured[f"{r['model']}|{r['setting']}"][k]
+                    for k in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")
+                },
+                "nfe": r["eval_nfe"],
+            }
             for r in results
         ],
         "rows": rows,

@@ -37,7 +37,10 @@ import jax
 import jax.numpy as jnp
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.pretrain_cost ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.pretrain_cost ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 import segnode_jax  # noqa: E402
@@ -110,13 +113,16 @@ def train_flops(cfg) -> float:
     cfg = training.resolve_config(cfg)
     tx, schedule = training.make_optimizer(cfg.train, 1000)
     mc = segnode_jax.freeze(cfg.model)
-    step = functools.partial(training.train_step, model_cfg=mc, tx=tx, schedule=schedule, loss_cfg=cfg.train.loss,
-                             class_weights=None)
+    step = functools.partial(
+        training.train_step, model_cfg=mc, tx=tx, schedule=schedule, loss_cfg=cfg.train.loss, class_weights=None
+    )
     h, w = _size(cfg)
     state = jax.eval_shape(lambda: training.create_train_state(mc, tx, jax.random.key(0), (1, h, w, 3)))
     classify = cfg.model.get("task", "segmentation") == "classification"
-    batch = {"image": jax.ShapeDtypeStruct((BATCH, h, w, 3), jnp.float32),
-             "label": jax.ShapeDtypeStruct((BATCH,) if classify else (BATCH, h, w), jnp.int32)}
+    batch = {
+        "image": jax.ShapeDtypeStruct((BATCH, h, w, 3), jnp.float32),
+        "label": jax.ShapeDtypeStruct((BATCH,) if classify else (BATCH, h, w), jnp.int32),
+    }
     return _flops(jax.jit(step).lower(state, batch)) / BATCH
 
 
@@ -126,7 +132,10 @@ def parity_dopri5_nfe() -> tuple[float, str]:
         parity = json.load(f)
     runs = [r for r in parity["runs"] if r["model"] == "segnode" and r["setting"].startswith("dopri5") and r.get("nfe")]
     nfe = sum(float(r["nfe"]) for r in runs) / len(runs)
-    return nfe, f"parity.json ({parity['machine']['date']}): SegNode, Dopri5 + backsolve, mean eval NFE of {len(runs)} run(s)"
+    return (
+        nfe,
+        f"parity.json ({parity['machine']['date']}): SegNode, Dopri5 + backsolve, mean eval NFE of {len(runs)} run(s)",
+    )
 
 
 def gpu_days(flops_per_image: float, images: int = IMAGES_PER_EPOCH * EPOCHS) -> dict[str, float]:
@@ -142,8 +151,12 @@ def costs(config: str, nfe: float, *, num_classes: int | None = None, images: in
         cfg = run_config(config, name, num_classes=num_classes)
         print(f"{config} {name}: lowering ...", flush=True)
         fwd, train = forward_flops(cfg), train_flops(cfg)
-        rows[name] = {"params": segnode_jax.count_params(cfg.model), "forward_flops": fwd, "train_flops": train,
-                      "train_gpu_days": gpu_days(train, images)}
+        rows[name] = {
+            "params": segnode_jax.count_params(cfg.model),
+            "forward_flops": fwd,
+            "train_flops": train,
+            "train_gpu_days": gpu_days(train, images),
+        }
     unrolled = {}
     for n in (1, 2):
         cfg = run_config(config, "segnode", num_classes=num_classes, solver="euler", num_steps=n, adjoint="unrolled")
@@ -157,11 +170,16 @@ def costs(config: str, nfe: float, *, num_classes: int | None = None, images: in
     euler2_train = unrolled[2][1]
     rows["segnode"] = {
         "params": segnode_jax.count_params(run_config(config, "segnode", num_classes=num_classes).model),
-        "field_forward_flops": field_fwd, "field_train_flops": field_train,
-        "rest_forward_flops": rest_fwd, "rest_train_flops": rest_train,
+        "field_forward_flops": field_fwd,
+        "field_train_flops": field_train,
+        "rest_forward_flops": rest_fwd,
+        "rest_train_flops": rest_train,
         "dopri5_nfe_assumed": nfe,
-        "forward_flops": dopri_fwd, "train_flops": dopri_train, "train_gpu_days": gpu_days(dopri_train, images),
-        "euler2_unrolled_train_flops": euler2_train, "euler2_unrolled_train_gpu_days": gpu_days(euler2_train, images),
+        "forward_flops": dopri_fwd,
+        "train_flops": dopri_train,
+        "train_gpu_days": gpu_days(dopri_train, images),
+        "euler2_unrolled_train_flops": euler2_train,
+        "euler2_unrolled_train_gpu_days": gpu_days(euler2_train, images),
     }
     return rows
 
@@ -175,17 +193,28 @@ def measure() -> dict:
         cfg = run_config(config, "segnode")
         images, steps = steps_of(cfg)
         crops = steps * int(cfg.train.batch_size)
-        finetune[config] = {"crop_size": list(_size(cfg)), "train_images": images, "steps": steps,
-                            "batch_size": int(cfg.train.batch_size), "crops": crops,
-                            "models": costs(config, nfe, images=crops)}
+        finetune[config] = {
+            "crop_size": list(_size(cfg)),
+            "train_images": images,
+            "steps": steps,
+            "batch_size": int(cfg.train.batch_size),
+            "crops": crops,
+            "models": costs(config, nfe, images=crops),
+        }
     xla_gmacs = rows["hrnetv2"]["forward_flops"] / 2 / 1e9
     return {
         "machine": report.machine(),
-        "image_size": SIZE, "epochs": EPOCHS, "images_per_epoch": IMAGES_PER_EPOCH,
+        "image_size": SIZE,
+        "epochs": EPOCHS,
+        "images_per_epoch": IMAGES_PER_EPOCH,
         "assumed_throughput_flops": ASSUMED_THROUGHPUT,
-        "dopri5_nfe_assumed": nfe, "dopri5_nfe_source": nfe_source,
-        "check": {"hrnetv2_forward_gmacs_xla": xla_gmacs, "published_gmacs": PUBLISHED_HRNET_W48_C_GMACS,
-                  "ratio": xla_gmacs / PUBLISHED_HRNET_W48_C_GMACS},
+        "dopri5_nfe_assumed": nfe,
+        "dopri5_nfe_source": nfe_source,
+        "check": {
+            "hrnetv2_forward_gmacs_xla": xla_gmacs,
+            "published_gmacs": PUBLISHED_HRNET_W48_C_GMACS,
+            "ratio": xla_gmacs / PUBLISHED_HRNET_W48_C_GMACS,
+        },
         "models": rows,
         "finetune": finetune,
     }
@@ -199,17 +228,25 @@ def markdown(result: dict) -> str:
         f"{result['machine']['backend']}; nothing was trained). {result['epochs']} epochs of "
         f"{result['images_per_epoch']:,} images at {result['image_size']}x{result['image_size']}.",
         "",
-        "| classifier (W48) | parameters | forward GFLOPs/image | training GFLOPs/image | GPU-days: " + " | GPU-days: ".join(keys) + " |",
+        "| classifier (W48) | parameters | forward GFLOPs/image | training GFLOPs/image | GPU-days: "
+        + " | GPU-days: ".join(keys)
+        + " |",
         "|---|---:|---:|---:|" + "---:|" * len(keys),
     ]
     names = {"hrnetv2": "HRNetV2", "baseline": "Baseline", "segnode": "SegNode, Dopri5 + backsolve"}
     for key, label in names.items():
         r = m[key]
-        lines.append(f"| {label} | {r['params']:,} | {r['forward_flops'] / 1e9:.1f} | {r['train_flops'] / 1e9:.1f} | "
-                     + " | ".join(f"{r['train_gpu_days'][k]:.1f}" for k in keys) + " |")
+        lines.append(
+            f"| {label} | {r['params']:,} | {r['forward_flops'] / 1e9:.1f} | {r['train_flops'] / 1e9:.1f} | "
+            + " | ".join(f"{r['train_gpu_days'][k]:.1f}" for k in keys)
+            + " |"
+        )
     s = m["segnode"]
-    lines.append(f"| SegNode, Euler x2 written out | {s['params']:,} | - | {s['euler2_unrolled_train_flops'] / 1e9:.1f} | "
-                 + " | ".join(f"{s['euler2_unrolled_train_gpu_days'][k]:.1f}" for k in keys) + " |")
+    lines.append(
+        f"| SegNode, Euler x2 written out | {s['params']:,} | - | {s['euler2_unrolled_train_flops'] / 1e9:.1f} | "
+        + " | ".join(f"{s['euler2_unrolled_train_gpu_days'][k]:.1f}" for k in keys)
+        + " |"
+    )
     lines += [
         "",
         "Fine-tuning (the dataset configs' recipes: crop, batch and epochs as `configs/<dataset>.py`, the official "
@@ -224,9 +261,11 @@ def markdown(result: dict) -> str:
         def both(d):
             return " / ".join(f"{d[k]:.2f}" for k in keys)
 
-        lines.append(f"| {ds} | {f['crop_size'][0]}x{f['crop_size'][1]} | {f['steps']:,} x {f['batch_size']} | "
-                     f"{both(fm['hrnetv2']['train_gpu_days'])} | {both(fm['baseline']['train_gpu_days'])} | "
-                     f"{both(fm['segnode']['train_gpu_days'])} | {both(fm['segnode']['euler2_unrolled_train_gpu_days'])} |")
+        lines.append(
+            f"| {ds} | {f['crop_size'][0]}x{f['crop_size'][1]} | {f['steps']:,} x {f['batch_size']} | "
+            f"{both(fm['hrnetv2']['train_gpu_days'])} | {both(fm['baseline']['train_gpu_days'])} | "
+            f"{both(fm['segnode']['train_gpu_days'])} | {both(fm['segnode']['euler2_unrolled_train_gpu_days'])} |"
+        )
     c = result["check"]
     lines += [
         "",

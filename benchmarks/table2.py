@@ -47,7 +47,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.table2 ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.table2 ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 import segnode_jax  # noqa: E402
@@ -66,12 +69,54 @@ PAPER = {
     # Every row of Table 2 (V100 32GB, CamVid): max batch, training memory (GB), testing memory
     # (GB), training time per epoch (s, at the max batch), testing time per image (ms), params (M).
     "rows": {
-        "unet": {"max_batch": 36, "train_memory_gb": 21.8, "test_memory_gb": 0.8, "epoch_s": 10, "test_ms": 4, "params_m": 31.0},
-        "pspnet": {"max_batch": 24, "train_memory_gb": 31.2, "test_memory_gb": 0.8, "epoch_s": 18, "test_ms": 5, "params_m": 23.7},
-        "deeplabv3": {"max_batch": 24, "train_memory_gb": 31.3, "test_memory_gb": 1.0, "epoch_s": 24, "test_ms": 16, "params_m": 58.6},
-        "hrnetv2": {"max_batch": 24, "train_memory_gb": 31.1, "test_memory_gb": 1.2, "epoch_s": 18, "test_ms": 48, "params_m": 65.8},
-        "baseline": {"max_batch": 24, "train_memory_gb": 31.9, "test_memory_gb": 1.2, "epoch_s": 19, "test_ms": 49, "params_m": 70.9},
-        "segnode": {"max_batch": 62, "train_memory_gb": 13.4, "test_memory_gb": 0.7, "epoch_s": 34, "test_ms": 117, "params_m": 20.9},
+        "unet": {
+            "max_batch": 36,
+            "train_memory_gb": 21.8,
+            "test_memory_gb": 0.8,
+            "epoch_s": 10,
+            "test_ms": 4,
+            "params_m": 31.0,
+        },
+        "pspnet": {
+            "max_batch": 24,
+            "train_memory_gb": 31.2,
+            "test_memory_gb": 0.8,
+            "epoch_s": 18,
+            "test_ms": 5,
+            "params_m": 23.7,
+        },
+        "deeplabv3": {
+            "max_batch": 24,
+            "train_memory_gb": 31.3,
+            "test_memory_gb": 1.0,
+            "epoch_s": 24,
+            "test_ms": 16,
+            "params_m": 58.6,
+        },
+        "hrnetv2": {
+            "max_batch": 24,
+            "train_memory_gb": 31.1,
+            "test_memory_gb": 1.2,
+            "epoch_s": 18,
+            "test_ms": 48,
+            "params_m": 65.8,
+        },
+        "baseline": {
+            "max_batch": 24,
+            "train_memory_gb": 31.9,
+            "test_memory_gb": 1.2,
+            "epoch_s": 19,
+            "test_ms": 49,
+            "params_m": 70.9,
+        },
+        "segnode": {
+            "max_batch": 62,
+            "train_memory_gb": 13.4,
+            "test_memory_gb": 0.7,
+            "epoch_s": 34,
+            "test_ms": 117,
+            "params_m": 20.9,
+        },
     },
     "ratios": {
         "train_memory_vs_baseline": 0.42,
@@ -123,7 +168,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "segnode+rk4x2+remat_all": (
         "SegNode, RK4 x2 + remat of field, stem and head",
-        {"name": "segnode", "ode.solver": "rk4", "ode.num_steps": 2, "remat.field": True, "remat.stem": True, "remat.head": True},
+        {
+            "name": "segnode",
+            "ode.solver": "rk4",
+            "ode.num_steps": 2,
+            "remat.field": True,
+            "remat.stem": True,
+            "remat.head": True,
+        },
     ),
     "segnode+euler_x2": (
         "SegNode, fixed-step Euler with 2 steps (2 NFE), backsolve",
@@ -131,7 +183,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "segnode+euler_x2+remat_all": (
         "SegNode, Euler x2 + remat of field, stem and head",
-        {"name": "segnode", "ode.solver": "euler", "ode.num_steps": 2, "remat.field": True, "remat.stem": True, "remat.head": True},
+        {
+            "name": "segnode",
+            "ode.solver": "euler",
+            "ode.num_steps": 2,
+            "remat.field": True,
+            "remat.stem": True,
+            "remat.head": True,
+        },
     ),
     "segnode+euler_x2/unrolled": (
         "SegNode, Euler x2, unrolled adjoint (steps written out, no loop; plain backprop)",
@@ -169,8 +228,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "pspnet": ("PSPNet, dilated ResNet-50 (hszhao/semseg's head, with its auxiliary head)", {"name": "pspnet"}),
     "deeplabv3": ("DeepLabv3, dilated ResNet-101 (torchvision's deeplabv3_resnet101)", {"name": "deeplabv3"}),
     "unode": ("U-Node (the authors' ConvODEUNet, 16 filters), Dopri5, backsolve adjoint", {"name": "unode"}),
-    "nodes_unet": ("NODEs-UNet (our reading: U-Net + an ODE block after each of its 9 double convolutions), Dopri5, backsolve",
-                   {"name": "nodes_unet"}),
+    "nodes_unet": (
+        "NODEs-UNet (our reading: U-Net + an ODE block after each of its 9 double convolutions), Dopri5, backsolve",
+        {"name": "nodes_unet"},
+    ),
     "baseline+remat_stem": (
         "Baseline + remat of the stem (reference: the stem lever applied to the Baseline)",
         {"name": "baseline", "remat.stem": True},
@@ -203,7 +264,9 @@ def make_train_step(mc) -> tuple[Callable, Any]:
     cfg.model = segnode_jax.config.config_dict.ConfigDict(mc.to_dict() if hasattr(mc, "to_dict") else dict(mc))
     cfg = training.resolve_config(cfg)
     tx, schedule = training.make_optimizer(cfg.train, 1000)
-    fn = functools.partial(training.train_step, model_cfg=mc, tx=tx, schedule=schedule, loss_cfg=cfg.train.loss, class_weights=None)
+    fn = functools.partial(
+        training.train_step, model_cfg=mc, tx=tx, schedule=schedule, loss_cfg=cfg.train.loss, class_weights=None
+    )
 
     def step(state, images, labels):
         return fn(state, {"image": images, "label": labels})
@@ -256,7 +319,9 @@ def infer_memory(mc, size: tuple[int, int]) -> dict[str, int]:
     return memory.analyse(make_infer(mc), variables, images)
 
 
-def max_train_batch(mc, size: tuple[int, int], budget: int, known: dict[int, int] | None = None) -> tuple[int, dict[int, int]]:
+def max_train_batch(
+    mc, size: tuple[int, int], budget: int, known: dict[int, int] | None = None
+) -> tuple[int, dict[int, int]]:
     """The largest training batch whose analysed memory fits ``budget`` bytes (a few compiles;
     ``known``: ``{batch: bytes}`` readings already taken)."""
     return memory.batch_for_budget(lambda b: train_memory(mc, b, size)["total"], budget, known=known)
@@ -286,7 +351,11 @@ def _run_step(name: str, batch: int, size: tuple[int, int]) -> None:
             raise
         fits = False
     stats = device.memory_stats() or {}
-    result = {"fits": fits, "peak_bytes": stats.get("peak_bytes_in_use") if fits else None, "bytes_limit": stats.get("bytes_limit")}
+    result = {
+        "fits": fits,
+        "peak_bytes": stats.get("peak_bytes_in_use") if fits else None,
+        "bytes_limit": stats.get("bytes_limit"),
+    }
     print(STEP_TAG + json.dumps(result), flush=True)
 
 
@@ -302,11 +371,15 @@ def run_step_in_child(name: str, batch: int, size: tuple[int, int]) -> dict[str,
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith(STEP_TAG):
-            return json.loads(line[len(STEP_TAG):])
-    raise RuntimeError(f"the training step of {name} at batch {batch} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            return json.loads(line[len(STEP_TAG) :])
+    raise RuntimeError(
+        f"the training step of {name} at batch {batch} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    )
 
 
-def gpu_measurements(name: str, batch: int, size: tuple[int, int], find_max_batch: bool, guess: int | None = None) -> dict[str, Any]:
+def gpu_measurements(
+    name: str, batch: int, size: tuple[int, int], find_max_batch: bool, guess: int | None = None
+) -> dict[str, Any]:
     """Measured peak memory of a training step at ``batch`` on the accelerator, and with
     ``find_max_batch`` the largest batch that runs (searched from ``guess``), each step in a
     fresh process."""
@@ -332,15 +405,25 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
     """Median seconds per training step and per inference batch, interleaved across models."""
     prepared = {}
     for name in names:
-        small = {"width": width, "stem_width": max(16, 2 * width), "layer1_planes": max(16, 2 * width), "field.groups": min(16, width),
-                 # The OCR head scaled with the width (512 and 256 channels at W48).
-                 "ocr.mid_channels": max(8, 512 * width // 48), "ocr.key_channels": max(4, 256 * width // 48),
-                 # The comparison models scaled by the same factor (width / 48 of their channels).
-                 "unet.base_width": max(4, 64 * width // 48), "resnet.stem_width": max(4, 64 * width // 48),
-                 "pspnet.channels": max(8, 512 * width // 48), "pspnet.aux_channels": max(4, 256 * width // 48),
-                 "deeplabv3.channels": max(8, 256 * width // 48), "deeplabv3.aux_channels": max(4, 256 * width // 48),
-                 "unode.num_filters": max(4, 16 * width // 48), "nodes_unet.base_width": max(4, 64 * width // 48),
-                 "nodes_unet.groups": min(32, max(1, 64 * width // 48))}
+        small = {
+            "width": width,
+            "stem_width": max(16, 2 * width),
+            "layer1_planes": max(16, 2 * width),
+            "field.groups": min(16, width),
+            # The OCR head scaled with the width (512 and 256 channels at W48).
+            "ocr.mid_channels": max(8, 512 * width // 48),
+            "ocr.key_channels": max(4, 256 * width // 48),
+            # The comparison models scaled by the same factor (width / 48 of their channels).
+            "unet.base_width": max(4, 64 * width // 48),
+            "resnet.stem_width": max(4, 64 * width // 48),
+            "pspnet.channels": max(8, 512 * width // 48),
+            "pspnet.aux_channels": max(4, 256 * width // 48),
+            "deeplabv3.channels": max(8, 256 * width // 48),
+            "deeplabv3.aux_channels": max(4, 256 * width // 48),
+            "unode.num_filters": max(4, 16 * width // 48),
+            "nodes_unet.base_width": max(4, 64 * width // 48),
+            "nodes_unet.groups": min(32, max(1, 64 * width // 48)),
+        }
         mc = model_config(VARIANTS[name][1], **small)
         step, state, images, labels = train_inputs(mc, (batch, *size, 3))
         variables = state.variables
@@ -397,6 +480,7 @@ def timed_beside(models: dict[str, dict], time_references: dict | None, name: st
 def ratios(models: dict[str, dict], time_references: dict | None = None) -> dict[str, dict[str, float | None]]:
     """SegNode variants over the Baseline / HRNetV2. Times are compared within one process: a row
     timed on the day of ``time_references`` against the Baseline and HRNetV2 timed beside it."""
+
     def r(a, b):
         return None if a is None or b is None or not b else a / b
 
@@ -427,8 +511,12 @@ def _f(x, fmt="{:.2f}"):
 
 def _measured_with_the_old_step(result: dict) -> list[str]:
     """Rows whose memory or time was measured with the plain step of before 2026-12-02."""
-    return [n for n, m in result["models"].items() if ("train_memory_bytes" in m and m.get("memory_step") != STEP_KIND)
-            or ("train_step_seconds" in m and m.get("time_step") != STEP_KIND)]
+    return [
+        n
+        for n, m in result["models"].items()
+        if ("train_memory_bytes" in m and m.get("memory_step") != STEP_KIND)
+        or ("train_step_seconds" in m and m.get("time_step") != STEP_KIND)
+    ]
 
 
 def _when(result: dict) -> str:
@@ -475,12 +563,19 @@ def markdown(result: dict) -> str:
             "fresh process; measured max batch: the largest training batch that ran (JAX allowed 95% of the memory).",
         )
     old_step = _measured_with_the_old_step(result)
-    lines.insert(-1, (
-        "Training step: the library's own (`segnode_jax.training.train_step`, configs/camvid.py's recipe: SGD with "
-        "momentum, weight decay and the poly schedule, the config's loss)"
-        + ("." if not old_step else
-           f"; rows marked * ({len(old_step)}) were measured before 2026-12-02 with a plain step (SGD, plain "
-           "cross-entropy) and are not yet remeasured, so ratios between marked and unmarked rows mix the two.")))
+    lines.insert(
+        -1,
+        (
+            "Training step: the library's own (`segnode_jax.training.train_step`, configs/camvid.py's recipe: SGD with "
+            "momentum, weight decay and the poly schedule, the config's loss)"
+            + (
+                "."
+                if not old_step
+                else f"; rows marked * ({len(old_step)}) were measured before 2026-12-02 with a plain step (SGD, plain "
+                "cross-entropy) and are not yet remeasured, so ratios between marked and unmarked rows mix the two."
+            )
+        ),
+    )
     lines += [head + " train step (s) | inference (s) | NFE |", rule + "---:|---:|---:|"]
     for name, m in result["models"].items():
         row = (
@@ -492,7 +587,8 @@ def markdown(result: dict) -> str:
         if measured:
             row += f" {_gib(m.get('peak_bytes'))} | {_f(m.get('max_batch_measured'), '{:d}')} |"
         lines.append(
-            row + f" {_f(m.get('train_step_seconds'), '{:.3f}')} | {_f(m.get('infer_seconds'), '{:.3f}')} | {_f(m.get('nfe'), '{:.0f}')} |"
+            row
+            + f" {_f(m.get('train_step_seconds'), '{:.3f}')} | {_f(m.get('infer_seconds'), '{:.3f}')} | {_f(m.get('nfe'), '{:.0f}')} |"
         )
     p = PAPER["ratios"]
     lines += [
@@ -513,15 +609,25 @@ def markdown(result: dict) -> str:
         )
     refs = result.get("time_references")
     if refs:
-        lines += ["", (
-            f"Rows timed on {refs['date']} (the +OCR rows and the comparison models) ran interleaved with HRNetV2, the "
-            "Baseline and SegNode in one process; those three then took "
-            + ", ".join(f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
-                        "per inference" for n in ("hrnetv2", "baseline", "segnode"))
-            + " (the ratios of those rows to HRNetV2 use these; the table's own rows of the three are timed "
-            + ("on " + result["models"]["hrnetv2"]["time_measured"] + " " if result["models"].get("hrnetv2", {}).get("time_measured") else "")
-            + "with the SegNode variants, so that the variants' ratios stay within one measurement)."
-        )]
+        lines += [
+            "",
+            (
+                f"Rows timed on {refs['date']} (the +OCR rows and the comparison models) ran interleaved with HRNetV2, the "
+                "Baseline and SegNode in one process; those three then took "
+                + ", ".join(
+                    f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
+                    "per inference"
+                    for n in ("hrnetv2", "baseline", "segnode")
+                )
+                + " (the ratios of those rows to HRNetV2 use these; the table's own rows of the three are timed "
+                + (
+                    "on " + result["models"]["hrnetv2"]["time_measured"] + " "
+                    if result["models"].get("hrnetv2", {}).get("time_measured")
+                    else ""
+                )
+                + "with the SegNode variants, so that the variants' ratios stay within one measurement)."
+            ),
+        ]
     lines += ["", *paper_rows_markdown(result)]
     lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
     return "\n".join(lines)
@@ -561,8 +667,11 @@ def paper_rows_markdown(result: dict) -> list[str]:
             f"{p['max_batch']} | {_f(ours_ratio)} | {rows['segnode']['train_memory_gb'] / p['train_memory_gb']:.2f} | "
             f"{_f(infer_vs_hrnetv2(name))} | {p['test_ms'] / rows['hrnetv2']['test_ms']:.2f} |"
         )
-    lines += ["", "PSPNet's 23.7M matches no PSPNet configuration we could identify (ours is the authors' PSPNet on "
-              "ResNet-50; docs/reproduction.md), so its row compares different networks."]
+    lines += [
+        "",
+        "PSPNet's 23.7M matches no PSPNet configuration we could identify (ours is the authors' PSPNet on "
+        "ResNet-50; docs/reproduction.md), so its row compares different networks.",
+    ]
     return lines
 
 
@@ -587,7 +696,9 @@ SUMMARY_ROWS = (
 def summary_markdown(result: dict) -> str:
     """The Table 2 summary of benchmarks/results/table2.md, generated from ``table2.json`` (never typed by hand)."""
     s, models, r = result["settings"], result["models"], result["ratios"]
-    paper = {n: f"{p['params_m']}M, batch {p['max_batch']}, {p['train_memory_gb']} GB" for n, p in PAPER["rows"].items()}
+    paper = {
+        n: f"{p['params_m']}M, batch {p['max_batch']}, {p['train_memory_gb']} GB" for n, p in PAPER["rows"].items()
+    }
     lines = [
         f"Measured {_when(result)} on {result['machine']} (`python -m benchmarks.table2`; full table, method "
         f"and findings in `benchmarks/README.md`). W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, "
@@ -609,12 +720,19 @@ def summary_markdown(result: dict) -> str:
         )
     pr = PAPER["ratios"]
     train_ratios = "; ".join(
-        f"{_f(r[n]['train_memory_vs_baseline'])} {label}" for n, label in (
-            ("segnode", "Dopri5 backsolve"), ("segnode+remat_all", "with remat"),
+        f"{_f(r[n]['train_memory_vs_baseline'])} {label}"
+        for n, label in (
+            ("segnode", "Dopri5 backsolve"),
+            ("segnode+remat_all", "with remat"),
             ("segnode+euler_x2/unrolled+remat_all", "Euler x2 unrolled + remat"),
-        ) if n in r
+        )
+        if n in r
     )
-    infer_times = [r[n]["infer_time_vs_hrnetv2"] for n in ("segnode", "segnode/recursive_checkpoint", "segnode/adjoint_tol_1e-1") if n in r and r[n]["infer_time_vs_hrnetv2"]]
+    infer_times = [
+        r[n]["infer_time_vs_hrnetv2"]
+        for n in ("segnode", "segnode/recursive_checkpoint", "segnode/adjoint_tol_1e-1")
+        if n in r and r[n]["infer_time_vs_hrnetv2"]
+    ]
     lines += [
         f"| SegNode / Baseline, training memory | | {train_ratios} | | | {pr['train_memory_vs_baseline']} |",
         f"| SegNode / HRNetV2, inference memory | | | {_f(r['segnode']['infer_memory_vs_hrnetv2'])} | | {pr['infer_memory_vs_hrnetv2']} |",
@@ -626,8 +744,11 @@ def summary_markdown(result: dict) -> str:
         f"{_f(r.get('segnode+euler_x2/unrolled', {}).get('train_time_vs_baseline'))}x.",
     ]
     if any(name in old_step for name, _ in SUMMARY_ROWS):
-        lines += ["", "Training step: the library's own (`segnode_jax.training.train_step`); rows marked * were measured "
-                  "before 2026-12-02 with a plain step (SGD, plain cross-entropy) and are not yet remeasured."]
+        lines += [
+            "",
+            "Training step: the library's own (`segnode_jax.training.train_step`); rows marked * were measured "
+            "before 2026-12-02 with a plain step (SGD, plain cross-entropy) and are not yet remeasured.",
+        ]
     return "\n".join(lines)
 
 
@@ -662,13 +783,18 @@ def main(argv=None) -> dict:
         "(default 32: the paper's V100 32GB column; about 3 more compiles per variant); 0 skips it",
     )
     parser.add_argument(
-        "--max_batch", action="store_true", help="GPU only: also search the largest training batch that runs (fresh process per try)"
+        "--max_batch",
+        action="store_true",
+        help="GPU only: also search the largest training batch that runs (fresh process per try)",
     )
     parser.add_argument("--_run_step", nargs=4, metavar=("NAME", "BATCH", "H", "W"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(RESULTS, "table2.json"))
     parser.add_argument("--no_readme", action="store_true", help="do not rewrite benchmarks/README.md")
-    parser.add_argument("--report_only", action="store_true",
-                        help="measure nothing: regenerate the tables of benchmarks/README.md and README.md from --out")
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="measure nothing: regenerate the tables of benchmarks/README.md and README.md from --out",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         result = json.load(open(args.out))
@@ -706,7 +832,9 @@ def main(argv=None) -> dict:
             # Inference does not depend on the adjoint (but for the unrolled solve, which runs
             # without diffrax's loop): measure once per remaining settings.
             adjoint = "unrolled" if mc.ode.adjoint == "unrolled" else "direct"
-            key = model_config(VARIANTS[name][1], num_classes=11, **{"ode.adjoint": adjoint, "ode.adjoint_seminorm": True})
+            key = model_config(
+                VARIANTS[name][1], num_classes=11, **{"ode.adjoint": adjoint, "ode.adjoint_seminorm": True}
+            )
             if key not in infer_cache:
                 infer_cache[key] = infer_memory(mc, size)
             m["infer_memory_bytes"] = infer_cache[key]["total"]
@@ -723,26 +851,46 @@ def main(argv=None) -> dict:
             )
             m["memory_measured"], m["memory_step"] = time.strftime("%Y-%m-%d"), STEP_KIND
             if backend == "gpu":
-                m.update(gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed")))
+                m.update(
+                    gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed"))
+                )
     if not args.no_time:
         timed = time_models(
-            args.time_only or names, width=args.time_width, size=tuple(args.time_size), batch=args.time_batch, repeats=args.repeats
+            args.time_only or names,
+            width=args.time_width,
+            size=tuple(args.time_size),
+            batch=args.time_batch,
+            repeats=args.repeats,
         )
         for name, t in timed.items():
             models.setdefault(name, dict(previous["models"].get(name, {}))).update(
-                t, time_measured=time.strftime("%Y-%m-%d"), time_step=STEP_KIND, time_cpu=report.cpu_model())
-            print(f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}")
-    memory_settings = {"size": list(size), "num_classes": 11, "train_batch": args.train_batch, "max_batch_budget_gib": args.budget_gib or None}
+                t, time_measured=time.strftime("%Y-%m-%d"), time_step=STEP_KIND, time_cpu=report.cpu_model()
+            )
+            print(
+                f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}"
+            )
+    memory_settings = {
+        "size": list(size),
+        "num_classes": 11,
+        "train_batch": args.train_batch,
+        "max_batch_budget_gib": args.budget_gib or None,
+    }
     if args.no_memory and "settings" in previous:
         memory_settings = {k: previous["settings"].get(k) for k in memory_settings}
-    time_settings = {"time_width": args.time_width, "time_size": list(args.time_size), "time_batch": args.time_batch, "repeats": args.repeats}
+    time_settings = {
+        "time_width": args.time_width,
+        "time_size": list(args.time_size),
+        "time_batch": args.time_batch,
+        "repeats": args.repeats,
+    }
     if args.no_time and "settings" in previous:
         time_settings = {k: previous["settings"].get(k) for k in time_settings}
     merged = {**previous["models"], **models}
     ordered = {n: merged[n] for n in VARIANTS if n in merged}
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores" + (f", {jax.devices()[0].device_kind}" if backend == "gpu" else ""),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"
+        + (f", {jax.devices()[0].device_kind}" if backend == "gpu" else ""),
         "backend": backend,
         "jax": jax.__version__,
         "settings": {

@@ -39,7 +39,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run the benchmarks as modules from the repository root: python -m benchmarks.vs_torch ...", file=sys.stderr)
+    print(
+        "error: run the benchmarks as modules from the repository root: python -m benchmarks.vs_torch ...",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 from benchmarks import report  # noqa: E402
@@ -58,8 +61,11 @@ def _need_torch():
         import torch  # noqa: F401
         import torchdiffeq  # noqa: F401
     except ImportError:
-        print("error: benchmarks/vs_torch.py needs torch and torchdiffeq: "
-              "pip install -r benchmarks/torch_peer/requirements.txt", file=sys.stderr)
+        print(
+            "error: benchmarks/vs_torch.py needs torch and torchdiffeq: "
+            "pip install -r benchmarks/torch_peer/requirements.txt",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
 
 
@@ -69,8 +75,12 @@ def make_config(setting: str, width: int, batch: int, size: tuple[int, int]):
 
     cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py"))
     overrides = {
-        "model.width": width, "model.stem_width": max(16, 2 * width), "model.layer1_planes": max(16, 2 * width),
-        "model.field.groups": min(16, width), "train.batch_size": batch, "data.crop_size": size,
+        "model.width": width,
+        "model.stem_width": max(16, 2 * width),
+        "model.layer1_planes": max(16, 2 * width),
+        "model.field.groups": min(16, width),
+        "train.batch_size": batch,
+        "data.crop_size": size,
         "train.loss.ohem": False,
     }
     overrides.update({f"model.ode.{k}": v for k, v in SETTINGS[setting].items()})
@@ -115,7 +125,9 @@ class Pair:
         # Its own copy: the step donates the state it is given.
         own = jax.tree_util.tree_map(jax.numpy.array, variables)
         state = training.TrainState(
-            step=jax.numpy.zeros((), jax.numpy.int32), params=own["params"], batch_stats=own["batch_stats"],
+            step=jax.numpy.zeros((), jax.numpy.int32),
+            params=own["params"],
+            batch_stats=own["batch_stats"],
             opt_state=tx.init(own["params"]),
         )
         # Laid out as the step returns it (as the training loop does): otherwise the second call
@@ -128,8 +140,12 @@ class Pair:
         segnode_torch.load_flax_variables(self.peer, _to_numpy(variables))
         self.peer.to(self.device)
         t = cfg.train
-        self.opt = torch.optim.SGD(self.peer.parameters(), lr=float(t.learning_rate), momentum=float(t.momentum),
-                                   weight_decay=float(t.weight_decay))
+        self.opt = torch.optim.SGD(
+            self.peer.parameters(),
+            lr=float(t.learning_rate),
+            momentum=float(t.momentum),
+            weight_decay=float(t.weight_decay),
+        )
         power = float(t.get("poly_power", 0.9))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda k: (1 - min(k, num_steps) / num_steps) ** power)
         self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
@@ -198,14 +214,15 @@ def _jax_outputs(cfg, variables, images, labels):
     import optax
 
     import segnode_jax
-
     from segnode_jax import ode
 
     logits, _ = segnode_jax.apply(variables, images, cfg.model)
     counted = ode.with_settings(cfg.model, count_evaluations=True)
 
     def loss(params):
-        out, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, counted, train=True)
+        out, aux = segnode_jax.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, images, counted, train=True
+        )
         return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean(), aux["ode"]["nfe"]
 
     # Run inside the counter: the forward and backward solves' evaluations.
@@ -257,8 +274,9 @@ def reference_config(cfg, steps: int = 32):
     import segnode_jax
 
     ref = copy.deepcopy(cfg)
-    segnode_jax.config.apply_overrides(ref, {"model.ode.solver": "rk4", "model.ode.num_steps": steps,
-                                             "model.ode.adjoint": "recursive_checkpoint"})
+    segnode_jax.config.apply_overrides(
+        ref, {"model.ode.solver": "rk4", "model.ode.num_steps": steps, "model.ode.adjoint": "recursive_checkpoint"}
+    )
     return ref
 
 
@@ -269,14 +287,22 @@ def check_same_function(setting, cfg, variables, images, labels) -> dict:
     ours = _jax_outputs(cfg, variables, images, labels)
     theirs = _torch_outputs(cfg, variables, images, labels)
     logits_err, grad_err = _apart(ours, theirs)
-    out = {"setting": setting, "logits_rel_max_diff": logits_err, "loss_jax": ours[1], "loss_torch": theirs[1],
-           "grad_rel_diff": grad_err, "nfe_jax": ours[3], "nfe_torch": theirs[3]}
+    out = {
+        "setting": setting,
+        "logits_rel_max_diff": logits_err,
+        "loss_jax": ours[1],
+        "loss_torch": theirs[1],
+        "grad_rel_diff": grad_err,
+        "nfe_jax": ours[3],
+        "nfe_torch": theirs[3],
+    }
     if not SETTINGS[setting]["num_steps"]:
         ref = _jax_outputs(reference_config(cfg), variables, images, labels)
         for name, got in (("jax", ours), ("torch", theirs)):
             lg, gr = _apart(got, ref)
             out[f"{name}_vs_reference"] = {"logits_rel_max_diff": lg, "grad_rel_diff": gr}
     return out
+
 
 def run(args) -> dict:
     import jax
@@ -296,25 +322,46 @@ def run(args) -> dict:
     for s in settings:
         c = check_same_function(s, make_config(s, args.width, args.batch, (h, w)), variables, images, labels)
         checks.append(c)
-        print(f"check {s}: logits differ by {c['logits_rel_max_diff']:.1e} of their scale, gradients by {c['grad_rel_diff']:.1e}", flush=True)
-        print(f"  NFE (train, initial weights) forward/backward: JAX {c['nfe_jax']['train_forward']}/{c['nfe_jax']['train_backward']}, "
-              f"PyTorch {c['nfe_torch']['train_forward']}/{c['nfe_torch']['train_backward']}", flush=True)
+        print(
+            f"check {s}: logits differ by {c['logits_rel_max_diff']:.1e} of their scale, gradients by {c['grad_rel_diff']:.1e}",
+            flush=True,
+        )
+        print(
+            f"  NFE (train, initial weights) forward/backward: JAX {c['nfe_jax']['train_forward']}/{c['nfe_jax']['train_backward']}, "
+            f"PyTorch {c['nfe_torch']['train_forward']}/{c['nfe_torch']['train_backward']}",
+            flush=True,
+        )
         for name in ("jax", "torch"):
             if f"{name}_vs_reference" in c:
                 r = c[f"{name}_vs_reference"]
-                print(f"  {name} vs the RK4 x32 reference: logits {r['logits_rel_max_diff']:.1e}, gradients {r['grad_rel_diff']:.1e}", flush=True)
+                print(
+                    f"  {name} vs the RK4 x32 reference: logits {r['logits_rel_max_diff']:.1e}, gradients {r['grad_rel_diff']:.1e}",
+                    flush=True,
+                )
         if SETTINGS[s]["num_steps"] and (c["logits_rel_max_diff"] > 1e-4 or c["grad_rel_diff"] > 1e-3):
-            print(f"error: with fixed steps ({s}) the torch peer and segnode-jax should compute the same function; "
-                  "they do not (see the numbers above): fix the peer before timing", file=sys.stderr)
+            print(
+                f"error: with fixed steps ({s}) the torch peer and segnode-jax should compute the same function; "
+                "they do not (see the numbers above): fix the peer before timing",
+                file=sys.stderr,
+            )
             raise SystemExit(1)
 
-    pairs = {s: Pair(s, variables, images, labels, make_config(s, args.width, args.batch, (h, w)), args.repeats + 1) for s in settings}
+    pairs = {
+        s: Pair(s, variables, images, labels, make_config(s, args.width, args.batch, (h, w)), args.repeats + 1)
+        for s in settings
+    }
     # JAX: XLA's analysis of the compiled step, on any backend (one compile each). PyTorch: the
     # step's measured peak on a GPU (reset before each step), not measured on a CPU.
     from segnode_jax import memory as mem
 
-    memory = {s: {"jax_train_bytes": mem.of_compiled(p.jax_step.lower(p.state, p.batch).compile(
-        compiler_options=mem.compiler_options()))["total"]} for s, p in pairs.items()}
+    memory = {
+        s: {
+            "jax_train_bytes": mem.of_compiled(
+                p.jax_step.lower(p.state, p.batch).compile(compiler_options=mem.compiler_options())
+            )["total"]
+        }
+        for s, p in pairs.items()
+    }
     times = {s: {k: [] for k in ("jax_train", "torch_train", "jax_infer", "torch_infer")} for s in settings}
     info = {s: {} for s in settings}
     for r in range(args.repeats + 1):  # round 0 compiles / warms up and is dropped
@@ -329,29 +376,46 @@ def run(args) -> dict:
     for s in settings:
         peaks = [e["peak_bytes"] for e in info[s]["torch_train"] if "peak_bytes" in e]
         memory[s]["torch_train_bytes"] = max(peaks) if peaks else None
-        memory[s]["how"] = "JAX: XLA analysis; PyTorch: " + ("measured peak of the step (torch.cuda)" if peaks else "not measured (CPU)")
+        memory[s]["how"] = "JAX: XLA analysis; PyTorch: " + (
+            "measured peak of the step (torch.cuda)" if peaks else "not measured (CPU)"
+        )
     rows = []
     for s in settings:
         t = {k: statistics.median(v) for k, v in times[s].items()}
-        rows.append({
-            "setting": s, **SETTINGS[s],
-            "jax_train_step_seconds": t["jax_train"], "torch_train_step_seconds": t["torch_train"],
-            "train_ratio_jax_over_torch": t["jax_train"] / t["torch_train"],
-            "jax_infer_seconds": t["jax_infer"], "torch_infer_seconds": t["torch_infer"],
-            "infer_ratio_jax_over_torch": t["jax_infer"] / t["torch_infer"],
-            "nfe_train_forward_jax": statistics.median(e["nfe_forward"] for e in info[s]["jax_train"]),
-            "nfe_train_forward_torch": statistics.median(e["nfe_forward"] for e in info[s]["torch_train"]),
-            "nfe_train_backward_torch": statistics.median(e["nfe_backward"] for e in info[s]["torch_train"]),
-            "nfe_infer_jax": statistics.median(e["nfe"] for e in info[s]["jax_infer"]),
-            "nfe_infer_torch": statistics.median(e["nfe"] for e in info[s]["torch_infer"]),
-            **memory.get(s, {}),
-        })
+        rows.append(
+            {
+                "setting": s,
+                **SETTINGS[s],
+                "jax_train_step_seconds": t["jax_train"],
+                "torch_train_step_seconds": t["torch_train"],
+                "train_ratio_jax_over_torch": t["jax_train"] / t["torch_train"],
+                "jax_infer_seconds": t["jax_infer"],
+                "torch_infer_seconds": t["torch_infer"],
+                "infer_ratio_jax_over_torch": t["jax_infer"] / t["torch_infer"],
+                "nfe_train_forward_jax": statistics.median(e["nfe_forward"] for e in info[s]["jax_train"]),
+                "nfe_train_forward_torch": statistics.median(e["nfe_forward"] for e in info[s]["torch_train"]),
+                "nfe_train_backward_torch": statistics.median(e["nfe_backward"] for e in info[s]["torch_train"]),
+                "nfe_infer_jax": statistics.median(e["nfe"] for e in info[s]["jax_infer"]),
+                "nfe_infer_torch": statistics.median(e["nfe"] for e in info[s]["torch_infer"]),
+                **memory.get(s, {}),
+            }
+        )
     import torchdiffeq
 
     return {
-        "machine": dict(report.machine(), torch=torch.__version__, torchdiffeq=torchdiffeq.__version__,
-                        torch_threads=torch.get_num_threads()),
-        "setup": {"width": args.width, "size": [h, w], "batch": args.batch, "repeats": args.repeats, "model": "segnode (configs/camvid.py, 11 classes)"},
+        "machine": dict(
+            report.machine(),
+            torch=torch.__version__,
+            torchdiffeq=torchdiffeq.__version__,
+            torch_threads=torch.get_num_threads(),
+        ),
+        "setup": {
+            "width": args.width,
+            "size": [h, w],
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "model": "segnode (configs/camvid.py, 11 classes)",
+        },
         "checks": checks,
         "rows": rows,
     }
@@ -383,13 +447,20 @@ def markdown(result: dict) -> str:
         "seminorm, ReLU field; our `adjoint_normalise` off, as torchdiffeq has no such option); `rk4x2`, `euler_x2` fixed steps "
         "with the adjoint method.",
         "",
-        "Same function first: " + "; ".join(
-            f"{c['setting']}: logits {c['logits_rel_max_diff']:.0e}, gradients {c['grad_rel_diff']:.0e} apart" for c in result["checks"])
+        "Same function first: "
+        + "; ".join(
+            f"{c['setting']}: logits {c['logits_rel_max_diff']:.0e}, gradients {c['grad_rel_diff']:.0e} apart"
+            for c in result["checks"]
+        )
         + " (relative; fixed steps must agree to 1e-4 / 1e-3).",
-        *[f"Adaptive `{c['setting']}` against a fine reference solve (RK4 x 32, exact gradients of its steps): "
-          f"JAX logits {c['jax_vs_reference']['logits_rel_max_diff']:.0e} / gradients {c['jax_vs_reference']['grad_rel_diff']:.0e}, "
-          f"PyTorch logits {c['torch_vs_reference']['logits_rel_max_diff']:.0e} / gradients {c['torch_vs_reference']['grad_rel_diff']:.0e} "
-          f"from it: {_verdict(c)}" for c in result["checks"] if "jax_vs_reference" in c],
+        *[
+            f"Adaptive `{c['setting']}` against a fine reference solve (RK4 x 32, exact gradients of its steps): "
+            f"JAX logits {c['jax_vs_reference']['logits_rel_max_diff']:.0e} / gradients {c['jax_vs_reference']['grad_rel_diff']:.0e}, "
+            f"PyTorch logits {c['torch_vs_reference']['logits_rel_max_diff']:.0e} / gradients {c['torch_vs_reference']['grad_rel_diff']:.0e} "
+            f"from it: {_verdict(c)}"
+            for c in result["checks"]
+            if "jax_vs_reference" in c
+        ],
         "",
         "| setting | train step JAX (s) | train step PyTorch (s) | JAX / PyTorch | inference JAX (s) | inference PyTorch (s) | JAX / PyTorch "
         "| NFE train fwd JAX / PyTorch | NFE train bwd JAX / PyTorch | train memory JAX (MiB, analysed) | train memory PyTorch (MiB, peak) |",
@@ -399,13 +470,18 @@ def markdown(result: dict) -> str:
     infer = [r["infer_ratio_jax_over_torch"] for r in result["rows"]]
     verdict = (
         f"JAX / PyTorch: training step {min(train):.2f}-{max(train):.2f}, inference {min(infer):.2f}-{max(infer):.2f} "
-        + ("(segnode-jax faster in every setting measured)." if max(train + infer) < 1 else
-           "(segnode-jax slower where the ratio exceeds 1).")
+        + (
+            "(segnode-jax faster in every setting measured)."
+            if max(train + infer) < 1
+            else "(segnode-jax slower where the ratio exceeds 1)."
+        )
         + " NFE: the timed steps' medians, but JAX's backward count, taken at the initial weights by the checks "
         "(segnode_jax.ode.counting_evaluations; diffrax reports only the forward statistics). "
-        + ("PyTorch's memory: the step's measured peak (torch.cuda); JAX's: XLA's analysis of the compiled step."
-           if any(r.get("torch_train_bytes") for r in result["rows"]) else
-           "PyTorch's CPU memory is not measured (no comparable statistic; on a GPU its peak per step is read).")
+        + (
+            "PyTorch's memory: the step's measured peak (torch.cuda); JAX's: XLA's analysis of the compiled step."
+            if any(r.get("torch_train_bytes") for r in result["rows"])
+            else "PyTorch's CPU memory is not measured (no comparable statistic; on a GPU its peak per step is read)."
+        )
     )
     for r in result["rows"]:
         mem, tmem = r.get("jax_train_bytes"), r.get("torch_train_bytes")
@@ -427,7 +503,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--report_only", action="store_true", help="rewrite the table of benchmarks/results/vs_torch.md from the JSON")
+    parser.add_argument(
+        "--report_only", action="store_true", help="rewrite the table of benchmarks/results/vs_torch.md from the JSON"
+    )
     args = parser.parse_args(argv)
     path = os.path.join(report.RESULTS, JSON)
     if args.report_only:

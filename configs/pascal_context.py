@@ -31,7 +31,9 @@ def get_config():
     cfg.train.recipes.hrnetv2.update(dict(optimizer="sgd", learning_rate=0.001, momentum=0.9, weight_decay=1e-4))
     # HRNet-OCR's PASCAL-Context recipe (--config.model.name=hrnetv2 --config.model.head=ocr):
     # the same SGD with the OCR head's learning rate x10 (its NONBACKBONE_MULT).
-    cfg.train.recipes.hrnetv2_ocr = dict(optimizer="sgd", learning_rate=0.001, momentum=0.9, weight_decay=1e-4, head_lr_mult=10.0)
+    cfg.train.recipes.hrnetv2_ocr = dict(
+        optimizer="sgd", learning_rate=0.001, momentum=0.9, weight_decay=1e-4, head_lr_mult=10.0
+    )
     cfg.train.checkpoint_every_steps = 2000
     cfg.train.eval_every_steps = 10000
     cfg.train.log_every_steps = 100

@@ -4,6 +4,8 @@ source "$(dirname "$0")/env.sh"
 # Two workers by default (SEGNODE_TEST_WORKERS=0 runs in one process); a test file runs whole
 # on one worker (tests/conftest.py groups the files that share the tiny training run), so that
 # the fixtures they share are built once.
+# Lint, import order and formatting first (pyproject.toml [tool.ruff]; a second, no tests).
+ruff check . && ruff format --check . || { echo "[segnode-jax] ruff: fix the above (ruff check --fix . && ruff format .)" >&2; exit 1; }
 workers="${SEGNODE_TEST_WORKERS:-2}"
 if [ "$workers" = "0" ]; then exec python -m pytest tests "$@"; fi
 exec python -m pytest -n "$workers" --dist loadfile tests "$@"

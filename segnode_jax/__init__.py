@@ -14,8 +14,8 @@ Public API::
 from segnode_jax import errors
 from segnode_jax.api import apply, count_params, freeze, init
 from segnode_jax.config import base_config, load_config, model_config
-from segnode_jax.models import build_model, capabilities, model_names, register_model
 from segnode_jax.errors import RunError, SegnodeError, UserError
+from segnode_jax.models import build_model, capabilities, model_names, register_model
 from segnode_jax.ode import ODESettings, ODESolveError
 from segnode_jax.prediction import predict
 

@@ -138,8 +138,5 @@ def apply(
 def count_params(model_cfg, input_shape: Sequence[int] = (1, 64, 64, 3)) -> int:
     """Exact number of trainable parameters, from shapes alone (``jax.eval_shape``)."""
     model = _model(freeze(model_cfg))
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros(tuple(input_shape), jnp.float32), False)
-    )
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(tuple(input_shape), jnp.float32), False))
     return int(sum(x.size for x in jax.tree_util.tree_leaves(shapes["params"])))
-

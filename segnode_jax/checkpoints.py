@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
 from segnode_jax.errors import RunError, UserError
 from segnode_jax.weights import VARIABLE_COLLECTIONS
 
@@ -64,8 +65,10 @@ class CheckpointWriteError(RunError):
 def _is_disk_full(error: BaseException) -> bool:
     text = str(error)
     return (
-        getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text
-        or "RESOURCE_EXHAUSTED" in text or "ENOSPC" in text
+        getattr(error, "errno", None) == errno.ENOSPC
+        or "No space left on device" in text
+        or "RESOURCE_EXHAUSTED" in text
+        or "ENOSPC" in text
     )
 
 
@@ -119,13 +122,17 @@ def _save_replicated_arrays_once() -> None:
         quiet = _DropMessage('Type handler registry type "')
         absl_logger.addFilter(quiet)
         try:
-            ocp.type_handlers.register_type_handler(jax.Array, compat.orbax_array_handler_without_replica_parallel(), override=True)
+            ocp.type_handlers.register_type_handler(
+                jax.Array, compat.orbax_array_handler_without_replica_parallel(), override=True
+            )
         finally:
             absl_logger.removeFilter(quiet)
         _ARRAY_HANDLER_SET[0] = True
 
 
-def _manager(directory: str, *, max_to_keep: int | None, items: tuple[str, ...], asynchronous: bool) -> ocp.CheckpointManager:
+def _manager(
+    directory: str, *, max_to_keep: int | None, items: tuple[str, ...], asynchronous: bool
+) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         create=True,
@@ -148,10 +155,14 @@ class RunCheckpoints:
         self.workdir = workdir
         _save_replicated_arrays_once()
         self.latest = _manager(
-            os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=max_to_keep,
-            items=("state", "data_iter", "meta"), asynchronous=asynchronous,
+            os.path.join(workdir, CHECKPOINT_DIR),
+            max_to_keep=max_to_keep,
+            items=("state", "data_iter", "meta"),
+            asynchronous=asynchronous,
         )
-        self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1, items=("state", "meta"), asynchronous=asynchronous)
+        self.best = _manager(
+            os.path.join(workdir, BEST_DIR), max_to_keep=1, items=("state", "meta"), asynchronous=asynchronous
+        )
         # Messages about damaged checkpoints set aside by the last restore().
         self.set_aside: list[str] = []
 
@@ -206,7 +217,9 @@ class RunCheckpoints:
         elif data_iter is not None:
             log.warning(
                 "checkpoint %d was written by another number of processes than %d: the data order "
-                "restarts (the train state is restored exactly)", step, jax.process_count(),
+                "restarts (the train state is restored exactly)",
+                step,
+                jax.process_count(),
             )
         restored = self.latest.restore(step, args=ocp.args.Composite(**args))
         return restored["state"], dict(restored["meta"])
@@ -251,7 +264,9 @@ class RunCheckpoints:
             last = _latest_step_dir(self.latest.directory)
             keep = (
                 f"the last good checkpoint is step {os.path.basename(last)} ({last}); rerunning the same command "
-                "resumes from it" if last else "no checkpoint had been completed yet; rerunning starts from the beginning"
+                "resumes from it"
+                if last
+                else "no checkpoint had been completed yet; rerunning starts from the beginning"
             )
             if _is_disk_full(e):
                 raise CheckpointWriteError(
@@ -289,7 +304,11 @@ class RunCheckpoints:
         ``{"step", metric: score}`` (``metric``: "miou", or "top1" for a classifier)."""
         meta = {"step": int(step), metric: float(score)}
         with self._writing(self.best.directory):
-            self.best.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            self.best.save(
+                int(step),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
 
     def wait(self) -> None:
         """Blocks until every save has been written (raises :class:`CheckpointWriteError` if
@@ -434,15 +453,24 @@ def read_checkpoint(path: str, *, which: str = "latest") -> tuple[dict[str, Any]
     except CheckpointError:
         # A workdir's newest checkpoint is damaged: use the newest intact one, saying so.
         step_dir = os.path.dirname(pytree_dir)
-        older = [d for d in _step_dirs(os.path.dirname(step_dir)) if int(os.path.basename(d)) < int(os.path.basename(step_dir))] if (
-            os.path.basename(step_dir).isdigit() and _names_a_run(path)) else []
+        older = (
+            [
+                d
+                for d in _step_dirs(os.path.dirname(step_dir))
+                if int(os.path.basename(d)) < int(os.path.basename(step_dir))
+            ]
+            if (os.path.basename(step_dir).isdigit() and _names_a_run(path))
+            else []
+        )
         tree = None
         for d in older:
             try:
                 tree = _restore_numpy(os.path.join(d, "state"))
             except CheckpointError:
                 continue
-            log.warning("%s cannot be read (damaged or incomplete); using the newest intact checkpoint %s", description, d)
+            log.warning(
+                "%s cannot be read (damaged or incomplete); using the newest intact checkpoint %s", description, d
+            )
             description = f"checkpoint {d}"
             pytree_dir = os.path.join(d, "state")
             break
@@ -462,7 +490,8 @@ def _names_a_run(path: str) -> bool:
     """Whether ``path`` is a workdir or its checkpoints/best folder (not one chosen step)."""
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     return (
-        os.path.isdir(os.path.join(path, CHECKPOINT_DIR)) or os.path.isdir(os.path.join(path, BEST_DIR))
+        os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
+        or os.path.isdir(os.path.join(path, BEST_DIR))
         or os.path.basename(path) in (CHECKPOINT_DIR, BEST_DIR)
     )
 
@@ -471,8 +500,6 @@ def _as_dict(tree: Any) -> Any:
     if isinstance(tree, Mapping):
         return {str(k): _as_dict(v) for k, v in tree.items()}
     return tree
-
-
 
 
 MODEL_INFO = "model.json"
@@ -504,8 +531,9 @@ def folder_written_whole(out_dir: str):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[str, Any] | None = None,
-                 overwrite: bool = False) -> str:
+def export_model(
+    path: str, out_dir: str, *, which: str = "best", info: Mapping[str, Any] | None = None, overwrite: bool = False
+) -> str:
     """Writes a trained model as a small folder others can use: weights, config, classes, palette.
 
     ``out_dir`` gets ``variables/`` (an orbax PyTree of ``{"params", "batch_stats"}``: no
@@ -549,9 +577,12 @@ def export_model(path: str, out_dir: str, *, which: str = "best", info: Mapping[
     dinfo = data.get_info(cfg.data)
     meta = dict(info or {})
     meta.update(
-        checkpoint=description, step=_step_of(pytree_dir),
+        checkpoint=description,
+        step=_step_of(pytree_dir),
         exported=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        dataset=dinfo.name, class_names=list(dinfo.class_names), palette=[list(map(int, c)) for c in dinfo.palette],
+        dataset=dinfo.name,
+        class_names=list(dinfo.class_names),
+        palette=[list(map(int, c)) for c in dinfo.palette],
     )
     with folder_written_whole(out_dir) as tmp:
         ckpt = ocp.StandardCheckpointer()

@@ -111,7 +111,7 @@ def split_none_overrides(argv: Sequence[str], names: Sequence[str] = ("config",)
         for name in names:
             prefix = f"--{name}."
             if arg.startswith(prefix):
-                body = arg[len(prefix):]
+                body = arg[len(prefix) :]
                 if "=" in body:
                     path, value = body.split("=", 1)
                     if value.strip().lower() in NONE_WORDS:
@@ -270,13 +270,27 @@ def run(main: Callable[[list[str]], int | None], *, usage: str) -> None:
             _exit(fail(f"{e}. Usage: {usage}", 2, last_words=True))
         except (OSError, ImportError, SyntaxError) as e:  # ml_collections: the config file does not load
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            detail = next((line for line in reversed(lines) if "Errno" in line or "Error" in line), lines[-1] if lines else "")
+            detail = next(
+                (line for line in reversed(lines) if "Errno" in line or "Error" in line), lines[-1] if lines else ""
+            )
             where = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "FILE")
-            _exit(fail(f"cannot load --config={where}: {detail}. Pass an existing config file such as "
-                       f"configs/camvid.py (see the configs/ folder). Usage: {usage}", 2, last_words=True))
+            _exit(
+                fail(
+                    f"cannot load --config={where}: {detail}. Pass an existing config file such as "
+                    f"configs/camvid.py (see the configs/ folder). Usage: {usage}",
+                    2,
+                    last_words=True,
+                )
+            )
         except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that does not exist
-            _exit(fail(f"unknown config field in the command line ({str(e).strip(chr(34))}): check the spelling "
-                       f"of the --config.* flags against the config file. Usage: {usage}", 2, last_words=True))
+            _exit(
+                fail(
+                    f"unknown config field in the command line ({str(e).strip(chr(34))}): check the spelling "
+                    f"of the --config.* flags against the config file. Usage: {usage}",
+                    2,
+                    last_words=True,
+                )
+            )
         except (ValueError, TypeError) as e:  # ml_collections: a value of the wrong type
             _exit(fail(f"invalid command-line value: {e}. Usage: {usage}", 2, last_words=True))
 

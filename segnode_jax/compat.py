@@ -71,7 +71,9 @@ def orbax_array_handler_without_replica_parallel():
     import orbax.checkpoint as ocp
 
     current = ocp.type_handlers.get_type_handler(jax.Array)
-    return ocp.type_handlers.ArrayHandler(use_replica_parallel=False, array_metadata_store=current._array_metadata_store)
+    return ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=False, array_metadata_store=current._array_metadata_store
+    )
 
 
 # tensorboardX -------------------------------------------------------------------------------

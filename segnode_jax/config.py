@@ -163,8 +163,13 @@ def model_config() -> config_dict.ConfigDict:
             # NODEs-UNet (Table 1's other neural-ODE comparison; models/nodes_unet.py, our reading
             # of its paper): model.unet's U-Net with an ODE block after each double convolution
             # named in ode_blocks (inc, down1.., up1..), GroupNorm groups of its field.
-            nodes_unet=dict(base_width=64, depth=4, upsampling="transposed", groups=32,
-                            ode_blocks=("inc", "down1", "down2", "down3", "down4", "up1", "up2", "up3", "up4")),
+            nodes_unet=dict(
+                base_width=64,
+                depth=4,
+                upsampling="transposed",
+                groups=32,
+                ode_blocks=("inc", "down1", "down2", "down3", "down4", "up1", "up2", "up3", "up4"),
+            ),
             # The dilated ResNet of PSPNet and DeepLabv3 (torchvision's; models/resnet.py):
             # depth None = the model's own (PSPNet 50, DeepLabv3 101) | 50 | 101 | 152;
             # blocks: per-layer block counts overriding the depth's (() = the depth's);
@@ -214,10 +219,24 @@ MODEL_SIZES = {
     "w48": dict(width=48),
     "w32": dict(width=32),
     "w18": dict(width=18),
-    "small": {"width": 16, "stem_width": 32, "layer1_planes": 16, "layer1_blocks": 2,
-              "segnode.modules_per_field": 1, "segnode.blocks_per_branch": 2, "field.groups": 4},
-    "tiny": {"width": 12, "stem_width": 16, "layer1_planes": 8, "layer1_blocks": 1,
-             "segnode.modules_per_field": 1, "segnode.blocks_per_branch": 1, "field.groups": 4},
+    "small": {
+        "width": 16,
+        "stem_width": 32,
+        "layer1_planes": 16,
+        "layer1_blocks": 2,
+        "segnode.modules_per_field": 1,
+        "segnode.blocks_per_branch": 2,
+        "field.groups": 4,
+    },
+    "tiny": {
+        "width": 12,
+        "stem_width": 16,
+        "layer1_planes": 8,
+        "layer1_blocks": 1,
+        "segnode.modules_per_field": 1,
+        "segnode.blocks_per_branch": 1,
+        "field.groups": 4,
+    },
 }
 
 
@@ -239,8 +258,10 @@ def resolve_model_size(model_cfg):
     if size is None:
         return model_cfg
     if size not in MODEL_SIZES:
-        raise ModelSizeError(f"invalid model.size={size!r}; choose one of {', '.join(MODEL_SIZES)} "
-                             "(or leave it unset and set model.width, model.stem_width, ... yourself)")
+        raise ModelSizeError(
+            f"invalid model.size={size!r}; choose one of {', '.join(MODEL_SIZES)} "
+            "(or leave it unset and set model.width, model.stem_width, ... yourself)"
+        )
     defaults = model_config()
     for key, value in MODEL_SIZES[size].items():
         *parents, leaf = key.split(".")
@@ -408,7 +429,17 @@ def eval_config() -> config_dict.ConfigDict:
                 num_times=8,
                 num_strips=4,
                 max_miou_drop=0.01,
-                sweep=("euler:1", "euler:2", "euler:4", "rk4:1", "rk4:2", "rk4:4", "dopri5@1e-1", "dopri5@1e-2", "dopri5@1e-3"),
+                sweep=(
+                    "euler:1",
+                    "euler:2",
+                    "euler:4",
+                    "rk4:1",
+                    "rk4:2",
+                    "rk4:4",
+                    "dopri5@1e-1",
+                    "dopri5@1e-2",
+                    "dopri5@1e-3",
+                ),
             ),
         )
     )
@@ -469,8 +500,7 @@ def load_config(path: str | os.PathLike) -> config_dict.ConfigDict:
         path, arg = path.rsplit(":", 1)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"config file {path!r} does not exist; pass a file such as configs/camvid.py "
-            "(see the configs/ folder)"
+            f"config file {path!r} does not exist; pass a file such as configs/camvid.py (see the configs/ folder)"
         )
     name = "segnode_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)

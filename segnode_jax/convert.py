@@ -33,8 +33,8 @@ import numpy as np
 
 from segnode_jax import checkpoints, pth
 from segnode_jax.checkpoints import CONVERSION_INFO, CONVERTED_VARIABLES
-from segnode_jax.weights import flatten, unflatten
 from segnode_jax.errors import UserError
+from segnode_jax.weights import flatten, unflatten
 
 FORMAT = "segnode-jax-converted/1"
 # The registered models (segnode_jax.models.model_names()) this HRNet mapping knows.
@@ -168,7 +168,9 @@ def _route(path: list[str], model_cfg, num_stage4: int, has_aux: bool = False) -
         if top.startswith("transition4") or (top.startswith("stage4") and not m):
             return None, "not an HRNet module"
         if m:
-            return _module_route(path, int(m.group(1)), num_stage4, int(model_cfg.baseline.num_modules), "repeat_{}", None)
+            return _module_route(
+                path, int(m.group(1)), num_stage4, int(model_cfg.baseline.num_modules), "repeat_{}", None
+            )
         return path, ""
     # segnode
     if re.fullmatch(r"transition1_[01](_\d+)*", top):
@@ -254,7 +256,11 @@ def _resnet_route(key: str, model_cfg):
         if top == "aux" and not model_cfg.pspnet.aux_head:
             return None, leaf, "PSPNet's auxiliary head; set model.pspnet.aux_head=True to use it"
     elif top == "layer0":
-        return None, leaf, "hszhao/semseg's deep stem (three 3x3 convolutions); this ResNet has torchvision's 7x7 stem, which stays fresh"
+        return (
+            None,
+            leaf,
+            "hszhao/semseg's deep stem (three 3x3 convolutions); this ResNet has torchvision's 7x7 stem, which stays fresh",
+        )
     elif top in ("classifier", "aux_classifier"):
         if model_cfg.name != "deeplabv3":
             return None, leaf, "DeepLabv3's head; this model is PSPNet (its head stays fresh)"
@@ -280,7 +286,7 @@ def _check_resnet(state_dict, model_cfg) -> int | None:
     (the message names the setting); returns the stem width."""
     from segnode_jax.models.resnet import BLOCKS, resnet_settings
 
-    keys = [k[len("backbone."):] if k.startswith("backbone.") else k for k in state_dict]
+    keys = [k[len("backbone.") :] if k.startswith("backbone.") else k for k in state_dict]
     stem = next((state_dict[k] for k in ("conv1.weight", "backbone.conv1.weight") if k in state_dict), None)
     width = int(np.shape(stem)[0]) if stem is not None and np.ndim(stem) == 4 else None
     if width is not None and width != int(model_cfg.resnet.stem_width):
@@ -294,8 +300,14 @@ def _check_resnet(state_dict, model_cfg) -> int | None:
     if all(counts) and counts != blocks:
         named = {v: k for k, v in BLOCKS.items()}
         found = f"ResNet-{named[counts]}" if counts in named else f"a ResNet with {counts} blocks per layer"
-        fix = f"--config.model.resnet.depth={named[counts]}" if counts in named else f"--config.model.resnet.blocks='{counts}'"
-        raise ConversionError(f"the checkpoint is {found} but the config's {model_cfg.name} has blocks {blocks} (ResNet-{depth}): pass {fix}")
+        fix = (
+            f"--config.model.resnet.depth={named[counts]}"
+            if counts in named
+            else f"--config.model.resnet.blocks='{counts}'"
+        )
+        raise ConversionError(
+            f"the checkpoint is {found} but the config's {model_cfg.name} has blocks {blocks} (ResNet-{depth}): pass {fix}"
+        )
     return width
 
 
@@ -340,7 +352,6 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
     import jax
 
     from segnode_jax import api
-
     from segnode_jax.models import model_names
 
     if model_cfg.name not in model_names():
@@ -425,7 +436,9 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
         )
     if not flat:
         kind = "a torchvision ResNet" if resnet else "an HRNet"
-        raise ConversionError(f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it {kind} checkpoint?")
+        raise ConversionError(
+            f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it {kind} checkpoint?"
+        )
     result.variables = unflatten(flat)
     return result
 
@@ -488,7 +501,9 @@ def convert(torch_file: str, cfg, out_dir: str, *, strict: bool = True, overwrit
     model_cfg = cfg.model if "model" in cfg else cfg
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     if os.path.exists(out_dir) and not overwrite:
-        raise ConversionError(f"--out {out_dir} already exists; pass --overwrite to replace it, or choose another folder")
+        raise ConversionError(
+            f"--out {out_dir} already exists; pass --overwrite to replace it, or choose another folder"
+        )
     state_dict = read_state_dict(torch_file)
     result = convert_state_dict(state_dict, model_cfg, strict=strict)
     with checkpoints.folder_written_whole(out_dir) as tmp:
@@ -523,7 +538,11 @@ def summary(result: Conversion, model_name: str) -> str:
         f"{model_name}: {len(result.mapped)} of {n} variables converted from {source}; "
         f"{len(result.fresh)} stay freshly initialised, {len(result.ignored)} file entries ignored"
     ]
-    for what, items in (("unexpected", result.unexpected), ("missing", result.missing), ("mismatched", list(result.mismatched))):
+    for what, items in (
+        ("unexpected", result.unexpected),
+        ("missing", result.missing),
+        ("mismatched", list(result.mismatched)),
+    ):
         if items:
             lines.append(f"  {what}: {_listing(items)}")
     return "\n".join(lines)
@@ -534,10 +553,17 @@ def main(argv=None) -> int:
     from ml_collections import config_flags
 
     flags_ = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cityscapes.py.", flag_values=flags_, lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file, e.g. configs/cityscapes.py.", flag_values=flags_, lock_config=True
+    )
     flags.DEFINE_string("torch", None, "Official HRNet .pth file.", flag_values=flags_)
     flags.DEFINE_string("out", None, "Output folder (variables/ and conversion.json).", flag_values=flags_)
-    flags.DEFINE_bool("strict", True, "Refuse unexpected/missing keys and shape mismatches (--nostrict: convert what fits).", flag_values=flags_)
+    flags.DEFINE_bool(
+        "strict",
+        True,
+        "Refuse unexpected/missing keys and shape mismatches (--nostrict: convert what fits).",
+        flag_values=flags_,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.", flag_values=flags_)
     from segnode_jax import cli
 
@@ -546,7 +572,10 @@ def main(argv=None) -> int:
     try:
         rest = flags_(argv)
     except flags.Error as e:
-        print(f"error: {e}. Usage: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR", file=sys.stderr)
+        print(
+            f"error: {e}. Usage: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR",
+            file=sys.stderr,
+        )
         return 2
     cli.quiet_logs()
 
@@ -555,7 +584,9 @@ def main(argv=None) -> int:
             raise ConversionError(f"unexpected arguments: {' '.join(rest[1:])}")
         for name in ("torch", "config", "out"):
             if flags_[name].value is None:
-                raise ConversionError(f"--{name} is required: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR")
+                raise ConversionError(
+                    f"--{name} is required: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR"
+                )
         cfg = cli.read_config(flags_)
         if cfg.model.get("num_classes") is None:  # configs/imagenet.py, folder.py: the dataset's count
             from segnode_jax import data

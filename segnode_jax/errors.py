@@ -35,4 +35,3 @@ class RunError(SegnodeError, RuntimeError):
 class ConfigError(UserError):
     """A config field with a value it cannot take, or settings that cannot work together; the
     message names the field and its choices. Exit 2."""
-

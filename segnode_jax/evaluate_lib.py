@@ -89,10 +89,16 @@ def evaluate_checkpoint(
         refuse_classifier(cfg, "--export")
     if export is not None and writer is None:
         writer = evaluation.ExportWriter(cfg.data, export, overwrite=overwrite)
-    settings = evaluation.EvalSettings.from_config(cfg, split=split, mode=mode, num_images=num_images, batch_size=batch_size)
+    settings = evaluation.EvalSettings.from_config(
+        cfg, split=split, mode=mode, num_images=num_images, batch_size=batch_size
+    )
     out_dir = os.path.abspath(output or default_output(ckpt, settings.split, settings.mode, which))
     results = evaluation.evaluate(
-        loaded, cfg, settings=settings, visualize_dir=os.path.join(out_dir, PREDICTIONS_DIR), progress=progress,
+        loaded,
+        cfg,
+        settings=settings,
+        visualize_dir=os.path.join(out_dir, PREDICTIONS_DIR),
+        progress=progress,
         on_prediction=writer,
     )
     results.update(checkpoint=description, step=_step_of(pytree_dir))
@@ -152,8 +158,14 @@ def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
 
 
 def trajectory_checkpoint(
-    ckpt: str, cfg=None, *, which: str = "latest", split: str | None = None, num_images: int | None = None,
-    output: str | None = None, progress: bool = True,
+    ckpt: str,
+    cfg=None,
+    *,
+    which: str = "latest",
+    split: str | None = None,
+    num_images: int | None = None,
+    output: str | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], str]:
     """``evaluate.py --trajectory``: SegNode's speed/accuracy trade-off (see
     ``segnode_jax.evaluation.trajectory``), written to ``output`` (default ``<workdir>/eval/trajectory``).
@@ -179,13 +191,19 @@ def trajectory_checkpoint(
     base = os.path.dirname(found) if found else os.path.abspath(ckpt)
     out_dir = os.path.abspath(output or os.path.join(base, "eval", "trajectory"))
     result = trajectory.run(
-        loaded, cfg, out_dir, num_images=num_images, progress=progress,
+        loaded,
+        cfg,
+        out_dir,
+        num_images=num_images,
+        progress=progress,
         metadata={"checkpoint": description, "step": _step_of(pytree_dir)},
     )
     return result, out_dir
 
 
-def score_folder(cfg, pred_dir: str, *, split: str | None = None, output: str | None = None) -> tuple[dict[str, Any], str]:
+def score_folder(
+    cfg, pred_dir: str, *, split: str | None = None, output: str | None = None
+) -> tuple[dict[str, Any], str]:
     """Scores a folder of predicted label images (see ``evaluation.score_predictions``) and
     writes ``results.json`` into ``output`` (default ``<pred_dir>_eval``)."""
     if "data" not in cfg:

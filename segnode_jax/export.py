@@ -123,8 +123,11 @@ def metadata(cfg, exported, shape) -> dict[str, Any]:
     return {
         "model": cfg.model.name,
         "dataset": cfg.data.name,
-        "input": {"shape": [str(shape[0]) if isinstance(shape[0], str) else shape[0], shape[1], shape[2], 3],
-                  "dtype": "uint8", "layout": "NHWC RGB"},
+        "input": {
+            "shape": [str(shape[0]) if isinstance(shape[0], str) else shape[0], shape[1], shape[2], 3],
+            "dtype": "uint8",
+            "layout": "NHWC RGB",
+        },
         "output": {"shape": ["N", shape[1], shape[2], info.num_classes], "dtype": "float32", "meaning": "logits"},
         "class_names": list(info.class_names),
         "palette": np.asarray(info.palette).tolist(),
@@ -156,11 +159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     usage = "python -m segnode_jax.export --ckpt RUN --out model.jax [--shape b,H,W] [--solver rk4:1] [--platforms cpu,cuda]"
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Config file; default: the run's config.json.", flag_values=fv, lock_config=True)
-    flags.DEFINE_string("ckpt", None, "Training workdir, checkpoints/<step> folder or converted-weights folder.", flag_values=fv)
-    flags.DEFINE_enum("which", "latest", ["latest", "best"], "For a workdir: its newest or best checkpoint.", flag_values=fv)
-    flags.DEFINE_string("out", None, "Output file (the serialized function); OUT.json gets the metadata.", flag_values=fv)
-    flags.DEFINE_string("shape", None, "N,H,W of the input; N may be a name (any batch size). Default b,<eval size>.", flag_values=fv)
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file; default: the run's config.json.", flag_values=fv, lock_config=True
+    )
+    flags.DEFINE_string(
+        "ckpt", None, "Training workdir, checkpoints/<step> folder or converted-weights folder.", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "which", "latest", ["latest", "best"], "For a workdir: its newest or best checkpoint.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "out", None, "Output file (the serialized function); OUT.json gets the metadata.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "shape", None, "N,H,W of the input; N may be a name (any batch size). Default b,<eval size>.", flag_values=fv
+    )
     flags.DEFINE_string("solver", None, "SegNode only: the ODE solve to export, e.g. rk4:1.", flag_values=fv)
     flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms to lower for.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out file.", flag_values=fv)
@@ -187,8 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = {**metadata(cfg, exported, shape), "checkpoint": description}
         path, meta_path = save(exported, fv.out, meta)
         size = os.path.getsize(path) / 2**20
-        print(f"written: {path} ({size:.1f} MiB; input uint8 {','.join(map(str, meta['input']['shape']))}, "
-              f"logits out; platforms {','.join(exported.platforms)}) and {meta_path}")
+        print(
+            f"written: {path} ({size:.1f} MiB; input uint8 {','.join(map(str, meta['input']['shape']))}, "
+            f"logits out; platforms {','.join(exported.platforms)}) and {meta_path}"
+        )
         return 0
 
     return cli.guarded(body)

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from segnode_jax.resize import resize_bilinear
-
 from segnode_jax.labels import IGNORE_INDEX  # noqa: E402,F401 - re-exported
+from segnode_jax.resize import resize_bilinear
 
 
 def logits_at_label_size(logits: Float[Array, "n h w c"], labels: Int[Array, "n H W"]) -> Float[Array, "n H W c"]:
@@ -119,13 +118,18 @@ def segmentation_loss(logits, labels, class_weights, loss_cfg) -> Float[Array, "
     """The loss selected by ``cfg.train.loss`` (cross-entropy, or OHEM with ``ohem=True``)."""
     if loss_cfg.get("ohem", False):
         return ohem_cross_entropy(
-            logits, labels, class_weights,
-            threshold=float(loss_cfg.ohem_threshold), min_kept=int(loss_cfg.ohem_min_kept),
+            logits,
+            labels,
+            class_weights,
+            threshold=float(loss_cfg.ohem_threshold),
+            min_kept=int(loss_cfg.ohem_min_kept),
         )
     return cross_entropy(logits, labels, class_weights)
 
 
-def classification_loss(logits: Float[Array, "n c"], labels: Int[Array, " n"], label_smoothing: float = 0.0) -> Float[Array, ""]:
+def classification_loss(
+    logits: Float[Array, "n c"], labels: Int[Array, " n"], label_smoothing: float = 0.0
+) -> Float[Array, ""]:
     """Mean softmax cross-entropy of ``(N, C)`` logits and ``(N,)`` class indices (PyTorch's
     ``CrossEntropyLoss``, HRNet-Image-Classification's loss), optionally label-smoothed."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

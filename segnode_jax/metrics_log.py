@@ -129,8 +129,11 @@ class MetricWriter:
                     # keep tensorboardX's exit hook from failing again; metrics.jsonl is complete.
                     from segnode_jax import compat
 
-                    log.warning("TensorBoard events in %s could not be written (%s); metrics.jsonl has every value",
-                                os.path.dirname(self.path), e)
+                    log.warning(
+                        "TensorBoard events in %s could not be written (%s); metrics.jsonl has every value",
+                        os.path.dirname(self.path),
+                        e,
+                    )
                     compat.tensorboardx_abandon(self._tb)
                 self._tb = None
             self.active = False

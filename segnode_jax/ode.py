@@ -96,7 +96,9 @@ def parse_solver_spec(spec: str) -> dict[str, Any]:
     """
     m = SOLVER_SPEC.match(spec.strip())
     if not m:
-        raise SolverSpecError(f"solver spec {spec!r} is not 'solver:steps' (e.g. rk4:2) or 'solver@tol' (e.g. dopri5@1e-2)")
+        raise SolverSpecError(
+            f"solver spec {spec!r} is not 'solver:steps' (e.g. rk4:2) or 'solver@tol' (e.g. dopri5@1e-2)"
+        )
     out: dict[str, Any] = {"solver": m.group("solver"), "num_steps": None}
     if m.group("steps"):
         out["num_steps"] = int(m.group("steps"))
@@ -467,6 +469,7 @@ def solve(
     else:
         ts = None
         saveat = diffrax.SaveAt(t1=True)
+
     def integrate(y0, params):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(f),
@@ -487,11 +490,16 @@ def solve(
         # itself: an error check on the state would gather the whole, batch-sharded state onto
         # one device every step when several devices share the batch.
         token = eqx.branched_error_if(
-            jnp.zeros((), jnp.float32), failed, compat.diffrax_result_code(sol.result), _result_messages(settings),
+            jnp.zeros((), jnp.float32),
+            failed,
+            compat.diffrax_result_code(sol.result),
+            _result_messages(settings),
             on_error="nan" if settings.on_failure == "nan" else "default",
         )
         ys = jax.tree_util.tree_map(lambda y: y + token.astype(y.dtype), sol.ys)
-        stats = {k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
+        stats = {
+            k: jnp.asarray(sol.stats[k], jnp.int32) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")
+        }
         stats["result"] = jnp.asarray(compat.diffrax_result_code(sol.result), jnp.int32)
         return ys, stats
 

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
+
 from segnode_jax import compat
 from segnode_jax.errors import UserError
 
@@ -165,7 +166,9 @@ def state_shardings(abstract_state, mesh: jax.sharding.Mesh, pcfg: Mapping[str, 
     if mode == "replicated" or mesh.devices.size == 1:
         return jax.tree_util.tree_map(lambda _: replicated(mesh), abstract_state)
     n, min_size = mesh.devices.size, int(pcfg.get("fsdp_min_size", 2**16))
-    return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, _fsdp_spec(tuple(np.shape(a)), n, min_size)), abstract_state)
+    return jax.tree_util.tree_map(
+        lambda a: NamedSharding(mesh, _fsdp_spec(tuple(np.shape(a)), n, min_size)), abstract_state
+    )
 
 
 def host_local(tree):

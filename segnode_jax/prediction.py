@@ -167,8 +167,10 @@ def with_solver(cfg, spec: str | None):
     from segnode_jax.models import capabilities, ode_model_names
 
     if not capabilities(cfg.model).solves_ode:
-        raise PredictError(f"--solver only applies to models that solve an ODE ({', '.join(ode_model_names())}); "
-                           f"this run's model is {cfg.model.name}")
+        raise PredictError(
+            f"--solver only applies to models that solve an ODE ({', '.join(ode_model_names())}); "
+            f"this run's model is {cfg.model.name}"
+        )
     try:
         over = ode.solver_spec_overrides(spec, cfg.model.ode)
     except ode.SolverSpecError:
@@ -299,8 +301,16 @@ class Segmenter:
         return out  # type: ignore[return-value]
 
 
-def predict(variables, images, cfg, *, probabilities: bool = False, mode: str | None = None,
-            solver: str | None = None, batch_size: int | None = None):
+def predict(
+    variables,
+    images,
+    cfg,
+    *,
+    probabilities: bool = False,
+    mode: str | None = None,
+    solver: str | None = None,
+    batch_size: int | None = None,
+):
     """Segments images with a trained model (``segnode_jax.predict``).
 
     Arguments:
@@ -366,8 +376,9 @@ def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndar
     return (image.astype(np.float32) * (1 - alpha) + color.astype(np.float32) * alpha + 0.5).astype(np.uint8)
 
 
-def write_outputs(out_dir: str, name: str, image: np.ndarray, labels: np.ndarray, info, *,
-                  fmt: str = "train_ids", dcfg=None) -> dict[str, str]:
+def write_outputs(
+    out_dir: str, name: str, image: np.ndarray, labels: np.ndarray, info, *, fmt: str = "train_ids", dcfg=None
+) -> dict[str, str]:
     """``labels/<name>.png`` (train ids, or with ``fmt="dataset"`` the dataset's own ids),
     ``color/<name>.png`` and ``overlay/<name>.jpg``; returns their paths."""
     from segnode_jax import data
@@ -407,8 +418,17 @@ def _batches(items: list[InputImage], segmenter: Segmenter) -> Iterator[list[Inp
 
 
 def predict_files(
-    variables, cfg, inputs: Sequence[str], out_dir: str, *, mode: str | None = None, solver: str | None = None,
-    fmt: str = "train_ids", overwrite: bool = False, batch_size: int | None = None, progress: bool = True,
+    variables,
+    cfg,
+    inputs: Sequence[str],
+    out_dir: str,
+    *,
+    mode: str | None = None,
+    solver: str | None = None,
+    fmt: str = "train_ids",
+    overwrite: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``predict.py``: segments the image files named by ``inputs`` into ``out_dir``.
@@ -456,12 +476,19 @@ def predict_files(
             for item, image, res in zip(readable, images, segmenter.segment(images)):
                 paths = write_outputs(out_dir, item.name, image, res.labels, segmenter.info, fmt=fmt, dcfg=cfg.data)
                 counts = np.bincount(res.labels.ravel(), minlength=len(names))
-                records.append({
-                    "input": item.path, "name": item.name, "outputs": paths,
-                    "height": int(image.shape[0]), "width": int(image.shape[1]),
-                    "seconds": round(res.seconds, 4), "includes_compilation": res.compiled, "nfe": res.nfe,
-                    "pixels_per_class": {names[c]: int(counts[c]) for c in np.flatnonzero(counts)},
-                })
+                records.append(
+                    {
+                        "input": item.path,
+                        "name": item.name,
+                        "outputs": paths,
+                        "height": int(image.shape[0]),
+                        "width": int(image.shape[1]),
+                        "seconds": round(res.seconds, 4),
+                        "includes_compilation": res.compiled,
+                        "nfe": res.nfe,
+                        "pixels_per_class": {names[c]: int(counts[c]) for c in np.flatnonzero(counts)},
+                    }
+                )
         bar.update(len(group))
     bar.close()
     order = {item.path: k for k, item in enumerate(items)}
@@ -492,4 +519,3 @@ def predict_files(
             f"the other {len(records)} predictions are in {out_dir} (the list is in {path})"
         )
     return summary
-

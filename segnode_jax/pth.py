@@ -24,6 +24,7 @@ import zipfile
 from typing import Any
 
 import numpy as np
+
 from segnode_jax.errors import UserError
 
 # torch storage class name -> NumPy dtype (bfloat16 is widened below).

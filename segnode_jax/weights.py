@@ -69,7 +69,9 @@ def merge_variables(
             merged[path] = np.asarray(value, dtype=leaf.dtype)
             report["loaded"].append(path)
         elif (
-            num_classes is not None and len(shape) == value.ndim and shape[:-1] == value.shape[:-1]
+            num_classes is not None
+            and len(shape) == value.ndim
+            and shape[:-1] == value.shape[:-1]
             and shape[-1] == num_classes
         ):
             merged[path] = leaf
@@ -82,7 +84,8 @@ def merge_variables(
         more = f" (and {len(mismatched) - 8} more)" if len(mismatched) > 8 else ""
         raise WeightsError(
             f"{source} does not fit the model: {len(mismatched)} variable(s) have other shapes: "
-            + "; ".join(mismatched[:8]) + more
+            + "; ".join(mismatched[:8])
+            + more
             + ". Use a checkpoint of the same architecture (model.name, width, blocks), or "
             "change the model config to the checkpoint's."
         )
@@ -119,7 +122,9 @@ def check_compatible(expected: Mapping[str, Any], loaded: Mapping[str, Any], *, 
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise WeightsError(
-            f"{source} was trained with a different model config: " + "; ".join(problems[:5]) + more
+            f"{source} was trained with a different model config: "
+            + "; ".join(problems[:5])
+            + more
             + ". Evaluate it with the config it was trained with (omit --config to use the run's "
             "config.json)."
         )

@@ -85,7 +85,9 @@ def tiny_cli_flags(data_dir):
 # files meanwhile. (xdist's own --dist loadgroup does not group under pytest 9: it renames
 # items through an attribute that pytest 9 no longer reads.)
 TINY_RUN_FILES = (
-    "tests/training/test_training.py", "tests/training/test_parallel.py", "tests/training/test_checkpoint_failures.py",
+    "tests/training/test_training.py",
+    "tests/training/test_parallel.py",
+    "tests/training/test_checkpoint_failures.py",
     "tests/training/test_trajectory.py",
 )
 
@@ -119,7 +121,11 @@ def run_cli(script, *args, timeout=600, devices=None):
     if devices is not None:
         env = dict(os.environ, XLA_FLAGS=xla_flags(devices))
     return subprocess.run(
-        [sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, os.path.join(REPO, script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=env,
     )
 

@@ -13,7 +13,6 @@ import sys
 import pytest
 
 import segnode_jax
-
 from tests.conftest import REPO
 
 DOCS = ["README.md", "benchmarks/README.md", *sorted(glob.glob("docs/*.md", root_dir=REPO))]
@@ -43,15 +42,23 @@ def test_every_documented_benchmark_command_names_a_module_that_imports():
     assert documented - {"benchmarks.torch_peer.make_fixture"} <= set(scripts), sorted(documented - set(scripts))
     # Importing needs no torch (vs_torch imports it when it runs); make_fixture needs torch at import.
     importable = [m for m in scripts if m != "benchmarks.torch_peer.make_fixture"]
-    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\nprint('ok', len(sys.argv) - 1)"
-    proc = subprocess.run([sys.executable, "-c", code, *importable], cwd=REPO, capture_output=True, text=True, timeout=300)
+    code = (
+        "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\nprint('ok', len(sys.argv) - 1)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *importable], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["ok", str(len(importable))]
 
 
 def test_a_benchmark_run_by_its_path_says_how_to_run_it():
     proc = subprocess.run(
-        [sys.executable, os.path.join("benchmarks", "main_job.py")], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, os.path.join("benchmarks", "main_job.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -67,14 +74,30 @@ def test_parity_reports_a_recipe_that_diverged_as_a_result():
 
     def run(model, recipe, seed, miou):
         failed = None if miou is not None else "training stopped at step 9: the loss is inf"
-        return {"model": model, "setting": solve, "recipe": recipe, "seed": seed, "miou": miou, "failed": failed,
-                "curve": [[50, 0.3], [100, miou]] if miou is not None else [], "train_nfe": 2.0,
-                "eval_nfe": 2.0 if miou is not None else None, "trained": "2026-12-06 11:52 UTC"}
+        return {
+            "model": model,
+            "setting": solve,
+            "recipe": recipe,
+            "seed": seed,
+            "miou": miou,
+            "failed": failed,
+            "curve": [[50, 0.3], [100, miou]] if miou is not None else [],
+            "train_nfe": 2.0,
+            "eval_nfe": 2.0 if miou is not None else None,
+            "trained": "2026-12-06 11:52 UTC",
+        }
 
     runs = [run("segnode", "paper", 0, 0.57), run("segnode", "paper", 1, 0.59), run("unode", "shared", 0, 0.53)]
     runs += [run("unode", "shared_sgd", s, None) for s in range(3)]
-    measured = {f"{m}|{solve}": {"params": 1000, "train_memory_bytes": 2**20, "train_step_seconds": 0.5,
-                                 "infer_ms_per_image": 7.0} for m in ("segnode", "unode")}
+    measured = {
+        f"{m}|{solve}": {
+            "params": 1000,
+            "train_memory_bytes": 2**20,
+            "train_step_seconds": 0.5,
+            "infer_ms_per_image": 7.0,
+        }
+        for m in ("segnode", "unode")
+    }
     rows = parity.summarise(runs, measured)
     diverged = next(r for r in rows if r["model"] == "unode" and r["recipe"] == "shared_sgd")
     assert (diverged["seeds"], diverged["failed"], diverged["miou_mean"], diverged["nfe"]) == (3, 3, None, None)
@@ -82,9 +105,17 @@ def test_parity_reports_a_recipe_that_diverged_as_a_result():
         {"model": "segnode", "recipe": "paper", "miou_mean": pytest.approx(0.58)},
         {"model": "unode", "recipe": "shared", "miou_mean": pytest.approx(0.53)},
     ]
-    result = {"rows": rows, "runs": runs, "steps": 200, "seeds": 3, "remat_seeds": 0, "ode_peers": ["unode"],
-              "machine": {"date": "2026-12-06 12:10 UTC", "cpu_count": 2, "backend": "cpu"},
-              "shared_recipe": parity.SHARED_RECIPE, "shared_recipes": parity.SHARED_RECIPES}
+    result = {
+        "rows": rows,
+        "runs": runs,
+        "steps": 200,
+        "seeds": 3,
+        "remat_seeds": 0,
+        "ode_peers": ["unode"],
+        "machine": {"date": "2026-12-06 12:10 UTC", "cpu_count": 2, "backend": "cpu"},
+        "shared_recipe": parity.SHARED_RECIPE,
+        "shared_recipes": parity.SHARED_RECIPES,
+    }
     table = parity.markdown(result)
     assert f"| unode | {solve} | shared_sgd | diverged (3/3 seeds) |" in table
     assert "Diverged: unode under `shared_sgd` (3/3 seeds)." in table
@@ -99,7 +130,11 @@ def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios
     cfgs = {m: camvid_parity.run_config(m, "shared", 0) for m in camvid_parity.MODELS}
     params = {m: segnode_jax.count_params(c.model) for m, c in cfgs.items()}
     assert 0.30 < params["segnode"] / params["hrnetv2"] < 0.36, params
-    assert (cfgs["segnode"].model.stem_width, cfgs["segnode"].model.layer1_planes, cfgs["segnode"].model.width) == (16, 16, 12)
+    assert (cfgs["segnode"].model.stem_width, cfgs["segnode"].model.layer1_planes, cfgs["segnode"].model.width) == (
+        16,
+        16,
+        12,
+    )
     plain = {m: c.to_dict() for m, c in cfgs.items()}
     for c in plain.values():
         c["model"].pop("name")
@@ -110,29 +145,77 @@ def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios
     resolved = training.resolve_config(paper).train
     assert (resolved.optimizer, resolved.learning_rate, resolved.weight_decay) == ("sgd", 0.01, 5e-4)
     assert camvid_parity.plan("shared", camvid_parity.SEEDS) == [
-        ("hrnetv2", 0), ("baseline", 0), ("segnode", 0), ("hrnetv2", 1), ("baseline", 1), ("segnode", 1), ("segnode", 2)]
+        ("hrnetv2", 0),
+        ("baseline", 0),
+        ("segnode", 0),
+        ("hrnetv2", 1),
+        ("baseline", 1),
+        ("segnode", 1),
+        ("segnode", 2),
+    ]
 
 
 def test_camvid_parity_reports_the_claim_and_unfinished_runs():
     from benchmarks import camvid_parity
 
     def run(model, seed, test, finished=True):
-        return {"model": model, "recipe": "shared", "seed": seed, "run": f"{model}_shared_s{seed}", "finished": finished,
-                "failed": None, "curve": [[500, test - 0.05], [1500, test + 0.1]], "val_miou": test + 0.1, "val_step": 1500,
-                "test_miou": test if finished else None, "test_per_class_iou": None,
-                "segments": [{"started": "2026-12-06 22:40 UTC", "seconds": 3600, "cpu": "AMD EPYC", "cpu_count": 2}]}
+        return {
+            "model": model,
+            "recipe": "shared",
+            "seed": seed,
+            "run": f"{model}_shared_s{seed}",
+            "finished": finished,
+            "failed": None,
+            "curve": [[500, test - 0.05], [1500, test + 0.1]],
+            "val_miou": test + 0.1,
+            "val_step": 1500,
+            "test_miou": test if finished else None,
+            "test_per_class_iou": None,
+            "segments": [{"started": "2026-12-06 22:40 UTC", "seconds": 3600, "cpu": "AMD EPYC", "cpu_count": 2}],
+        }
 
-    runs = [run("hrnetv2", 0, 0.40), run("hrnetv2", 1, 0.42), run("baseline", 0, 0.41), run("baseline", 1, 0.0, False),
-            run("segnode", 0, 0.38), run("segnode", 1, 0.385), run("segnode", 2, 0.39)]
-    measured = {"hrnetv2": {"params": 4.1e6, "train_memory_bytes": 900 * 2**20, "train_step_seconds": 2.0, "infer_ms_per_image": 30.0},
-                "baseline": {"params": 4.5e6, "train_memory_bytes": 800 * 2**20, "train_step_seconds": 1.8, "infer_ms_per_image": 25.0},
-                "segnode": {"params": 1.35e6, "train_memory_bytes": 300 * 2**20, "train_step_seconds": 0.5, "infer_ms_per_image": 9.0}}
+    runs = [
+        run("hrnetv2", 0, 0.40),
+        run("hrnetv2", 1, 0.42),
+        run("baseline", 0, 0.41),
+        run("baseline", 1, 0.0, False),
+        run("segnode", 0, 0.38),
+        run("segnode", 1, 0.385),
+        run("segnode", 2, 0.39),
+    ]
+    measured = {
+        "hrnetv2": {
+            "params": 4.1e6,
+            "train_memory_bytes": 900 * 2**20,
+            "train_step_seconds": 2.0,
+            "infer_ms_per_image": 30.0,
+        },
+        "baseline": {
+            "params": 4.5e6,
+            "train_memory_bytes": 800 * 2**20,
+            "train_step_seconds": 1.8,
+            "infer_ms_per_image": 25.0,
+        },
+        "segnode": {
+            "params": 1.35e6,
+            "train_memory_bytes": 300 * 2**20,
+            "train_step_seconds": 0.5,
+            "infer_ms_per_image": 9.0,
+        },
+    }
     rows = camvid_parity.summarise(runs, measured)
     claim = camvid_parity.claim(rows)
     assert claim["test_miou_gap"] == pytest.approx(0.385 - 0.41) and not claim["within_1_point"]
     assert claim["third_of_params"] and claim["under_half_memory"] and not claim["holds"]
-    table = camvid_parity.markdown({"machine": {"date": "2026-12-07", "cpu_count": 2, "cpu": "AMD EPYC"}, "steps": 1500,
-                                    "runs": runs, "rows": rows, "claim": claim})
+    table = camvid_parity.markdown(
+        {
+            "machine": {"date": "2026-12-07", "cpu_count": 2, "cpu": "AMD EPYC"},
+            "steps": 1500,
+            "runs": runs,
+            "rows": rows,
+            "claim": claim,
+        }
+    )
     assert "| hrnetv2 | shared | 41.0 ± 1.4 (n=2) |" in table
     assert "| baseline | shared | 41.0 (n=1 of 2) |" in table
     assert "The claim does not hold here (shared recipe): SegNode's test mIoU is -2.5 points" in table
@@ -148,9 +231,12 @@ def test_table2_compares_a_row_with_the_baseline_timed_in_its_own_process():
         "segnode": {"infer_seconds": 0.097, "train_step_seconds": 31.0, "time_measured": "2026-12-06"},
         "segnode+ocr": {"infer_seconds": 0.173, "train_step_seconds": 39.5, "time_measured": "2026-12-02"},
     }
-    refs = {"date": "2026-12-02", "hrnetv2": {"infer_seconds": 0.067, "train_step_seconds": 0.716},
-            "baseline": {"infer_seconds": 0.043, "train_step_seconds": 0.456},
-            "segnode": {"infer_seconds": 0.135, "train_step_seconds": 41.2}}
+    refs = {
+        "date": "2026-12-02",
+        "hrnetv2": {"infer_seconds": 0.067, "train_step_seconds": 0.716},
+        "baseline": {"infer_seconds": 0.043, "train_step_seconds": 0.456},
+        "segnode": {"infer_seconds": 0.135, "train_step_seconds": 41.2},
+    }
     r = table2.ratios(models, refs)
     assert r["segnode+ocr"]["train_time_vs_baseline"] == pytest.approx(39.5 / 0.456)
     assert r["segnode+ocr"]["infer_time_vs_hrnetv2"] == pytest.approx(0.173 / 0.067)
@@ -168,8 +254,8 @@ def test_camvid_block_is_generated_from_the_run_files(tmp_path):
     from PIL import Image
 
     from benchmarks import camvid, report
-    from segnode_jax.config import base_config, config_to_json
     from segnode_jax import data
+    from segnode_jax.config import base_config, config_to_json
 
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
@@ -182,9 +268,12 @@ def test_camvid_block_is_generated_from_the_run_files(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"step": 500, "split": "val", "miou": 0.4}) + "\n")
     (run / "eval" / "results.json").write_text(json.dumps({"miou": 0.41, "pixel_accuracy": 0.8, "step": 500}))
     per_class = {name: 0.01 * i for i, name in enumerate(data.get_info(cfg.data).class_names)}
-    (run / "eval_test" / "results.json").write_text(json.dumps(
-        {"miou": 0.3712, "pixel_accuracy": 0.75, "per_class_iou": per_class, "num_images": 233, "step": 500}))
-    (run / "main_job.json").write_text(json.dumps({"seconds": 1625, "finished": "2026-12-06 20:00 UTC", "phases": {"train": 1500}}))
+    (run / "eval_test" / "results.json").write_text(
+        json.dumps({"miou": 0.3712, "pixel_accuracy": 0.75, "per_class_iou": per_class, "num_images": 233, "step": 500})
+    )
+    (run / "main_job.json").write_text(
+        json.dumps({"seconds": 1625, "finished": "2026-12-06 20:00 UTC", "phases": {"train": 1500}})
+    )
     for i in range(4):
         Image.new("RGB", (30, 10), (i * 60, 0, 0)).save(run / "eval_test" / "predictions" / f"f{i}.png")
     readme = tmp_path / "README.md"
@@ -200,7 +289,11 @@ def test_camvid_block_is_generated_from_the_run_files(tmp_path):
     assert "1234 steps" in text and "`model.size=small`" in text and "old" not in text and text.endswith("after\n")
     assert "| ENet | 51.3 | none | 480x360 | Paszke et al. 2016 (ENet), Table 4 |" in text
     saved = json.load(open(tmp_path / "results" / "camvid_main_job.json"))
-    assert saved["test"]["miou"] == 0.3712 and saved["seconds"] == 1625 and result["machine"]["date"] == "2026-12-06 20:00 UTC"
+    assert (
+        saved["test"]["miou"] == 0.3712
+        and saved["seconds"] == 1625
+        and result["machine"]["date"] == "2026-12-06 20:00 UTC"
+    )
     assert Image.open(tmp_path / "results" / "camvid" / "main_job_test_predictions.png").size == (30, 30)
 
 
@@ -240,7 +333,8 @@ def test_every_generated_block_is_what_its_json_renders_to():
         from benchmarks import camvid_parity
 
         pages[os.path.join(report.RESULTS, "camvid_parity.md")] = {
-            "camvid-parity": camvid_parity.markdown(load("camvid_parity.json"))}
+            "camvid-parity": camvid_parity.markdown(load("camvid_parity.json"))
+        }
     for path, expected in pages.items():
         with open(path, encoding="utf-8") as f:
             text = f.read()

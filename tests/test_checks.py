@@ -54,18 +54,30 @@ def assert_one_error_line(proc, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
-@pytest.mark.parametrize("overrides,fragments", [
-    (["--config.eval.mode=slid"], ["invalid eval.mode='slid'", "whole, slide, multiscale, hrnet"]),
-    (["--config.eval.miou_over=every"], ["invalid eval.miou_over='every'", "present, all"]),
-    (["--config.model.dtype=fp16"], ["invalid model.dtype='fp16'", "float32, bfloat16"]),
-    (["--config.model.head=OCR"], ["invalid model.head='OCR'", "default, ocr"]),
-    (["--config.model.name=pspnet", "--config.model.resnet.depth=34"], ["invalid model.resnet.depth=34", "50, 101, 152"]),
-    (["--config.model.field.time_dependence=x"], ["invalid model.field.time_dependence='x'", "none, concat"]),
-])
+@pytest.mark.parametrize(
+    "overrides,fragments",
+    [
+        (["--config.eval.mode=slid"], ["invalid eval.mode='slid'", "whole, slide, multiscale, hrnet"]),
+        (["--config.eval.miou_over=every"], ["invalid eval.miou_over='every'", "present, all"]),
+        (["--config.model.dtype=fp16"], ["invalid model.dtype='fp16'", "float32, bfloat16"]),
+        (["--config.model.head=OCR"], ["invalid model.head='OCR'", "default, ocr"]),
+        (
+            ["--config.model.name=pspnet", "--config.model.resnet.depth=34"],
+            ["invalid model.resnet.depth=34", "50, 101, 152"],
+        ),
+        (["--config.model.field.time_dependence=x"], ["invalid model.field.time_dependence='x'", "none, concat"]),
+    ],
+)
 def test_train_cli_refuses_before_any_work(overrides, fragments, tmp_path):
     workdir = tmp_path / "w"
-    proc = run_cli("train.py", f"--config={TINY}", f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'd'}",
-                   *overrides, devices=1)
+    proc = run_cli(
+        "train.py",
+        f"--config={TINY}",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={tmp_path / 'd'}",
+        *overrides,
+        devices=1,
+    )
     assert_one_error_line(proc, *fragments)
     assert not workdir.exists() and not (tmp_path / "d").exists()
 
@@ -73,10 +85,23 @@ def test_train_cli_refuses_before_any_work(overrides, fragments, tmp_path):
 def test_evaluate_and_predict_cli_refuse_before_any_work(tmp_path):
     weights = tmp_path / "weights"
     (weights / "variables").mkdir(parents=True)  # a converted-weights folder: read only after the config is checked
-    proc = run_cli("evaluate.py", f"--ckpt={weights}", f"--config={TINY}", "--config.eval.miou_over=every",
-                   f"--output={tmp_path / 'out'}", devices=1)
+    proc = run_cli(
+        "evaluate.py",
+        f"--ckpt={weights}",
+        f"--config={TINY}",
+        "--config.eval.miou_over=every",
+        f"--output={tmp_path / 'out'}",
+        devices=1,
+    )
     assert_one_error_line(proc, "invalid eval.miou_over='every'", "present, all")
-    proc = run_cli("predict.py", f"--ckpt={weights}", f"--config={TINY}", "--batch_size=-1", f"--input={tmp_path}",
-                   f"--output={tmp_path / 'pred'}", devices=1)
+    proc = run_cli(
+        "predict.py",
+        f"--ckpt={weights}",
+        f"--config={TINY}",
+        "--batch_size=-1",
+        f"--input={tmp_path}",
+        f"--output={tmp_path / 'pred'}",
+        devices=1,
+    )
     assert_one_error_line(proc, "--batch_size=-1", "is not a positive integer")
     assert not (tmp_path / "out").exists() and not (tmp_path / "pred").exists()

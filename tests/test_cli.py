@@ -36,14 +36,28 @@ def assert_one_error(proc, code: int, *fragments: str) -> str:
     "args,fragments",
     [
         ([f"--config={TINY}"], ["--workdir", "Usage: python train.py"]),
-        ([f"--config={TINY}", "--workdir={tmp}/w", "--config.model.name=segnet"], ["'segnet'", "segnode", "hrnetv2", "baseline"]),
-        ([f"--config={TINY}", "--workdir={tmp}/w", "--config.model.ode.max_steps=None"], ["model.ode.max_steps", "not optional"]),
+        (
+            [f"--config={TINY}", "--workdir={tmp}/w", "--config.model.name=segnet"],
+            ["'segnet'", "segnode", "hrnetv2", "baseline"],
+        ),
+        (
+            [f"--config={TINY}", "--workdir={tmp}/w", "--config.model.ode.max_steps=None"],
+            ["model.ode.max_steps", "not optional"],
+        ),
         ([f"--config={TINY}", "--workdir={tmp}/w", "--config.model.ode.nope=None"], ["model.ode.nope"]),
         ([f"--config={TINY}", "--workdir={tmp}/w", "--config.model.ode.solver=rk4"], ["model.ode.num_steps"]),
         ([f"--config={TINY}", "--workdir={tmp}/w", "stray"], ["unexpected arguments: stray"]),
         (["--config=configs/nope.py", "--workdir={tmp}/w"], ["nope.py"]),
     ],
-    ids=["no-workdir", "model-typo", "unset-required", "unset-unknown", "rk4-without-steps", "stray-arg", "no-config-file"],
+    ids=[
+        "no-workdir",
+        "model-typo",
+        "unset-required",
+        "unset-unknown",
+        "rk4-without-steps",
+        "stray-arg",
+        "no-config-file",
+    ],
 )
 def test_train_cli_bad_input_exits_2_with_one_error_line(args, fragments, tmp_path, tiny_data_dir):
     argv = [a.format(tmp=tmp_path) for a in args]
@@ -54,7 +68,14 @@ def test_train_cli_bad_input_exits_2_with_one_error_line(args, fragments, tmp_pa
 
 def test_none_overrides_are_parsed_and_applied():
     argv = cli.split_none_overrides(
-        ["prog", "--config.model.ode.num_steps=None", "--config.model.ode.dt0", "none", "--config.seed=3", "--other=None"]
+        [
+            "prog",
+            "--config.model.ode.num_steps=None",
+            "--config.model.ode.dt0",
+            "none",
+            "--config.seed=3",
+            "--other=None",
+        ]
     )
     assert argv == ["prog", "--config.seed=3", "--other=None"]
     fv = flags.FlagValues()
@@ -74,7 +95,8 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_so
     returns the failure with its metrics and the host raises it (raised inside the sharded step,
     it once left the other devices waiting in the all-reduce until XLA aborted the process)."""
     fixed = tmp_path / "fixed_steps.py"
-    fixed.write_text(textwrap.dedent(f"""
+    fixed.write_text(
+        textwrap.dedent(f"""
         import segnode_jax
 
         def get_config():
@@ -82,13 +104,22 @@ def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_so
             cfg.model.ode.solver = "rk4"
             cfg.model.ode.num_steps = 2
             return cfg
-    """))
+    """)
+    )
     work = tmp_path / "run"
     flags_ = [f if not f.startswith("--config=") else f"--config={fixed}" for f in tiny_cli_flags(tiny_data_dir)]
     proc = run_cli(
-        "train.py", *flags_, f"--workdir={work}", "--config.train.num_steps=2", "--config.train.eval_every_steps=0",
-        "--config.model.ode.solver=dopri5", "--config.model.ode.num_steps=None",
-        "--config.model.ode.max_steps=1", "--config.model.ode.rtol=1e-9", "--config.model.ode.atol=1e-9", devices=4,
+        "train.py",
+        *flags_,
+        f"--workdir={work}",
+        "--config.train.num_steps=2",
+        "--config.train.eval_every_steps=0",
+        "--config.model.ode.solver=dopri5",
+        "--config.model.ode.num_steps=None",
+        "--config.model.ode.max_steps=1",
+        "--config.model.ode.rtol=1e-9",
+        "--config.model.ode.atol=1e-9",
+        devices=4,
     )
     line = assert_one_error(proc, 1, "model.ode.max_steps", "training stopped at step 1:")
     settings = line.split("[settings:")[1].split("]")[0]
@@ -102,9 +133,10 @@ def test_camvid_main_job_without_data_names_download_and_manual_dir(tmp_path):
     import subprocess
 
     env = dict(os.environ, SEGNODE_DATA_DIR=str(tmp_path / "tfds"), WORKDIR=str(tmp_path / "run"))
-    proc = subprocess.run(["bash", "scripts/main.sh", "camvid"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    line = assert_one_error(proc, 2, "the camvid dataset is not prepared", "--dataset camvid --download", "--manual_dir")
+    proc = subprocess.run(
+        ["bash", "scripts/main.sh", "camvid"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert_one_error(proc, 2, "the camvid dataset is not prepared", "--dataset camvid --download", "--manual_dir")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -120,16 +152,52 @@ def test_happy_paths_print_no_warnings(tmp_path):
     from PIL import Image
 
     data_dir, run = tmp_path / "tfds", tmp_path / "run"
-    procs = [subprocess.run(
-        [sys.executable, "-m", "segnode_jax.data.prepare", "--dataset", "synthetic", "--set", "num_train=4", "--set",
-         "num_val=2", "--set", "image_size=(32, 32)", "--data_dir", str(data_dir), "--no_progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)]
-    procs.append(run_cli("train.py", f"--config={TINY}", f"--workdir={run}", f"--config.data.data_dir={data_dir}",
-                         "--config.train.num_steps=2", "--config.train.progress_bar=False", devices=1))
+    procs = [
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "segnode_jax.data.prepare",
+                "--dataset",
+                "synthetic",
+                "--set",
+                "num_train=4",
+                "--set",
+                "num_val=2",
+                "--set",
+                "image_size=(32, 32)",
+                "--data_dir",
+                str(data_dir),
+                "--no_progress",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    ]
+    procs.append(
+        run_cli(
+            "train.py",
+            f"--config={TINY}",
+            f"--workdir={run}",
+            f"--config.data.data_dir={data_dir}",
+            "--config.train.num_steps=2",
+            "--config.train.progress_bar=False",
+            devices=1,
+        )
+    )
     procs.append(run_cli("evaluate.py", f"--ckpt={run}", f"--output={run / 'eval'}", devices=1))
     Image.new("RGB", (40, 30), (90, 20, 200)).save(tmp_path / "photo.png")
-    procs.append(run_cli("predict.py", f"--ckpt={run}", f"--input={tmp_path / 'photo.png'}", f"--output={tmp_path / 'pred'}",
-                         devices=1))
+    procs.append(
+        run_cli(
+            "predict.py",
+            f"--ckpt={run}",
+            f"--input={tmp_path / 'photo.png'}",
+            f"--output={tmp_path / 'pred'}",
+            devices=1,
+        )
+    )
     for proc in procs:
         assert proc.returncode == 0, proc.stderr
         warnings = [line for line in proc.stderr.splitlines() if WARNING_LINE.match(line)]

@@ -23,8 +23,16 @@ def test_diffrax_results_by_code():
 def test_diffrax_still_raises_the_messages_we_translate():
     term = diffrax.ODETerm(lambda t, y, args: -50.0 * y)
     with pytest.raises(Exception) as info:  # noqa: PT011 - equinox raises a runtime error type
-        diffrax.diffeqsolve(term, diffrax.Dopri5(), 0.0, 1.0, 0.1, jnp.ones(3), max_steps=1,
-                            stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9))
+        diffrax.diffeqsolve(
+            term,
+            diffrax.Dopri5(),
+            0.0,
+            1.0,
+            0.1,
+            jnp.ones(3),
+            max_steps=1,
+            stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9),
+        )
     assert compat.DIFFRAX_FAILURE_MESSAGES["max_steps_reached"] in str(info.value)
 
 
@@ -48,7 +56,6 @@ def test_tfds_builder_log_methods_exist_and_ours_override_them():
     for name in compat.TFDS_LOG_METHODS:
         assert callable(getattr(tfds.core.DatasetBuilder, name, None)), name
         assert getattr(SegmentationBuilder, name) is not getattr(tfds.core.DatasetBuilder, name), name
-
 
 
 def test_orbax_array_handler_keeps_the_metadata_store_and_turns_replica_parallel_off():

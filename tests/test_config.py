@@ -31,8 +31,15 @@ def test_model_size_sets_the_fields_together_and_explicit_fields_win():
     cfg.model.size = "small"
     resolve_model_size(cfg.model)
     m = cfg.model
-    got = (m.width, m.stem_width, m.layer1_planes, m.layer1_blocks, m.segnode.modules_per_field,
-           m.segnode.blocks_per_branch, m.field.groups)
+    got = (
+        m.width,
+        m.stem_width,
+        m.layer1_planes,
+        m.layer1_blocks,
+        m.segnode.modules_per_field,
+        m.segnode.blocks_per_branch,
+        m.field.groups,
+    )
     assert got == (16, 32, 16, 2, 1, 2, 4)
     assert resolve_model_size(m) is m and (m.width, m.stem_width) == (16, 32)  # idempotent
     cfg = segnode_jax.load_config("configs/camvid.py")
@@ -50,16 +57,31 @@ def test_model_size_reaches_the_network_through_the_api():
     explicit = segnode_jax.load_config("configs/synthetic.py").model
     assert explicit.get("size") is None
     assert segnode_jax.count_params(cfg.model) == segnode_jax.count_params(explicit)
-    assert segnode_jax.count_params(cfg.model) < segnode_jax.count_params(segnode_jax.load_config("configs/camvid.py").model) / 50
+    assert (
+        segnode_jax.count_params(cfg.model)
+        < segnode_jax.count_params(segnode_jax.load_config("configs/camvid.py").model) / 50
+    )
 
 
 def test_unknown_model_size_is_one_error_line(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "train.py", "--config", "configs/synthetic.py", "--workdir", str(tmp_path / "w"),
-                           "--config.model.size=huge"], capture_output=True, text=True, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/synthetic.py",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--config.model.size=huge",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid model.size='huge'; choose one of w48")
     assert not (tmp_path / "w").exists()

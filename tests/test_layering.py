@@ -97,8 +97,13 @@ def test_no_module_imports_a_higher_layer():
     tops = {m.split(".")[1] for m in graph if "." in m}
     assert tops <= set(rank), f"modules missing from the layers in docs/architecture.md: {sorted(tops - set(rank))}"
     upward = [
-        f"{a} -> {b}" for a, imported in sorted(graph.items()) for b in sorted(imported)
-        if "." in a and "." in b and a.split(".")[1] != b.split(".")[1] and rank[b.split(".")[1]] > rank[a.split(".")[1]]
+        f"{a} -> {b}"
+        for a, imported in sorted(graph.items())
+        for b in sorted(imported)
+        if "." in a
+        and "." in b
+        and a.split(".")[1] != b.split(".")[1]
+        and rank[b.split(".")[1]] > rank[a.split(".")[1]]
     ]
     assert upward == []
     # Only the package's __init__ may import the package itself.

@@ -158,13 +158,13 @@ def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
         assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
 
 
-
 @pytest.mark.parametrize("solver,num_steps", [("euler", 3), ("heun", 2), ("rk4", 2), ("dopri5", 2), ("tsit5", 1)])
 def test_unrolled_solve_is_diffrax_fixed_step_solve_without_loops(nonlinear_problem, solver, num_steps):
     """adjoint=unrolled computes diffrax's discrete solve (same steps, same tableau) and its
     exact gradient, with no loop left in the differentiated program."""
     p, y0, _ = nonlinear_problem
     with jax.enable_x64(True):
+
         def loss_fn(adjoint):
             s = ode.ODESettings(solver=solver, num_steps=num_steps, adjoint=adjoint)
             return lambda p, y0: jnp.sum(jnp.sin(ode.solve(_nonlinear, y0, p, s)[0]))
@@ -183,11 +183,15 @@ def test_unrolled_solve_is_diffrax_fixed_step_solve_without_loops(nonlinear_prob
 def test_unrolled_solve_with_saveat_goes_through_diffrax():
     s = ode.ODESettings(solver="rk4", num_steps=4, adjoint="unrolled")
     y1, _ = ode.solve(linear_field, Y0, PARAMS, s)
-    y1_saved, info = ode.solve(linear_field, Y0, PARAMS, ode.ODESettings(solver="rk4", num_steps=4, adjoint="unrolled", saveat=(0.5,)))
+    y1_saved, info = ode.solve(
+        linear_field, Y0, PARAMS, ode.ODESettings(solver="rk4", num_steps=4, adjoint="unrolled", saveat=(0.5,))
+    )
     np.testing.assert_allclose(info["ts"], [0.5, 1.0])
     for a, b in zip(jax.tree_util.tree_leaves(y1), jax.tree_util.tree_leaves(y1_saved)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    half, _ = ode.solve(linear_field, Y0, PARAMS, ode.ODESettings(solver="rk4", num_steps=2, t1=0.5, adjoint="unrolled"))
+    half, _ = ode.solve(
+        linear_field, Y0, PARAMS, ode.ODESettings(solver="rk4", num_steps=2, t1=0.5, adjoint="unrolled")
+    )
     for a, b in zip(jax.tree_util.tree_leaves(half), jax.tree_util.tree_leaves(info["ys"])):
         np.testing.assert_allclose(a, b[0], rtol=1e-6, atol=1e-6)  # t = 0.5 is on the step grid
     assert int(info["nfe"]) == 16
@@ -214,6 +218,7 @@ def test_adjoint_tolerances_set_only_the_backward_accuracy(nonlinear_problem):
             assert float(value) == float(ref_value)
             errors.append(float(jnp.abs(g["W"] - ref["W"]).max()))
         assert errors[0] < 1e-6 < errors[1], errors
+
 
 @pytest.fixture(scope="module")
 def tiny_field():
@@ -301,8 +306,10 @@ def test_counting_evaluations_counts_forward_and_backward_solves():
     """The forward count equals the reported NFE; a backsolve gradient adds the backward solve's
     evaluations (RK4 x2 backwards: 4 per step, each evaluating f once inside its VJP). Counting
     is a setting of the solve: a function built without it never calls back."""
-    for s in (ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve", count_evaluations=True),
-              ode.ODESettings(rtol=1e-4, atol=1e-4, count_evaluations=True)):
+    for s in (
+        ode.ODESettings(solver="rk4", num_steps=2, adjoint="backsolve", count_evaluations=True),
+        ode.ODESettings(rtol=1e-4, atol=1e-4, count_evaluations=True),
+    ):
         with ode.counting_evaluations() as forward:
             y1, info = jax.jit(lambda p: ode.solve(linear_field, Y0, p, s))(PARAMS)  # noqa: B023
             jax.block_until_ready(y1)
@@ -419,8 +426,10 @@ def test_solver_spec_syntax_and_its_errors():
         ode.parse_solver_spec("rk4-2")
     from ml_collections import config_dict
 
-    for spec, cfg in (("rk4:2", {"solver": "rk4", "num_steps": 2, "rtol": 1e-3}),
-                      ("dopri5@0.01", {"solver": "dopri5", "num_steps": None, "rtol": 0.01})):
+    for spec, cfg in (
+        ("rk4:2", {"solver": "rk4", "num_steps": 2, "rtol": 1e-3}),
+        ("dopri5@0.01", {"solver": "dopri5", "num_steps": None, "rtol": 0.01}),
+    ):
         assert ode.describe_solve(config_dict.ConfigDict(cfg)) == spec
         assert ode.parse_solver_spec(spec)["solver"] == cfg["solver"]  # the description parses back
 
@@ -434,7 +443,6 @@ def test_spec_on_an_unrolled_model_solves_adaptive_entries_through_diffrax():
         settings = ode.ODESettings.from_config({**unrolled, **over})  # valid: no ValueError
         assert settings.adjoint == adjoint and settings.solver == over["solver"]
     assert "adjoint" not in ode.solver_spec_overrides("dopri5@1e-2", {"adjoint": "recursive_checkpoint"})
-
 
 
 def test_importing_the_package_configures_no_logging():
@@ -451,13 +459,16 @@ def state():
     loggers = [logging.getLogger()] + [l for l in logging.Logger.manager.loggerDict.values() if isinstance(l, logging.Logger)]
     return {l.name or "root": [len(l.filters), len(l.handlers), l.level] for l in loggers}
 """
-    ours = state + """
+    ours = (
+        state
+        + """
 import importlib, pkgutil, segnode_jax
 for m in pkgutil.walk_packages(segnode_jax.__path__, "segnode_jax."):
     importlib.import_module(m.name)
 third = [n for n in dict.fromkeys(k.split(".")[0] for k in sys.modules) if n != "segnode_jax"]
 print(json.dumps({"state": state(), "third": third}))
 """
+    )
 
     def run(code):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -465,7 +476,11 @@ print(json.dumps({"state": state(), "third": third}))
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     with_ours = run(ours)
-    alone = run(state + "import importlib\nfor n in %r:\n    try: importlib.import_module(n)\n    except Exception: pass\n"
-                "print(json.dumps({'state': state()}))" % with_ours["third"])
-    changed = {k: (alone["state"].get(k), v) for k, v in with_ours["state"].items() if alone["state"].get(k, [0, 0, 0]) != v}
+    alone = run(
+        state + "import importlib\nfor n in %r:\n    try: importlib.import_module(n)\n    except Exception: pass\n"
+        "print(json.dumps({'state': state()}))" % with_ours["third"]
+    )
+    changed = {
+        k: (alone["state"].get(k), v) for k, v in with_ours["state"].items() if alone["state"].get(k, [0, 0, 0]) != v
+    }
     assert changed == {}, changed

@@ -123,11 +123,20 @@ def test_predict_api_equals_the_model_on_normalised_images(model_dir):
         segnode_jax.predict(variables, a, cfg, solver="rk4-1")
 
 
-def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_existing_outputs(model_dir, inputs, tmp_path):
+def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_existing_outputs(
+    model_dir, inputs, tmp_path
+):
     ckpt, cfg, variables = model_dir
     out = tmp_path / "out"
-    proc = run_cli("predict.py", f"--ckpt={ckpt}", f"--input={inputs}", f"--output={out}", "--solver=rk4:1",
-                   "--noprogress", devices=1)
+    proc = run_cli(
+        "predict.py",
+        f"--ckpt={ckpt}",
+        f"--input={inputs}",
+        f"--output={out}",
+        "--solver=rk4:1",
+        "--noprogress",
+        devices=1,
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     # The broken file: one line when it is met, one error at the end; exit status 1.
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
@@ -138,7 +147,13 @@ def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_
     assert summary["num_images"] == 5 and summary["solver"] == "rk4:1" and summary["format"] == "train_ids"
     assert [s["input"] for s in summary["skipped"]] == [str(inputs / "broken.png")]
     sizes = {r["name"]: (r["height"], r["width"]) for r in summary["images"]}
-    assert sizes == {"a": (32, 32), "depth16": (20, 28), "sub/b": (32, 32), "sub/deeper/alpha": (32, 32), "sub/grey": (24, 40)}
+    assert sizes == {
+        "a": (32, 32),
+        "depth16": (20, 28),
+        "sub/b": (32, 32),
+        "sub/deeper/alpha": (32, 32),
+        "sub/grey": (24, 40),
+    }
     for r in summary["images"]:
         labels = np.asarray(Image.open(r["outputs"]["labels"]))
         assert labels.shape == (r["height"], r["width"]) and labels.max() < 5
@@ -158,8 +173,16 @@ def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_
     assert again.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], again.stderr
     assert before == {p: os.path.getmtime(p) for p in (out / "labels").rglob("*.png")}
     # --overwrite replaces; --format dataset writes the dataset's own ids (synthetic: its table).
-    over = run_cli("predict.py", f"--ckpt={ckpt}", f"--input={inputs / 'a.png'}", f"--output={out}", "--overwrite",
-                   "--format=dataset", "--noprogress", devices=1)
+    over = run_cli(
+        "predict.py",
+        f"--ckpt={ckpt}",
+        f"--input={inputs / 'a.png'}",
+        f"--output={out}",
+        "--overwrite",
+        "--format=dataset",
+        "--noprogress",
+        devices=1,
+    )
     assert over.returncode == 0, over.stderr
     ids = np.asarray(Image.open(out / "labels" / "a.png"))
     train_ids = segnode_jax.predict(variables, prediction.read_image(str(inputs / "a.png")), cfg)
@@ -194,7 +217,10 @@ def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_pa
     out = tmp_path / "model.jax"
     proc = subprocess.run(
         [sys.executable, "-m", "segnode_jax.export", f"--ckpt={ckpt}", f"--out={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "model.jax.json").read_text())
@@ -206,9 +232,19 @@ def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_pa
         np.save(tmp_path / "images.npy", images)
         # The loader imports nothing but jax and numpy (not segnode_jax, not flax).
         run = subprocess.run(
-            [sys.executable, "-c", LOADER + "assert not any(m.startswith(('segnode_jax', 'flax', 'diffrax')) for m in sys.modules)",
-             str(out), str(tmp_path / "images.npy"), str(tmp_path / "logits.npy")],
-            cwd=str(tmp_path), capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+            [
+                sys.executable,
+                "-c",
+                LOADER + "assert not any(m.startswith(('segnode_jax', 'flax', 'diffrax')) for m in sys.modules)",
+                str(out),
+                str(tmp_path / "images.npy"),
+                str(tmp_path / "logits.npy"),
+            ],
+            cwd=str(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
         )
         assert run.returncode == 0, run.stderr
         got = np.load(tmp_path / "logits.npy")
@@ -222,8 +258,13 @@ def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_pa
         ([f"--out={tmp_path}/x.jax", "--shape=b,h,w"], "height and width must be numbers"),
         ([f"--out={tmp_path}/x.jax", "--shape=4,32"], "must be N,H,W"),
     ):
-        proc = subprocess.run([sys.executable, "-m", "segnode_jax.export", f"--ckpt={ckpt}", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "segnode_jax.export", f"--ckpt={ckpt}", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], (args, proc.stderr)
     assert not os.path.exists(tmp_path / "x.jax")
@@ -259,4 +300,3 @@ def test_slide_inference_of_a_pixelwise_function_is_that_function():
         out = slide_inference(pixelwise, image, crop=crop, stride=stride, batch_size=3)
         np.testing.assert_allclose(out, pixelwise(image), rtol=1e-6, atol=1e-6)
         assert all(shape[1:3] == crop for shape in calls[:-1])
-

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 
-import segnode_jax
 from tests.conftest import REPO
 
 
@@ -46,4 +45,3 @@ def test_readme_python_api_block_runs_verbatim(monkeypatch, capsys):
     street = namespace["street_labels"]
     assert street.shape == (360, 480) and street.dtype == np.int32 and 0 <= street.min() and street.max() < 11
     assert namespace["camvid_cfg"].model.size == "small" and namespace["camvid_cfg"].data.name == "camvid"
-

@@ -23,7 +23,7 @@ def _nested(data, prefix):
     for key in data:
         if key.startswith(prefix + "/"):
             node = out
-            *parents, leaf = key[len(prefix) + 1:].split("/")
+            *parents, leaf = key[len(prefix) + 1 :].split("/")
             for p in parents:
                 node = node.setdefault(p, {})
             node[leaf] = jnp.asarray(data[key])
@@ -71,7 +71,9 @@ def test_same_logits_loss_and_adjoint_gradients_as_torchdiffeq(peer, setting):
     assert float(np.abs(np.asarray(logits) - want).max()) <= 1e-4 * scale
 
     def loss(params):
-        out, aux = segnode_jax.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, cfg, train=True)
+        out, aux = segnode_jax.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, images, cfg, train=True
+        )
         return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
 
     value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])

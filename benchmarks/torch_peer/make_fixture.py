@@ -21,7 +21,10 @@ import torch
 import torch.nn.functional as F
 
 if not __package__:  # run by path: the imports below need the repository root, which `python -m` puts on the path
-    print("error: run it as a module from the repository root: python -m benchmarks.torch_peer.make_fixture", file=sys.stderr)
+    print(
+        "error: run it as a module from the repository root: python -m benchmarks.torch_peer.make_fixture",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 from benchmarks.torch_peer.segnode_torch import SegNodeTorch, flax_grads_of, flax_variables_of  # noqa: E402
@@ -30,12 +33,33 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "test
 
 # The model: configs/tiny.py's SegNode (these are the fields the tests set on it).
 MODEL = {
-    "name": "segnode", "width": 4, "stem_width": 8, "layer1_planes": 4, "layer1_blocks": 1, "num_classes": 5,
+    "name": "segnode",
+    "width": 4,
+    "stem_width": 8,
+    "layer1_planes": 4,
+    "layer1_blocks": 1,
+    "num_classes": 5,
     "segnode": {"modules_per_field": 1, "blocks_per_branch": 1},
     "field": {"groups": 2, "activation": "relu", "time_dependence": "none", "norm": "group"},
-    "bn_eps": 1e-5, "bn_momentum": 0.9, "align_corners": False, "dtype": "float32", "head": "default",
-    "ode": {"t0": 0.0, "t1": 1.0, "solver": "dopri5", "rtol": 1e-3, "atol": 1e-3, "num_steps": None, "adjoint": "backsolve",
-            "error_norm": "rms", "adjoint_seminorm": True, "adjoint_rtol": None, "adjoint_atol": None, "max_steps": 4096},
+    "bn_eps": 1e-5,
+    "bn_momentum": 0.9,
+    "align_corners": False,
+    "dtype": "float32",
+    "head": "default",
+    "ode": {
+        "t0": 0.0,
+        "t1": 1.0,
+        "solver": "dopri5",
+        "rtol": 1e-3,
+        "atol": 1e-3,
+        "num_steps": None,
+        "adjoint": "backsolve",
+        "error_norm": "rms",
+        "adjoint_seminorm": True,
+        "adjoint_rtol": None,
+        "adjoint_atol": None,
+        "max_steps": 4096,
+    },
 }
 
 # Solve settings compared: fixed steps compute the same discretisation in both frameworks
@@ -47,7 +71,10 @@ MODEL = {
 SETTINGS = {
     "euler_x2": {"ode": {"solver": "euler", "num_steps": 2}},
     "rk4_x2": {"ode": {"solver": "rk4", "num_steps": 2}},
-    "dopri5_1e-6_silu": {"ode": {"solver": "dopri5", "num_steps": None, "rtol": 1e-6, "atol": 1e-6}, "field": {"activation": "silu"}},
+    "dopri5_1e-6_silu": {
+        "ode": {"solver": "dopri5", "num_steps": None, "rtol": 1e-6, "atol": 1e-6},
+        "field": {"activation": "silu"},
+    },
 }
 
 
@@ -80,7 +107,9 @@ def main() -> None:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels)
     for name, setting in SETTINGS.items():
-        model_cfg = dict(MODEL, ode=dict(MODEL["ode"], **setting["ode"]), field=dict(MODEL["field"], **setting.get("field", {})))
+        model_cfg = dict(
+            MODEL, ode=dict(MODEL["ode"], **setting["ode"]), field=dict(MODEL["field"], **setting.get("field", {}))
+        )
         peer = SegNodeTorch(model_cfg)
         peer.load_state_dict(base.state_dict())
         out[f"{name}/model_json"] = np.array(json.dumps(model_cfg))
@@ -98,7 +127,9 @@ def main() -> None:
         out[f"{name}/nfe_forward"] = np.array(nfe_forward)
         out[f"{name}/nfe_backward"] = np.array(peer.field.nfe)
         out.update({f"{name}/grad/{k}": v for k, v in _flatten(flax_grads_of(peer)).items()})
-        print(f"{name}: loss {float(loss):.6f}, NFE eval {out[f'{name}/nfe_eval']}, train forward {nfe_forward}, backward {peer.field.nfe}")
+        print(
+            f"{name}: loss {float(loss):.6f}, NFE eval {out[f'{name}/nfe_eval']}, train forward {nfe_forward}, backward {peer.field.nfe}"
+        )
     out["torch_version"] = np.array(torch.__version__)
     import torchdiffeq
 

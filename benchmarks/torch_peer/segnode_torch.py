@@ -99,7 +99,10 @@ def check_config(m: Mapping) -> None:
     if m["dtype"] != "float32":
         problems.append(f"dtype {m['dtype']!r}")
     if problems:
-        raise ValueError("the torch peer mirrors SegNode with its own head, an autonomous GroupNorm field in float32; not " + ", ".join(problems))
+        raise ValueError(
+            "the torch peer mirrors SegNode with its own head, an autonomous GroupNorm field in float32; not "
+            + ", ".join(problems)
+        )
 
 
 class Bottleneck(nn.Module):
@@ -376,7 +379,9 @@ def load_flax_variables(model: nn.Module, variables: Mapping) -> None:
             if value.ndim == 4:  # HWIO -> OIHW
                 value = value.transpose(3, 2, 0, 1)
             if tuple(value.shape) != tuple(tensor.shape):
-                raise ValueError(f"{name}: shape {tuple(value.shape)} in the variables, {tuple(tensor.shape)} in the peer")
+                raise ValueError(
+                    f"{name}: shape {tuple(value.shape)} in the variables, {tuple(tensor.shape)} in the peer"
+                )
             tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
 
 

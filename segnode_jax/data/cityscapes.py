@@ -28,8 +28,25 @@ from segnode_jax.data.errors import PreparationError
 # HRNet's Cityscapes loss weights, indexed by train id (HRNet-Semantic-Segmentation,
 # lib/datasets/cityscapes.py).
 HRNET_CLASS_WEIGHTS = (
-    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
-    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
+    0.8373,
+    0.918,
+    0.866,
+    1.0345,
+    1.0166,
+    0.9969,
+    0.9754,
+    1.0489,
+    0.8786,
+    1.0023,
+    0.9539,
+    0.9843,
+    1.1116,
+    0.9037,
+    1.0865,
+    1.0955,
+    1.0865,
+    1.1529,
+    1.0507,
 )
 
 
@@ -115,12 +132,16 @@ def _tree(root: str, folder: str, archive: str, *, what: str) -> files.SourceTre
 
 def _split_pairs(img_tree, gt_tree, split: str, gt: str) -> list[tuple[str, str, str]]:
     images = {
-        k[len(f"leftImg8bit/{split}/"):]: v
-        for k, v in common.stems(img_tree.list(f"leftImg8bit/{split}", suffix="_leftImg8bit.png"), strip="_leftImg8bit").items()
+        k[len(f"leftImg8bit/{split}/") :]: v
+        for k, v in common.stems(
+            img_tree.list(f"leftImg8bit/{split}", suffix="_leftImg8bit.png"), strip="_leftImg8bit"
+        ).items()
     }
     labels = {
-        k[len(f"{gt}/{split}/"):]: v
-        for k, v in common.stems(gt_tree.list(f"{gt}/{split}", suffix=f"_{gt}_labelIds.png"), strip=f"_{gt}_labelIds").items()
+        k[len(f"{gt}/{split}/") :]: v
+        for k, v in common.stems(
+            gt_tree.list(f"{gt}/{split}", suffix=f"_{gt}_labelIds.png"), strip=f"_{gt}_labelIds"
+        ).items()
     }
     if not images:
         raise PreparationError(
@@ -128,7 +149,8 @@ def _split_pairs(img_tree, gt_tree, split: str, gt: str) -> list[tuple[str, str,
             f"(expected <city>/*_leftImg8bit.png). The download is incomplete; expected:\n{EXPECTED}"
         )
     return common.pair(
-        images, labels,
+        images,
+        labels,
         image_where=img_tree.describe(f"leftImg8bit/{split}/"),
         label_where=gt_tree.describe(f"{gt}/{split}/"),
         label_pattern=gt_tree.describe(f"{gt}/{split}/{{key}}_{gt}_labelIds.png"),

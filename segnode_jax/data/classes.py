@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 
 from segnode_jax.data.errors import PreparationError
-
 from segnode_jax.labels import IGNORE_INDEX as IGNORE  # noqa: E402 - the one home of 255
 
 

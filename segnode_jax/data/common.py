@@ -163,8 +163,12 @@ def export_ground_truth(
     if split not in builder.info.splits:
         raise PreparationError(f"split {split!r} is not in {builder.data_path} (has {', '.join(builder.info.splits)}).")
     root = os.path.join(
-        registry.data_dir(dcfg), "segnode_ground_truth", builder.name,
-        builder.builder_config.name, str(builder.version), split,
+        registry.data_dir(dcfg),
+        "segnode_ground_truth",
+        builder.name,
+        builder.builder_config.name,
+        str(builder.version),
+        split,
     )
     if not os.path.isdir(root):
         os.makedirs(os.path.dirname(root), exist_ok=True)

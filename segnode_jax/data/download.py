@@ -80,8 +80,17 @@ CAMVID = Source(
 def _progress(total: int | None, initial: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def _total_size(resp, have: int) -> int | None:
@@ -125,7 +134,10 @@ def fetch(url: str, dest: str, *, progress: bool = True, attempts: int = 3, time
                 if have and resp.status != 206:
                     have = 0  # The server sends the whole file again: start over.
                 total = _total_size(resp, have)
-                with open(part, "ab" if have else "wb") as out, _progress(total, have, progress, os.path.basename(dest)) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as out,
+                    _progress(total, have, progress, os.path.basename(dest)) as bar,
+                ):
                     while True:
                         chunk = resp.read(CHUNK)
                         if not chunk:
@@ -147,17 +159,23 @@ def fetch(url: str, dest: str, *, progress: bool = True, attempts: int = 3, time
                 os.remove(part)  # The partial file does not fit the file served now.
                 reason = "the partial file did not match the server's (started over)"
                 continue
-            raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; check the address (or the mirror given "
-                                "with --download_url) and try again later") from None
+            raise DownloadError(
+                f"{url} answered HTTP {e.code} {e.reason}; check the address (or the mirror given "
+                "with --download_url) and try again later"
+            ) from None
         except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as e:
             reason = str(getattr(e, "reason", e)) or type(e).__name__
         except OSError as e:  # Writing the file: a full disk, no permission.
-            raise DownloadError(f"cannot write {part}: {e.strerror or e}; free space or choose another folder "
-                                "with --manual_dir, then rerun to continue") from None
+            raise DownloadError(
+                f"cannot write {part}: {e.strerror or e}; free space or choose another folder "
+                "with --manual_dir, then rerun to continue"
+            ) from None
     have = os.path.getsize(part) if os.path.exists(part) else 0
     of = f" of {total}" if total else ""
-    raise DownloadError(f"downloading {url} stopped ({reason}) with {have}{of} bytes in {part}; rerun the same "
-                        "command to continue from there")
+    raise DownloadError(
+        f"downloading {url} stopped ({reason}) with {have}{of} bytes in {part}; rerun the same "
+        "command to continue from there"
+    )
 
 
 def _member_path(name: str, folder: str) -> str | None:
@@ -201,8 +219,10 @@ def extract(archive: str, source: Source, target: str) -> str:
                             out.write(chunk)
                     lines.append(f"{digest.hexdigest()}  {rel}\n")
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise DownloadError(f"{archive} is not a readable archive ({e}); it was removed, rerun the same command "
-                                "to download it again") from None
+            raise DownloadError(
+                f"{archive} is not a readable archive ({e}); it was removed, rerun the same command "
+                "to download it again"
+            ) from None
         lines.sort(key=lambda line: line.split("  ", 1)[1])
         got = hashlib.sha256("".join(lines).encode()).hexdigest()
         if got != source.content_sha256 or len(lines) != source.num_files:

@@ -1,6 +1,7 @@
 """The one error type users see when a dataset cannot be prepared or read."""
 
 from __future__ import annotations
+
 from segnode_jax.errors import UserError
 
 

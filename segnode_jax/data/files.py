@@ -60,14 +60,16 @@ class SourceTree:
                         all_names.append(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
                 all_names = [self.prefix + n for n in all_names]
             p = self.prefix
-            self._names = sorted(n[len(p):] for n in all_names if n.startswith(p))
+            self._names = sorted(n[len(p) :] for n in all_names if n.startswith(p))
         return self._names
 
     def list(self, folder: str, *, suffix: str | tuple[str, ...] = "") -> list[str]:
         """Files below ``folder`` (recursive) whose names end with ``suffix``."""
         folder = folder.strip("/") + "/" if folder.strip("/") else ""
         suffixes = (suffix,) if isinstance(suffix, str) else suffix
-        return [n for n in self.names() if n.startswith(folder) and n.lower().endswith(tuple(s.lower() for s in suffixes))]
+        return [
+            n for n in self.names() if n.startswith(folder) and n.lower().endswith(tuple(s.lower() for s in suffixes))
+        ]
 
     def has_dir(self, folder: str) -> bool:
         folder = folder.strip("/") + "/"

@@ -109,7 +109,9 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
         cid = int(c.get("id", pos))
         color = tuple(int(v) for v in c.get("color", colors[pos % 256]))
         if len(color) != 3 or not all(0 <= v <= 255 for v in color):
-            raise PreparationError(f"{path}: class {c['name']!r} has colour {c.get('color')}; use [r, g, b] with 0..255.")
+            raise PreparationError(
+                f"{path}: class {c['name']!r} has colour {c.get('color')}; use [r, g, b] with 0..255."
+            )
         if c.get("ignore"):
             entries.append(ClassEntry(str(c["name"]), cid, IGNORE, color))
         else:
@@ -149,7 +151,7 @@ def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
 def _split_folders(tree: files.SourceTree, image_dir: str) -> list[str] | None:
     """Split names if ``image_dir`` has only subfolders with images, else None."""
     names = tree.list(image_dir, suffix=files.IMAGE_EXTENSIONS)
-    rel = [n[len(image_dir) + 1:] for n in names]
+    rel = [n[len(image_dir) + 1 :] for n in names]
     if not rel or any("/" not in r for r in rel):
         return None
     return sorted({r.split("/", 1)[0] for r in rel})
@@ -171,13 +173,20 @@ def plan(dcfg: config_dict.ConfigDict) -> Plan:
     groups = {s: (f"{image_dir}/{s}", f"{mask_dir}/{s}") for s in splits} if splits else {"": (image_dir, mask_dir)}
     out: Plan = {}
     for split, (idir, mdir) in groups.items():
-        images = {k[len(idir) + 1:]: v for k, v in common.stems(tree.list(idir, suffix=files.IMAGE_EXTENSIONS)).items()}
+        images = {
+            k[len(idir) + 1 :]: v for k, v in common.stems(tree.list(idir, suffix=files.IMAGE_EXTENSIONS)).items()
+        }
         masks = {
-            k[len(mdir) + 1:]: v
-            for k, v in common.stems(tree.list(mdir, suffix=(".png", ".bmp", ".tif", ".tiff")), strip=dcfg.mask_suffix).items()
+            k[len(mdir) + 1 :]: v
+            for k, v in common.stems(
+                tree.list(mdir, suffix=(".png", ".bmp", ".tif", ".tiff")), strip=dcfg.mask_suffix
+            ).items()
         }
         pairs = common.pair(
-            images, masks, image_where=os.path.join(root, idir), label_where=os.path.join(root, mdir),
+            images,
+            masks,
+            image_where=os.path.join(root, idir),
+            label_where=os.path.join(root, mdir),
             label_pattern=os.path.join(root, mdir, "{key}" + dcfg.mask_suffix + ".png"),
             fix="Every image needs a mask with the same name (and mask_suffix).",
         )

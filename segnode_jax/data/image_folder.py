@@ -108,8 +108,9 @@ def plan(dcfg: config_dict.ConfigDict) -> tuple[Plan, tuple[list[str], list[str]
                 f"({', '.join(extra[:5])}); every class needs training images in {os.path.join(root, dcfg.train_split)}."
             )
         out[split] = [
-            (root, tuple(names[i:i + CHUNK]), index[c])
-            for c, names in sorted(classes.items()) for i in range(0, len(names), CHUNK)
+            (root, tuple(names[i : i + CHUNK]), index[c])
+            for c, names in sorted(classes.items())
+            for i in range(0, len(names), CHUNK)
         ]
     return out, (ids, ids)
 

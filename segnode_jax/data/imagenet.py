@@ -127,8 +127,9 @@ def _open_tar(path: str, *, what: str) -> tarfile.TarFile:
             tar = tarfile.open(path)
             tar.getmembers()  # reads every header now: a truncated archive fails here
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise PreparationError(f"{path}: not a readable tar archive ({e}): the {what} is damaged or incomplete; "
-                                   f"{CORRUPT_FIX}.") from None
+            raise PreparationError(
+                f"{path}: not a readable tar archive ({e}): the {what} is damaged or incomplete; {CORRUPT_FIX}."
+            ) from None
         _OPEN[key] = tar
     return _OPEN[key]
 
@@ -140,7 +141,9 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, *, where: str) -
     except (tarfile.TarError, OSError, EOFError) as e:
         raise PreparationError(f"{where}: cannot be read ({e}); {CORRUPT_FIX}.") from None
     if data is None or len(data) != member.size:
-        raise PreparationError(f"{where}: truncated ({0 if data is None else len(data)} of {member.size} bytes); {CORRUPT_FIX}.")
+        raise PreparationError(
+            f"{where}: truncated ({0 if data is None else len(data)} of {member.size} bytes); {CORRUPT_FIX}."
+        )
     return data
 
 
@@ -154,10 +157,13 @@ def _devkit_labels(path: str) -> tuple[dict[int, str], dict[str, str], list[int]
     need = ("data/meta.mat", "data/ILSVRC2012_validation_ground_truth.txt")
     missing = [n for n in need if n not in members]
     if missing:
-        raise PreparationError(f"{path}: no {', '.join(missing)} inside; is it ILSVRC2012_devkit_t12.tar.gz? {CORRUPT_FIX}.")
+        raise PreparationError(
+            f"{path}: no {', '.join(missing)} inside; is it ILSVRC2012_devkit_t12.tar.gz? {CORRUPT_FIX}."
+        )
     try:
-        synsets = scipy.io.loadmat(io.BytesIO(_read_member(tar, members[need[0]], where=f"{path}:{need[0]}")),
-                                   squeeze_me=True)["synsets"]
+        synsets = scipy.io.loadmat(
+            io.BytesIO(_read_member(tar, members[need[0]], where=f"{path}:{need[0]}")), squeeze_me=True
+        )["synsets"]
         id_to_wnid, words = {}, {}
         for s in synsets:
             if int(s["num_children"]) == 0:
@@ -189,7 +195,9 @@ def _val_labels(dcfg, root: str, files: list[str]) -> tuple[list[str], dict[str,
         id_to_wnid, words, ids = _devkit_labels(devkit)
         unknown = sorted(set(ids) - set(id_to_wnid))
         if unknown:
-            raise PreparationError(f"{devkit}: validation labels {unknown[:5]} are not classes of its meta.mat; {CORRUPT_FIX}.")
+            raise PreparationError(
+                f"{devkit}: validation labels {unknown[:5]} are not classes of its meta.mat; {CORRUPT_FIX}."
+            )
         return _check_count([id_to_wnid[i] for i in ids], files, devkit, numbered=True), words
     loc = os.path.join(root, LOC_CSV)
     if os.path.isfile(loc):
@@ -199,10 +207,14 @@ def _val_labels(dcfg, root: str, files: list[str]) -> tuple[list[str], dict[str,
                 try:
                     table[row["ImageId"]] = row["PredictionString"].split()[0]
                 except (KeyError, IndexError, AttributeError):
-                    raise PreparationError(f"{loc}: expected the columns ImageId,PredictionString; {CORRUPT_FIX}.") from None
+                    raise PreparationError(
+                        f"{loc}: expected the columns ImageId,PredictionString; {CORRUPT_FIX}."
+                    ) from None
         missing = [n for n in files if os.path.splitext(n)[0] not in table]
         if missing:
-            raise PreparationError(f"{loc}: no label for {len(missing)} validation image(s), e.g. {missing[0]}; {CORRUPT_FIX}.")
+            raise PreparationError(
+                f"{loc}: no label for {len(missing)} validation image(s), e.g. {missing[0]}; {CORRUPT_FIX}."
+            )
         return [table[os.path.splitext(n)[0]] for n in files], {}
     raise PreparationError(
         f"imagenet: no validation labels in {root}: put {DEVKIT} (the official devkit) or {LOC_CSV} there, or set "
@@ -216,11 +228,15 @@ def _check_count(wnids: list[str], files: list[str], source: str, *, numbered: b
         # The devkit's line k labels ILSVRC2012_val_{k:08d}: the archive may hold a subset.
         numbers = [int(_VAL_NAME.match(n).group(1)) for n in files]
         if max(numbers) > len(wnids):
-            raise PreparationError(f"{source}: {len(wnids)} validation labels but the archive has image number "
-                                   f"{max(numbers)}; use the devkit of the same release.")
+            raise PreparationError(
+                f"{source}: {len(wnids)} validation labels but the archive has image number "
+                f"{max(numbers)}; use the devkit of the same release."
+            )
         return [wnids[k - 1] for k in numbers]
     if len(wnids) != len(files):
-        raise PreparationError(f"{source}: {len(wnids)} labels for {len(files)} validation images; they must match one to one.")
+        raise PreparationError(
+            f"{source}: {len(wnids)} labels for {len(files)} validation images; they must match one to one."
+        )
     return wnids
 
 
@@ -259,7 +275,7 @@ def plan(dcfg: config_dict.ConfigDict) -> tuple[Plan, tuple[list[str], list[str]
             "the archives and labels must come from the same release."
         )
     val_refs = [
-        ("val", paths["val"], tuple(val_files[i:i + VAL_CHUNK]), tuple(index[w] for w in labels[i:i + VAL_CHUNK]))
+        ("val", paths["val"], tuple(val_files[i : i + VAL_CHUNK]), tuple(index[w] for w in labels[i : i + VAL_CHUNK]))
         for i in range(0, len(val_files), VAL_CHUNK)
     ]
     train_refs = [("train", paths["train"], name, index[w]) for name, w in zip(class_tars, wnids)]
@@ -285,15 +301,23 @@ def load_source(dcfg: config_dict.ConfigDict, ref) -> Iterator[RawImage]:
         wnid = os.path.basename(name)[:-4]
         for m in sorted(members, key=lambda m: m.name):
             base = os.path.basename(m.name)
-            yield RawImage(f"{wnid}/{os.path.splitext(base)[0]}", _read_member(inner, m, where=f"{where}:{m.name}"),
-                           f"{where}:{m.name}", label)
+            yield RawImage(
+                f"{wnid}/{os.path.splitext(base)[0]}",
+                _read_member(inner, m, where=f"{where}:{m.name}"),
+                f"{where}:{m.name}",
+                label,
+            )
     else:
         names, labels = ref[2], ref[3]
         tar = _open_tar(path, what="validation archive")
         by_base = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
         for name, label in zip(names, labels):
-            yield RawImage(os.path.splitext(name)[0], _read_member(tar, by_base[name], where=f"{path}:{name}"),
-                           f"{path}:{name}", label)
+            yield RawImage(
+                os.path.splitext(name)[0],
+                _read_member(tar, by_base[name], where=f"{path}:{name}"),
+                f"{path}:{name}",
+                label,
+            )
 
 
 def label_to_train_ids(dcfg, label) -> np.ndarray:

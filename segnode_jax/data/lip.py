@@ -29,12 +29,26 @@ from segnode_jax.data.classes import ClassEntry, ClassTable
 from segnode_jax.data.errors import PreparationError
 
 _NAMES_COLORS = (
-    ("background", (0, 0, 0)), ("hat", (128, 0, 0)), ("hair", (255, 0, 0)), ("glove", (0, 85, 0)),
-    ("sunglasses", (170, 0, 51)), ("upper_clothes", (255, 85, 0)), ("dress", (0, 0, 85)),
-    ("coat", (0, 119, 221)), ("socks", (85, 85, 0)), ("pants", (0, 85, 85)), ("jumpsuits", (85, 51, 0)),
-    ("scarf", (52, 86, 128)), ("skirt", (0, 128, 0)), ("face", (0, 0, 255)), ("left_arm", (51, 170, 221)),
-    ("right_arm", (0, 255, 255)), ("left_leg", (85, 255, 170)), ("right_leg", (170, 255, 85)),
-    ("left_shoe", (255, 255, 0)), ("right_shoe", (255, 170, 0)),
+    ("background", (0, 0, 0)),
+    ("hat", (128, 0, 0)),
+    ("hair", (255, 0, 0)),
+    ("glove", (0, 85, 0)),
+    ("sunglasses", (170, 0, 51)),
+    ("upper_clothes", (255, 85, 0)),
+    ("dress", (0, 0, 85)),
+    ("coat", (0, 119, 221)),
+    ("socks", (85, 85, 0)),
+    ("pants", (0, 85, 85)),
+    ("jumpsuits", (85, 51, 0)),
+    ("scarf", (52, 86, 128)),
+    ("skirt", (0, 128, 0)),
+    ("face", (0, 0, 255)),
+    ("left_arm", (51, 170, 221)),
+    ("right_arm", (0, 255, 255)),
+    ("left_leg", (85, 255, 170)),
+    ("right_leg", (170, 255, 85)),
+    ("left_shoe", (255, 255, 0)),
+    ("right_shoe", (255, 170, 0)),
 )
 CLASSES = ClassTable(tuple(ClassEntry(n, i, i, c) for i, (n, c) in enumerate(_NAMES_COLORS)))
 # Train ids exchanged by a horizontal flip: left/right arm, leg, shoe.
@@ -120,16 +134,25 @@ def _split_plan(trees, root: str, split: str) -> list:
     seg = _find_folder(trees, f"{split}_segmentations")
     missing = [f for f, v in ((f"{split}_images/", img), (f"{split}_segmentations/", seg)) if v is None]
     if missing:
-        raise PreparationError(f"lip: missing download: no folder {' or '.join(missing)} below {root}. Expected:\n{EXPECTED}")
+        raise PreparationError(
+            f"lip: missing download: no folder {' or '.join(missing)} below {root}. Expected:\n{EXPECTED}"
+        )
     (itree, iprefix), (stree, sprefix) = img, seg
-    images = {os.path.splitext(n.split("/")[-1])[0]: n for n in itree.list(f"{iprefix}{split}_images", suffix=(".jpg", ".jpeg", ".png"))}
-    labels = {os.path.splitext(n.split("/")[-1])[0]: n for n in stree.list(f"{sprefix}{split}_segmentations", suffix=".png")}
+    images = {
+        os.path.splitext(n.split("/")[-1])[0]: n
+        for n in itree.list(f"{iprefix}{split}_images", suffix=(".jpg", ".jpeg", ".png"))
+    }
+    labels = {
+        os.path.splitext(n.split("/")[-1])[0]: n for n in stree.list(f"{sprefix}{split}_segmentations", suffix=".png")
+    }
     ids_file = _find_file(trees, f"{split}_id.txt")
     if ids_file is not None:
         ids = [line.strip() for line in ids_file[0].read(ids_file[1]).decode().splitlines() if line.strip()]
         where = ids_file[0].describe(ids_file[1])
-        for what, have, folder in (("image", images, itree.describe(f"{iprefix}{split}_images/")),
-                                   ("label", labels, stree.describe(f"{sprefix}{split}_segmentations/"))):
+        for what, have, folder in (
+            ("image", images, itree.describe(f"{iprefix}{split}_images/")),
+            ("label", labels, stree.describe(f"{sprefix}{split}_segmentations/")),
+        ):
             lacking = [i for i in ids if i not in have]
             if lacking:
                 raise PreparationError(
@@ -139,7 +162,9 @@ def _split_plan(trees, root: str, split: str) -> list:
         return [(itree, stree, i, images[i], labels[i]) for i in ids]
     common.warn(f"lip: no {split}_id.txt found below {root}; using every image in {split}_images/.")
     pairs = common.pair(
-        images, labels, image_where=itree.describe(f"{iprefix}{split}_images/"),
+        images,
+        labels,
+        image_where=itree.describe(f"{iprefix}{split}_images/"),
         label_where=stree.describe(f"{sprefix}{split}_segmentations/"),
         label_pattern=stree.describe(f"{sprefix}{split}_segmentations/{{key}}.png"),
         fix="Extract the complete TrainVal_parsing_annotations archive.",
@@ -176,7 +201,9 @@ def ground_truth_files(dcfg: config_dict.ConfigDict, split: str) -> list[tuple[s
     root = common.manual_dir(dcfg, expected=EXPECTED)
     found = _find_folder([files.SourceTree(root)], f"{split}_segmentations")
     if found is None:
-        raise PreparationError(f"lip: no extracted {split}_segmentations/ folder below {root}; unzip TrainVal_parsing_annotations.zip there.")
+        raise PreparationError(
+            f"lip: no extracted {split}_segmentations/ folder below {root}; unzip TrainVal_parsing_annotations.zip there."
+        )
     tree, prefix = found
     folder = tree.local_path(f"{prefix}{split}_segmentations")
     return sorted((os.path.splitext(n)[0], os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(".png"))

@@ -41,23 +41,73 @@ from segnode_jax.data.errors import PreparationError
 # (PASCAL in Detail category_id, name) of the 59 classes, in ascending id order: the n-th
 # row is 60-class value n (1..59) and train id n - 1.
 _DETAIL_CLASSES = (
-    (2, "aeroplane"), (9, "bag"), (18, "bed"), (19, "bedclothes"), (22, "bench"), (23, "bicycle"),
-    (25, "bird"), (31, "boat"), (33, "book"), (34, "bottle"), (44, "building"), (45, "bus"),
-    (46, "cabinet"), (59, "car"), (65, "cat"), (68, "ceiling"), (72, "chair"), (80, "cloth"),
-    (85, "computer"), (98, "cow"), (104, "cup"), (105, "curtain"), (113, "dog"), (115, "door"),
-    (144, "fence"), (158, "floor"), (159, "flower"), (162, "food"), (187, "grass"), (189, "ground"),
-    (207, "horse"), (220, "keyboard"), (232, "light"), (258, "motorbike"), (259, "mountain"),
-    (260, "mouse"), (284, "person"), (295, "plate"), (296, "platform"), (308, "pottedplant"),
-    (324, "road"), (326, "rock"), (347, "sheep"), (349, "shelves"), (354, "sidewalk"), (355, "sign"),
-    (360, "sky"), (366, "snow"), (368, "sofa"), (397, "table"), (415, "track"), (416, "train"),
-    (420, "tree"), (424, "truck"), (427, "tvmonitor"), (440, "wall"), (445, "water"),
-    (454, "window"), (458, "wood"),
+    (2, "aeroplane"),
+    (9, "bag"),
+    (18, "bed"),
+    (19, "bedclothes"),
+    (22, "bench"),
+    (23, "bicycle"),
+    (25, "bird"),
+    (31, "boat"),
+    (33, "book"),
+    (34, "bottle"),
+    (44, "building"),
+    (45, "bus"),
+    (46, "cabinet"),
+    (59, "car"),
+    (65, "cat"),
+    (68, "ceiling"),
+    (72, "chair"),
+    (80, "cloth"),
+    (85, "computer"),
+    (98, "cow"),
+    (104, "cup"),
+    (105, "curtain"),
+    (113, "dog"),
+    (115, "door"),
+    (144, "fence"),
+    (158, "floor"),
+    (159, "flower"),
+    (162, "food"),
+    (187, "grass"),
+    (189, "ground"),
+    (207, "horse"),
+    (220, "keyboard"),
+    (232, "light"),
+    (258, "motorbike"),
+    (259, "mountain"),
+    (260, "mouse"),
+    (284, "person"),
+    (295, "plate"),
+    (296, "platform"),
+    (308, "pottedplant"),
+    (324, "road"),
+    (326, "rock"),
+    (347, "sheep"),
+    (349, "shelves"),
+    (354, "sidewalk"),
+    (355, "sign"),
+    (360, "sky"),
+    (366, "snow"),
+    (368, "sofa"),
+    (397, "table"),
+    (415, "track"),
+    (416, "train"),
+    (420, "tree"),
+    (424, "truck"),
+    (427, "tvmonitor"),
+    (440, "wall"),
+    (445, "water"),
+    (454, "window"),
+    (458, "wood"),
 )
 _COLORS = voc_colormap(len(_DETAIL_CLASSES) + 1)
 # Own ids = the 60-class values of the label PNGs (0 = background, ignored).
 CLASSES = ClassTable(
     (ClassEntry("background", 0, IGNORE, (0, 0, 0)),)
-    + tuple(ClassEntry(name, i + 1, i, tuple(int(c) for c in _COLORS[i + 1])) for i, (_, name) in enumerate(_DETAIL_CLASSES))
+    + tuple(
+        ClassEntry(name, i + 1, i, tuple(int(c) for c in _COLORS[i + 1])) for i, (_, name) in enumerate(_DETAIL_CLASSES)
+    )
 )
 # Detail category id -> 60-class value (0 = background / unannotated).
 DETAIL_TO_CONTEXT60 = {0: 0, **{cid: i + 1 for i, (cid, _) in enumerate(_DETAIL_CLASSES)}}
@@ -126,9 +176,13 @@ def _route(dcfg: config_dict.ConfigDict, voc: str) -> str:
             )
         return "detail" if has_json else "png"
     if source == "detail" and not has_json:
-        raise PreparationError(f"pascal_context: {os.path.join(voc, 'trainval_merged.json')} not found (source='detail'). Download the PASCAL in Detail trainval_merged.json there.")
+        raise PreparationError(
+            f"pascal_context: {os.path.join(voc, 'trainval_merged.json')} not found (source='detail'). Download the PASCAL in Detail trainval_merged.json there."
+        )
     if source == "png" and not has_png:
-        raise PreparationError(f"pascal_context: {os.path.join(voc, 'SegmentationClassContext')}/ not found (source='png'). Convert the labels first or use source='detail'.")
+        raise PreparationError(
+            f"pascal_context: {os.path.join(voc, 'SegmentationClassContext')}/ not found (source='png'). Convert the labels first or use source='detail'."
+        )
     if source not in ("detail", "png"):
         raise PreparationError(f"pascal_context: source must be 'auto', 'detail' or 'png', got {source!r}.")
     return source
@@ -211,7 +265,9 @@ def plan(dcfg: config_dict.ConfigDict) -> Plan:
     if route == "detail":
         index = _DetailIndex(os.path.join(voc, "trainval_merged.json"))
         for split in SPLIT_SIZES:
-            imgs = sorted((img for img in index.images.values() if img.get("phase") == split), key=lambda i: i["file_name"])
+            imgs = sorted(
+                (img for img in index.images.values() if img.get("phase") == split), key=lambda i: i["file_name"]
+            )
             lacking = [i["file_name"] for i in imgs if i["file_name"] not in available]
             if lacking:
                 raise PreparationError(
@@ -226,10 +282,15 @@ def plan(dcfg: config_dict.ConfigDict) -> Plan:
         for split in SPLIT_SIZES:
             list_file = os.path.join(sets, f"{split}.txt")
             if not os.path.isfile(list_file):
-                raise PreparationError(f"pascal_context: missing split list {list_file} (one image id per line). Expected:\n{EXPECTED}")
+                raise PreparationError(
+                    f"pascal_context: missing split list {list_file} (one image id per line). Expected:\n{EXPECTED}"
+                )
             with open(list_file) as f:
                 ids = [line.strip() for line in f if line.strip()]
-            for what, have, where, ext in (("image", available, jpeg.describe(), ".jpg"), ("label", label_names, labels.describe(), ".png")):
+            for what, have, where, ext in (
+                ("image", available, jpeg.describe(), ".jpg"),
+                ("label", label_names, labels.describe(), ".png"),
+            ):
                 lacking = [i for i in ids if i + ext not in have]
                 if lacking:
                     raise PreparationError(

@@ -68,8 +68,14 @@ def train_transform(dcfg: config_dict.ConfigDict, **overrides: Any) -> TrainTran
     """The training augmentation described by ``dcfg`` (keyword overrides for tests): HRNet's
     for segmentation, random-resized crops and flips for classification."""
     if registry.is_classification(dcfg):
-        kwargs = dict(crop_size=tuple(dcfg.crop_size), scale=tuple(dcfg.rrc_scale), ratio=tuple(dcfg.rrc_ratio),
-                      flip=dcfg.flip, mean=tuple(dcfg.mean), std=tuple(dcfg.std))
+        kwargs = dict(
+            crop_size=tuple(dcfg.crop_size),
+            scale=tuple(dcfg.rrc_scale),
+            ratio=tuple(dcfg.rrc_ratio),
+            flip=dcfg.flip,
+            mean=tuple(dcfg.mean),
+            std=tuple(dcfg.std),
+        )
         kwargs.update(overrides)
         return ClassificationTrainTransform(**kwargs)
     module = registry.dataset_module(dcfg.name)
@@ -155,8 +161,12 @@ def train_iterator(
       ``worker_count``); save it with orbax through ``grain.checkpoint.CheckpointSave``.
     """
     ds = train_dataset(
-        dcfg, batch_size=batch_size, seed=seed, shard_index=shard_index,
-        shard_count=shard_count, num_epochs=num_epochs,
+        dcfg,
+        batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        num_epochs=num_epochs,
     )
     workers = dcfg.num_workers if worker_count is None else worker_count
     it_ds = ds.to_iter_dataset(
@@ -205,8 +215,14 @@ def eval_dataset(
     index, count = resolve_shard(shard_index, shard_count)
     ds = split_source(dcfg, split or dcfg.eval_split)[index::count]
     if registry.is_classification(dcfg):
-        return ds.map(ClassificationEvalTransform(short_side=int(dcfg.eval_resize), crop_size=tuple(dcfg.crop_size),
-                                                  mean=tuple(dcfg.mean), std=tuple(dcfg.std)))
+        return ds.map(
+            ClassificationEvalTransform(
+                short_side=int(dcfg.eval_resize),
+                crop_size=tuple(dcfg.crop_size),
+                mean=tuple(dcfg.mean),
+                std=tuple(dcfg.std),
+            )
+        )
     return ds.map(EvalTransform(eval_size=dcfg.get("eval_size"), mean=tuple(dcfg.mean), std=tuple(dcfg.std)))
 
 

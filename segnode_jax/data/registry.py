@@ -111,7 +111,9 @@ def data_config(name: str) -> config_dict.ConfigDict:
 def check_config(dcfg: config_dict.ConfigDict) -> None:
     """Rejects settings the pipeline cannot honour (with a message naming the field)."""
     if dcfg.ignore_index != IGNORE:
-        raise PreparationError(f"data.ignore_index must be {IGNORE} (labels use 255 for ignore), got {dcfg.ignore_index}.")
+        raise PreparationError(
+            f"data.ignore_index must be {IGNORE} (labels use 255 for ignore), got {dcfg.ignore_index}."
+        )
     lo, hi = dcfg.scale_range
     if not 0 < lo <= hi:
         raise PreparationError(f"data.scale_range must satisfy 0 < lo <= hi, got {tuple(dcfg.scale_range)}.")

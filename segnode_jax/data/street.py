@@ -24,8 +24,14 @@ from PIL import Image, ImageFilter
 CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "pole", "person", "car")
 # Cityscapes' colours of the same classes.
 PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (107, 142, 35),
-    (70, 130, 180), (153, 153, 153), (220, 20, 60), (0, 0, 142),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (107, 142, 35),
+    (70, 130, 180),
+    (153, 153, 153),
+    (220, 20, 60),
+    (0, 0, 142),
 )
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, POLE, PERSON, CAR = range(len(CLASSES))
 
@@ -106,8 +112,8 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
         x += bw
 
     # Ground: grass everywhere below the horizon, then the sidewalks and the road on top.
-    k_road = rng.uniform(0.9, 2.2)             # road half-width per row below the horizon
-    k_walk = k_road * rng.uniform(1.5, 2.2)    # outer edge of the sidewalks
+    k_road = rng.uniform(0.9, 2.2)  # road half-width per row below the horizon
+    k_walk = k_road * rng.uniform(1.5, 2.2)  # outer edge of the sidewalks
     ground = yy >= hor
     grass = np.array([70, 120, 40], np.float32) + rng.normal(0, 10, 3)
     grass_tex = grass * (1 + 0.25 * _noise_field(rng, h, w, 24)[..., None] + 0.12 * rng.normal(0, 1, (h, w, 1)))
@@ -117,7 +123,9 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
     walk_col = np.array([175, 160, 165], np.float32) + rng.normal(0, 12, 3)
     # Paving slabs in perspective: joints at equal depth steps and along lines to the vanishing point.
     depth = 1.0 / np.maximum(below, 1e-3)
-    joints = (np.abs(((depth * h * 0.6) % 1.0) - 0.5) > 0.42) | (np.abs(((dx / np.maximum(below, 1e-3)) * 3.0 % 1.0) - 0.5) > 0.45)
+    joints = (np.abs(((depth * h * 0.6) % 1.0) - 0.5) > 0.42) | (
+        np.abs(((dx / np.maximum(below, 1e-3)) * 3.0 % 1.0) - 0.5) > 0.45
+    )
     walk_tex = walk_col * (1 - 0.18 * joints[..., None])
     c.paint(walk, walk_tex, SIDEWALK)
 
@@ -142,12 +150,12 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
         # Facade plane at lateral distance k_walk (in camera heights per unit depth): a pixel
         # is on it when |dx| >= k_walk * below; its depth coordinate is k_walk / |dx|.
         on_plane = (side * dx > 0) & (np.abs(dx) >= k_walk * below - 0.5)
-        zcoord = k_walk / np.maximum(lateral, 1e-3)          # 1 / distance along the street
+        zcoord = k_walk / np.maximum(lateral, 1e-3)  # 1 / distance along the street
         height = (hor - yy) / np.maximum(lateral, 1e-3) * k_walk + 1.0  # camera heights above ground
         edges = np.sort(rng.uniform(0.0, 1.0, int(rng.integers(2, 6))))
         block = np.searchsorted(edges, np.clip(zcoord * rng.uniform(0.6, 1.2), 0, 0.999))
         tops = rng.uniform(3.0, 14.0, len(edges) + 1)
-        tops[rng.random(len(tops)) < 0.15] = 0.0            # gaps between buildings
+        tops[rng.random(len(tops)) < 0.15] = 0.0  # gaps between buildings
         colours = rng.uniform(70, 200, (len(edges) + 1, 1)) * rng.uniform(0.8, 1.15, (len(edges) + 1, 3))
         facade = on_plane & (height < tops[block]) & (height >= 0.0)
         col = colours[block]
@@ -192,15 +200,23 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
             # 1/4-resolution output, so that they can resolve it at all.
             half = max(POLE_WIDTH * s / 2, 2.0 * h / 128)
             m = (np.abs(xx - cx) <= half) & (yy <= base) & (yy >= base - POLE_HEIGHT * s)
-            arm = (yy >= base - POLE_HEIGHT * s) & (yy <= base - POLE_HEIGHT * s + 2 * half) & (
-                (xx - cx) * -side >= 0) & (np.abs(xx - cx) <= 0.6 * s)
+            arm = (
+                (yy >= base - POLE_HEIGHT * s)
+                & (yy <= base - POLE_HEIGHT * s + 2 * half)
+                & ((xx - cx) * -side >= 0)
+                & (np.abs(xx - cx) <= 0.6 * s)
+            )
             grey = rng.uniform(100, 170)
             shade = grey * (1 + 0.25 * np.clip((xx - cx) / max(half, 1e-3), -1, 1))[..., None]
             c.paint(m | arm, np.broadcast_to(shade, (h, w, 3)), POLE)
         elif kind == "person":
             crossing = rng.random() < 0.2
             side = rng.choice([-1, 1])
-            lane = rng.uniform(-0.9, 0.9) * k_road if crossing else side * rng.uniform(1.05, 0.97 * k_walk / k_road) * k_road
+            lane = (
+                rng.uniform(-0.9, 0.9) * k_road
+                if crossing
+                else side * rng.uniform(1.05, 0.97 * k_walk / k_road) * k_road
+            )
             cx = vx + lane * s
             H = PERSON_HEIGHT * s * rng.uniform(0.85, 1.1)
             top_y = base - H
@@ -214,7 +230,9 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
             left = np.abs(xx - (cx - 0.045 * H - stride * t_leg)) <= 0.045 * H + 0.5
             right = np.abs(xx - (cx + 0.045 * H + stride * t_leg)) <= 0.045 * H + 0.5
             legs = (left | right) & (yy >= base - legs_h) & (yy <= base)
-            torso = (((xx - cx) / (body_w / 2 + 0.5)) ** 2 + ((yy - (top_y + 2 * head_r + 0.2 * H)) / (0.2 * H + 0.5)) ** 2) <= 1
+            torso = (
+                ((xx - cx) / (body_w / 2 + 0.5)) ** 2 + ((yy - (top_y + 2 * head_r + 0.2 * H)) / (0.2 * H + 0.5)) ** 2
+            ) <= 1
             head = (xx - cx) ** 2 + (yy - (top_y + head_r)) ** 2 <= (head_r + 0.5) ** 2
             c.paint(legs, trousers, PERSON)
             c.paint(torso, shirt, PERSON)
@@ -231,11 +249,13 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
             # Cabin: a trapezoid narrowing upwards.
             frac = np.clip((base - 0.62 * H - yy) / max(0.38 * H, 1e-3), 0, 1)
             cabin = (np.abs(xx - cx) <= (0.45 - 0.1 * frac) * W) & (yy >= base - H) & (yy < base - 0.62 * H)
-            glass = cabin & (np.abs(xx - cx) <= (0.4 - 0.1 * frac) * W) & (yy >= base - 0.93 * H) & (yy < base - 0.66 * H)
+            glass = (
+                cabin & (np.abs(xx - cx) <= (0.4 - 0.1 * frac) * W) & (yy >= base - 0.93 * H) & (yy < base - 0.66 * H)
+            )
             wheel_r = 0.14 * H
             wheels = np.zeros((h, w), bool)
             for wxo in (-0.33, 0.33):
-                wheels |= (((xx - (cx + wxo * W)) / 1.1) ** 2 + (yy - (base - wheel_r)) ** 2) <= wheel_r ** 2
+                wheels |= (((xx - (cx + wxo * W)) / 1.1) ** 2 + (yy - (base - wheel_r)) ** 2) <= wheel_r**2
             lights = (np.abs(np.abs(xx - cx) - 0.38 * W) <= 0.07 * W) & (np.abs(yy - (base - 0.45 * H)) <= 0.05 * H)
             c.paint(body | cabin, body_col, CAR)
             c.paint(glass, np.array([40, 50, 65], np.float32) * rng.uniform(0.7, 1.5), CAR)

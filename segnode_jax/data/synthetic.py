@@ -121,7 +121,10 @@ def _size(dcfg: config_dict.ConfigDict) -> tuple[int, int]:
 
 def plan(dcfg: config_dict.ConfigDict) -> Plan:
     class_table(dcfg)  # validates num_classes
-    return {"train": [("train", i) for i in range(int(dcfg.num_train))], "val": [("val", i) for i in range(int(dcfg.num_val))]}
+    return {
+        "train": [("train", i) for i in range(int(dcfg.num_train))],
+        "val": [("val", i) for i in range(int(dcfg.num_val))],
+    }
 
 
 def load_example(dcfg: config_dict.ConfigDict, ref: tuple[str, int]) -> RawExample:
@@ -129,7 +132,9 @@ def load_example(dcfg: config_dict.ConfigDict, ref: tuple[str, int]) -> RawExamp
     if _generator(dcfg) == "street":
         image, label = street.render(seed=int(dcfg.seed), split=split, index=index, size=_size(dcfg))
     else:
-        image, label = render(seed=int(dcfg.seed), split=split, index=index, size=_size(dcfg), num_classes=num_classes(dcfg))
+        image, label = render(
+            seed=int(dcfg.seed), split=split, index=index, size=_size(dcfg), num_classes=num_classes(dcfg)
+        )
     name = f"{index:05d}"
     return RawExample(name, files.encode_png(image), f"synthetic {split}/{name}", label, f"synthetic {split}/{name}")
 
@@ -217,7 +222,9 @@ def _background(rng: np.random.Generator, h: int, w: int, unit: float) -> np.nda
     return img
 
 
-def render(*, seed: int, split: str, index: int, size: tuple[int, int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    *, seed: int, split: str, index: int, size: tuple[int, int], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draws one example of the ``shapes`` generator.
 
     Arguments:
@@ -263,4 +270,3 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int], num_clas
         label[y0:y1, x0:x1][mask] = cls
     img = img + rng.normal(0, 4, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), label
-

@@ -133,7 +133,9 @@ def flip_lut(pairs: Sequence[Sequence[int]]) -> np.ndarray:
     return lut
 
 
-def hflip(image: np.ndarray, label: np.ndarray, *, pairs: Sequence[Sequence[int]] = ()) -> tuple[np.ndarray, np.ndarray]:
+def hflip(
+    image: np.ndarray, label: np.ndarray, *, pairs: Sequence[Sequence[int]] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Horizontal flip of image and label; left/right classes in ``pairs`` are swapped."""
     image = np.ascontiguousarray(image[:, ::-1])
     label = np.ascontiguousarray(label[:, ::-1])
@@ -199,8 +201,13 @@ class TrainTransform(grain.transforms.RandomMap):
         y = int(rng.integers(0, max(size[0], ch) - ch + 1))
         x = int(rng.integers(0, max(size[1], cw) - cw + 1))
         image, label = scale_pad_crop(
-            image, label, size=size, crop=self.crop_size, offset=(y, x),
-            ignore_index=self.ignore_index, image_resample=self.image_resample,
+            image,
+            label,
+            size=size,
+            crop=self.crop_size,
+            offset=(y, x),
+            ignore_index=self.ignore_index,
+            image_resample=self.image_resample,
         )
         if self.flip and rng.integers(0, 2) == 1:
             image, label = hflip(image, label, pairs=self.flip_pairs)
@@ -286,15 +293,25 @@ class ClassificationTrainTransform(grain.transforms.RandomMap):
       mean, std: normalisation.
     """
 
-    def __init__(self, *, crop_size: Sequence[int], scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        *,
+        crop_size: Sequence[int],
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        flip: bool = True,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.scale, self.ratio = tuple(float(v) for v in scale), tuple(float(v) for v in ratio)
         self.flip, self.mean, self.std = bool(flip), tuple(mean), tuple(std)
 
     def augment(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         top, left, h, w = random_resized_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
-        out = np.asarray(Image.fromarray(image).resize(self.crop_size[::-1], Image.BILINEAR, box=(left, top, left + w, top + h)))
+        out = np.asarray(
+            Image.fromarray(image).resize(self.crop_size[::-1], Image.BILINEAR, box=(left, top, left + w, top + h))
+        )
         if self.flip and rng.integers(0, 2) == 1:
             out = np.ascontiguousarray(out[:, ::-1])
         return out
@@ -317,7 +334,7 @@ def resize_center_crop(image: np.ndarray, *, short_side: int, crop: Sequence[int
     if ch > nh or cw > nw:
         raise ValueError(f"centre crop {ch}x{cw} larger than the resized image {nh}x{nw}; raise data.eval_resize")
     top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
-    return resized[top:top + ch, left:left + cw]
+    return resized[top : top + ch, left : left + cw]
 
 
 class ClassificationEvalTransform(grain.transforms.Map):
@@ -331,4 +348,9 @@ class ClassificationEvalTransform(grain.transforms.Map):
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         image, label, name = decode_image_record(element)
         raw = resize_center_crop(image, short_side=self.short_side, crop=self.crop_size)
-        return {"image": normalize(raw, mean=self.mean, std=self.std), "label": np.int32(label), "raw_image": raw, "name": name}
+        return {
+            "image": normalize(raw, mean=self.mean, std=self.std),
+            "label": np.int32(label),
+            "raw_image": raw,
+            "name": name,
+        }

@@ -14,7 +14,6 @@ predictions, and what is written for people.
 The names below are the public API; each lives in the module named above.
 """
 
-from segnode_jax.evaluation.server_export import ExportError, ExportWriter
 from segnode_jax.evaluation.inference import (
     PredictFn,
     flip_back,
@@ -36,8 +35,9 @@ from segnode_jax.evaluation.metrics import (
 from segnode_jax.evaluation.predictor import Predictor, local_mesh, predict_logits
 from segnode_jax.evaluation.report import composite, labelled_panels, summary, write_results
 from segnode_jax.evaluation.runner import evaluate, evaluate_predictor
-from segnode_jax.evaluation.settings import EvalSettings
 from segnode_jax.evaluation.saved import PredictionError, score_predictions
+from segnode_jax.evaluation.server_export import ExportError, ExportWriter
+from segnode_jax.evaluation.settings import EvalSettings
 from segnode_jax.labels import IGNORE_INDEX
 from segnode_jax.resize import resize_bilinear_np
 

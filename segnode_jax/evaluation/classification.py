@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+
 from segnode_jax.errors import ConfigError
 from segnode_jax.evaluation.settings import EvalSettings, sum_over_hosts
 
@@ -52,7 +53,9 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
     s = settings or EvalSettings.from_config(cfg)
     info = data.get_info(cfg.data)
     if int(cfg.model.num_classes) != info.num_classes:
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the {cfg.data.name} dataset has {info.num_classes} classes")
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but the {cfg.data.name} dataset has {info.num_classes} classes"
+        )
     ds = data.eval_dataset(cfg.data, split=s.split)
     if s.num_images is not None:
         ds = ds[: int(s.num_images)]

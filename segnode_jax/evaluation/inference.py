@@ -42,8 +42,9 @@ def pad_value(dcfg) -> np.ndarray:
     return (0.0 - np.asarray(dcfg.mean, np.float32)) / np.asarray(dcfg.std, np.float32)
 
 
-def canvas_groups(items: Iterable[T], shape_of: Callable[[T], Sequence[int]], batch_size: int,
-                  pad_multiple: int) -> Iterator[list[T]]:
+def canvas_groups(
+    items: Iterable[T], shape_of: Callable[[T], Sequence[int]], batch_size: int, pad_multiple: int
+) -> Iterator[list[T]]:
     """Consecutive ``items`` whose images pad to the same canvas (each side rounded up to
     ``pad_multiple``), at most ``batch_size`` per group: the batches of whole-image inference."""
     group: list[T] = []
@@ -81,16 +82,35 @@ def infer(predictor, image: np.ndarray, settings, *, fill, flip_pairs=()) -> tup
     """
     s = settings
     if s.mode == "slide":
-        return slide_inference(predictor, image, crop=s.crop, stride=s.stride, pad_value=fill,
-                               batch_size=predictor.batch_size), False
+        return slide_inference(
+            predictor, image, crop=s.crop, stride=s.stride, pad_value=fill, batch_size=predictor.batch_size
+        ), False
     if s.mode == "hrnet":
-        scores = hrnet_inference(predictor, image, scales=s.scales, flip=s.flip, flip_pairs=flip_pairs, crop=s.crop,
-                                 base_size=s.base_size, rule=s.hrnet_rule, pad_value=fill)
+        scores = hrnet_inference(
+            predictor,
+            image,
+            scales=s.scales,
+            flip=s.flip,
+            flip_pairs=flip_pairs,
+            crop=s.crop,
+            base_size=s.base_size,
+            rule=s.hrnet_rule,
+            pad_value=fill,
+        )
         return scores / scores.sum(axis=-1, keepdims=True), True
     if s.mode == "multiscale":
-        return multiscale_inference(predictor, image, scales=s.scales, flip=s.flip, flip_pairs=flip_pairs,
-                                    base=s.multiscale_base, crop=s.crop, stride=s.stride, pad_value=fill,
-                                    batch_size=predictor.batch_size), True
+        return multiscale_inference(
+            predictor,
+            image,
+            scales=s.scales,
+            flip=s.flip,
+            flip_pairs=flip_pairs,
+            base=s.multiscale_base,
+            crop=s.crop,
+            stride=s.stride,
+            pad_value=fill,
+            batch_size=predictor.batch_size,
+        ), True
     raise ValueError(f"infer() takes the per-image modes (slide, multiscale, hrnet), not {s.mode!r}")
 
 
@@ -99,7 +119,9 @@ def whole_inference(predict_fn: PredictFn, image: np.ndarray) -> np.ndarray:
     return np.asarray(predict_fn(np.asarray(image, np.float32)[None]))[0]
 
 
-def sliding_windows(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> list[tuple[int, int, int, int]]:
+def sliding_windows(
+    height: int, width: int, crop: Sequence[int], stride: Sequence[int]
+) -> list[tuple[int, int, int, int]]:
     """Windows ``(y0, y1, x0, x1)`` of size ``crop`` covering an image of at least that size.
 
     Windows start every ``stride`` pixels; the last row/column is moved back to end at the
@@ -225,7 +247,9 @@ def multiscale_inference(
             if base == "slide":
                 if crop is None:
                     raise ValueError("slide inference needs a crop size")
-                logits = slide_inference(predict_fn, x, crop=crop, stride=stride, pad_value=pad_value, batch_size=batch_size)
+                logits = slide_inference(
+                    predict_fn, x, crop=crop, stride=stride, pad_value=pad_value, batch_size=batch_size
+                )
             elif base == "whole":
                 logits = whole_inference(predict_fn, x)
             else:

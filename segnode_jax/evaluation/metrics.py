@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from segnode_jax.errors import ConfigError
 from segnode_jax.labels import IGNORE_INDEX
 from segnode_jax.resize import resize_in_canvas
-from segnode_jax.errors import ConfigError
 
 # Label canvases are rounded up to a multiple of this, so that datasets whose labels come in
 # many sizes (LIP) compile the (cheap) scoring step for a few shapes only.
@@ -43,7 +43,9 @@ def confusion_matrix(
     return counts.astype(jnp.int32).reshape(num_classes, num_classes)
 
 
-def confusion_matrix_np(pred: np.ndarray, label: np.ndarray, num_classes: int, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix_np(
+    pred: np.ndarray, label: np.ndarray, num_classes: int, *, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """Confusion matrix on the host, int64 ``(C, C + 1)``: the last column counts labelled
     pixels whose prediction is no class at all (e.g. 255 in a saved prediction)."""
     label = np.asarray(label).reshape(-1).astype(np.int64)

@@ -44,6 +44,7 @@ def predict_logits(variables, images: Float[Array, "b h w 3"], model_cfg, *, per
         return jnp.broadcast_to(jnp.asarray(ode["nfe"], jnp.int32), (n,))
 
     if per_image:
+
         def one(x):
             logits, aux = api.apply(variables, x[None], model_cfg, train=False)
             return logits[0], nfe_of(aux, 1)[0]
@@ -58,7 +59,8 @@ def _predict_jit(frozen_model_cfg, per_image: bool, mesh):
     data, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     return jax.jit(
         functools.partial(predict_logits, model_cfg=frozen_model_cfg, per_image=per_image),
-        in_shardings=(rep, data), out_shardings=(data, data),
+        in_shardings=(rep, data),
+        out_shardings=(data, data),
     )
 
 
@@ -115,7 +117,11 @@ class Predictor:
         frozen = api.freeze(model_cfg)
         mesh = local_mesh(devices)
         return cls(
-            None, batch_size=batch_size, is_ode=has_ode(frozen), args=(variables,), devices=devices,
+            None,
+            batch_size=batch_size,
+            is_ode=has_ode(frozen),
+            args=(variables,),
+            devices=devices,
             _jitted=_predict_jit(frozen, bool(per_image_solve), mesh),
         )
 

@@ -68,8 +68,13 @@ def labelled_panels(
     return np.asarray(canvas)
 
 
-def composite(raw_image: np.ndarray, label: np.ndarray, pred: np.ndarray, palette: np.ndarray,
-              class_names: Sequence[str] | None = None) -> np.ndarray:
+def composite(
+    raw_image: np.ndarray,
+    label: np.ndarray,
+    pred: np.ndarray,
+    palette: np.ndarray,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
     """``input | ground truth | prediction``, titled, with a class legend (uint8)."""
     return labelled_panels(raw_image, label, [pred], ["prediction"], palette, class_names)
 

@@ -102,15 +102,15 @@ def evaluate_predictor(
     info = data.get_info(dcfg)
     num_classes = int(cfg.model.num_classes)
     if num_classes != info.num_classes:
-        raise ValueError(
-            f"model.num_classes={num_classes} but the {dcfg.name} dataset has {info.num_classes} classes"
-        )
+        raise ValueError(f"model.num_classes={num_classes} but the {dcfg.name} dataset has {info.num_classes} classes")
     it, count = _examples(dcfg, s.split, s.num_images)
     fill = pad_value(dcfg)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     visualizations: list[str] = []
     start = time.time()
-    bar = tqdm(total=count, desc=f"eval {s.split} ({s.mode})", unit="img", disable=not progress or jax.process_index() != 0)
+    bar = tqdm(
+        total=count, desc=f"eval {s.split} ({s.mode})", unit="img", disable=not progress or jax.process_index() != 0
+    )
 
     def visualize(ex, pred):
         if visualize_dir is not None and len(visualizations) < s.num_visualizations:
@@ -153,7 +153,9 @@ def evaluate_predictor(
     if s.mode == "multiscale":
         result.update(scales=list(s.scales), flip=s.flip, multiscale_base=s.multiscale_base)
     if s.mode == "hrnet":
-        result.update(scales=list(s.scales), flip=s.flip, hrnet_rule=s.hrnet_rule, base_size=s.base_size, crop=list(s.crop))
+        result.update(
+            scales=list(s.scales), flip=s.flip, hrnet_rule=s.hrnet_rule, base_size=s.base_size, crop=list(s.crop)
+        )
     if s.mode in ("slide",) or (s.mode == "multiscale" and s.multiscale_base == "slide"):
         result.update(crop=list(s.crop), stride=list(s.stride) if s.stride else None)
     result.update(stats)

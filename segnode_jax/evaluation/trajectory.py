@@ -29,6 +29,7 @@ from segnode_jax import api, evaluation, models, ode
 from segnode_jax.errors import UserError
 from segnode_jax.evaluation.inference import pad_value, padded_batch
 
+
 class TrajectoryError(UserError):
     """Bad trajectory settings (the message names the field)."""
 
@@ -68,8 +69,10 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
     from segnode_jax import data
 
     if not models.capabilities(cfg.model).saves_along_solve:
-        raise TrajectoryError(f"--trajectory needs a model that saves its predictions along the ODE solve "
-                              f"({', '.join(models.along_solve_names())}); this checkpoint is model.name={cfg.model.name}")
+        raise TrajectoryError(
+            f"--trajectory needs a model that saves its predictions along the ODE solve "
+            f"({', '.join(models.along_solve_names())}); this checkpoint is model.name={cfg.model.name}"
+        )
     t0, t1 = float(cfg.model.ode.t0), float(cfg.model.ode.t1)
     times = sorted({float(t) for t in times} | {t1})
     if times[0] <= t0:
@@ -202,13 +205,23 @@ def plot(result: dict[str, Any], path: str) -> str:
     axes[0].plot(tr["t"], [100 * m for m in tr["miou"]], "o-")
     axes[0].set(xlabel="solve time t", ylabel="mIoU (%)", title=f"prediction at time t ({result['model_solver']})")
     rows = [r for r in result["sweep"] if r.get("miou") is not None]
-    for ax, key, label in ((axes[1], "mean_nfe", "mean NFE per image"), (axes[2], "seconds_per_image", "seconds per image")):
+    for ax, key, label in (
+        (axes[1], "mean_nfe", "mean NFE per image"),
+        (axes[2], "seconds_per_image", "seconds per image"),
+    ):
         # Points are numbered on the plot and named in a legend: settings with similar cost
         # and accuracy sit on top of each other, and their names would overlap.
         for i, r in enumerate(rows, 1):
             ax.scatter(r[key], 100 * r["miou"], s=60, label=f"{i}: {r['setting']}")
-            ax.annotate(str(i), (r[key], 100 * r["miou"]), fontsize=8, ha="center", va="center", color="white",
-                        fontweight="bold")
+            ax.annotate(
+                str(i),
+                (r[key], 100 * r["miou"]),
+                fontsize=8,
+                ha="center",
+                va="center",
+                color="white",
+                fontweight="bold",
+            )
         ax.set(xlabel=label, ylabel="mIoU (%)")
         if key == "mean_nfe":
             ax.set_xscale("symlog", linthresh=1.0)
@@ -241,8 +254,13 @@ def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadat
         "split": cfg.eval.get("split") or cfg.data.eval_split,
         "model_solver": ode.describe_solve(cfg.model.ode),
         "along_trajectory": along_trajectory(
-            variables, cfg, times=times, num_images=num_images, num_strips=int(tcfg.get("num_strips", 4)),
-            strips_dir=os.path.join(out_dir, "strips"), progress=progress,
+            variables,
+            cfg,
+            times=times,
+            num_images=num_images,
+            num_strips=int(tcfg.get("num_strips", 4)),
+            strips_dir=os.path.join(out_dir, "strips"),
+            progress=progress,
         ),
     }
     specs = list(tcfg.get("sweep") or ())
@@ -265,5 +283,7 @@ def summary(result: dict[str, Any]) -> str:
     rec = result.get("recommended")
     if rec:
         extra = f", {rec['time_vs_hrnetv2']:.2f}x HRNetV2's time" if "time_vs_hrnetv2" in rec else ""
-        lines.append(f"fast inference: {rec['setting']} (mIoU {100 * rec['miou']:.2f} vs best {100 * rec['best_miou']:.2f}{extra})")
+        lines.append(
+            f"fast inference: {rec['setting']} (mIoU {100 * rec['miou']:.2f} vs best {100 * rec['best_miou']:.2f}{extra})"
+        )
     return "\n".join(lines)

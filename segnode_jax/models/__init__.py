@@ -14,6 +14,7 @@ from typing import Callable
 import flax.linen as nn
 
 from segnode_jax.config import resolved_snapshot
+from segnode_jax.errors import ConfigError
 from segnode_jax.models.baseline import Baseline
 from segnode_jax.models.deeplabv3 import DeepLabV3
 from segnode_jax.models.hrnet import HRNetV2
@@ -22,7 +23,7 @@ from segnode_jax.models.pspnet import PSPNet
 from segnode_jax.models.segnode import SegNode
 from segnode_jax.models.unet import UNet
 from segnode_jax.models.unode import UNode
-from segnode_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
@@ -42,10 +43,14 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {
-    "hrnetv2": ModelEntry(HRNetV2), "baseline": ModelEntry(Baseline),
+    "hrnetv2": ModelEntry(HRNetV2),
+    "baseline": ModelEntry(Baseline),
     "segnode": ModelEntry(SegNode, solves_ode=True, saves_along_solve=True),
-    "unet": ModelEntry(UNet), "unode": ModelEntry(UNode, solves_ode=True), "pspnet": ModelEntry(PSPNet),
-    "deeplabv3": ModelEntry(DeepLabV3), "nodes_unet": ModelEntry(NODEsUNet, solves_ode=True),
+    "unet": ModelEntry(UNet),
+    "unode": ModelEntry(UNode, solves_ode=True),
+    "pspnet": ModelEntry(PSPNet),
+    "deeplabv3": ModelEntry(DeepLabV3),
+    "nodes_unet": ModelEntry(NODEsUNet, solves_ode=True),
 }
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from segnode_jax.models.hrnet import HRModule, concat_head_outputs, hrnet_stages, make_stem, outer_norm, transition, widths_of
+from segnode_jax.models.hrnet import (
+    HRModule,
+    concat_head_outputs,
+    hrnet_stages,
+    make_stem,
+    outer_norm,
+    transition,
+    widths_of,
+)
 from segnode_jax.models.layers import dtype_of
 
 
@@ -33,8 +41,13 @@ class Baseline(nn.Module):
         xs = tuple(xs)
         for r in range(int(b.num_modules)):
             module = HRModule(
-                widths, int(b.blocks_per_branch), norm=norm, preact=True, align_corners=bool(cfg.align_corners),
-                dtype=dtype, name=f"repeat_{r}",
+                widths,
+                int(b.blocks_per_branch),
+                norm=norm,
+                preact=True,
+                align_corners=bool(cfg.align_corners),
+                dtype=dtype,
+                name=f"repeat_{r}",
             )
             delta = module(xs, train)
             xs = tuple(h + d.astype(h.dtype) for h, d in zip(xs, delta))

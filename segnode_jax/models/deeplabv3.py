@@ -73,7 +73,8 @@ class DeepLabV3(nn.Module):
         out = {"features": (c4,)}
         if d.aux_head:
             names = ("aux_classifier_0", "aux_classifier_1", "aux_classifier_4")
-            out["aux_logits"] = aux_fcn_head(self, c3, cfg, int(d.aux_channels), names, 0.1, channel_dropout=False,
-                                             train=train, bn=bn, dtype=dtype)
+            out["aux_logits"] = aux_fcn_head(
+                self, c3, cfg, int(d.aux_channels), names, 0.1, channel_dropout=False, train=train, bn=bn, dtype=dtype
+            )
         logits = resize_bilinear(logits, images.shape[1:3], align_corners=False)
         return logits.astype(state_dtype(dtype)), out

@@ -54,7 +54,9 @@ class SegNodeHead(nn.Module):
         total = None
         for i, x in enumerate(xs):
             z = nn.relu(self.norm(x, train, f"norm_{i}")).astype(self.dtype)
-            z = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name=f"classifier_{i}", kernel_init=classifier_init)(z)
+            z = conv(
+                self.num_classes, 1, bias=True, dtype=self.dtype, name=f"classifier_{i}", kernel_init=classifier_init
+            )(z)
             z = resize_bilinear(z.astype(jnp.float32), size, align_corners=self.align_corners)
             total = z if total is None else total + z
         return total

@@ -18,8 +18,8 @@ from jaxtyping import Array, Float
 from segnode_jax.models.blocks import BasicBlock, Bottleneck, activation
 from segnode_jax.models.heads import HRNetHead
 from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of
-from segnode_jax.resize import resize_bilinear
 from segnode_jax.models.ocr import check_head, make_ocr_head
+from segnode_jax.resize import resize_bilinear
 
 Features = tuple[Float[Array, "b h w c"], ...]
 
@@ -51,7 +51,9 @@ class HRModule(nn.Module):
         block_cls = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat else BasicBlock
         for i in range(n):
             for k in range(self.num_blocks):
-                block = block_cls(self.widths[i], self.norm, self.preact, self.dtype, self.act, name=f"branches_{i}_{k}")
+                block = block_cls(
+                    self.widths[i], self.norm, self.preact, self.dtype, self.act, name=f"branches_{i}_{k}"
+                )
                 xs[i] = block(xs[i], train, t)
         fuse = nn.remat(_fuse, static_argnums=(2,)) if self.remat else _fuse
         return fuse(self, tuple(xs), train)
@@ -196,7 +198,12 @@ def hrnet_stages(
         xs = transition(xs, widths_pre, cur, prefix=f"transition{k + 1}", norm=norm, train=train, dtype=dtype)
         for m in range(num_modules):
             module = HRModule(
-                cur, int(num_blocks), norm=norm, preact=False, align_corners=bool(cfg.align_corners), dtype=dtype,
+                cur,
+                int(num_blocks),
+                norm=norm,
+                preact=False,
+                align_corners=bool(cfg.align_corners),
+                dtype=dtype,
                 name=f"stage{k + 2}_{m}",
             )
             xs = list(module(xs, train))
@@ -237,6 +244,8 @@ def concat_head_outputs(cfg, xs, size, train: bool, dtype: Dtype):
         logits, aux["aux_logits"] = make_ocr_head(cfg, outer_norm(cfg), dtype)(xs, train)
     else:
         head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
-        head = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
+        head = head_cls(
+            int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head"
+        )
         logits = head(xs, train)
     return resize_bilinear(logits, tuple(size), align_corners=bool(cfg.align_corners)), aux

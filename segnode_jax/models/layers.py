@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
 from segnode_jax.errors import ConfigError
 
 Dtype = Any
@@ -144,8 +145,18 @@ class NormSpec:
         )
 
 
-def conv_bn_relu(x, features: int, kernel: int, train: bool, names: tuple[str, str], *, dilation: int = 1,
-                 momentum: float = 0.9, epsilon: float = 1e-5, dtype: Dtype = jnp.float32):
+def conv_bn_relu(
+    x,
+    features: int,
+    kernel: int,
+    train: bool,
+    names: tuple[str, str],
+    *,
+    dilation: int = 1,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+    dtype: Dtype = jnp.float32,
+):
     """``relu(bn(conv(x)))`` with a bias-free convolution (inside a compact method); ``names``:
     the convolution's and the BatchNorm's (e.g. PyTorch's ``("cls_0", "cls_1")``)."""
     x = conv(features, kernel, dilation=dilation, dtype=dtype, name=names[0])(x)

@@ -28,10 +28,11 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segnode_jax.errors import ConfigError
 from segnode_jax.models.layers import Dtype, conv, dtype_of, group_count, state_dtype
 from segnode_jax.models.odeblock import ODEBlock, check_ode_unet, sum_statistics
 from segnode_jax.models.unet import unet
-from segnode_jax.errors import ConfigError
+
 
 class ConcatConvField(nn.Module):
     """``f(t, y)`` of one block: torchdiffeq's ODE-Net ``ODEfunc`` (norm, ReLU, time-concat conv, x2, norm)."""
@@ -45,14 +46,18 @@ class ConcatConvField(nn.Module):
         sd = state_dtype(self.dtype)
 
         def gn(x, name):
-            layer = nn.GroupNorm(num_groups=group_count(self.features, self.groups), epsilon=1e-5, dtype=sd, param_dtype=sd, name=name)
+            layer = nn.GroupNorm(
+                num_groups=group_count(self.features, self.groups), epsilon=1e-5, dtype=sd, param_dtype=sd, name=name
+            )
             return layer(x.astype(sd))
 
         x = y
         for i in (1, 2):
             x = nn.relu(gn(x, f"norm{i}"))
             tt = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:3] + (1,))
-            x = conv(self.features, 3, bias=True, dtype=self.dtype, name=f"conv{i}")(jnp.concatenate([tt, x], axis=-1).astype(self.dtype))
+            x = conv(self.features, 3, bias=True, dtype=self.dtype, name=f"conv{i}")(
+                jnp.concatenate([tt, x], axis=-1).astype(self.dtype)
+            )
         return gn(x, "norm3").astype(y.dtype)
 
 

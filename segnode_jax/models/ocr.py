@@ -39,9 +39,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segnode_jax.errors import ConfigError
 from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv
 from segnode_jax.resize import resize_bilinear
-from segnode_jax.errors import ConfigError
 
 HEADS = ("default", "ocr")
 
@@ -117,7 +117,9 @@ class OCRHead(nn.Module):
 
         aux = conv(total, 1, bias=True, dtype=self.dtype, name="aux_head_0")(feats)
         aux = nn.relu(self.norm(aux, train, "aux_head_1")).astype(self.dtype)
-        aux = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name="aux_head_3", kernel_init=classifier_init)(aux)
+        aux = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name="aux_head_3", kernel_init=classifier_init)(
+            aux
+        )
         aux = aux.astype(jnp.float32)
 
         x = conv(self.mid_channels, 3, bias=True, dtype=self.dtype, name="conv3x3_ocr_0")(feats)
@@ -130,9 +132,9 @@ class OCRHead(nn.Module):
         objects = jnp.einsum("npq,npc->nqc", region, x.reshape(n, h * w, -1).astype(jnp.float32))
         objects = objects[:, :, None, :].astype(self.dtype)  # (N, classes, 1, mid): an NCHW "K x 1 image"
 
-        x = SpatialOCR(self.key_channels, self.mid_channels, self.dropout, self.norm, self.dtype, name="ocr_distri_head")(
-            x, objects, train
-        )
+        x = SpatialOCR(
+            self.key_channels, self.mid_channels, self.dropout, self.norm, self.dtype, name="ocr_distri_head"
+        )(x, objects, train)
         logits = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name="cls_head", kernel_init=classifier_init)(x)
         return logits.astype(jnp.float32), aux
 

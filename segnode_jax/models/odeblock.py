@@ -70,6 +70,8 @@ def check_ode_unet(cfg, label: str, solves: str) -> None:
     family (it has its own decoder) and ``ode.saveat`` (the trajectory analysis is SegNode's;
     ``solves`` says what the model solves instead)."""
     if cfg.get("head", "default") != "default":
-        raise ConfigError(f"model.head={cfg.head!r} is for the HRNet family; {label} has its own decoder (model.head=default)")
+        raise ConfigError(
+            f"model.head={cfg.head!r} is for the HRNet family; {label} has its own decoder (model.head=default)"
+        )
     if cfg.ode.get("saveat"):
         raise ConfigError(f"model.ode.saveat (trajectory analysis) is for SegNode; {label} solves {solves}")

@@ -46,8 +46,16 @@ class PPM(nn.Module):
         reduction = x.shape[-1] // len(self.bins)
         out = [x]
         for i, b in enumerate(self.bins):
-            y = conv_bn_relu(adaptive_avg_pool(x, b), reduction, 1, train, (f"features_{i}_1", f"features_{i}_2"),
-                             momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype)
+            y = conv_bn_relu(
+                adaptive_avg_pool(x, b),
+                reduction,
+                1,
+                train,
+                (f"features_{i}_1", f"features_{i}_2"),
+                momentum=self.momentum,
+                epsilon=self.epsilon,
+                dtype=self.dtype,
+            )
             out.append(resize_bilinear(y, x.shape[1:3], align_corners=True).astype(x.dtype))
         return jnp.concatenate(out, axis=-1)
 
@@ -71,7 +79,17 @@ class PSPNet(nn.Module):
         logits = class_conv(cfg, dtype, "cls_4")(x)
         out = {"features": (c4,)}
         if p.aux_head:
-            out["aux_logits"] = aux_fcn_head(self, c3, cfg, int(p.aux_channels), ("aux_0", "aux_1", "aux_4"),
-                                             float(p.dropout), channel_dropout=True, train=train, bn=bn, dtype=dtype)
+            out["aux_logits"] = aux_fcn_head(
+                self,
+                c3,
+                cfg,
+                int(p.aux_channels),
+                ("aux_0", "aux_1", "aux_4"),
+                float(p.dropout),
+                channel_dropout=True,
+                train=train,
+                bn=bn,
+                dtype=dtype,
+            )
         logits = resize_bilinear(logits, images.shape[1:3], align_corners=True)
         return logits.astype(state_dtype(dtype)), out

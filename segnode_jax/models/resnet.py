@@ -23,8 +23,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segnode_jax.models.layers import Dtype, classifier_init, conv, conv_bn_relu, dtype_of, norm, state_dtype
 from segnode_jax.errors import ConfigError
+from segnode_jax.models.layers import Dtype, classifier_init, conv, conv_bn_relu, dtype_of, norm, state_dtype
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 OUTPUT_STRIDES = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
@@ -39,7 +39,9 @@ def resnet_settings(model_cfg, default_depth: int) -> tuple[int, tuple[int, ...]
         raise ConfigError(f"model.resnet.depth={depth} is not a Bottleneck ResNet; use one of {sorted(BLOCKS)}")
     blocks = tuple(int(b) for b in r.blocks) if r.blocks else BLOCKS[depth]
     if len(blocks) != 4 or min(blocks) < 1:
-        raise ConfigError(f"model.resnet.blocks={tuple(r.blocks)}: give 4 positive block counts (or () for ResNet-{depth}'s)")
+        raise ConfigError(
+            f"model.resnet.blocks={tuple(r.blocks)}: give 4 positive block counts (or () for ResNet-{depth}'s)"
+        )
     if int(r.output_stride) not in OUTPUT_STRIDES:
         raise ConfigError(f"model.resnet.output_stride={r.output_stride}; use one of {sorted(OUTPUT_STRIDES)}")
     return depth, blocks, OUTPUT_STRIDES[int(r.output_stride)]
@@ -110,7 +112,9 @@ class ResNet(nn.Module):
 
 def check_head(cfg, model: str) -> None:
     if cfg.get("head", "default") != "default":
-        raise ConfigError(f"model.head={cfg.head!r} is for the HRNet family; {model} has its own head (model.head=default)")
+        raise ConfigError(
+            f"model.head={cfg.head!r} is for the HRNet family; {model} has its own head (model.head=default)"
+        )
 
 
 def backbone(cfg, default_depth: int, dtype) -> ResNet:
@@ -159,8 +163,19 @@ def class_conv(cfg, dtype, name: str) -> nn.Module:
     return conv(int(cfg.num_classes), 1, bias=True, dtype=dtype, kernel_init=classifier_init, name=name)
 
 
-def aux_fcn_head(module: nn.Module, c3, cfg, channels: int, names: tuple[str, str, str], rate: float, *,
-                 channel_dropout: bool, train: bool, bn: dict, dtype):
+def aux_fcn_head(
+    module: nn.Module,
+    c3,
+    cfg,
+    channels: int,
+    names: tuple[str, str, str],
+    rate: float,
+    *,
+    channel_dropout: bool,
+    train: bool,
+    bn: dict,
+    dtype,
+):
     """The auxiliary head on layer3 (3x3 conv-BN-ReLU, dropout, classes): its logits at layer3's
     resolution in the state dtype. ``names``: the conv, BN and classifier module names."""
     a = conv_bn_relu(c3, int(channels), 3, train, names[:2], **bn)

@@ -20,14 +20,14 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segnode_jax.errors import ConfigError
+from segnode_jax.models.classification import classification_head, task_of
 from segnode_jax.models.heads import SegNodeHead
 from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
 from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
-from segnode_jax.models.classification import classification_head, task_of
+from segnode_jax.models.ocr import check_head, make_ocr_head
 from segnode_jax.models.odeblock import ODEBlock
 from segnode_jax.resize import resize_bilinear
-from segnode_jax.models.ocr import check_head, make_ocr_head
-from segnode_jax.errors import ConfigError
 
 TIME_DEPENDENCE = ("none", "concat")
 
@@ -114,7 +114,9 @@ class SegNode(nn.Module):
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         x = make_stem(cfg, dtype)(images, train)
-        xs = transition([x], [x.shape[-1]], widths_of(cfg), prefix="transition1", norm=outer_norm(cfg), train=train, dtype=dtype)
+        xs = transition(
+            [x], [x.shape[-1]], widths_of(cfg), prefix="transition1", norm=outer_norm(cfg), train=train, dtype=dtype
+        )
         y0 = tuple(v.astype(jnp.float32) for v in xs)
         y1, info = ODEBlock(functools.partial(make_field, cfg), cfg.ode, bool(cfg.remat.field), name="ode")(y0)
         size = tuple(images.shape[1:3])
@@ -132,7 +134,13 @@ class SegNode(nn.Module):
 
         else:
             head_cls = nn.remat(SegNodeHead, static_argnums=(2, 3)) if cfg.remat.head else SegNodeHead
-            own = head_cls(int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head")
+            own = head_cls(
+                int(cfg.num_classes),
+                norm=outer_norm(cfg),
+                align_corners=bool(cfg.align_corners),
+                dtype=dtype,
+                name="head",
+            )
 
             def head(state, train):
                 return own(state, size, train), None
@@ -143,5 +151,7 @@ class SegNode(nn.Module):
         stats = {k: v for k, v in info.items() if k != "ys"}
         if "ys" in info and not train:
             ys = info["ys"]
-            stats["trajectory_logits"] = jnp.stack([head(tuple(a[k] for a in ys), False)[0] for k in range(ys[0].shape[0])])
+            stats["trajectory_logits"] = jnp.stack(
+                [head(tuple(a[k] for a in ys), False)[0] for k in range(ys[0].shape[0])]
+            )
         return logits, {"ode": stats, **out}

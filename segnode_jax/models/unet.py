@@ -28,9 +28,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segnode_jax.errors import ConfigError
 from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, norm, state_dtype
 from segnode_jax.resize import resize_bilinear
-from segnode_jax.errors import ConfigError
 
 UPSAMPLING = ("transposed", "bilinear")
 
@@ -75,12 +75,27 @@ class Up(nn.Module):
     def __call__(self, x, skip, train: bool):
         if self.bilinear:
             x = resize_bilinear(x, (2 * x.shape[1], 2 * x.shape[2]), align_corners=True)
-            block = DoubleConv(self.features, mid_features=(x.shape[-1] + skip.shape[-1]) // 2,
-                               momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype, name="conv")
+            block = DoubleConv(
+                self.features,
+                mid_features=(x.shape[-1] + skip.shape[-1]) // 2,
+                momentum=self.momentum,
+                epsilon=self.epsilon,
+                dtype=self.dtype,
+                name="conv",
+            )
         else:
-            x = nn.ConvTranspose(x.shape[-1] // 2, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype,
-                                 param_dtype=state_dtype(self.dtype), name="up")(x)
-            block = DoubleConv(self.features, momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype, name="conv")
+            x = nn.ConvTranspose(
+                x.shape[-1] // 2,
+                (2, 2),
+                strides=(2, 2),
+                padding="VALID",
+                dtype=self.dtype,
+                param_dtype=state_dtype(self.dtype),
+                name="up",
+            )(x)
+            block = DoubleConv(
+                self.features, momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype, name="conv"
+            )
         x = _pad_to(x, skip.shape[1:3])
         return block(jnp.concatenate([skip, x.astype(skip.dtype)], axis=-1), train)
 
@@ -119,7 +134,14 @@ def unet(images, train: bool, cfg, u, *, after=None):
             width //= 2
         name = f"up{depth - level}"
         x = after(up_cls(width, bilinear, name=name, **bn)(x, skips[level], train), name)
-    logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=state_dtype(dtype), kernel_init=classifier_init, name="outc")(x)
+    logits = nn.Conv(
+        int(cfg.num_classes),
+        (1, 1),
+        dtype=dtype,
+        param_dtype=state_dtype(dtype),
+        kernel_init=classifier_init,
+        name="outc",
+    )(x)
     return logits.astype(state_dtype(dtype)), x
 
 
@@ -133,6 +155,8 @@ class UNet(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         if cfg.get("head", "default") != "default":
-            raise ConfigError(f"model.head={cfg.head!r} is for the HRNet family; U-Net has its own decoder (model.head=default)")
+            raise ConfigError(
+                f"model.head={cfg.head!r} is for the HRNet family; U-Net has its own decoder (model.head=default)"
+            )
         logits, x = unet(images, train, cfg, cfg.unet)
         return logits, {"features": (x,)}

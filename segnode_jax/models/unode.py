@@ -39,10 +39,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segnode_jax.errors import ConfigError
 from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, state_dtype
 from segnode_jax.models.odeblock import ODEBlock, check_ode_unet, sum_statistics
 from segnode_jax.resize import resize_bilinear
-from segnode_jax.errors import ConfigError
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -106,7 +106,9 @@ class UNode(nn.Module):
         remat = bool(cfg.remat.field)
 
         def block(width, name):
-            field = functools.partial(ConvODEField, width, bool(u.time_dependent), str(u.activation), dtype, parent=None)
+            field = functools.partial(
+                ConvODEField, width, bool(u.time_dependent), str(u.activation), dtype, parent=None
+            )
             return ODEBlock(field, cfg.ode, remat, name=name)
 
         def conv1x1(width, name):
@@ -133,5 +135,7 @@ class UNode(nn.Module):
             x = act(conv1x1(nf * 2**i, name)(x.astype(dtype))).astype(sd)
             x, s = block(nf * 2**i, f"odeblock_up{j + 1}")(x)
             stats.append(s)
-        logits = nn.Conv(int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=sd, kernel_init=classifier_init, name="classifier")(x.astype(dtype))
+        logits = nn.Conv(
+            int(cfg.num_classes), (1, 1), dtype=dtype, param_dtype=sd, kernel_init=classifier_init, name="classifier"
+        )(x.astype(dtype))
         return logits.astype(sd), {"ode": sum_statistics(stats), "features": (x,)}

@@ -128,7 +128,6 @@ def num_train_steps(cfg) -> int:
     return max(1, int(round(float(t.num_epochs) * per_epoch)))
 
 
-
 def _check_workdir_config(workdir: str, cfg) -> None:
     """Refuses to resume a workdir that was trained with another model or dataset."""
     path = os.path.join(workdir, config_lib.CONFIG_NAME)
@@ -192,8 +191,10 @@ class _StopSignals:
             os.kill(os.getpid(), signum)
             return
         self.signum = signum
-        _say(f"{signal.Signals(signum).name} received: stopping after the step in flight and saving a checkpoint "
-             "(send it again to stop at once, without saving)")
+        _say(
+            f"{signal.Signals(signum).name} received: stopping after the step in flight and saving a checkpoint "
+            "(send it again to stop at once, without saving)"
+        )
 
     def requested(self) -> int | None:
         """The signal any host received (all hosts agree, so that they checkpoint together)."""
@@ -305,10 +306,14 @@ def _start(cfg: config_dict.ConfigDict, workdir: str) -> _Run:
     input_shape = (1, crop[0], crop[1], 3)
     shardings = train_state_shardings(cfg.model, tx, mesh, cfg.get("parallel"))
     abstract = jax.eval_shape(lambda: create_train_state(cfg.model, tx, jax.random.key(int(cfg.seed)), input_shape))
-    abstract = jax.tree_util.tree_map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings)
+    abstract = jax.tree_util.tree_map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
+    )
 
     ckpts = checkpoints.RunCheckpoints(workdir, max_to_keep=int(cfg.train.max_to_keep))
-    data_iter = data.train_iterator(dcfg, batch_size=local_batch, seed=int(cfg.seed), worker_count=int(dcfg.num_workers))
+    data_iter = data.train_iterator(
+        dcfg, batch_size=local_batch, seed=int(cfg.seed), worker_count=int(dcfg.num_workers)
+    )
     meta: dict[str, Any] = {}
     resumed = ckpts.latest_step() is not None
     if resumed:
@@ -344,7 +349,9 @@ def _announce(run: _Run) -> None:
         shard, shards = data.resolve_shard(None, None)
         print(
             f"process {jax.process_index()} of {jax.process_count()}: data shard {shard}/{shards}, "
-            f"{run.local_batch} of the {cfg.train.batch_size} images of each step", file=sys.stderr, flush=True,
+            f"{run.local_batch} of the {cfg.train.batch_size} images of each step",
+            file=sys.stderr,
+            flush=True,
         )
 
 
@@ -357,7 +364,8 @@ def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> di
     if not m.pop("finite"):
         where = (
             f"the last good checkpoint is step {last_saved} in {run.ckpts.latest.directory}"
-            if last_saved is not None else "no checkpoint had been saved yet"
+            if last_saved is not None
+            else "no checkpoint had been saved yet"
         )
         raise NonFiniteLossError(
             f"training stopped at step {step}: the loss is {m['loss']} (gradient norm {m['grad_norm']}), "
@@ -368,7 +376,9 @@ def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> di
     return m
 
 
-def _validate(run: _Run, step: int, writer, best: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _validate(
+    run: _Run, step: int, writer, best: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Validation on ``eval`` settings; a new best mIoU (a classifier: top-1) is saved to ``WORKDIR/best``."""
     t = run.cfg.train
     settings = evaluation.EvalSettings.from_config(run.cfg, num_images=t.get("eval_num_images"), num_visualizations=0)
@@ -395,7 +405,8 @@ def _validation_missed(run: _Run, schedule: _Schedule, writer) -> bool:
     if not run.resumed or run.start_step == 0 or not schedule.due(run.start_step)[2]:
         return False
     missed = jax.process_index() == 0 and not any(
-        r.get("split") == "val" and int(r.get("step", -1)) == run.start_step for r in metrics_log.read_jsonl(writer.path)
+        r.get("split") == "val" and int(r.get("step", -1)) == run.start_step
+        for r in metrics_log.read_jsonl(writer.path)
     )
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -433,11 +444,19 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
     if not run.resumed:
         writer.write_text("config", "```\n" + config_lib.config_to_json(cfg) + "\n```")
     _announce(run)
-    schedule = _Schedule(run.num_steps, int(t.log_every_steps), int(t.checkpoint_every_steps), t.get("eval_every_steps"))
+    schedule = _Schedule(
+        run.num_steps, int(t.log_every_steps), int(t.checkpoint_every_steps), t.get("eval_every_steps")
+    )
     sums = _MetricSums(dict(run.meta.get("acc_sum", {})), int(run.meta.get("acc_count", 0)))
     best, last_val, last_saved = run.ckpts.best_meta(), None, run.ckpts.latest_step()
-    bar = tqdm(total=run.num_steps, initial=run.start_step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not t.progress_bar or jax.process_index() != 0)
+    bar = tqdm(
+        total=run.num_steps,
+        initial=run.start_step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not t.progress_bar or jax.process_index() != 0,
+    )
     clock, steps_since_log = time.time(), 0
     m: dict[str, Any] = {}
     step, pending, finished = run.start_step, None, False
@@ -467,12 +486,16 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
                     elapsed = time.time() - clock
                     ips = steps_since_log * int(t.batch_size) / elapsed if elapsed > 0 else None
                     epoch = step * int(t.batch_size) / max(run.info.splits.get(cfg.data.train_split) or 1, 1)
-                    writer.write(step, {**m, **sums.means(), "epoch": epoch, **({"images_per_second": ips} if ips else {})})
+                    writer.write(
+                        step, {**m, **sums.means(), "epoch": epoch, **({"images_per_second": ips} if ips else {})}
+                    )
                     _say(_format(step, m, ips))
                     sums.reset()
                     clock, steps_since_log = time.time(), 0
                 if save_now:
-                    run.ckpts.save(step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count})
+                    run.ckpts.save(
+                        step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count}
+                    )
                     last_saved = step
                 if eval_now:
                     last_val, best = _validate(run, step, writer, best)
@@ -483,13 +506,20 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
                         m, pending = _checked(*pending, run, last_saved), None
                         sums.add(m)
                     if last_saved != step:
-                        run.ckpts.save(step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count})
+                        run.ckpts.save(
+                            step,
+                            run.state,
+                            run.data_iter,
+                            {"step": step, "acc_sum": sums.sums, "acc_count": sums.count},
+                        )
                         last_saved = step
                     run.ckpts.wait()
                     raise TrainingStopped(
                         f"stopped by {signal.Signals(signum).name} at step {step} of {run.num_steps}; checkpoint saved in "
                         f"{os.path.join(run.workdir, checkpoints.CHECKPOINT_DIR, str(step))}. Rerun the same command to "
-                        "resume from it", signum)
+                        "resume from it",
+                        signum,
+                    )
         finished = True
     except ode.ODESolveError as e:
         # Steps run ahead of the host by one: the failed step is the first one whose metrics
@@ -514,8 +544,10 @@ def _init_from(state: TrainState, cfg, tx, pretrained_classifier: bool = False) 
     loaded = checkpoints.load_variables(cfg.init_from)
     if pretrained_classifier:
         dropped = [f"{k}/head" for k in ("params", "batch_stats") if "head" in loaded.get(k, {})]
-        _say(f"init_from {cfg.init_from}: a pretrained classifier; using its backbone, not its classification head "
-             f"({', '.join(dropped)})")
+        _say(
+            f"init_from {cfg.init_from}: a pretrained classifier; using its backbone, not its classification head "
+            f"({', '.join(dropped)})"
+        )
         loaded = {k: {n: v for n, v in tree.items() if n != "head"} for k, tree in loaded.items()}
     fresh = jax.device_get(state.variables)
     merged, report = weights.merge_variables(

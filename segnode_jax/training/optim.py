@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from segnode_jax.config import OPTIMIZERS
 from segnode_jax import errors
+from segnode_jax.config import OPTIMIZERS
 
 OPTIMIZER_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay")
 
@@ -63,6 +63,7 @@ def resolve_optimizer(train_cfg, model_name: str) -> dict[str, Any]:
     if not out["learning_rate"] > 0:
         raise ConfigError(f"train.learning_rate must be positive, got {out['learning_rate']}")
     return out
+
 
 def learning_rate_schedule(train_cfg, num_steps: int):
     """``step -> learning rate`` (float32): poly (HRNet), cosine, constant or multistep (decays
@@ -116,8 +117,11 @@ def make_optimizer(train_cfg, num_steps: int) -> tuple[optax.GradientTransformat
     elif train_cfg.optimizer == "adamw":
         parts.append(
             optax.adamw(
-                schedule, b1=float(train_cfg.adam_b1), b2=float(train_cfg.adam_b2),
-                eps=float(train_cfg.adam_eps), weight_decay=wd,
+                schedule,
+                b1=float(train_cfg.adam_b1),
+                b2=float(train_cfg.adam_b2),
+                eps=float(train_cfg.adam_eps),
+                weight_decay=wd,
             )
         )
     else:

@@ -43,13 +43,15 @@ class TrainState(struct.PyTreeNode):
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-
 def create_train_state(model_cfg, tx: optax.GradientTransformation, rng: jax.Array, input_shape) -> TrainState:
     """A freshly initialised train state (host/default-device arrays)."""
     variables = api.init(model_cfg, rng, input_shape)
     params = variables["params"]
     return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params)
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
     )
 
 
@@ -82,10 +84,15 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
         variables = {"params": params, "batch_stats": state.batch_stats}
         logits, aux = api.apply(variables, images, model_cfg, train=True, rng=rng)
         if classify:  # ImageNet pretraining: (N, classes) logits, (N,) class indices
-            return losses.classification_loss(logits, labels, float(loss_cfg.get("label_smoothing", 0.0))), (logits, aux)
+            return losses.classification_loss(logits, labels, float(loss_cfg.get("label_smoothing", 0.0))), (
+                logits,
+                aux,
+            )
         loss = losses.segmentation_loss(logits, labels, class_weights, loss_cfg)
         if "aux_logits" in aux:  # HRNet-OCR: 1.0 x main (OHEM if set) + aux_weight x plain CE
-            loss = loss + float(loss_cfg.get("aux_weight", 0.4)) * losses.cross_entropy(aux["aux_logits"], labels, class_weights)
+            loss = loss + float(loss_cfg.get("aux_weight", 0.4)) * losses.cross_entropy(
+                aux["aux_logits"], labels, class_weights
+            )
         return loss, (logits, aux)
 
     (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -135,11 +142,19 @@ def train_state_shardings(model_cfg, tx, mesh, parallel_cfg=None):
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step_jit(model_cfg, train_cfg, parallel_cfg, num_steps: int, class_weights: tuple | None, mesh, seed: int = 0):
+def _train_step_jit(
+    model_cfg, train_cfg, parallel_cfg, num_steps: int, class_weights: tuple | None, mesh, seed: int = 0
+):
     tx, schedule = make_optimizer(train_cfg, num_steps)
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)
     fn = functools.partial(
-        train_step, model_cfg=model_cfg, tx=tx, schedule=schedule, loss_cfg=train_cfg.loss, class_weights=weights, seed=seed
+        train_step,
+        model_cfg=model_cfg,
+        tx=tx,
+        schedule=schedule,
+        loss_cfg=train_cfg.loss,
+        class_weights=weights,
+        seed=seed,
     )
     state_sharding = train_state_shardings(model_cfg, tx, mesh, parallel_cfg)
     rep = parallel.replicated(mesh)
@@ -165,16 +180,27 @@ def make_train_step(cfg, num_steps: int, mesh, class_weights=None):
     # The seed keys the dropout draws only where there is dropout (runs of other seeds share
     # one compiled step otherwise).
     seed = int(cfg.get("seed", 0)) if cfg.model.get("head", "default") == "ocr" else 0
-    return _train_step_jit(_freeze(cfg.model), _freeze(step_fields), _freeze(cfg.get("parallel")), int(num_steps), cw, mesh, seed)
+    return _train_step_jit(
+        _freeze(cfg.model), _freeze(step_fields), _freeze(cfg.get("parallel")), int(num_steps), cw, mesh, seed
+    )
 
 
 # The cfg.train fields that only the training loop reads (how long to train, how often to log,
 # save and validate, how many to keep); tests/training/test_optim.py checks that the optimiser and
 # the loss build without them.
-LOOP_FIELDS = frozenset({
-    "batch_size", "num_epochs", "num_steps", "log_every_steps", "checkpoint_every_steps", "max_to_keep",
-    "eval_every_steps", "eval_num_images", "progress_bar",
-})
+LOOP_FIELDS = frozenset(
+    {
+        "batch_size",
+        "num_epochs",
+        "num_steps",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "max_to_keep",
+        "eval_every_steps",
+        "eval_num_images",
+        "progress_bar",
+    }
+)
 
 
 def step_settings(train_cfg) -> dict[str, Any]:

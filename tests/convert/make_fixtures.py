@@ -54,8 +54,13 @@ class Net:
     def bn(self, x, name):
         sd = self.sd
         return F.batch_norm(
-            x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"], sd[f"{name}.bias"],
-            training=False, eps=BN_EPS,
+            x,
+            sd[f"{name}.running_mean"],
+            sd[f"{name}.running_var"],
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
+            training=False,
+            eps=BN_EPS,
         )
 
     def up(self, x, size):
@@ -106,7 +111,9 @@ class Net:
         xs = []
         for i in range(n):
             if i < len(ys):
-                xs.append(F.relu(self.bn(self.conv(ys[i], f"{t}.{i}.0"), f"{t}.{i}.1")) if self.has(f"{t}.{i}.0") else ys[i])
+                xs.append(
+                    F.relu(self.bn(self.conv(ys[i], f"{t}.{i}.0"), f"{t}.{i}.1")) if self.has(f"{t}.{i}.0") else ys[i]
+                )
             else:
                 x, j = ys[-1], 0
                 while self.has(f"{t}.{i}.{j}.0"):

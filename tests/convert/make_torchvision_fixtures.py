@@ -44,16 +44,25 @@ except RuntimeError:
     import torchvision  # noqa: F401
 
 from torchvision.models import resnet50, resnet101  # noqa: E402
+from torchvision.models._utils import IntermediateLayerGetter  # noqa: E402
 from torchvision.models.resnet import Bottleneck, ResNet  # noqa: E402
 from torchvision.models.segmentation import deeplabv3_resnet101  # noqa: E402
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3  # noqa: E402
 from torchvision.models.segmentation.fcn import FCNHead  # noqa: E402
-from torchvision.models._utils import IntermediateLayerGetter  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # The tiny networks (tests/convert/test_resnet_convert.py builds the same in segnode-jax).
-TINY = dict(stem_width=4, blocks=(1, 1, 2, 1), num_classes=3, aspp_channels=8, rates=(2, 3, 4), bins=(1, 2, 3, 6),
-            psp_channels=8, psp_aux_channels=6, image=(2, 3, 41, 53))
+TINY = dict(
+    stem_width=4,
+    blocks=(1, 1, 2, 1),
+    num_classes=3,
+    aspp_channels=8,
+    rates=(2, 3, 4),
+    bins=(1, 2, 3, 6),
+    psp_channels=8,
+    psp_aux_channels=6,
+    image=(2, 3, 41, 53),
+)
 
 
 class TinyResNet(ResNet):
@@ -80,13 +89,19 @@ class PPM(nn.Module):
     def __init__(self, in_dim, reduction_dim, bins):
         super().__init__()
         self.features = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_dim, reduction_dim, 1, bias=False),
-                          nn.BatchNorm2d(reduction_dim), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(in_dim, reduction_dim, 1, bias=False),
+                nn.BatchNorm2d(reduction_dim),
+                nn.ReLU(inplace=True),
+            )
             for b in bins
         )
 
     def forward(self, x):
-        return torch.cat([x] + [F.interpolate(f(x), x.shape[2:], mode="bilinear", align_corners=True) for f in self.features], 1)
+        return torch.cat(
+            [x] + [F.interpolate(f(x), x.shape[2:], mode="bilinear", align_corners=True) for f in self.features], 1
+        )
 
 
 class TinyPSPNet(nn.Module):
@@ -99,8 +114,12 @@ class TinyPSPNet(nn.Module):
         c4 = 32 * w
         self.ppm = PPM(c4, c4 // len(t["bins"]), t["bins"])
         head = lambda cin, mid: nn.Sequential(  # noqa: E731
-            nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.Dropout2d(p=0.1), nn.Conv2d(mid, classes, 1))
+            nn.Conv2d(cin, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(p=0.1),
+            nn.Conv2d(mid, classes, 1),
+        )
         self.cls = head(2 * c4, t["psp_channels"])
         self.aux = head(16 * w, t["psp_aux_channels"])
 
@@ -117,8 +136,13 @@ def tiny_deeplabv3(t):
     w, classes = t["stem_width"], t["num_classes"]
     backbone = IntermediateLayerGetter(TinyResNet(w, t["blocks"]), return_layers={"layer4": "out", "layer3": "aux"})
     c = t["aspp_channels"]
-    classifier = nn.Sequential(ASPP(32 * w, list(t["rates"]), out_channels=c), nn.Conv2d(c, c, 3, padding=1, bias=False),
-                               nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, classes, 1))
+    classifier = nn.Sequential(
+        ASPP(32 * w, list(t["rates"]), out_channels=c),
+        nn.Conv2d(c, c, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c),
+        nn.ReLU(),
+        nn.Conv2d(c, classes, 1),
+    )
     return DeepLabV3(backbone, classifier, FCNHead(16 * w, classes))
 
 
@@ -142,12 +166,17 @@ def randomise(model, seed):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-
 def main():
     os.makedirs(HERE, exist_ok=True)
     layouts = {}
-    for name, make in (("resnet50", resnet50), ("resnet101", resnet101),
-                       ("deeplabv3_resnet101", lambda: deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=True, num_classes=21))):
+    for name, make in (
+        ("resnet50", resnet50),
+        ("resnet101", resnet101),
+        (
+            "deeplabv3_resnet101",
+            lambda: deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=True, num_classes=21),
+        ),
+    ):
         layouts[name] = {k: list(v.shape) for k, v in make().state_dict().items()}
     with open(os.path.join(HERE, "torchvision_layouts.json"), "w") as f:
         json.dump({"torchvision": torchvision.__version__, "layouts": layouts}, f, indent=0)

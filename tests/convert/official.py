@@ -36,7 +36,9 @@ class _Writer:
         self.sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
 
 
-def state_dict(*, widths, stem_width, planes, layer1_blocks, stage_modules, stage_blocks, num_classes, seed=0, ocr=None, cls=None):
+def state_dict(
+    *, widths, stem_width, planes, layer1_blocks, stage_modules, stage_blocks, num_classes, seed=0, ocr=None, cls=None
+):
     """An official-layout HRNetV2 state_dict with random values.
 
     Arguments mirror the official config: ``widths`` of the 4 branches, ``stem_width`` (64 in

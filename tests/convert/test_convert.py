@@ -62,7 +62,9 @@ def test_both_pth_formats_read_exactly_what_torch_saved(path, expected_sd):
 def test_training_checkpoint_wrapper_and_prefixes_are_removed(expected_sd):
     got = convert.read_state_dict(TRAINING)
     assert sorted(got) == sorted(expected_sd)
-    np.testing.assert_array_equal(got["stage4.1.fuse_layers.0.3.0.weight"], expected_sd["stage4.1.fuse_layers.0.3.0.weight"])
+    np.testing.assert_array_equal(
+        got["stage4.1.fuse_layers.0.3.0.weight"], expected_sd["stage4.1.fuse_layers.0.3.0.weight"]
+    )
 
 
 def test_a_pickle_that_would_run_code_is_refused(tmp_path):
@@ -194,7 +196,10 @@ def test_unexpected_and_missing_keys_are_listed_and_nostrict_converts_the_rest(e
     sd = dict(expected_sd)
     sd["stage2.0.extra.weight"] = np.zeros((2, 2, 1, 1), np.float32)
     del sd["stage3.0.branches.1.0.conv2.weight"]
-    with pytest.raises(convert.ConversionError, match=r"unexpected keys: stage2.0.extra.weight.*missing keys.*params/stage3_0/branches_1_0/conv2/kernel.*--nostrict"):
+    with pytest.raises(
+        convert.ConversionError,
+        match=r"unexpected keys: stage2.0.extra.weight.*missing keys.*params/stage3_0/branches_1_0/conv2/kernel.*--nostrict",
+    ):
         convert.convert_state_dict(sd, cfg.model)
     conv = convert.convert_state_dict(sd, cfg.model, strict=False)
     assert conv.unexpected == ["stage2.0.extra.weight"]
@@ -216,7 +221,11 @@ def test_imagenet_checkpoint_without_segmentation_head_converts_strictly(expecte
     sd["classifier.weight"] = np.zeros((1000, 2048), np.float32)
     sd["incre_modules.0.0.conv1.weight"] = np.zeros((32, 2, 1, 1), np.float32)
     conv = convert.convert_state_dict(sd, tiny_model_config("hrnetv2").model)
-    assert conv.ignored["classifier.weight"] == conv.ignored["incre_modules.0.0.conv1.weight"] == "ImageNet classification head (set model.task=classification to use it)"
+    assert (
+        conv.ignored["classifier.weight"]
+        == conv.ignored["incre_modules.0.0.conv1.weight"]
+        == "ImageNet classification head (set model.task=classification to use it)"
+    )
     assert conv.fresh and all(p.split("/")[1] == "head" for p in conv.fresh)
 
 
@@ -240,7 +249,14 @@ def test_files_that_are_not_state_dicts(tmp_path):
 
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "segnode_jax.convert", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "segnode_jax.convert", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _tiny_flags(name):
@@ -294,14 +310,27 @@ def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
     conv = convert.convert(ZIP, tiny_model_config("segnode"), str(out))
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), *_tiny_flags("segnode"), f"--config.data.data_dir={tiny_data_dir}",
-         f"--workdir={workdir}", f"--config.init_from={out}", "--config.train.num_steps=1",
-         "--config.train.eval_every_steps=0", "--config.train.learning_rate=1e-12",
-         # What is tested is where the weights go, not the solve: one unrolled Euler step
-         # compiles in a third of the time of the adaptive solve.
-         "--config.model.ode.solver=euler", "--config.model.ode.num_steps=1", "--config.model.ode.adjoint=unrolled"],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(1)),
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            *_tiny_flags("segnode"),
+            f"--config.data.data_dir={tiny_data_dir}",
+            f"--workdir={workdir}",
+            f"--config.init_from={out}",
+            "--config.train.num_steps=1",
+            "--config.train.eval_every_steps=0",
+            "--config.train.learning_rate=1e-12",
+            # What is tested is where the weights go, not the solve: one unrolled Euler step
+            # compiles in a third of the time of the adaptive solve.
+            "--config.model.ode.solver=euler",
+            "--config.model.ode.num_steps=1",
+            "--config.model.ode.adjoint=unrolled",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(1)),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"loaded {len(conv.mapped)} variables" in proc.stderr
@@ -320,7 +349,9 @@ def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
 def _torch_reference(name: str, align_corners: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     data = np.load(os.path.join(FIXTURES, f"{name}_forward.npz"))
     suffix = f"_align_corners_{int(align_corners)}"
-    return np.transpose(data["image"], (0, 2, 3, 1)), {k[: -len(suffix)]: data[k] for k in data.files if k.endswith(suffix)}
+    return np.transpose(data["image"], (0, 2, 3, 1)), {
+        k[: -len(suffix)]: data[k] for k in data.files if k.endswith(suffix)
+    }
 
 
 def _ocr_model_config(name: str):
@@ -362,11 +393,25 @@ def test_ocr_checkpoint_into_baseline_and_segnode_ocr_heads():
         assert conv.mapped["params/head/ocr_distri_head/object_context_block/f_pixel_1_0/scale"] == (
             "ocr_distri_head.object_context_block.f_pixel.1.0.weight"
         )
-        assert all(k in conv.mapped.values() for k in sd if k.split(".")[0] in convert.OCR_PARTS and "num_batches" not in k)
+        assert all(
+            k in conv.mapped.values() for k in sd if k.split(".")[0] in convert.OCR_PARTS and "num_batches" not in k
+        )
         fresh_head = {p for p in conv.fresh if p.split("/")[1] == "head"}
         # SegNode normalises its pre-activation state per branch first (no HRNet counterpart).
-        assert fresh_head == ({f"{c}/head/norm_{i}/{leaf}" for i in range(4) for c, leaf in (
-            ("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))} if name == "segnode" else set())
+        assert fresh_head == (
+            {
+                f"{c}/head/norm_{i}/{leaf}"
+                for i in range(4)
+                for c, leaf in (
+                    ("params", "scale"),
+                    ("params", "bias"),
+                    ("batch_stats", "mean"),
+                    ("batch_stats", "var"),
+                )
+            }
+            if name == "segnode"
+            else set()
+        )
 
 
 def test_hrnetv2_head_initialises_an_ocr_auxiliary_head_and_ocr_keys_need_an_ocr_model(expected_sd):
@@ -406,6 +451,9 @@ def test_classification_checkpoint_converts_and_matches_torch():
     conv = convert.convert_state_dict(sd, _cls_model_config("segnode").model, strict=False)
     assert "params/head/final_layer_0/kernel" in conv.mapped
     assert {p for p in conv.fresh if p.split("/")[1] == "head"} == {
-        f"{c}/head/norm_{i}/{leaf}" for i in range(4) for c, leaf in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))}
+        f"{c}/head/norm_{i}/{leaf}"
+        for i in range(4)
+        for c, leaf in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))
+    }
     conv = convert.convert_state_dict(sd, tiny_model_config("hrnetv2").model, strict=False)
     assert "model.task=classification" in conv.ignored["classifier.weight"]

@@ -54,10 +54,14 @@ def test_imagenet_resnets_fill_the_backbones_exactly():
         assert not conv.unexpected and not conv.missing and not conv.mismatched
         assert conv.width == 64
         assert {p.split("/")[1] for p in conv.mapped} == {"backbone"}
-        assert {p.split("/")[1] for p in conv.fresh} == ({"ppm", "cls_0", "cls_1", "cls_4", "aux_0", "aux_1", "aux_4"}
-                                                         if name == "pspnet" else
-                                                         {"classifier_0", "classifier_1", "classifier_2", "classifier_4"})
-        assert set(conv.ignored) == {k for k in _layout(layout) if k.startswith("fc.") or k.endswith("num_batches_tracked")}
+        assert {p.split("/")[1] for p in conv.fresh} == (
+            {"ppm", "cls_0", "cls_1", "cls_4", "aux_0", "aux_1", "aux_4"}
+            if name == "pspnet"
+            else {"classifier_0", "classifier_1", "classifier_2", "classifier_4"}
+        )
+        assert set(conv.ignored) == {
+            k for k in _layout(layout) if k.startswith("fc.") or k.endswith("num_batches_tracked")
+        }
         assert conv.mapped["params/backbone/layer3_1/conv2/kernel"] == "layer3.1.conv2.weight"
         assert conv.mapped["batch_stats/backbone/layer4_0/downsample_1/var"] == "layer4.0.downsample.1.running_var"
 
@@ -79,10 +83,13 @@ def test_torchvision_deeplabv3_converts_whole():
     assert conv.fresh == ["params/classifier_4/bias", "params/classifier_4/kernel"]
 
 
-@pytest.mark.parametrize("layout,name,fix", [
-    ("resnet101", "pspnet", "--config.model.resnet.depth=101"),
-    ("resnet50", "deeplabv3", "--config.model.resnet.depth=50"),
-])
+@pytest.mark.parametrize(
+    "layout,name,fix",
+    [
+        ("resnet101", "pspnet", "--config.model.resnet.depth=101"),
+        ("resnet50", "deeplabv3", "--config.model.resnet.depth=50"),
+    ],
+)
 def test_another_depth_is_refused_naming_the_setting(layout, name, fix):
     with pytest.raises(convert.ConversionError, match=fix):
         convert.convert_state_dict(_layout(layout), _full(name, 19))

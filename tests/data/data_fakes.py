@@ -68,7 +68,9 @@ def cityscapes_files(rng, *, per_city: int = 2, extra: bool = False, train_ids=N
         for city in cities:
             for i in range(per_city):
                 stem = f"{city}_{i:06d}_000019"
-                archives["leftImg8bit_trainvaltest.zip"][f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = png_bytes(rand_image(rng))
+                archives["leftImg8bit_trainvaltest.zip"][f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png"] = (
+                    png_bytes(rand_image(rng))
+                )
                 lab = rand_label(rng, ids)
                 gt = archives["gtFine_trainvaltest.zip"]
                 gt[f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png"] = png_bytes(lab)
@@ -81,8 +83,12 @@ def cityscapes_files(rng, *, per_city: int = 2, extra: bool = False, train_ids=N
         archives["gtCoarse.zip"] = {}
         for i in range(3):
             stem = f"augsburg_{i:06d}_000000"
-            archives["leftImg8bit_trainextra.zip"][f"leftImg8bit/train_extra/augsburg/{stem}_leftImg8bit.png"] = png_bytes(rand_image(rng))
-            archives["gtCoarse.zip"][f"gtCoarse/train_extra/augsburg/{stem}_gtCoarse_labelIds.png"] = png_bytes(rand_label(rng, ids))
+            archives["leftImg8bit_trainextra.zip"][f"leftImg8bit/train_extra/augsburg/{stem}_leftImg8bit.png"] = (
+                png_bytes(rand_image(rng))
+            )
+            archives["gtCoarse.zip"][f"gtCoarse/train_extra/augsburg/{stem}_gtCoarse_labelIds.png"] = png_bytes(
+                rand_label(rng, ids)
+            )
     return archives
 
 
@@ -158,11 +164,27 @@ def write_pascal_detail(root: str, fake) -> str:
         images.append({"image_id": image_id, "file_name": name + ".jpg", "height": H, "width": W, "phase": phase})
         for cat in [int(c) for c in np.unique(mask) if c]:
             rle = mask_utils.encode(np.asfortranarray((mask == cat).astype(np.uint8)))
-            annos.append({"id": aid, "image_id": image_id, "category_id": cat, "iscrowd": 0,
-                          "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}, "parts": []})
+            annos.append(
+                {
+                    "id": aid,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "iscrowd": 0,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                    "parts": [],
+                }
+            )
             aid += 1
-    doc = {"images": images, "annos_segmentation": annos, "categories": [], "annos_occlusion": [],
-           "annos_boundary": [], "annos_joints": [], "parts": [], "info": {}}
+    doc = {
+        "images": images,
+        "annos_segmentation": annos,
+        "categories": [],
+        "annos_occlusion": [],
+        "annos_boundary": [],
+        "annos_joints": [],
+        "parts": [],
+        "info": {},
+    }
     write(os.path.join(voc, "trainval_merged.json"), json.dumps(doc).encode())
     return root
 
@@ -182,7 +204,6 @@ def write_pascal_png(root: str, fake) -> str:
     return root
 
 
-
 # ---------------------------------------------------------------------------------------
 # ImageNet (ILSVRC2012) archives, and its class-per-folder layout.
 
@@ -199,7 +220,7 @@ def class_image(rng: np.random.Generator, label: int) -> np.ndarray:
     base = np.asarray(FAKE_COLOURS[label], np.float32)
     img = base * rng.uniform(0.6, 1.0) + rng.normal(0, 25, size=(h, w, 3))
     y, x = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
-    img[y:y + h // 3, x:x + w // 3] *= 0.5
+    img[y : y + h // 3, x : x + w // 3] *= 0.5
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -220,19 +241,42 @@ def meta_mat_bytes(wnids, words) -> bytes:
     1..n with num_children 0, one parent synset after them)."""
     import scipy.io
 
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height", "num_train_images"]
+    fields = [
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    ]
     dtype = [(f, object) for f in fields]
-    rows = [(i + 1, w, t, f"gloss of {w}", 0, np.zeros((0,), np.uint16), 0, 1300) for i, (w, t) in enumerate(zip(wnids, words))]
-    rows.append((len(wnids) + 1, "n00001740", "entity", "that which exists", len(wnids),
-                 np.arange(1, len(wnids) + 1, dtype=np.uint16), 18, 0))
+    rows = [
+        (i + 1, w, t, f"gloss of {w}", 0, np.zeros((0,), np.uint16), 0, 1300)
+        for i, (w, t) in enumerate(zip(wnids, words))
+    ]
+    rows.append(
+        (
+            len(wnids) + 1,
+            "n00001740",
+            "entity",
+            "that which exists",
+            len(wnids),
+            np.arange(1, len(wnids) + 1, dtype=np.uint16),
+            18,
+            0,
+        )
+    )
     synsets = np.array(rows, dtype=dtype)
     buf = io.BytesIO()
     scipy.io.savemat(buf, {"synsets": synsets})
     return buf.getvalue()
 
 
-def write_imagenet(root: str, rng, *, per_class: int = 6, n_val: int = 8, labels: str = "devkit",
-                   wnids=FAKE_WNIDS) -> dict:
+def write_imagenet(
+    root: str, rng, *, per_class: int = 6, n_val: int = 8, labels: str = "devkit", wnids=FAKE_WNIDS
+) -> dict:
     """ILSVRC2012_img_train.tar (a tar per class), ILSVRC2012_img_val.tar and the validation
     labels (``labels``: "devkit" | "loc" | "none") in ``root``. The devkit numbers the classes
     in an order that is *not* sorted (as the real one's ILSVRC2012_IDs are not), so a reader
@@ -255,14 +299,21 @@ def write_imagenet(root: str, rng, *, per_class: int = 6, n_val: int = 8, labels
     if labels == "devkit":
         words = [FAKE_WORDS[list(wnids).index(w)] for w in devkit_order]
         truth = "\n".join(str(devkit_order.index(sorted_wnids[c]) + 1) for c in val_labels) + "\n"
-        write(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"), tar_bytes({
-            "ILSVRC2012_devkit_t12/data/meta.mat": meta_mat_bytes(devkit_order, words),
-            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": truth.encode(),
-            "ILSVRC2012_devkit_t12/readme.txt": b"devkit\n",
-        }, gz=True))
+        write(
+            os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"),
+            tar_bytes(
+                {
+                    "ILSVRC2012_devkit_t12/data/meta.mat": meta_mat_bytes(devkit_order, words),
+                    "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": truth.encode(),
+                    "ILSVRC2012_devkit_t12/readme.txt": b"devkit\n",
+                },
+                gz=True,
+            ),
+        )
     elif labels == "loc":
         rows = ["ImageId,PredictionString"] + [
-            f"ILSVRC2012_val_{k + 1:08d},{sorted_wnids[c]} 1 2 30 40 {sorted_wnids[c]} 3 4 20 20" for k, c in enumerate(val_labels)
+            f"ILSVRC2012_val_{k + 1:08d},{sorted_wnids[c]} 1 2 30 40 {sorted_wnids[c]} 3 4 20 20"
+            for k, c in enumerate(val_labels)
         ]
         write(os.path.join(root, "LOC_val_solution.csv"), ("\n".join(rows) + "\n").encode())
     return {"val_labels": val_labels, "train_counts": [per_class] * len(wnids)}

@@ -11,11 +11,10 @@ import zipfile
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from data_fakes import CITIES, H, W, cityscapes_files, config, write_extracted
 from PIL import Image
 
 from segnode_jax import data, evaluation
-
-from data_fakes import CITIES, H, W, cityscapes_files, config, write_extracted
 from tests.conftest import REPO, run_cli
 
 
@@ -52,8 +51,10 @@ def _cityscapes_scripts_miou(gt_root: str, pred_dir: str) -> float:
     args.predictionPath, args.predictionWalk = pred_dir, None
     args.evalInstLevelScore, args.JSONOutput, args.quiet = False, False, True
     gts = sorted(
-        os.path.join(root, f) for root, _, files in os.walk(os.path.join(gt_root, "gtFine", "val"))
-        for f in files if f.endswith("_gtFine_labelIds.png")
+        os.path.join(root, f)
+        for root, _, files in os.walk(os.path.join(gt_root, "gtFine", "val"))
+        for f in files
+        if f.endswith("_gtFine_labelIds.png")
     )
     preds = [ev.getPrediction(args, gt) for gt in gts]
     result = ev.evaluateImgLists(preds, gts, args)
@@ -71,7 +72,11 @@ def test_export_writes_server_files_and_scores_like_cityscapes_scripts(cityscape
     zip_path = writer.finish()
     names = sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs)
     assert names == [f"frankfurt/frankfurt_00000{i}_000019_leftImg8bit.png" for i in range(2)]
-    valid = {lab.id for lab in __import__("cityscapesscripts.helpers.labels", fromlist=["labels"]).labels if 0 <= lab.trainId < 19}
+    valid = {
+        lab.id
+        for lab in __import__("cityscapesscripts.helpers.labels", fromlist=["labels"]).labels
+        if 0 <= lab.trainId < 19
+    }
     for name in names:
         ids = np.asarray(Image.open(out / name))
         assert ids.shape == (H, W) and set(np.unique(ids)) <= valid  # full resolution, labelIds
@@ -89,10 +94,14 @@ def test_export_writes_server_files_and_scores_like_cityscapes_scripts(cityscape
     for name in names:
         stem = os.path.basename(name).replace("_leftImg8bit.png", "")
         shutil.copy(out / name, other / f"{stem}_pred_labelIds.png")
-    assert evaluation.score_predictions(dcfg, str(tmp_path / "other"), split="val")["miou"] == pytest.approx(saved["miou"], abs=1e-12)
+    assert evaluation.score_predictions(dcfg, str(tmp_path / "other"), split="val")["miou"] == pytest.approx(
+        saved["miou"], abs=1e-12
+    )
     # Two candidates for one image: an error naming both.
     shutil.copy(out / names[0], tmp_path / "other" / os.path.basename(names[0]))
-    with pytest.raises(evaluation.PredictionError, match=r"two predictions match frankfurt/frankfurt_000000_000019.*and"):
+    with pytest.raises(
+        evaluation.PredictionError, match=r"two predictions match frankfurt/frankfurt_000000_000019.*and"
+    ):
         evaluation.score_predictions(dcfg, str(tmp_path / "other"), split="val")
     # An export folder that holds files is refused, not overwritten.
     with pytest.raises(evaluation.ExportError, match="--overwrite"):
@@ -104,7 +113,9 @@ def test_test_split_export_names_every_test_image(cityscapes, tmp_path):
     cfg = _run_config(dcfg)
     writer = evaluation.ExportWriter(dcfg, str(tmp_path / "test"))
     settings = evaluation.EvalSettings.from_config(cfg, split="test", mode="slide", crop=(16, 16))
-    evaluation.evaluate_predictor(evaluation.Predictor.from_function(_oracle, batch_size=2), cfg, settings=settings, on_prediction=writer)
+    evaluation.evaluate_predictor(
+        evaluation.Predictor.from_function(_oracle, batch_size=2), cfg, settings=settings, on_prediction=writer
+    )
     writer.finish()
     city = CITIES["test"][0]
     assert sorted(writer.written) == [f"{city}/{city}_00000{i}_000019_leftImg8bit.png" for i in range(2)]
@@ -132,17 +143,24 @@ def test_absent_classes_score_like_cityscapes_scripts_through_evaluate_cli(tmp_p
     out = tmp_path / "submit"
     writer = evaluation.ExportWriter(dcfg, str(out))
     settings = evaluation.EvalSettings.from_config(cfg, split="val")
-    ours = evaluation.evaluate_predictor(evaluation.Predictor.from_function(_oracle_of_eight, batch_size=2), cfg,
-                                         settings=settings, on_prediction=writer)
+    ours = evaluation.evaluate_predictor(
+        evaluation.Predictor.from_function(_oracle_of_eight, batch_size=2), cfg, settings=settings, on_prediction=writer
+    )
     writer.finish()
     confusion = np.asarray(ours["confusion_matrix"])
     labelled, predicted = confusion.sum(1) > 0, confusion.sum(0) > 0
     assert set(np.flatnonzero(labelled)) <= set(LABELLED) and set(np.flatnonzero(predicted)) <= set(range(PREDICTED))
     assert (predicted & ~labelled).any() and (labelled & ~predicted).any() and (~labelled & ~predicted).sum() >= 9
     # The saved folder scored through the real CLI: the same number as cityscapesScripts'.
-    proc = run_cli("evaluate.py", f"--predictions={out}", f"--config={os.path.join(REPO, 'configs', 'cityscapes.py')}",
-                   f"--config.data.data_dir={tmp}", f"--config.data.manual_dir={manual}", "--split=val",
-                   f"--output={tmp_path / 'scored'}")
+    proc = run_cli(
+        "evaluate.py",
+        f"--predictions={out}",
+        f"--config={os.path.join(REPO, 'configs', 'cityscapes.py')}",
+        f"--config.data.data_dir={tmp}",
+        f"--config.data.manual_dir={manual}",
+        "--split=val",
+        f"--output={tmp_path / 'scored'}",
+    )
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "scored" / "results.json") as f:
         scored = json.load(f)

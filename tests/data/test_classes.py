@@ -48,7 +48,9 @@ def test_predictions_go_back_to_the_datasets_own_ids(name):
 
 def test_cityscapes_predictions_are_written_as_label_ids():
     dcfg = data.data_config("cityscapes")
-    np.testing.assert_array_equal(data.train_ids_to_dataset_ids(dcfg, np.array([[0, 1, 13, 18, 255]])), [[7, 8, 26, 33, 0]])
+    np.testing.assert_array_equal(
+        data.train_ids_to_dataset_ids(dcfg, np.array([[0, 1, 13, 18, 255]])), [[7, 8, 26, 33, 0]]
+    )
 
 
 def test_colorize_uses_palette_and_blacks_out_ignore():
@@ -66,7 +68,9 @@ def test_voc_colormap_known_values():
     assert cmap.tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
 
 
-@pytest.mark.parametrize("name,n", [("cityscapes", 19), ("camvid", 11), ("lip", 20), ("pascal_context", 59), ("synthetic", 8)])
+@pytest.mark.parametrize(
+    "name,n", [("cityscapes", 19), ("camvid", 11), ("lip", 20), ("pascal_context", 59), ("synthetic", 8)]
+)
 def test_info_of_each_dataset(name, n):
     info = data.get_info(data.data_config(name))
     assert info.num_classes == n == len(info.class_names) == len(info.palette)

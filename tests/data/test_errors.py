@@ -8,15 +8,25 @@ import sys
 
 import numpy as np
 import pytest
+from data_fakes import (
+    H,
+    W,
+    cityscapes_files,
+    config,
+    pascal_fake,
+    png_bytes,
+    rand_image,
+    rand_label,
+    write,
+    write_camvid,
+    write_lip,
+    write_pascal_detail,
+    write_zips,
+)
 from PIL import Image
 
 from segnode_jax import data
 from segnode_jax.data.prepare import main as prepare_main
-
-from data_fakes import (
-    H, W, cityscapes_files, config, pascal_fake, png_bytes, rand_image, rand_label, write, write_camvid,
-    write_lip, write_pascal_detail, write_zips,
-)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,9 +66,23 @@ def test_missing_download_cli_subprocess(tmp_path):
     manual = tmp_path / "empty"
     manual.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "segnode_jax.data.prepare", "--dataset", "cityscapes",
-         "--manual_dir", str(manual), "--data_dir", str(tmp_path / "tfds"), "--no_progress"],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "segnode_jax.data.prepare",
+            "--dataset",
+            "cityscapes",
+            "--manual_dir",
+            str(manual),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            "--no_progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -181,7 +205,10 @@ def test_pascal_json_category_outside_59_classes(tmp_path, rng):
 def test_folder_mask_colour_not_in_class_file(tmp_path, rng):
     root = tmp_path / "mine"
     (root / "images").mkdir(parents=True)
-    write(str(root / "classes.json"), b'{"classes": [{"name": "bg", "color": [0, 0, 0]}, {"name": "fg", "color": [255, 255, 255]}]}')
+    write(
+        str(root / "classes.json"),
+        b'{"classes": [{"name": "bg", "color": [0, 0, 0]}, {"name": "fg", "color": [255, 255, 255]}]}',
+    )
     for i in range(3):
         Image.fromarray(rand_image(rng)).save(root / "images" / f"a{i}.png")
         rgb = np.zeros((H, W, 3), np.uint8)

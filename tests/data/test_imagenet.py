@@ -22,8 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def labels_by_name(dcfg, split):
     src = data.pipeline.split_source(dcfg, split)
-    return {src[i]["name"].decode() if isinstance(src[i]["name"], bytes) else src[i]["name"]: int(src[i]["label"])
-            for i in range(len(src))}
+    return {
+        src[i]["name"].decode() if isinstance(src[i]["name"], bytes) else src[i]["name"]: int(src[i]["label"])
+        for i in range(len(src))
+    }
 
 
 def nothing_prepared(tmp):
@@ -54,8 +56,11 @@ def test_imagenet_builds_from_the_official_archives_with_the_validation_labels(t
     inner = tarfile.open(fileobj=io.BytesIO(outer.extractfile(f"{wnids[2]}.tar").read()))
     original = inner.extractfile(f"{wnids[2]}_1003.JPEG").read()
     src = data.pipeline.split_source(dcfg, "train")
-    stored = [src[i]["image"] for i in range(len(src)) if src[i]["name"] in (f"{wnids[2]}/{wnids[2]}_1003",
-                                                                             f"{wnids[2]}/{wnids[2]}_1003".encode())]
+    stored = [
+        src[i]["image"]
+        for i in range(len(src))
+        if src[i]["name"] in (f"{wnids[2]}/{wnids[2]}_1003", f"{wnids[2]}/{wnids[2]}_1003".encode())
+    ]
     assert stored == [original]
 
 
@@ -68,8 +73,7 @@ def test_image_folder_takes_the_sorted_class_folders(tmp_path):
     assert info.class_names == ("cat", "dog", "fox") and info.splits == {"train": 12, "val": 6}
     val = labels_by_name(dcfg, "val")
     assert val == {f"{c}/v_{i}": ["cat", "dog", "fox"].index(c) for c in ("cat", "dog", "fox") for i in range(2)}
-    batch = next(data.train_iterator(_small(dcfg), batch_size=4, seed=0,
-                                     worker_count=0))
+    batch = next(data.train_iterator(_small(dcfg), batch_size=4, seed=0, worker_count=0))
     assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
 
@@ -128,14 +132,18 @@ def test_evaluation_view_is_resize_short_side_then_centre_crop():
 def test_missing_validation_labels_is_one_clear_error_and_nothing_is_written(tmp_path):
     F.write_imagenet(str(tmp_path / "raw"), np.random.default_rng(0), labels="none")
     dcfg = F.config("imagenet", str(tmp_path), manual_dir=str(tmp_path / "raw"))
-    with pytest.raises(PreparationError, match="no validation labels.*ILSVRC2012_devkit_t12.tar.gz.*LOC_val_solution.csv"):
+    with pytest.raises(
+        PreparationError, match="no validation labels.*ILSVRC2012_devkit_t12.tar.gz.*LOC_val_solution.csv"
+    ):
         data.prepare(dcfg, progress=False)
     assert nothing_prepared(str(tmp_path))
     # With a labels file (TFDS' format: a wnid per line) it builds.
     fake = F.write_imagenet(str(tmp_path / "raw2"), np.random.default_rng(3), labels="none")
     names = sorted(F.FAKE_WNIDS)
     (tmp_path / "val_labels.txt").write_text("".join(names[c] + "\n" for c in fake["val_labels"]))
-    dcfg = F.config("imagenet", str(tmp_path), manual_dir=str(tmp_path / "raw2"), val_labels=str(tmp_path / "val_labels.txt"))
+    dcfg = F.config(
+        "imagenet", str(tmp_path), manual_dir=str(tmp_path / "raw2"), val_labels=str(tmp_path / "val_labels.txt")
+    )
     data.prepare(dcfg, progress=False)
     assert sorted(labels_by_name(dcfg, "val").values()) == sorted(fake["val_labels"])
 
@@ -192,9 +200,22 @@ def test_bad_archives_stop_with_one_message_and_leave_nothing(tmp_path, damage, 
 def test_prepare_cli_on_missing_labels_prints_one_error_line(tmp_path):
     F.write_imagenet(str(tmp_path / "raw"), np.random.default_rng(0), labels="none")
     proc = subprocess.run(
-        [sys.executable, "-m", "segnode_jax.data.prepare", "--dataset", "imagenet", "--manual_dir", str(tmp_path / "raw"),
-         "--data_dir", str(tmp_path / "tfds"), "--no_progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "segnode_jax.data.prepare",
+            "--dataset",
+            "imagenet",
+            "--manual_dir",
+            str(tmp_path / "raw"),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            "--no_progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -7,14 +7,26 @@ import os
 
 import numpy as np
 import pytest
+from data_fakes import (
+    H,
+    W,
+    cityscapes_files,
+    config,
+    pascal_fake,
+    png_bytes,
+    rand_image,
+    rand_label,
+    write,
+    write_camvid,
+    write_extracted,
+    write_lip,
+    write_pascal_detail,
+    write_pascal_png,
+    write_zips,
+)
 from PIL import Image
 
 from segnode_jax import data
-
-from data_fakes import (
-    H, W, cityscapes_files, config, pascal_fake, png_bytes, rand_image, rand_label, write, write_camvid,
-    write_extracted, write_lip, write_pascal_detail, write_pascal_png, write_zips,
-)
 
 
 def stored(dcfg, split):
@@ -55,7 +67,11 @@ def test_cityscapes_from_official_zips(cityscapes_zip):
     assert info.splits == {"train": 4, "val": 2, "test": 2}
     assert info.num_classes == 19 and info.class_names[0] == "road" and info.class_names[18] == "bicycle"
     assert info.palette.shape == (19, 3) and tuple(info.palette[0]) == (128, 64, 128)
-    assert info.class_weights is not None and info.class_weights.dtype == np.float32 and info.class_weights[0] == pytest.approx(0.8373)
+    assert (
+        info.class_weights is not None
+        and info.class_weights.dtype == np.float32
+        and info.class_weights[0] == pytest.approx(0.8373)
+    )
     val = stored(dcfg, "val")
     assert sorted(val) == ["frankfurt/frankfurt_000000_000019", "frankfurt/frankfurt_000001_000019"]
     for name, ex in val.items():
@@ -79,7 +95,7 @@ def test_cityscapes_extracted_folders_with_coarse(tmp_path, rng):
     assert data.num_examples(dcfg, dcfg.train_split) == 7
     extra = stored(dcfg, "train_extra")
     name = "augsburg/augsburg_000001_000000"
-    ids = decode(archives["gtCoarse.zip"][f"gtCoarse/train_extra/augsburg/augsburg_000001_000000_gtCoarse_labelIds.png"])
+    ids = decode(archives["gtCoarse.zip"]["gtCoarse/train_extra/augsburg/augsburg_000001_000000_gtCoarse_labelIds.png"])
     np.testing.assert_array_equal(extra[name]["label"], cs_expected(ids))
     # Scoring files in the dataset's own format, read back through label_to_train_ids.
     gt = data.ground_truth_files(dcfg, "val")
@@ -123,7 +139,9 @@ def test_camvid_segnet_layout(camvid):
         expected = np.where(raw == 11, 255, raw)
         np.testing.assert_array_equal(ex["label"], expected)
         assert (raw == 11).any()
-        np.testing.assert_array_equal(ex["raw_image"], np.asarray(Image.open(os.path.join(manual, "test", name + ".png"))))
+        np.testing.assert_array_equal(
+            ex["raw_image"], np.asarray(Image.open(os.path.join(manual, "test", name + ".png")))
+        )
     gt = data.ground_truth_files(dcfg, "test")
     assert [n for n, _ in gt] == sorted(test)
     np.testing.assert_array_equal(data.label_to_train_ids(dcfg, gt[0][1]), test[gt[0][0]]["label"])
@@ -208,12 +226,15 @@ def test_pascal_context_ground_truth_files_both_routes(pascal):
 # --------------------------------------------------------------------------- folder
 def test_folder_with_split_folders_json_and_colour_masks(tmp_path, rng):
     root = tmp_path / "mydata"
-    classes = {"classes": [
-        {"name": "background", "id": 0, "color": [0, 0, 0]},
-        {"name": "crack", "id": 1, "color": [255, 0, 0]},
-        {"name": "unsure", "id": 7, "color": [9, 9, 9], "ignore": True},
-        {"name": "rust", "id": 2, "color": [0, 0, 255]},
-    ], "ignore_index": 200}
+    classes = {
+        "classes": [
+            {"name": "background", "id": 0, "color": [0, 0, 0]},
+            {"name": "crack", "id": 1, "color": [255, 0, 0]},
+            {"name": "unsure", "id": 7, "color": [9, 9, 9], "ignore": True},
+            {"name": "rust", "id": 2, "color": [0, 0, 255]},
+        ],
+        "ignore_index": 200,
+    }
     write(str(root / "classes.json"), json.dumps(classes).encode())
     masks = {}
     for split, n in (("train", 3), ("val", 2)):
@@ -242,7 +263,9 @@ def test_folder_with_split_folders_json_and_colour_masks(tmp_path, rng):
             np.testing.assert_array_equal(ex["label"], expected)
     gt = data.ground_truth_files(dcfg, "val")
     assert [n for n, _ in gt] == ["sub/img0", "sub/img1"]
-    np.testing.assert_array_equal(data.label_to_train_ids(dcfg, gt[1][1]), np.vectorize(lut.get)(masks[("val", "sub/img1")]))
+    np.testing.assert_array_equal(
+        data.label_to_train_ids(dcfg, gt[1][1]), np.vectorize(lut.get)(masks[("val", "sub/img1")])
+    )
 
 
 def test_folder_without_splits_yaml_val_fraction(tmp_path, rng):
@@ -251,10 +274,19 @@ def test_folder_without_splits_yaml_val_fraction(tmp_path, rng):
     (root / "labels.yaml").write_text("classes:\n  - sky\n  - ground\n  - name: tree\n    color: [0, 200, 0]\n")
     for i in range(10):
         Image.fromarray(rand_image(rng)).save(root / "imgs" / f"p{i}.png") if (root / "imgs").exists() else (
-            (root / "imgs").mkdir(), Image.fromarray(rand_image(rng)).save(root / "imgs" / f"p{i}.png"))
+            (root / "imgs").mkdir(),
+            Image.fromarray(rand_image(rng)).save(root / "imgs" / f"p{i}.png"),
+        )
         write(str(root / "gt" / f"p{i}.png"), png_bytes(rand_label(rng, [0, 1, 2, 255])))
-    dcfg = config("folder", str(tmp_path), root=str(root), classes_file=str(root / "labels.yaml"),
-                  image_dir="imgs", mask_dir="gt", val_fraction=0.2)
+    dcfg = config(
+        "folder",
+        str(tmp_path),
+        root=str(root),
+        classes_file=str(root / "labels.yaml"),
+        image_dir="imgs",
+        mask_dir="gt",
+        val_fraction=0.2,
+    )
     data.prepare(dcfg, progress=False)
     splits = data.get_info(dcfg).splits
     assert splits == {"train": 8, "val": 2}

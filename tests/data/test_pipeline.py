@@ -10,18 +10,25 @@ import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from data_fakes import config
 
 from segnode_jax import data
-
-from data_fakes import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
-    dcfg = config("synthetic", str(tmp_path_factory.mktemp("syn")), image_size=(32, 48), num_train=10, num_val=7,
-                  crop_size=(24, 32), generator="shapes", num_classes=5)
+    dcfg = config(
+        "synthetic",
+        str(tmp_path_factory.mktemp("syn")),
+        image_size=(32, 48),
+        num_train=10,
+        num_val=7,
+        crop_size=(24, 32),
+        generator="shapes",
+        num_classes=5,
+    )
     data.ensure_prepared(dcfg)
     return dcfg
 
@@ -34,8 +41,9 @@ class ExampleId(grain.transforms.RandomMap):
 
 
 def ids_of(dcfg, *, batch_size, steps, seed=0, shard_index=0, shard_count=1):
-    ds = data.train_dataset(dcfg, batch_size=batch_size, seed=seed, shard_index=shard_index,
-                            shard_count=shard_count, transform=ExampleId())
+    ds = data.train_dataset(
+        dcfg, batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count, transform=ExampleId()
+    )
     return [ds[i]["id"].tolist() for i in range(steps)]
 
 
@@ -154,7 +162,13 @@ import segnode_jax.data.pascal_context, segnode_jax.data.folder
 assert "tensorflow" not in sys.modules, sorted(m for m in sys.modules if m.startswith("tensorflow") and "datasets" not in m)
 print("TF-FREE")
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": REPO}, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "TF-FREE" in proc.stdout

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from data_fakes import config
 
 from segnode_jax import data
 from segnode_jax.data import synthetic
-
-from data_fakes import config
 
 
 def test_defaults_are_cpu_friendly_and_realistic():
@@ -107,7 +106,9 @@ def test_prepared_dataset_is_identical_for_the_same_seed(tmp_path):
 
 @pytest.fixture(scope="module")
 def sample():
-    imgs, labs = zip(*(synthetic.render(seed=0, split="train", index=i, size=(256, 256), num_classes=6) for i in range(48)))
+    imgs, labs = zip(
+        *(synthetic.render(seed=0, split="train", index=i, size=(256, 256), num_classes=6) for i in range(48))
+    )
     return np.stack(imgs), np.stack(labs)
 
 

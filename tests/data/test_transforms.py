@@ -12,7 +12,9 @@ from segnode_jax.data.classes import IGNORE
 from tests.conftest import REPO
 
 # Label = deterministic function of colour: class k is drawn in COLORS[k].
-COLORS = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 240, 20], [20, 240, 240], [128, 128, 128]], np.uint8)
+COLORS = np.array(
+    [[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 240, 20], [20, 240, 240], [128, 128, 128]], np.uint8
+)
 
 
 def blocky_pair(rng, h=40, w=56, block=4):
@@ -28,8 +30,15 @@ def colour_to_class(image):
 
 
 def make(**kw):
-    args = dict(crop_size=(32, 48), base_size=None, scale_range=(0.5, 2.0), scale_step=0.0, flip=True,
-                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    args = dict(
+        crop_size=(32, 48),
+        base_size=None,
+        scale_range=(0.5, 2.0),
+        scale_step=0.0,
+        flip=True,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
     args.update(kw)
     return T.TrainTransform(**args)
 
@@ -69,7 +78,9 @@ def test_scale_pad_crop_matches_full_resize_then_crop():
     full_img = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
     full_lab = np.asarray(Image.fromarray(label).resize(size[::-1], Image.NEAREST))
     y, x = offset
-    np.testing.assert_allclose(img[: size[0] - y, : crop[1]].astype(int), full_img[y:, x : x + crop[1]].astype(int), atol=2)
+    np.testing.assert_allclose(
+        img[: size[0] - y, : crop[1]].astype(int), full_img[y:, x : x + crop[1]].astype(int), atol=2
+    )
     assert (lab[: size[0] - y] == full_lab[y:, x : x + crop[1]]).mean() > 0.97
     assert (lab[size[0] - y :] == IGNORE).all() and (img[size[0] - y :] == 0).all()  # bottom padding
 
@@ -115,7 +126,9 @@ def test_lip_training_flip_swaps_through_the_transform():
     label[:, :10] = 14  # left arm on the image's left
     image = np.zeros((h, w, 3), np.uint8)
     image[:, :10] = 200
-    t = make(crop_size=(h, w), scale_range=(1.0, 1.0), flip_pairs=((14, 15), (16, 17), (18, 19)), image_resample="nearest")
+    t = make(
+        crop_size=(h, w), scale_range=(1.0, 1.0), flip_pairs=((14, 15), (16, 17), (18, 19)), image_resample="nearest"
+    )
     flipped = unflipped = 0
     for s in range(40):
         img, lab = t.augment(image, label, np.random.default_rng(s))
@@ -154,7 +167,11 @@ def test_eval_transform_keeps_label_resolution():
     rec = {"image": png_bytes(image), "label": png_bytes(label), "name": b"a/b"}
     out = T.EvalTransform(eval_size=(32, 32), mean=(0, 0, 0), std=(1, 1, 1)).map(rec)
     assert out["name"] == "a/b" and out["label"].dtype == np.int32 and out["label"].shape == (20, 28)
-    assert out["image"].shape == (32, 32, 3) and out["raw_image"].shape == (32, 32, 3) and out["raw_image"].dtype == np.uint8
+    assert (
+        out["image"].shape == (32, 32, 3)
+        and out["raw_image"].shape == (32, 32, 3)
+        and out["raw_image"].dtype == np.uint8
+    )
     np.testing.assert_array_equal(out["label"], label)
     same = T.EvalTransform(eval_size=None, mean=(0, 0, 0), std=(1, 1, 1)).map(rec)
     np.testing.assert_array_equal(same["raw_image"], image)

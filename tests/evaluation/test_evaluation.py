@@ -14,11 +14,9 @@ from PIL import Image
 
 import segnode_jax
 from segnode_jax import data, evaluation
-from segnode_jax.resize import resize_bilinear
 from segnode_jax.errors import ConfigError
-
+from segnode_jax.resize import resize_bilinear
 from tests.conftest import tiny_config
-
 
 # ---------------------------------------------------------------------------------------
 # Metrics.
@@ -53,7 +51,9 @@ def test_miou_over_all_classes_counts_absent_ones_as_zero():
     present = (5 / 6 + 2 / 3) / 2
     everything = (5 / 6 + 0 + 2 / 3) / 3
     m = evaluation.metrics_from_confusion(cm, ["x", "absent", "z"])
-    assert (m["miou"], m["miou_present_classes"], m["miou_all_classes"]) == pytest.approx((present, present, everything))
+    assert (m["miou"], m["miou_present_classes"], m["miou_all_classes"]) == pytest.approx(
+        (present, present, everything)
+    )
     h = evaluation.metrics_from_confusion(cm, ["x", "absent", "z"], miou_over="all")
     assert h["miou"] == pytest.approx(everything) and h["miou_over"] == "all"
     with pytest.raises(ConfigError, match="miou_over"):
@@ -158,8 +158,13 @@ def test_multiscale_flip_of_a_constant_model_equals_whole_inference():
     whole = evaluation.whole_inference(constant, image)
     for base in ("whole", "slide"):
         probs = evaluation.multiscale_inference(
-            constant, image, scales=(0.5, 0.75, 1.0, 1.5), flip=True,
-            base=base, crop=(16, 16), batch_size=4,
+            constant,
+            image,
+            scales=(0.5, 0.75, 1.0, 1.5),
+            flip=True,
+            base=base,
+            crop=(16, 16),
+            batch_size=4,
         )
         np.testing.assert_allclose(probs, evaluation.softmax_np(whole), atol=1e-6)
         np.testing.assert_array_equal(probs.argmax(-1), whole.argmax(-1))
@@ -185,10 +190,16 @@ def test_multiscale_flip_of_a_spatially_varying_model_keeps_every_region_in_plac
     interior = np.zeros_like(truth, bool)
     for i in range(5):
         for j in range(7):
-            interior[i * 8 + 2: i * 8 + 6, j * 8 + 2: j * 8 + 6] = True
+            interior[i * 8 + 2 : i * 8 + 6, j * 8 + 2 : j * 8 + 6] = True
     for base in ("whole", "slide"):
         probs = evaluation.multiscale_inference(
-            pixelwise, image, scales=(0.5, 0.75, 1.0, 1.5, 2.0), flip=True, base=base, crop=(24, 24), batch_size=4,
+            pixelwise,
+            image,
+            scales=(0.5, 0.75, 1.0, 1.5, 2.0),
+            flip=True,
+            base=base,
+            crop=(24, 24),
+            batch_size=4,
         )
         pred = probs.argmax(-1)
         np.testing.assert_array_equal(pred[interior], truth[interior])
@@ -362,14 +373,16 @@ def test_evaluate_and_predict_give_the_same_predictions_in_every_mode(eval_cfg, 
 
     cfg = copy.deepcopy(eval_cfg)
     cfg.model.ode.update(solver="euler", num_steps=1, adjoint="unrolled")  # the cheapest solve to compile
-    cfg.eval.update(mode=mode, crop_size=(16, 24), stride=(8, 8), scales=(1.0, 0.75), flip=True, batch_size=2,
-                    pad_multiple=12)  # 32x32 images on 36x36 canvases: padding in play
+    cfg.eval.update(
+        mode=mode, crop_size=(16, 24), stride=(8, 8), scales=(1.0, 0.75), flip=True, batch_size=2, pad_multiple=12
+    )  # 32x32 images on 36x36 canvases: padding in play
     variables = segnode_jax.init(cfg.model, jax.random.key(5), (1, 32, 32, 3))
     settings = evaluation.EvalSettings.from_config(cfg)
     predictor = evaluation.Predictor.for_model(variables, cfg.model, batch_size=2)
     evaluated = {}
-    evaluation.evaluate_predictor(predictor, cfg, settings=settings,
-                                  on_prediction=lambda ex, pred: evaluated.__setitem__(str(ex["name"]), pred))
+    evaluation.evaluate_predictor(
+        predictor, cfg, settings=settings, on_prediction=lambda ex, pred: evaluated.__setitem__(str(ex["name"]), pred)
+    )
     examples = _examples(cfg)
     segmenter = prediction.Segmenter(variables, cfg)
     predicted = segmenter.segment([ex["raw_image"] for ex in examples], probabilities=True)
@@ -392,7 +405,9 @@ def test_whole_mode_pads_labels_and_resizes_to_the_original_label_size(eval_cfg)
     examples = list(data.eval_dataset(cfg.data, split="val"))
     assert examples[0]["image"].shape[:2] == (24, 20) and examples[0]["label"].shape == (32, 32)
     labels = np.concatenate([ex["label"].ravel() for ex in examples])
-    predictor = evaluation.Predictor.from_function(lambda x: jnp.zeros(x.shape[:3] + (5,)).at[..., 2].set(1.0), batch_size=4)
+    predictor = evaluation.Predictor.from_function(
+        lambda x: jnp.zeros(x.shape[:3] + (5,)).at[..., 2].set(1.0), batch_size=4
+    )
     res = evaluation.evaluate_predictor(predictor, cfg, settings=evaluation.EvalSettings.from_config(cfg, batch_size=4))
     share = np.mean(labels == 2)
     present = len(set(np.unique(labels).tolist()) | {2})  # classes in the labels, and the predicted one
@@ -423,7 +438,9 @@ def test_score_predictions_of_a_folder(eval_cfg, tmp_path):
     shifted = tmp_path / "background"
     _write_predictions(eval_cfg, shifted, lambda gt: np.zeros_like(gt))
     res = evaluation.score_predictions(eval_cfg.data, str(shifted))
-    labels = np.concatenate([data.label_to_train_ids(eval_cfg.data, p).ravel() for _, p in data.ground_truth_files(eval_cfg.data, "val")])
+    labels = np.concatenate(
+        [data.label_to_train_ids(eval_cfg.data, p).ravel() for _, p in data.ground_truth_files(eval_cfg.data, "val")]
+    )
     assert res["per_class_iou"]["background"] == pytest.approx(np.mean(labels == 0))
     assert res["pixel_accuracy"] == pytest.approx(np.mean(labels == 0))
 

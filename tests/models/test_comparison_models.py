@@ -60,7 +60,9 @@ def test_pspnet_and_deeplabv3_parameters():
     assert segnode_jax.count_params(cfg) == 23_508_032 + 4 * (2048 * 512 + 1024) + 4096 * 512 * 9 + 1024 + 513 * 19
 
 
-@pytest.mark.parametrize("name,size", [("unet", (32, 32)), ("unet", (30, 34)), ("pspnet", (30, 34)), ("deeplabv3", (30, 34))])
+@pytest.mark.parametrize(
+    "name,size", [("unet", (32, 32)), ("unet", (30, 34)), ("pspnet", (30, 34)), ("deeplabv3", (30, 34))]
+)
 def test_logits_at_the_input_size_also_for_odd_sizes(name, size):
     cfg = tiny(name).model
     shape = (2, *size, 3)
@@ -80,13 +82,18 @@ def test_logits_at_the_input_size_also_for_odd_sizes(name, size):
     assert all(jax.tree_util.tree_leaves(changed))
 
 
-@pytest.mark.parametrize("name,change,message", [
-    ("unet", {"unet.upsampling": "nearest"}, "model.unet.upsampling"), ("unet", {"head": "ocr"}, "model.head"),
-    ("pspnet", {"head": "ocr"}, "model.head"), ("pspnet", {"resnet.depth": 34}, "model.resnet.depth"),
-    ("deeplabv3", {"resnet.output_stride": 4}, "model.resnet.output_stride"),
-    ("deeplabv3", {"resnet.blocks": (1, 1, 1)}, "model.resnet.blocks"),
-    ("pspnet", {"pspnet.bins": ()}, "model.pspnet.bins"),
-])
+@pytest.mark.parametrize(
+    "name,change,message",
+    [
+        ("unet", {"unet.upsampling": "nearest"}, "model.unet.upsampling"),
+        ("unet", {"head": "ocr"}, "model.head"),
+        ("pspnet", {"head": "ocr"}, "model.head"),
+        ("pspnet", {"resnet.depth": 34}, "model.resnet.depth"),
+        ("deeplabv3", {"resnet.output_stride": 4}, "model.resnet.output_stride"),
+        ("deeplabv3", {"resnet.blocks": (1, 1, 1)}, "model.resnet.blocks"),
+        ("pspnet", {"pspnet.bins": ()}, "model.pspnet.bins"),
+    ],
+)
 def test_bad_settings_name_the_field(name, change, message):
     cfg = tiny(name).model
     segnode_jax.config.apply_overrides(cfg, change)
@@ -94,8 +101,13 @@ def test_bad_settings_name_the_field(name, change, message):
         segnode_jax.count_params(cfg)
 
 
-RECIPES = {"unet": ("sgd", 0.99, 1.0), "unode": ("adamw", 0.9, 1.0), "pspnet": ("sgd", 0.9, 10.0), "deeplabv3": ("sgd", 0.9, 1.0),
-           "nodes_unet": ("adamw", 0.9, 1.0)}
+RECIPES = {
+    "unet": ("sgd", 0.99, 1.0),
+    "unode": ("adamw", 0.9, 1.0),
+    "pspnet": ("sgd", 0.9, 10.0),
+    "deeplabv3": ("sgd", 0.9, 1.0),
+    "nodes_unet": ("adamw", 0.9, 1.0),
+}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -112,13 +124,23 @@ def test_the_training_step_trains_the_model(name):
     library's small classifier initialisation it learns like the others.)"""
     cfg = tiny(name)
     if name in ("unode", "nodes_unet"):
-        segnode_jax.config.apply_overrides(cfg, {"model.ode.solver": "euler", "model.ode.num_steps": 2, "model.ode.adjoint": "unrolled"})
+        segnode_jax.config.apply_overrides(
+            cfg, {"model.ode.solver": "euler", "model.ode.num_steps": 2, "model.ode.adjoint": "unrolled"}
+        )
     steps = 60
     cfg.train.num_steps = steps
     recipe = training.resolve_config(cfg).train
     assert (recipe.optimizer, recipe.momentum, recipe.head_lr_mult) == RECIPES[name]
-    segnode_jax.config.apply_overrides(cfg, {"train.optimizer": "adamw", "train.learning_rate": 0.01, "train.weight_decay": 0.0,
-                                             "train.lr_schedule": "constant", "train.head_lr_mult": 1.0})
+    segnode_jax.config.apply_overrides(
+        cfg,
+        {
+            "train.optimizer": "adamw",
+            "train.learning_rate": 0.01,
+            "train.weight_decay": 0.0,
+            "train.lr_schedule": "constant",
+            "train.head_lr_mult": 1.0,
+        },
+    )
     cfg = training.resolve_config(cfg)
     mesh = parallel.make_mesh()
     rng = np.random.default_rng(0)
@@ -208,7 +230,12 @@ def _unode64(adjoint, levels=2, num_steps=2):
 # the discrete adjoints on two levels at x2 (docs/training.md: prefer them for U-Node).
 @pytest.mark.parametrize(
     "adjoint,levels,num_steps,rel",
-    [("recursive_checkpoint", 2, 2, 1e-7), ("direct", 2, 2, 1e-7), ("unrolled", 2, 2, 1e-7), ("backsolve", 1, 16, 1e-3)],
+    [
+        ("recursive_checkpoint", 2, 2, 1e-7),
+        ("direct", 2, 2, 1e-7),
+        ("unrolled", 2, 2, 1e-7),
+        ("backsolve", 1, 16, 1e-3),
+    ],
 )
 def test_unode_gradients_match_finite_differences(adjoint, levels, num_steps, rel):
     """float64, fixed steps: the discrete adjoints are exact for the discrete solve, backsolve
@@ -227,7 +254,10 @@ def test_unode_gradients_match_finite_differences(adjoint, levels, num_steps, re
             return jnp.sum(logits * weights)
 
         grads = jax.jit(jax.grad(loss))(params)
-        analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+        analytic = sum(
+            float(jnp.vdot(g, d))
+            for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction))
+        )
         eps = 1e-6
         shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * d, params, direction)  # noqa: E731
         numeric = (float(loss(shift(eps))) - float(loss(shift(-eps)))) / (2 * eps)
@@ -295,7 +325,10 @@ def test_nodes_unet_gradients_match_finite_differences(adjoint, num_steps, rel):
         grads = jax.jit(jax.grad(loss))(params)
         for block in cfg.nodes_unet.ode_blocks:
             assert float(jnp.abs(grads[f"ode_{block}"]["field"]["conv1"]["kernel"]).max()) > 0
-        analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+        analytic = sum(
+            float(jnp.vdot(g, d))
+            for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction))
+        )
         eps = 1e-6
         shift = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * d, params, direction)  # noqa: E731
         numeric = (float(loss(shift(eps))) - float(loss(shift(-eps)))) / (2 * eps)

@@ -11,13 +11,12 @@ import optax
 import pytest
 
 import segnode_jax
-from segnode_jax import api
-from segnode_jax import memory
-from segnode_jax.models.hrnet import HRModule, Stem
-from segnode_jax.models.segnode import VectorField
-from segnode_jax.models.layers import NormSpec, branch_sizes
-from segnode_jax.resize import resize_bilinear
+from segnode_jax import api, memory
 from segnode_jax.errors import ConfigError
+from segnode_jax.models.hrnet import HRModule, Stem
+from segnode_jax.models.layers import NormSpec, branch_sizes
+from segnode_jax.models.segnode import VectorField
+from segnode_jax.resize import resize_bilinear
 from tests.conftest import REPO
 
 MODELS = ("hrnetv2", "baseline", "segnode")
@@ -150,7 +149,9 @@ def test_a_frozen_config_is_a_snapshot():
 def test_apply_inside_user_jit(variables, images):
     cfg = tiny("segnode")
     f = jax.jit(lambda v, x: segnode_jax.apply(v, x, cfg)[0])
-    np.testing.assert_allclose(f(variables["segnode"], images), segnode_jax.apply(variables["segnode"], images, cfg)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        f(variables["segnode"], images), segnode_jax.apply(variables["segnode"], images, cfg)[0], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_failed_solve_raises_from_apply(variables, images):
@@ -215,13 +216,17 @@ def test_rematerialisation_changes_nothing_but_memory(adjoint, variables, images
 
     def grads(cfg):
         def loss(p):
-            logits, aux = segnode_jax.apply({"params": p, "batch_stats": variables["segnode"]["batch_stats"]}, images, cfg, train=True)
+            logits, aux = segnode_jax.apply(
+                {"params": p, "batch_stats": variables["segnode"]["batch_stats"]}, images, cfg, train=True
+            )
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), aux["batch_stats"]
 
         # Compiled as the training step compiles it (remat's barriers kept on a CPU too), so
         # that what is checked is the rematerialised computation, not one XLA folded away.
         fn = jax.jit(jax.grad(loss, has_aux=True))
-        return fn.lower(variables["segnode"]["params"]).compile(compiler_options=memory.compiler_options())(variables["segnode"]["params"])
+        return fn.lower(variables["segnode"]["params"]).compile(compiler_options=memory.compiler_options())(
+            variables["segnode"]["params"]
+        )
 
     # Two Euler steps: a step loop like any solve's, at a quarter of RK4's compile time.
     plain = tiny("segnode", solver="euler", num_steps=2, adjoint=adjoint)
@@ -293,9 +298,8 @@ def test_resize_matches_pytorch_bilinear():
                 sx = src(j, w, out_w)
                 x0 = min(int(np.floor(sx)), w - 1)
                 x1, lx = min(x0 + 1, w - 1), sx - x0
-                out[:, i, j] = (
-                    (1 - ly) * ((1 - lx) * x[:, y0, x0] + lx * x[:, y0, x1])
-                    + ly * ((1 - lx) * x[:, y1, x0] + lx * x[:, y1, x1])
+                out[:, i, j] = (1 - ly) * ((1 - lx) * x[:, y0, x0] + lx * x[:, y0, x1]) + ly * (
+                    (1 - lx) * x[:, y1, x0] + lx * x[:, y1, x1]
                 )
         return out
 
@@ -499,7 +503,9 @@ def test_a_registered_model_is_asked_what_it_can_do_not_named(variables, images)
         assert int(aux["ode"]["nfe"]) == 1
         cfg.model.name = "my_plain_net"
         assert not models.has_ode(cfg.model)
-        with pytest.raises(prediction.PredictError, match=r"--solver only applies to models that solve an ODE \(.*my_ode_net"):
+        with pytest.raises(
+            prediction.PredictError, match=r"--solver only applies to models that solve an ODE \(.*my_ode_net"
+        ):
             prediction.with_solver(cfg, "euler:1")
         with pytest.raises(ConfigError, match="unknown model.name='nope'"):
             segnode_jax.capabilities("nope")

@@ -29,7 +29,9 @@ def _watch(checkpoints_dir: str, from_step: int) -> None:
 
 if __name__ == "__main__":
     workdir = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--workdir="))
-    threading.Thread(target=_watch, args=(os.path.join(workdir, "checkpoints"), int(os.environ["KILL_FROM_STEP"])), daemon=True).start()
+    threading.Thread(
+        target=_watch, args=(os.path.join(workdir, "checkpoints"), int(os.environ["KILL_FROM_STEP"])), daemon=True
+    ).start()
     script = os.path.join(REPO, "train.py")
     sys.argv = [script, *sys.argv[1:]]
     sys.path.insert(0, REPO)

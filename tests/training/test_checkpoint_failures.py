@@ -13,7 +13,16 @@ import sys
 import pytest
 
 from segnode_jax import checkpoints, training, weights
-from tests.conftest import REPO, TINY_STEPS, TINY_CHECKPOINT_EVERY, run_cli, tiny_cli_flags, tiny_config, train_losses, xla_flags
+from tests.conftest import (
+    REPO,
+    TINY_CHECKPOINT_EVERY,
+    TINY_STEPS,
+    run_cli,
+    tiny_cli_flags,
+    tiny_config,
+    train_losses,
+    xla_flags,
+)
 
 
 def _damage(step_dir: str) -> str:
@@ -65,12 +74,18 @@ def test_evaluate_uses_the_newest_intact_checkpoint_or_names_the_damaged_one(tin
     loaded = checkpoints.load_variables(workdir)
     intact = checkpoints.load_variables(previous)
     assert weights.flatten(loaded).keys() == weights.flatten(intact).keys()
-    assert all((a == intact_leaf).all() for a, intact_leaf in zip(weights.flatten(loaded).values(), weights.flatten(intact).values()))
+    assert all(
+        (a == intact_leaf).all()
+        for a, intact_leaf in zip(weights.flatten(loaded).values(), weights.flatten(intact).values())
+    )
     # What evaluate.py reports (results.json's "checkpoint" and "step") is the one it read.
     from segnode_jax import evaluate_lib
 
     _, _, pytree_dir, description = evaluate_lib.load_model(workdir)
-    assert evaluate_lib._step_of(pytree_dir) == TINY_STEPS - TINY_CHECKPOINT_EVERY and description == f"checkpoint {previous}"
+    assert (
+        evaluate_lib._step_of(pytree_dir) == TINY_STEPS - TINY_CHECKPOINT_EVERY
+        and description == f"checkpoint {previous}"
+    )
     # The damaged step named explicitly: one error line naming it, exit status 2.
     proc = run_cli("evaluate.py", f"--ckpt={newest}", f"--output={tmp_path}/out")
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -81,19 +96,32 @@ def test_evaluate_uses_the_newest_intact_checkpoint_or_names_the_damaged_one(tin
 def _mount_tmpfs(path: str, size: str) -> bool:
     os.makedirs(path, exist_ok=True)
     try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True
+            ).returncode
+            == 0
+        )
     except OSError:
         return False
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_resumes(tiny_data_dir, tmp_path):
     disk = str(tmp_path / "disk")
-    flags = [*tiny_cli_flags(tiny_data_dir), f"--workdir={disk}/run", "--config.model.name=hrnetv2",
-             "--config.train.num_steps=12", "--config.train.checkpoint_every_steps=2", "--config.train.eval_every_steps=0"]
+    flags = [
+        *tiny_cli_flags(tiny_data_dir),
+        f"--workdir={disk}/run",
+        "--config.model.name=hrnetv2",
+        "--config.train.num_steps=12",
+        "--config.train.checkpoint_every_steps=2",
+        "--config.train.eval_every_steps=0",
+    ]
     # Room for one or two checkpoints of this model (about 1 MB each), not for six.
     if not _mount_tmpfs(disk, "2600k"):
-        pytest.skip("mounting a small tmpfs is refused on this host (needs root / CAP_SYS_ADMIN): the real full disk "
-                    "is not tested here; test_a_disk_full_in_orbax_is_one_line_through_the_cli covers the message")
+        pytest.skip(
+            "mounting a small tmpfs is refused on this host (needs root / CAP_SYS_ADMIN): the real full disk "
+            "is not tested here; test_a_disk_full_in_orbax_is_one_line_through_the_cli covers the message"
+        )
     try:
         proc = run_cli("train.py", *flags, devices=1)
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -117,11 +145,22 @@ def test_a_disk_full_in_orbax_is_one_line_through_the_cli(tiny_data_dir, tmp_pat
     """Where no tmpfs can be mounted too: ENOSPC raised inside orbax's save (from the second
     checkpoint on; tests/training/full_disk_after_first_save.py) ends train.py with the one line."""
     workdir = str(tmp_path / "sim")
-    flags = [*tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}", "--config.model.name=hrnetv2",
-             "--config.train.num_steps=12", "--config.train.checkpoint_every_steps=2", "--config.train.eval_every_steps=0"]
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "training", "full_disk_after_first_save.py"), *flags],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, XLA_FLAGS=xla_flags(1)))
+    flags = [
+        *tiny_cli_flags(tiny_data_dir),
+        f"--workdir={workdir}",
+        "--config.model.name=hrnetv2",
+        "--config.train.num_steps=12",
+        "--config.train.checkpoint_every_steps=2",
+        "--config.train.eval_every_steps=0",
+    ]
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "training", "full_disk_after_first_save.py"), *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, XLA_FLAGS=xla_flags(1)),
+    )
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr, proc.stderr

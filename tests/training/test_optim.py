@@ -49,10 +49,14 @@ def test_head_lr_mult_scales_only_the_heads_updates(optimizer):
 
 def _check_head_lr_mult(optimizer):
     params = {"stem": {"w": jnp.ones((3,))}, "head": {"cls": {"kernel": jnp.full((2, 2), 2.0)}}}
-    grads = jax.tree_util.tree_map(lambda p: jnp.float32(0.1) * jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape) + jnp.float32(0.3), params)
+    grads = jax.tree_util.tree_map(
+        lambda p: jnp.float32(0.1) * jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape) + jnp.float32(0.3), params
+    )
 
     def moved(mult):
-        t = _resolved("hrnetv2", "default", optimizer=optimizer, learning_rate=0.01, weight_decay=0.05, head_lr_mult=mult)
+        t = _resolved(
+            "hrnetv2", "default", optimizer=optimizer, learning_rate=0.01, weight_decay=0.05, head_lr_mult=mult
+        )
         tx, _ = training.make_optimizer(t, 100)
         p, state = params, tx.init(params)
         for _ in range(3):

@@ -103,7 +103,9 @@ def test_fsdp_splits_large_arrays_and_replication_does_not(one_step_results):
 
 
 def test_batch_that_does_not_divide_over_the_devices_names_the_fix():
-    with pytest.raises(parallel.ParallelConfigError, match=r"train.batch_size=6 does not divide .* 4 devices.*batch_size=4"):
+    with pytest.raises(
+        parallel.ParallelConfigError, match=r"train.batch_size=6 does not divide .* 4 devices.*batch_size=4"
+    ):
         parallel.local_batch_size(6, _mesh(4))
     assert parallel.local_batch_size(8, _mesh(4)) == 8  # one host: its share is the whole batch
 
@@ -138,7 +140,9 @@ def restore_train_state(workdir: str, data_dir: str) -> list[np.ndarray]:
     mesh = parallel.make_mesh()
     abstract = training.abstract_train_state(cfg.model, tx)
     shardings = training.train_state_shardings(cfg.model, tx, mesh)
-    abstract = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
     ckpts = checkpoints.RunCheckpoints(workdir)
     try:
         state, _ = ckpts.restore(abstract, None)
@@ -174,7 +178,9 @@ import numpy as np
 from tests.train.test_parallel import restore_train_state
 np.savez({str(restored)!r}, *restore_train_state({str(workdir)!r}, {str(tiny_data_dir)!r}))
 """
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     on_four = restore_train_state(str(workdir), str(tiny_data_dir))
     with np.load(restored) as f:
@@ -183,9 +189,18 @@ np.savez({str(restored)!r}, *restore_train_state({str(workdir)!r}, {str(tiny_dat
     for i, (a, b) in enumerate(zip(on_one, on_four)):
         np.testing.assert_array_equal(a, b, err_msg=f"leaf {i}")
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}",
-         *(f"--config.{k}={v}" for k, v in FIXED_STEPS.items())],
-        cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            *tiny_cli_flags(tiny_data_dir),
+            f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in FIXED_STEPS.items()),
+        ],
+        cwd=REPO,
+        env=_env(1),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"from step {resume_at}" in proc.stderr
@@ -213,15 +228,25 @@ def test_two_processes_on_localhost_train_on_disjoint_shards(tiny_data_dir, tmp_
     # compiles in about half the time of the ODE model (three processes compile here).
     model = "--config.model.name=hrnetv2"
     common = [
-        sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), model, f"--workdir={workdir}",
-        f"--config.train.num_steps={steps}", "--config.train.checkpoint_every_steps=2",
-        f"--config.parallel.coordinator_address=127.0.0.1:{port}", "--config.parallel.num_processes=2",
+        sys.executable,
+        os.path.join(REPO, "train.py"),
+        *tiny_cli_flags(tiny_data_dir),
+        model,
+        f"--workdir={workdir}",
+        f"--config.train.num_steps={steps}",
+        "--config.train.checkpoint_every_steps=2",
+        f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+        "--config.parallel.num_processes=2",
         "--config.parallel.initialization_timeout=120",
     ]
     procs = [
         subprocess.Popen(
-            common + [f"--config.parallel.process_id={i}"], cwd=REPO, env=_env(2),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            common + [f"--config.parallel.process_id={i}"],
+            cwd=REPO,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
@@ -241,7 +266,9 @@ def test_two_processes_on_localhost_train_on_disjoint_shards(tiny_data_dir, tmp_
     assert "process 1 of 2: data shard 1/2, 2 of the 4 images" in err1
     # The two shards are disjoint and together cover the split.
     dcfg = tiny_config(tiny_data_dir).data
-    names = [[ex["name"] for ex in data.eval_dataset(dcfg, split="train", shard_index=i, shard_count=2)] for i in range(2)]
+    names = [
+        [ex["name"] for ex in data.eval_dataset(dcfg, split="train", shard_index=i, shard_count=2)] for i in range(2)
+    ]
     assert names[0] and names[1] and not set(names[0]) & set(names[1])
     assert len(names[0]) + len(names[1]) == dcfg.num_train
     # Only process 0 logs: one record per step.
@@ -264,9 +291,20 @@ def test_two_processes_on_localhost_train_on_disjoint_shards(tiny_data_dir, tmp_
     # The same workdir continues in one process: the state is restored exactly; the data
     # position of two hosts' shards cannot carry over, which is said.
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), model, f"--workdir={workdir}",
-         f"--config.train.num_steps={steps + 2}", "--config.train.checkpoint_every_steps=2"],
-        cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            *tiny_cli_flags(tiny_data_dir),
+            model,
+            f"--workdir={workdir}",
+            f"--config.train.num_steps={steps + 2}",
+            "--config.train.checkpoint_every_steps=2",
+        ],
+        cwd=REPO,
+        env=_env(4),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"from step {steps}" in proc.stderr and "another number of processes" in proc.stderr, proc.stderr

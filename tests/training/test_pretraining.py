@@ -73,8 +73,11 @@ def test_a_tiny_segnode_classifier_learns_and_evaluate_counts_the_same_top1(pret
     # well under chance (log 4). Not the single batches at the log steps: every 5th step is the last
     # batch of an epoch of 40 images, and on an AMD EPYC host those three batches (steps 30-40)
     # sat at 1.4-1.6 while the intervals around them averaged 0.83-1.04.
-    means = {int(r["step"]): float(r["loss_mean"]) for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-             if r.get("split", "train") == "train" and "loss_mean" in r}
+    means = {
+        int(r["step"]): float(r["loss_mean"])
+        for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        if r.get("split", "train") == "train" and "loss_mean" in r
+    }
     assert np.mean([means[s] for s in (35, 40)]) < 0.7 * np.log(len(F.FAKE_WNIDS)), means
     res, out = evaluate_lib.evaluate_checkpoint(workdir, progress=False)
     assert json.load(open(os.path.join(out, "results.json")))["top1"] == res["top1"] == result["val"]["top1"]
@@ -103,9 +106,13 @@ def test_pretraining_resumes_exactly(pretrained, tmp_path, capsys):
     for step in (25, 30, 35, 40):
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
     # The final validation of the resumed run equals the uninterrupted one's.
-    vals = [[r for r in read_jsonl(os.path.join(w, "metrics.jsonl")) if r.get("split") == "val" and r["step"] == STEPS]
-            for w in (workdir, resumed)]
-    assert vals[0][-1]["top1"] == vals[1][-1]["top1"] and vals[0][-1]["loss"] == pytest.approx(vals[1][-1]["loss"], rel=1e-6)
+    vals = [
+        [r for r in read_jsonl(os.path.join(w, "metrics.jsonl")) if r.get("split") == "val" and r["step"] == STEPS]
+        for w in (workdir, resumed)
+    ]
+    assert vals[0][-1]["top1"] == vals[1][-1]["top1"] and vals[0][-1]["loss"] == pytest.approx(
+        vals[1][-1]["loss"], rel=1e-6
+    )
 
 
 def segmentation_config(tmp, pretrained_workdir, **model):

@@ -16,7 +16,17 @@ import numpy as np
 import pytest
 
 from segnode_jax import checkpoints, parallel, training
-from tests.conftest import REPO, TINY_CHECKPOINT_EVERY, TINY_EVAL_EVERY, TINY_STEPS, read_jsonl, run_cli, tiny_cli_flags, tiny_config, train_losses
+from tests.conftest import (
+    REPO,
+    TINY_CHECKPOINT_EVERY,
+    TINY_EVAL_EVERY,
+    TINY_STEPS,
+    read_jsonl,
+    run_cli,
+    tiny_cli_flags,
+    tiny_config,
+    train_losses,
+)
 
 
 def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
@@ -29,7 +39,9 @@ def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
     assert sorted(losses) == list(range(1, TINY_STEPS + 1))
     assert all(np.isfinite(v) for v in losses.values())
     # The model learns something even at toy size: the loss goes down.
-    assert np.mean([losses[s] for s in range(TINY_STEPS - 3, TINY_STEPS + 1)]) < np.mean([losses[s] for s in (1, 2, 3, 4)])
+    assert np.mean([losses[s] for s in range(TINY_STEPS - 3, TINY_STEPS + 1)]) < np.mean(
+        [losses[s] for s in (1, 2, 3, 4)]
+    )
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
     assert 0.0 <= result["val"]["miou"] <= 1.0
     assert result["best"]["miou"] == pytest.approx(max(result["val"]["miou"], result["best"]["miou"]))
@@ -89,9 +101,17 @@ def test_sigkill_during_an_asynchronous_save_then_resume_continues_exactly_like_
     workdir = str(tmp_path / "killed")
     kill_from = 2 * TINY_CHECKPOINT_EVERY
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tests", "training", "kill_during_save.py"), *tiny_cli_flags(tiny_data_dir),
-         f"--workdir={workdir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, KILL_FROM_STEP=str(kill_from)),
+        [
+            sys.executable,
+            os.path.join(REPO, "tests", "training", "kill_during_save.py"),
+            *tiny_cli_flags(tiny_data_dir),
+            f"--workdir={workdir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, KILL_FROM_STEP=str(kill_from)),
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     names = os.listdir(os.path.join(workdir, "checkpoints"))
@@ -147,8 +167,14 @@ def test_a_run_stopped_between_a_checkpoint_and_its_validation_validates_that_st
     assert result["step"] == TINY_STEPS
     assert_best_is_the_argmax_of_the_validations(workdir, result["best"])
     # The same weights as the uninterrupted run at that step: the same validation.
-    ref = {int(r["step"]): r["miou"] for r in read_jsonl(os.path.join(tiny_run[0], "metrics.jsonl")) if r.get("split") == "val"}
-    got = {int(r["step"]): r["miou"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r.get("split") == "val"}
+    ref = {
+        int(r["step"]): r["miou"]
+        for r in read_jsonl(os.path.join(tiny_run[0], "metrics.jsonl"))
+        if r.get("split") == "val"
+    }
+    got = {
+        int(r["step"]): r["miou"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r.get("split") == "val"
+    }
     assert got[stop_at] == pytest.approx(ref[stop_at], abs=1e-3)
 
 
@@ -158,11 +184,28 @@ def test_non_finite_update_stops_naming_the_step_and_keeps_the_last_good_checkpo
     workdir = str(tmp_path / "nan")
     # The guard is the training loop's, whatever the model: the straight-line HRNetV2 compiles
     # in about half the time of the ODE model.
-    training.train_and_evaluate(tiny_config(tiny_data_dir, **{"model.name": "hrnetv2", "train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.eval_every_steps": 0}), workdir)
+    training.train_and_evaluate(
+        tiny_config(
+            tiny_data_dir,
+            **{
+                "model.name": "hrnetv2",
+                "train.num_steps": 2,
+                "train.checkpoint_every_steps": 2,
+                "train.eval_every_steps": 0,
+            },
+        ),
+        workdir,
+    )
     good = checkpoints.load_variables(workdir)
     proc = run_cli(
-        "train.py", *tiny_cli_flags(tiny_data_dir), "--config.model.name=hrnetv2", f"--workdir={workdir}", "--config.train.num_steps=4",
-        "--config.train.checkpoint_every_steps=1", "--config.train.learning_rate=1e39", "--config.train.eval_every_steps=0",
+        "train.py",
+        *tiny_cli_flags(tiny_data_dir),
+        "--config.model.name=hrnetv2",
+        f"--workdir={workdir}",
+        "--config.train.num_steps=4",
+        "--config.train.checkpoint_every_steps=1",
+        "--config.train.learning_rate=1e39",
+        "--config.train.eval_every_steps=0",
     )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
@@ -181,15 +224,20 @@ def test_init_from_a_run_starts_from_its_weights(tiny_run, tiny_data_dir, tmp_pa
 
     source = checkpoints.load_variables(tiny_run[0])
     workdir = str(tmp_path / "init")
-    cfg = tiny_config(tiny_data_dir, **{"train.num_steps": 1, "train.eval_every_steps": 0, "init_from": tiny_run[0], "train.learning_rate": 1e-12})
+    cfg = tiny_config(
+        tiny_data_dir,
+        **{"train.num_steps": 1, "train.eval_every_steps": 0, "init_from": tiny_run[0], "train.learning_rate": 1e-12},
+    )
     training.train_and_evaluate(cfg, workdir)
     loaded = checkpoints.load_variables(workdir)
     # lr 1e-12: one step leaves the parameters at the source's, far from a fresh initialisation.
     fresh = segnode_jax.init(cfg.model, jax.random.key(int(cfg.seed)), (1, 32, 32, 3))
     for a, b, c in zip(*(jax.tree_util.tree_leaves(v["params"]) for v in (source, loaded, fresh))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-8)
-    distance = sum(float(np.abs(np.asarray(a) - np.asarray(c)).sum()) for a, c in zip(
-        jax.tree_util.tree_leaves(source["params"]), jax.tree_util.tree_leaves(fresh["params"])))
+    distance = sum(
+        float(np.abs(np.asarray(a) - np.asarray(c)).sum())
+        for a, c in zip(jax.tree_util.tree_leaves(source["params"]), jax.tree_util.tree_leaves(fresh["params"]))
+    )
     assert distance > 1.0
 
 
@@ -198,7 +246,9 @@ def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, 
 
     import segnode_jax
 
-    cfg = tiny_config(tiny_data_dir, **{"train.num_steps": 1, "train.eval_every_steps": 0, "train.learning_rate": 1e-12})
+    cfg = tiny_config(
+        tiny_data_dir, **{"train.num_steps": 1, "train.eval_every_steps": 0, "train.learning_rate": 1e-12}
+    )
     fresh = segnode_jax.init(cfg.model, jax.random.key(int(cfg.seed)), (1, 32, 32, 3))
     kernel = np.asarray(fresh["params"]["stem"]["conv1"]["kernel"])
     converted = tmp_path / "converted"
@@ -206,7 +256,9 @@ def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, 
     writer = ocp.StandardCheckpointer()
     writer.save(str(converted / "variables"), {"params": {"stem": {"conv1": {"kernel": kernel + 1.0}}}})
     writer.wait_until_finished()
-    json.dump({"format": "segnode-jax-converted/1", "model": cfg.model.to_dict()}, open(converted / "conversion.json", "w"))
+    json.dump(
+        {"format": "segnode-jax-converted/1", "model": cfg.model.to_dict()}, open(converted / "conversion.json", "w")
+    )
     workdir = str(tmp_path / "run")
     with cfg.ignore_type():
         cfg.init_from = str(converted)
@@ -214,7 +266,10 @@ def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, 
     loaded = checkpoints.load_variables(workdir)
     np.testing.assert_allclose(np.asarray(loaded["params"]["stem"]["conv1"]["kernel"]), kernel + 1.0, rtol=1e-6)
     np.testing.assert_allclose(
-        np.asarray(loaded["params"]["stem"]["conv2"]["kernel"]), np.asarray(fresh["params"]["stem"]["conv2"]["kernel"]), rtol=1e-6, atol=1e-8
+        np.asarray(loaded["params"]["stem"]["conv2"]["kernel"]),
+        np.asarray(fresh["params"]["stem"]["conv2"]["kernel"]),
+        rtol=1e-6,
+        atol=1e-8,
     )
 
 
@@ -225,11 +280,19 @@ def test_training_step_honours_remat_on_a_cpu(tmp_path):
     mesh = parallel.make_mesh(jax.devices()[:1])
 
     def temp_bytes(remat: bool) -> int:
-        overrides = {"model.remat.stem": remat, "model.remat.field": remat, "model.ode.solver": "euler", "model.ode.num_steps": 2}
+        overrides = {
+            "model.remat.stem": remat,
+            "model.remat.field": remat,
+            "model.ode.solver": "euler",
+            "model.ode.num_steps": 2,
+        }
         cfg = training.resolve_config(tiny_config(tmp_path, **overrides))
         tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
         b, (h, w) = cfg.train.batch_size, cfg.data.crop_size
-        batch = {"image": jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32), "label": jax.ShapeDtypeStruct((b, h, w), jnp.int32)}
+        batch = {
+            "image": jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
+            "label": jax.ShapeDtypeStruct((b, h, w), jnp.int32),
+        }
         step = training.make_train_step(cfg, TINY_STEPS, mesh)
         compiled = step.lower(training.abstract_train_state(cfg.model, tx), batch).compile()
         return compiled.memory_analysis().temp_size_in_bytes
@@ -261,7 +324,10 @@ def test_workdir_of_another_model_is_refused(tiny_run, tiny_data_dir, tmp_path):
     "args,message",
     [
         (["--config=configs/nope.py", "--workdir=/tmp/x"], "nope.py"),
-        (["--config=configs/camvid.py", "--workdir={tmp}/w", "--config.data.data_dir={tmp}/empty"], "python -m segnode_jax.data.prepare"),
+        (
+            ["--config=configs/camvid.py", "--workdir={tmp}/w", "--config.data.data_dir={tmp}/empty"],
+            "python -m segnode_jax.data.prepare",
+        ),
         (["{tiny}", "--workdir={tmp}/w", "--config.train.batch_size=3"], "batch_size"),
     ],
 )
@@ -281,13 +347,24 @@ def test_evaluate_cli_errors(tmp_path, tiny_data_dir, tiny_run):
     assert proc.returncode == 2 and f"{tmp_path}/missing" in proc.stderr and "Traceback" not in proc.stderr
     # A checkpoint evaluated with a config of another width: the mismatch is named, nothing is written.
     out = tmp_path / "eval_out"
-    proc = run_cli("evaluate.py", f"--ckpt={tiny_run[0]}", *tiny_cli_flags(tiny_data_dir), "--config.model.width=8", f"--output={out}")
+    proc = run_cli(
+        "evaluate.py",
+        f"--ckpt={tiny_run[0]}",
+        *tiny_cli_flags(tiny_data_dir),
+        "--config.model.width=8",
+        f"--output={out}",
+    )
     assert proc.returncode == 2, proc.stderr
     assert "different model config" in proc.stderr and "omit --config" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
     # A dataset that is not prepared (the synthetic one builds itself; CamVid cannot): the
     # preparation command is named.
-    proc = run_cli("evaluate.py", f"--ckpt={tiny_run[0]}", "--config=configs/camvid.py", f"--config.data.data_dir={tmp_path}/no_data")
+    proc = run_cli(
+        "evaluate.py",
+        f"--ckpt={tiny_run[0]}",
+        "--config=configs/camvid.py",
+        f"--config.data.data_dir={tmp_path}/no_data",
+    )
     assert proc.returncode == 2 and "segnode_jax.data" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = run_cli("evaluate.py", f"--predictions={tmp_path}")
     assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr
@@ -308,7 +385,9 @@ def test_folder_config_prepares_your_data_and_takes_the_class_count_from_its_cla
             mask = np.zeros((24, 32), np.uint8)
             mask[:, 16:] = 1
             mask[8:16, 4:12] = 2
-            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / "images" / split / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{i}.jpg"
+            )
             Image.fromarray(mask).save(root / "masks" / split / f"{i}.png")
     (root / "classes.json").write_text(json.dumps({"classes": ["background", "wall", "crack"]}))
 
@@ -336,7 +415,6 @@ def test_folder_config_prepares_your_data_and_takes_the_class_count_from_its_cla
         training.train_and_evaluate(cfg, str(tmp_path / "run2"))
 
 
-
 def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
     """model.head=ocr: the step's loss is 1.0 x main + train.loss.aux_weight x auxiliary
     cross-entropy (HRNet-OCR's BALANCE_WEIGHTS), its dropout draws from the run's seed and
@@ -346,14 +424,25 @@ def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
     mesh = parallel.make_mesh(jax.devices()[:1])
     # SegNode+OCR with one unrolled Euler step: the cheapest model to compile (what is tested is
     # the head and the loss, not the solve).
-    overrides = {"model.name": "segnode", "model.ode.solver": "euler", "model.ode.num_steps": 1, "model.ode.adjoint": "unrolled",
-                 "model.head": "ocr", "model.ocr.mid_channels": 8, "model.ocr.key_channels": 4, "model.ocr.dropout": 0.5, "seed": 3}
+    overrides = {
+        "model.name": "segnode",
+        "model.ode.solver": "euler",
+        "model.ode.num_steps": 1,
+        "model.ode.adjoint": "unrolled",
+        "model.head": "ocr",
+        "model.ocr.mid_channels": 8,
+        "model.ocr.key_channels": 4,
+        "model.ocr.dropout": 0.5,
+        "seed": 3,
+    }
     cfg = training.resolve_config(tiny_config(tmp_path, **overrides))
     tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
     b, (h, w) = cfg.train.batch_size, cfg.data.crop_size
     rng = np.random.default_rng(0)
-    batch = {"image": jnp.asarray(rng.standard_normal((b, h, w, 3)), jnp.float32),
-             "label": jnp.asarray(np.repeat(np.arange(w) * 5 // w, h * b).reshape(b, w, h).transpose(0, 2, 1), jnp.int32)}
+    batch = {
+        "image": jnp.asarray(rng.standard_normal((b, h, w, 3)), jnp.float32),
+        "label": jnp.asarray(np.repeat(np.arange(w) * 5 // w, h * b).reshape(b, w, h).transpose(0, 2, 1), jnp.int32),
+    }
     state = training.create_train_state(cfg.model, tx, jax.random.key(0), (b, h, w, 3))
     first = jax.tree_util.tree_map(np.array, state.variables)  # the step donates the state
     step = training.make_train_step(cfg, TINY_STEPS, mesh)
@@ -362,8 +451,7 @@ def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
         state, metrics = step(state, batch)
         seen.append(float(metrics["loss"]))
     # The first step's loss, recomputed from the same variables and the same dropout key.
-    logits, aux = api.apply(first, batch["image"], cfg.model, train=True,
-                            rng=jax.random.fold_in(jax.random.key(3), 0))
+    logits, aux = api.apply(first, batch["image"], cfg.model, train=True, rng=jax.random.fold_in(jax.random.key(3), 0))
     main = losses.cross_entropy(logits, batch["label"])
     extra = losses.cross_entropy(aux["aux_logits"], batch["label"])
     assert seen[0] == pytest.approx(float(main + 0.4 * extra), rel=1e-5)
@@ -378,8 +466,9 @@ def test_exported_model_folder_loads_everywhere_a_run_does(tiny_run, tmp_path):
     """checkpoints.export_model -> variables/, config.json, model.json: segnode_jax.load gives the
     best checkpoint's weights, and predict.py --ckpt FOLDER writes what predict() on the run's
     best weights gives; the optimiser state is not shipped."""
-    import segnode_jax
     from PIL import Image
+
+    import segnode_jax
 
     workdir, _ = tiny_run
     out = checkpoints.export_model(workdir, str(tmp_path / "model"), which="best", info={"test_miou": 0.5})
@@ -431,8 +520,13 @@ def test_sigterm_saves_stops_the_workers_and_the_rerun_continues_exactly(tiny_ru
     the uninterrupted run's losses."""
     reference = train_losses(tiny_run[0])
     workdir = str(tmp_path / "term")
-    argv = [sys.executable, os.path.join(REPO, "train.py"), *tiny_cli_flags(tiny_data_dir), f"--workdir={workdir}",
-            "--config.data.num_workers=2"]
+    argv = [
+        sys.executable,
+        os.path.join(REPO, "train.py"),
+        *tiny_cli_flags(tiny_data_dir),
+        f"--workdir={workdir}",
+        "--config.data.num_workers=2",
+    ]
     proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     seen, workers, lines = 0, set(), []
     for line in proc.stderr:

@@ -29,8 +29,15 @@ def test_recommend_picks_the_fastest_within_the_allowed_drop():
 def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_data_dir, tmp_path):
     out = tmp_path / "traj"
     proc = run_cli(
-        "evaluate.py", f"--ckpt={tiny_run[0]}", "--trajectory", "--num_images=2", "--split=train", *tiny_cli_flags(tiny_data_dir),
-        "--config.eval.trajectory.num_times=3", "--config.eval.trajectory.sweep=('euler:1','rk4:1')", f"--output={out}",
+        "evaluate.py",
+        f"--ckpt={tiny_run[0]}",
+        "--trajectory",
+        "--num_images=2",
+        "--split=train",
+        *tiny_cli_flags(tiny_data_dir),
+        "--config.eval.trajectory.num_times=3",
+        "--config.eval.trajectory.sweep=('euler:1','rk4:1')",
+        f"--output={out}",
     )
     assert proc.returncode == 0, proc.stderr
     assert "fast inference:" in proc.stdout
@@ -57,5 +64,15 @@ def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_da
 
 
 def test_trajectory_of_a_model_without_ode_is_refused(tiny_run, tiny_data_dir, tmp_path):
-    proc = run_cli("evaluate.py", f"--ckpt={tiny_run[0]}", "--trajectory", *tiny_cli_flags(tiny_data_dir), "--config.model.name=hrnetv2")
-    assert proc.returncode == 2 and "needs a model that saves its predictions along the ODE solve (segnode)" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = run_cli(
+        "evaluate.py",
+        f"--ckpt={tiny_run[0]}",
+        "--trajectory",
+        *tiny_cli_flags(tiny_data_dir),
+        "--config.model.name=hrnetv2",
+    )
+    assert (
+        proc.returncode == 2
+        and "needs a model that saves its predictions along the ODE solve (segnode)" in proc.stderr
+        and "Traceback" not in proc.stderr
+    ), proc.stderr
