@@ -173,7 +173,7 @@ def test_solve_settings_key_the_compiled_apply_outside_inside_and_outside_again(
             segnode_jax.apply(variables["segnode"], images, failing)
         logits, aux = segnode_jax.apply(variables["segnode"], images, as_nan)
         assert np.isnan(np.asarray(logits)).all() and int(aux["ode"]["result"]) != 0
-    cfg = tiny("segnode")
+    cfg = tiny("segnode", solver="euler", num_steps=2, adjoint="unrolled")  # the cheapest solve to compile
     counted = ode.with_settings(cfg, count_evaluations=True)
     _, aux = segnode_jax.apply(variables["segnode"], images, counted)  # compiled and run outside any block
     nfe = int(aux["ode"]["nfe"])
