@@ -127,9 +127,13 @@ def run_name(model: str, recipe: str, seed: int) -> str:
 
 
 def _last_step(path: str) -> int:
+    """The newest step the run has: its newest checkpoint or logged step."""
     jsonl = os.path.join(path, metrics_log.JSONL_NAME)
     records = metrics_log.read_jsonl(jsonl) if os.path.exists(jsonl) else []
-    return max((int(r["step"]) for r in records if r.get("split", "train") == "train"), default=0)
+    logged = max((int(r["step"]) for r in records if r.get("split", "train") == "train"), default=0)
+    folder = os.path.join(path, "checkpoints")
+    saved = [int(d) for d in os.listdir(folder) if d.isdigit()] if os.path.isdir(folder) else []
+    return max([logged, *saved])
 
 
 def _finished(path: str, steps: int) -> bool:
