@@ -175,7 +175,7 @@ def test_checkpoint_written_on_4_devices_restores_on_1_and_continues(tiny_data_d
     restored = tmp_path / "restored_on_one.npz"
     script = f"""
 import numpy as np
-from tests.train.test_parallel import restore_train_state
+from tests.training.test_parallel import restore_train_state
 np.savez({str(restored)!r}, *restore_train_state({str(workdir)!r}, {str(tiny_data_dir)!r}))
 """
     proc = subprocess.run(
