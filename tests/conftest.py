@@ -110,8 +110,16 @@ def pytest_xdist_make_scheduler(config, log):
     return FilesAndTinyRun(config, log)
 
 
+# Fixtures that train or prepare for a minute or more: a test that needs one is slow, whatever
+# its own call takes (scripts/mark_slow.py marks the rest from measured times).
+SLOW_FIXTURES = {"tiny_run", "pretrained", "one_step_results"}
+
+
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: _unit(item.nodeid) != "tiny_run")
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def run_cli(script, *args, timeout=600, devices=None):

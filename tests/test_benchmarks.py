@@ -35,6 +35,7 @@ def _benchmark_scripts() -> list[str]:
     )
 
 
+@pytest.mark.slow
 def test_every_documented_benchmark_command_names_a_module_that_imports():
     documented = _documented_modules()
     scripts = _benchmark_scripts()
@@ -122,6 +123,7 @@ def test_parity_reports_a_recipe_that_diverged_as_a_result():
     assert "--shared_sgd" in table and "runs trained 2026-12-06 (6)" in table
 
 
+@pytest.mark.slow
 def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios():
     """One width factor for stem, layer1 and branches keeps SegNode at about a third of HRNetV2
     (Table 2: 0.33), and the three differ in nothing but the model."""

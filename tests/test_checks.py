@@ -54,6 +54,7 @@ def assert_one_error_line(proc, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides,fragments",
     [
@@ -82,6 +83,7 @@ def test_train_cli_refuses_before_any_work(overrides, fragments, tmp_path):
     assert not workdir.exists() and not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_cli_refuse_before_any_work(tmp_path):
     weights = tmp_path / "weights"
     (weights / "variables").mkdir(parents=True)  # a converted-weights folder: read only after the config is checked

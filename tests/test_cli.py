@@ -32,6 +32,7 @@ def assert_one_error(proc, code: int, *fragments: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,fragments",
     [
@@ -87,6 +88,7 @@ def test_none_overrides_are_parsed_and_applied():
     assert cli.read_config(fv).model.ode.num_steps is None  # (already applied to the loaded config)
 
 
+@pytest.mark.slow
 def test_train_cli_switches_a_fixed_step_config_back_to_adaptive_and_a_failed_solve_exits_1(tmp_path, tiny_data_dir):
     """The main job's config uses fixed steps; the paper's adaptive Dopri5 solve is one flag
     away (--config.model.ode.num_steps=None). Here that adaptive solve is then made to fail
@@ -143,6 +145,7 @@ def test_camvid_main_job_without_data_names_download_and_manual_dir(tmp_path):
 WARNING_LINE = __import__("re").compile(r"^(W\d{4} |WARNING:|.*\w+Warning: )")
 
 
+@pytest.mark.slow
 def test_happy_paths_print_no_warnings(tmp_path):
     """prepare, train, evaluate and predict as a new user first runs them: stderr carries our own
     lines only (no runpy, absl, orbax or Python warning a user cannot act on)."""

@@ -28,6 +28,7 @@ def exact(t):
     return np.asarray(Y0[0]) @ scipy.linalg.expm(A * t).T, 1.5 * np.exp(-0.7 * t)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "solver,num_steps,tol",
     [("dopri5", None, 1e-5), ("tsit5", None, 1e-5), ("heun", None, 1e-4), ("rk4", 16, 1e-4), ("euler", 512, 1e-2)],
@@ -89,6 +90,7 @@ def test_time_dependent_field_and_trajectory_outputs():
     np.testing.assert_allclose(y1, 2.0 * np.sin(2.0) * np.ones(3), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "solver,num_steps,adjoint",
     [
@@ -136,6 +138,7 @@ def nonlinear_problem():
     return p, y0, direction
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adjoint,rel", [("recursive_checkpoint", 1e-8), ("direct", 1e-8), ("backsolve", 1e-5)])
 def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
     """Fixed steps (no step-size jitter in the finite differences), float64. The discrete
@@ -158,6 +161,7 @@ def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
         assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver,num_steps", [("euler", 3), ("heun", 2), ("rk4", 2), ("dopri5", 2), ("tsit5", 1)])
 def test_unrolled_solve_is_diffrax_fixed_step_solve_without_loops(nonlinear_problem, solver, num_steps):
     """adjoint=unrolled computes diffrax's discrete solve (same steps, same tableau) and its
@@ -197,6 +201,7 @@ def test_unrolled_solve_with_saveat_goes_through_diffrax():
     assert int(info["nfe"]) == 16
 
 
+@pytest.mark.slow
 def test_adjoint_tolerances_set_only_the_backward_accuracy(nonlinear_problem):
     """Adaptive Dopri5 + backsolve in float64: the forward output does not depend on the
     adjoint tolerances; the gradient's error against a tight solve grows as they loosen."""
@@ -248,6 +253,7 @@ def tiny_field():
     return vf, y0, params
 
 
+@pytest.mark.slow
 def test_backsolve_matches_recursive_checkpoint_at_tight_tolerances(tiny_field):
     vf, y0, params = tiny_field
     grads = {}
@@ -270,6 +276,7 @@ def test_backsolve_matches_recursive_checkpoint_at_tight_tolerances(tiny_field):
             assert err <= 1e-3 * size + 1e-9, (jax.tree_util.keystr(path), err, size)
 
 
+@pytest.mark.slow
 def test_normalised_backsolve_does_not_depend_on_the_loss_scale():
     """The adjoint ODE is linear in the cotangent: with `adjoint_normalise` a loss scaled by
     1e-6 gives the same (rescaled) gradient; without it, atol swamps the tiny cotangent."""
@@ -302,6 +309,7 @@ def test_max_steps_raises_clear_error_inside_jit_and_eagerly():
             ode.solve(linear_field, Y0, PARAMS, s)
 
 
+@pytest.mark.slow
 def test_counting_evaluations_counts_forward_and_backward_solves():
     """The forward count equals the reported NFE; a backsolve gradient adds the backward solve's
     evaluations (RK4 x2 backwards: 4 per step, each evaluating f once inside its VJP). Counting
@@ -331,6 +339,7 @@ def _loss_with(settings, p):
     return jnp.sum(y1[0] ** 2) + y1[1], info
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("normalise", [True, False])
 def test_with_on_failure_nan_a_failure_is_a_result_code_and_skips_the_backward_solve(normalise):
     """How the training step meets a failed solve: NaN loss, the code in the statistics, no
@@ -357,6 +366,7 @@ def test_with_on_failure_nan_a_failure_is_a_result_code_and_skips_the_backward_s
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_failed_backward_solve_is_reported_as_such():
     """The forward solve of a tiny state fits in 3 steps, the adjoint (rescaled to O(1)) does not."""
     rotation = jnp.asarray([[0.0, 6.0], [-6.0, 0.0]], jnp.float32)
@@ -445,6 +455,7 @@ def test_spec_on_an_unrolled_model_solves_adaptive_entries_through_diffrax():
     assert "adjoint" not in ode.solver_spec_overrides("dopri5@1e-2", {"adjoint": "recursive_checkpoint"})
 
 
+@pytest.mark.slow
 def test_importing_the_package_configures_no_logging():
     """Importing every segnode_jax module leaves every logger (filters, handlers, level) as
     importing the same third-party modules alone leaves it (orbax adds a root handler: theirs);

@@ -92,6 +92,7 @@ def test_read_image_converts_modes_and_applies_the_exif_orientation(inputs, tmp_
             prediction.read_image(str(inputs / bad))
 
 
+@pytest.mark.slow
 def test_predict_api_equals_the_model_on_normalised_images(model_dir):
     _, cfg, variables = model_dir
     rng = np.random.default_rng(1)
@@ -123,6 +124,7 @@ def test_predict_api_equals_the_model_on_normalised_images(model_dir):
         segnode_jax.predict(variables, a, cfg, solver="rk4-1")
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_existing_outputs(
     model_dir, inputs, tmp_path
 ):
@@ -189,6 +191,7 @@ def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_
     np.testing.assert_array_equal(ids, data.train_ids_to_dataset_ids(cfg.data, train_ids))
 
 
+@pytest.mark.slow
 def test_predict_cli_bad_input_is_one_line(model_dir, tmp_path):
     ckpt, _, _ = model_dir
     for args, words in (
@@ -212,6 +215,7 @@ np.save(sys.argv[3], np.asarray(fn.call(images)))
 """
 
 
+@pytest.mark.slow
 def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_path):
     ckpt, cfg, variables = model_dir
     out = tmp_path / "model.jax"
@@ -270,6 +274,7 @@ def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_pa
     assert not os.path.exists(tmp_path / "x.jax")
 
 
+@pytest.mark.slow
 def test_exported_adaptive_solve_gives_nan_instead_of_a_callback_when_it_fails(model_dir):
     _, cfg, variables = model_dir
     cfg = prediction.with_solver(cfg, "dopri5@1e-9")

@@ -5,6 +5,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
 
@@ -19,6 +20,7 @@ def readme_python_block(heading: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_python_api_block_runs_verbatim(monkeypatch, capsys):
     code = readme_python_block("## Python API")
     monkeypatch.chdir(REPO)  # the README says: run from the repository root

@@ -54,6 +54,7 @@ def _model_config(peer, setting):
 SETTINGS = ["euler_x2", "rk4_x2", "dopri5_1e-6_silu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_same_logits_loss_and_adjoint_gradients_as_torchdiffeq(peer, setting):
     """Eval logits to 1e-4 of their scale; the training loss (BatchNorm on batch statistics) to

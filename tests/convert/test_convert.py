@@ -118,6 +118,7 @@ def test_basic_block_matches_the_official_forward(hrnet_conversion, expected_sd)
     _close(_nchw(ours), official.basic_block(_nchw(x), expected_sd, "stage4.1.branches.1.0"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stage,blocks,seed",
     [
@@ -270,6 +271,7 @@ def _tiny_flags(name):
     ]
 
 
+@pytest.mark.slow
 def test_cli_writes_variables_that_load_and_refuses_to_overwrite(tmp_path):
     out = tmp_path / "converted"
     proc = _cli("--torch", LEGACY, *_tiny_flags("segnode"), f"--out={out}")
@@ -297,6 +299,7 @@ def test_cli_writes_variables_that_load_and_refuses_to_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["converted"]  # no temporary folders left behind
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     proc = _cli("--torch", ZIP, *_tiny_flags("hrnetv2")[:-1], "--config.model.width=4", f"--out={tmp_path / 'o'}")
     assert proc.returncode == 2 and "HRNet-W2" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -305,6 +308,7 @@ def test_cli_errors_are_one_line(tmp_path):
     assert proc.returncode == 2 and "--config is required" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
     out = tmp_path / "converted"
     conv = convert.convert(ZIP, tiny_model_config("segnode"), str(out))
@@ -361,6 +365,7 @@ def _ocr_model_config(name: str):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("align_corners", [False, True], ids=["half_pixel", "align_corners"])
 @pytest.mark.parametrize("ocr", [False, True], ids=["hrnetv2", "hrnetv2_ocr"])
 def test_whole_converted_network_matches_torch(ocr, align_corners):
@@ -432,6 +437,7 @@ def _cls_model_config(name: str):
     return cfg
 
 
+@pytest.mark.slow
 def test_classification_checkpoint_converts_and_matches_torch():
     """An HRNet-Image-Classification checkpoint (HRNet-W48-C's layout, tiny) into the hrnetv2
     classifier: every variable from the file (the Linear classifier transposed), logits equal

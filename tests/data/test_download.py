@@ -199,6 +199,7 @@ def run_prepare(*args) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_wrong_checksum_is_one_error_line_and_nothing_is_kept(tmp_path, archive):
     """The real command with the real pinned checksum, fed an archive of other content."""
     blob, _, _ = archive
@@ -221,6 +222,7 @@ def test_wrong_checksum_is_one_error_line_and_nothing_is_kept(tmp_path, archive)
     assert os.listdir(folder) == [] and not data_dir.exists()
 
 
+@pytest.mark.slow
 def test_http_error_and_other_datasets(tmp_path, archive):
     blob, _, _ = archive
     with Server(blob, status=404) as server:

@@ -61,6 +61,7 @@ def run_cli(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_missing_download_cli_subprocess(tmp_path):
     """The real command: exit status 2, message on stderr naming what is expected where."""
     manual = tmp_path / "empty"

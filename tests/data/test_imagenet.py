@@ -197,6 +197,7 @@ def test_bad_archives_stop_with_one_message_and_leave_nothing(tmp_path, damage, 
     assert nothing_prepared(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_prepare_cli_on_missing_labels_prints_one_error_line(tmp_path):
     F.write_imagenet(str(tmp_path / "raw"), np.random.default_rng(0), labels="none")
     proc = subprocess.run(

@@ -110,6 +110,7 @@ def test_default_shard_is_jax_process(syn):
     assert default == [ex["name"] for ex in data.eval_dataset(syn, shard_index=0, shard_count=1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_orbax_checkpoint_restores_exact_batches(syn, tmp_path, workers):
     k = 3
@@ -147,6 +148,7 @@ def test_get_set_state_roundtrip(syn):
     assert all((a == b).all() for a, b in zip(want, got))
 
 
+@pytest.mark.slow
 def test_tensorflow_is_never_imported(tmp_path):
     code = f"""
 import sys

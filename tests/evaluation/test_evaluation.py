@@ -363,6 +363,7 @@ def test_evaluate_with_an_oracle_gives_the_exact_confusion(eval_cfg, mode):
     assert res["num_images"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["whole", "slide", "multiscale", "hrnet"])
 def test_evaluate_and_predict_give_the_same_predictions_in_every_mode(eval_cfg, mode):
     """evaluate.py's runner and predict.py's Segmenter go through one dispatcher

@@ -60,6 +60,7 @@ def test_pspnet_and_deeplabv3_parameters():
     assert segnode_jax.count_params(cfg) == 23_508_032 + 4 * (2048 * 512 + 1024) + 4096 * 512 * 9 + 1024 + 513 * 19
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,size", [("unet", (32, 32)), ("unet", (30, 34)), ("pspnet", (30, 34)), ("deeplabv3", (30, 34))]
 )
@@ -110,6 +111,7 @@ RECIPES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_the_training_step_trains_the_model(name):
     """Each model's recipe resolves (U-Net: SGD, momentum 0.99; U-Node: Adam; PSPNet: SGD with
@@ -191,6 +193,7 @@ def test_unode_parameters_are_the_reference_implementations():
     assert segnode_jax.count_params(cfg) == 2_087_346 - 18 * (16 + 32 + 64 + 128 + 256 + 128 + 64 + 32 + 16)
 
 
+@pytest.mark.slow
 def test_unode_solves_every_block_and_reports_their_statistics():
     cfg = tiny("unode").model
     shape = (2, 30, 34, 3)  # odd sizes: every resize goes to the skip's size
@@ -228,6 +231,7 @@ def _unode64(adjoint, levels=2, num_steps=2):
 # the exact gradient of the discrete solve, one level and RK4 x2: 45% off, x8: 2%, x16: 2e-4,
 # x32: 3e-5; two levels stay 20-140% off up to x32. So backsolve is checked on one level at x16;
 # the discrete adjoints on two levels at x2 (docs/training.md: prefer them for U-Node).
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "adjoint,levels,num_steps,rel",
     [
@@ -281,6 +285,7 @@ def test_nodes_unet_parameters_are_the_unet_plus_its_ode_blocks():
         segnode_jax.count_params(cfg)
 
 
+@pytest.mark.slow
 def test_nodes_unet_solves_each_chosen_block_and_sums_their_statistics():
     cfg = tiny("nodes_unet").model  # depth 2, ODE blocks after all five double convolutions
     shape = (2, 30, 34, 3)
@@ -300,6 +305,7 @@ def test_nodes_unet_solves_each_chosen_block_and_sums_their_statistics():
 
 # Backsolve's error for NODEs-UNet's GroupNorm fields, measured here (float64, RK4, 8x8): x8 0.85%,
 # x16 0.49%, x32 0.038% -- checked at x32.
+@pytest.mark.slow
 @pytest.mark.parametrize("adjoint,num_steps,rel", [("recursive_checkpoint", 2, 1e-7), ("backsolve", 32, 1e-3)])
 def test_nodes_unet_gradients_match_finite_differences(adjoint, num_steps, rel):
     """float64, RK4: the discrete adjoint exactly, backsolve (which rebuilds each block's state

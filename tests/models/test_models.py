@@ -41,6 +41,7 @@ def variables():
     return {name: segnode_jax.init(tiny(name), jax.random.key(0), SHAPE) for name in MODELS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_logits_shape_dtype_and_eval_determinism(name, variables, images):
     cfg = tiny(name)
@@ -60,6 +61,7 @@ def test_logits_shape_dtype_and_eval_determinism(name, variables, images):
     np.testing.assert_allclose(single, logits[:1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_train_mode_returns_updated_batch_stats(name, variables, images):
     cfg = tiny(name)
@@ -93,6 +95,7 @@ def test_segnode_reports_solver_statistics(variables, images):
     assert all(stats[k].dtype == jnp.int32 for k in ("num_steps", "nfe"))
 
 
+@pytest.mark.slow
 def test_trajectory_logits_end_at_the_final_prediction(variables, images):
     cfg = tiny("segnode", saveat=(0.25, 0.5))
     logits, aux = segnode_jax.apply(variables["segnode"], images, cfg)
@@ -115,6 +118,7 @@ def test_apply_compiles_once_per_shape(variables, images):
     assert api._apply_jit._cache_size() == before + 1
 
 
+@pytest.mark.slow
 def test_changing_a_config_field_takes_effect_on_the_next_call(variables, images):
     """The README's sequence: apply, change the solve on the same config object, apply again.
     The compiled function must follow the config as it is now (it once kept the first solve)."""
@@ -146,6 +150,7 @@ def test_a_frozen_config_is_a_snapshot():
     assert segnode_jax.freeze(tiny("segnode")) == frozen  # equal settings, equal keys
 
 
+@pytest.mark.slow
 def test_apply_inside_user_jit(variables, images):
     cfg = tiny("segnode")
     f = jax.jit(lambda v, x: segnode_jax.apply(v, x, cfg)[0])
@@ -154,12 +159,14 @@ def test_apply_inside_user_jit(variables, images):
     )
 
 
+@pytest.mark.slow
 def test_failed_solve_raises_from_apply(variables, images):
     cfg = tiny("segnode", max_steps=1, rtol=1e-9, atol=1e-9)
     with pytest.raises(segnode_jax.ODESolveError, match="model.ode.max_steps"):
         segnode_jax.apply(variables["segnode"], images, cfg)
 
 
+@pytest.mark.slow
 def test_solve_settings_key_the_compiled_apply_outside_inside_and_outside_again(variables, images):
     """What a solve does on failure and whether it counts its evaluations are settings of the
     config (part of every cache key), not context state read while tracing: the same apply,
@@ -186,6 +193,7 @@ def test_solve_settings_key_the_compiled_apply_outside_inside_and_outside_again(
     assert inside["count"] == nfe
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_state_and_logits(variables, images):
     cfg = tiny("segnode")
     cfg.dtype = "bfloat16"
@@ -195,6 +203,7 @@ def test_bfloat16_compute_keeps_float32_state_and_logits(variables, images):
     assert float(jnp.abs(logits - ref).max()) < 0.05 * float(jnp.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_time_dependent_field_adds_a_time_channel(images):
     cfg = tiny("segnode", solver="euler", num_steps=1, adjoint="unrolled")  # the cheapest solve to compile
     cfg.field.time_dependence = "concat"
@@ -208,6 +217,7 @@ def test_time_dependent_field_adds_a_time_channel(images):
     assert bool(jnp.all(jnp.isfinite(logits)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adjoint", ["backsolve", "recursive_checkpoint", "unrolled"])
 def test_rematerialisation_changes_nothing_but_memory(adjoint, variables, images):
     """Block-by-block remat (and, for adjoints that store steps, whole-evaluation remat of the
@@ -269,6 +279,7 @@ def _field_vjp_memory(remat: bool) -> int:
     return memory.analyse(vjp, params, y)["temp"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", ["stem", "field"])
 def test_remat_lowers_the_compiled_backward_memory(part):
     """Rematerialising unit by unit holds one unit's activations at a time in the backward pass
@@ -322,6 +333,7 @@ def _documented_rows():
     return doc, rows
 
 
+@pytest.mark.slow
 def test_parameter_counts_equal_the_documented_table():
     doc, rows = _documented_rows()
     for name, overrides, documented in rows:
@@ -346,6 +358,7 @@ def test_parameter_counts_equal_the_documented_table():
         assert f"{official:,}" in doc
 
 
+@pytest.mark.slow
 def test_ocr_parameter_counts_equal_the_documented_table():
     doc = open(os.path.join(REPO, "docs", "reproduction.md")).read()
     rows = re.findall(r"^\| (hrnetv2|baseline|segnode)\+ocr \| `name=\w+, head=ocr` \| ([\d,]+) \|", doc, re.M)
@@ -358,6 +371,7 @@ def test_ocr_parameter_counts_equal_the_documented_table():
             assert abs(int(documented.replace(",", "")) / 70.4e6 - 1) < 1e-3
 
 
+@pytest.mark.slow
 def test_ocr_head_on_every_model(images):
     """model.head=ocr: logits at the input size, the soft-region logits at 1/4 in aux; eval is
     deterministic, training draws its dropout from the key it is given."""
@@ -381,6 +395,7 @@ def test_ocr_head_on_every_model(images):
         segnode_jax.count_params(cfg)
 
 
+@pytest.mark.slow
 def test_default_readings_reproduce_table2():
     """Paper Table 2 (CamVid): HRNetV2 65.8M within 0.5%, Baseline 70.9M and SegNode 20.9M
     within 5%, with the defaults every dataset config inherits."""
@@ -390,6 +405,7 @@ def test_default_readings_reproduce_table2():
         assert abs(segnode_jax.count_params(cfg) / paper - 1) <= tol, name
 
 
+@pytest.mark.slow
 def test_classification_models_for_imagenet_pretraining():
     """model.task=classification: HRNetV2-W48 with HRNet-Image-Classification's head is the
     official HRNet-W48-C (77,469,864 parameters, its published 77.5M); the Baseline's and
@@ -435,6 +451,7 @@ def test_the_configs_are_found():
     assert {"cityscapes.py", "camvid.py", "lip.py", "pascal_context.py", "synthetic.py", "tiny.py"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_config_builds_its_models(path, tmp_path):
     import json

@@ -34,6 +34,7 @@ def _damage(step_dir: str) -> str:
     return victim
 
 
+@pytest.mark.slow
 def test_resume_skips_a_damaged_newest_checkpoint_and_continues_exactly(tiny_run, tiny_data_dir, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     shutil.copytree(tiny_run[0], workdir)
@@ -65,6 +66,7 @@ def test_every_checkpoint_damaged_is_one_clear_error(tiny_run, tiny_data_dir, tm
     assert not os.path.exists(os.path.join(workdir, checkpoints.DAMAGED_DIR))  # nothing moved
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_newest_intact_checkpoint_or_names_the_damaged_one(tiny_run, tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     shutil.copytree(tiny_run[0], workdir)
@@ -106,6 +108,7 @@ def _mount_tmpfs(path: str, size: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_resumes(tiny_data_dir, tmp_path):
     disk = str(tmp_path / "disk")
     flags = [
@@ -141,6 +144,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_resumes(tiny_da
         subprocess.run(["umount", "-l", disk])
 
 
+@pytest.mark.slow
 def test_a_disk_full_in_orbax_is_one_line_through_the_cli(tiny_data_dir, tmp_path):
     """Where no tmpfs can be mounted too: ENOSPC raised inside orbax's save (from the second
     checkpoint on; tests/training/full_disk_after_first_save.py) ends train.py with the one line."""

@@ -68,6 +68,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("other", ["4", "4fsdp"])
 def test_one_step_on_4_devices_equals_1_device(one_step_results, other):
     ref, got = one_step_results["1"], one_step_results[other]
@@ -110,6 +111,7 @@ def test_batch_that_does_not_divide_over_the_devices_names_the_fix():
     assert parallel.local_batch_size(8, _mesh(4)) == 8  # one host: its share is the whole batch
 
 
+@pytest.mark.slow
 def test_evaluation_on_4_devices_gives_the_confusion_matrix_of_1(tiny_run, tiny_data_dir):
     from segnode_jax import checkpoints
 
@@ -159,6 +161,7 @@ def restore_train_state(workdir: str, data_dir: str) -> list[np.ndarray]:
 FIXED_STEPS = {"model.ode.solver": "euler", "model.ode.num_steps": 2}
 
 
+@pytest.mark.slow
 def test_checkpoint_written_on_4_devices_restores_on_1_and_continues(tiny_data_dir, tmp_path):
     src = tmp_path / "source"
     training.train_and_evaluate(tiny_config(tiny_data_dir, **FIXED_STEPS), str(src))
@@ -220,6 +223,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_train_on_disjoint_shards(tiny_data_dir, tmp_path):
     workdir = tmp_path / "two_hosts"
     port = _free_port()

@@ -63,6 +63,7 @@ def pretrained(tmp_path_factory):
     return tmp, cfg, workdir, result
 
 
+@pytest.mark.slow
 def test_a_tiny_segnode_classifier_learns_and_evaluate_counts_the_same_top1(pretrained):
     tmp, cfg, workdir, result = pretrained
     assert result["step"] == STEPS
@@ -93,6 +94,7 @@ def test_a_tiny_segnode_classifier_learns_and_evaluate_counts_the_same_top1(pret
     assert res["top1"] == pytest.approx(hits / 20) and res["top5"] == pytest.approx(top5 / 20)
 
 
+@pytest.mark.slow
 def test_pretraining_resumes_exactly(pretrained, tmp_path, capsys):
     tmp, cfg, workdir, _ = pretrained
     resumed = str(tmp_path / "resumed")
@@ -130,6 +132,7 @@ def segmentation_config(tmp, pretrained_workdir, **model):
     return cfg
 
 
+@pytest.mark.slow
 def test_the_pretrained_backbone_initialises_segmentation_and_the_head_stays_fresh(pretrained, tmp_path, capsys):
     _, _, workdir, _ = pretrained
     cfg = segmentation_config(tmp_path, workdir)
@@ -169,6 +172,7 @@ def test_a_model_and_a_dataset_of_different_tasks_are_refused(pretrained, tmp_pa
         training.resolve_config(cls)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reports_top1_and_refuses_segmentation_only_tools(pretrained):
     from tests.conftest import run_cli
 

@@ -49,6 +49,7 @@ def test_tiny_run_writes_checkpoints_logs_and_validation(tiny_run):
     assert_best_is_the_argmax_of_the_validations(workdir, result["best"])
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_the_run_writes_results_and_images(tiny_run, tiny_data_dir):
     workdir, result = tiny_run
     out = os.path.join(workdir, "eval_cli")
@@ -89,6 +90,7 @@ def assert_best_is_the_argmax_of_the_validations(workdir, best=None):
         assert best == {"step": best_step, "miou": pytest.approx(max(mious))}
 
 
+@pytest.mark.slow
 def test_sigkill_during_an_asynchronous_save_then_resume_continues_exactly_like_an_uninterrupted_run(
     tiny_run, tiny_data_dir, tmp_path, capsys
 ):
@@ -134,6 +136,7 @@ def test_sigkill_during_an_asynchronous_save_then_resume_continues_exactly_like_
     assert_best_is_the_argmax_of_the_validations(workdir)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_between_a_checkpoint_and_its_validation_validates_that_step_on_resume(
     tiny_run, tiny_data_dir, tmp_path, monkeypatch, capsys
 ):
@@ -178,6 +181,7 @@ def test_a_run_stopped_between_a_checkpoint_and_its_validation_validates_that_st
     assert got[stop_at] == pytest.approx(ref[stop_at], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_non_finite_update_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
     """Through train.py: exit status 1, one error line naming the step and the last good
     checkpoint, which stays untouched."""
@@ -219,6 +223,7 @@ def test_non_finite_update_stops_naming_the_step_and_keeps_the_last_good_checkpo
         assert np.all(np.isfinite(np.asarray(b)))
 
 
+@pytest.mark.slow
 def test_init_from_a_run_starts_from_its_weights(tiny_run, tiny_data_dir, tmp_path):
     import segnode_jax
 
@@ -241,6 +246,7 @@ def test_init_from_a_run_starts_from_its_weights(tiny_run, tiny_data_dir, tmp_pa
     assert distance > 1.0
 
 
+@pytest.mark.slow
 def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, tmp_path):
     import orbax.checkpoint as ocp
 
@@ -273,6 +279,7 @@ def test_init_from_a_partial_converted_tree_keeps_the_rest_fresh(tiny_data_dir, 
     )
 
 
+@pytest.mark.slow
 def test_training_step_honours_remat_on_a_cpu(tmp_path):
     """model.remat lowers the compiled training step's memory on a CPU too: the step is compiled
     with jax.checkpoint's optimisation barriers kept (XLA:CPU would otherwise merge the
@@ -320,6 +327,7 @@ def test_workdir_of_another_model_is_refused(tiny_run, tiny_data_dir, tmp_path):
         loop._check_workdir_config(str(older), tiny_config(tiny_data_dir, **{"model.ode.atol": 0.5}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -342,6 +350,7 @@ def test_train_cli_errors_are_one_clear_message(args, message, tiny_data_dir, tm
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_cli_errors(tmp_path, tiny_data_dir, tiny_run):
     proc = run_cli("evaluate.py", f"--ckpt={tmp_path}/missing")
     assert proc.returncode == 2 and f"{tmp_path}/missing" in proc.stderr and "Traceback" not in proc.stderr
@@ -370,6 +379,7 @@ def test_evaluate_cli_errors(tmp_path, tiny_data_dir, tiny_run):
     assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_folder_config_prepares_your_data_and_takes_the_class_count_from_its_class_file(tmp_path):
     """configs/folder.py + --config.data.root=DIR: no config file to write, no prepare step."""
     from PIL import Image
@@ -415,6 +425,7 @@ def test_folder_config_prepares_your_data_and_takes_the_class_count_from_its_cla
         training.train_and_evaluate(cfg, str(tmp_path / "run2"))
 
 
+@pytest.mark.slow
 def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
     """model.head=ocr: the step's loss is 1.0 x main + train.loss.aux_weight x auxiliary
     cross-entropy (HRNet-OCR's BALANCE_WEIGHTS), its dropout draws from the run's seed and
@@ -462,6 +473,7 @@ def test_ocr_step_weights_the_auxiliary_loss_and_learns(tmp_path):
     assert np.mean(seen[-2:]) < seen[0]
 
 
+@pytest.mark.slow
 def test_exported_model_folder_loads_everywhere_a_run_does(tiny_run, tmp_path):
     """checkpoints.export_model -> variables/, config.json, model.json: segnode_jax.load gives the
     best checkpoint's weights, and predict.py --ckpt FOLDER writes what predict() on the run's
@@ -514,6 +526,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_sigterm_saves_stops_the_workers_and_the_rerun_continues_exactly(tiny_run, tiny_data_dir, tmp_path):
     """What SLURM or a spot machine sends: train.py finishes the step in flight, checkpoints it,
     ends its grain workers, says where it stopped (exit 143), and the same command resumes with

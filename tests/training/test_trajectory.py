@@ -26,6 +26,7 @@ def test_recommend_picks_the_fastest_within_the_allowed_drop():
     assert trajectory.recommend(rows, 0.2)["setting"] == "c"
 
 
+@pytest.mark.slow
 def test_trajectory_cli_writes_the_curve_sweep_plot_and_strips(tiny_run, tiny_data_dir, tmp_path):
     out = tmp_path / "traj"
     proc = run_cli(
