@@ -117,7 +117,7 @@ def run_config(model: str, recipe: str, seed: int, steps: int = STEPS):
     return segnode_jax.config.apply_overrides(cfg, over)
 
 
-def plan(recipe: str, seeds: dict[str, int]) -> list[tuple[str, int]]:
+def plan(seeds: dict[str, int]) -> list[tuple[str, int]]:
     """(model, seed) in the order they train: round-robin over seeds."""
     return [(m, s) for s in range(max(seeds.values())) for m in MODELS if s < seeds[m]]
 
@@ -387,7 +387,7 @@ def main(argv=None) -> dict[str, Any] | None:
             result = json.load(f)
     else:
         seeds = dict(zip(MODELS, args.seeds))
-        order = plan(args.recipe, seeds)
+        order = plan(seeds)
         paths = [train_one(m, args.recipe, s, args.workdir, args.steps) for m, s in order]
         if args.train_only:
             return None

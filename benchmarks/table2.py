@@ -56,6 +56,7 @@ if not __package__:  # run by path: the imports below need the repository root, 
 import segnode_jax  # noqa: E402
 from benchmarks import report  # noqa: E402
 from segnode_jax import memory, ode  # noqa: E402
+from segnode_jax.models import ode_model_names  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -398,9 +399,6 @@ def gpu_measurements(
     return out
 
 
-ODE_MODELS = ("segnode", "unode", "nodes_unet")
-
-
 def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: int, repeats: int) -> dict[str, dict]:
     """Median seconds per training step and per inference batch, interleaved across models."""
     prepared = {}
@@ -459,7 +457,7 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
         n: {
             "train_step_seconds": statistics.median(v["train"]),
             "infer_seconds": statistics.median(v["infer"]),
-            "nfe": float(np.mean(v["infer_nfe"])) if n.startswith(ODE_MODELS) else None,
+            "nfe": float(np.mean(v["infer_nfe"])) if n.startswith(tuple(ode_model_names())) else None,
         }
         for n, v in times.items()
     }

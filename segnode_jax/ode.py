@@ -62,9 +62,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from ml_collections import config_dict
 
 from segnode_jax import compat
+from segnode_jax.config import snapshot
 from segnode_jax.errors import RunError, UserError
 
 PyTree = Any
@@ -580,7 +580,7 @@ def translate_error(error: BaseException, settings: ODESettings | Mapping | None
     return None
 
 
-def with_settings(model_cfg, **fields) -> config_dict.FrozenConfigDict:
+def with_settings(model_cfg, **fields):
     """A frozen copy of a model config whose ``ode`` fields are replaced by ``fields``.
 
     How a caller changes what a solve *is* (``on_failure="nan"``, ``count_evaluations=True``):
@@ -590,16 +590,13 @@ def with_settings(model_cfg, **fields) -> config_dict.FrozenConfigDict:
         counted = ode.with_settings(cfg.model, count_evaluations=True)
         nan_on_failure = ode.with_settings(cfg.model, on_failure="nan")
     """
-    if isinstance(model_cfg, config_dict.FrozenConfigDict):
-        model_cfg = model_cfg.as_configdict()
-    else:
-        model_cfg = config_dict.ConfigDict(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg))
-    for name, value in fields.items():
-        if name not in {f.name for f in dataclasses.fields(ODESettings)}:
-            raise ValueError(f"unknown model.ode field {name!r}")
-        model_cfg.ode[name] = value
-    ODESettings.from_config(model_cfg.ode)  # validates
-    return config_dict.FrozenConfigDict(model_cfg)
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ODESettings)})
+    if unknown:
+        raise ValueError(f"unknown model.ode field(s) {unknown}")
+    values = snapshot(model_cfg).as_configdict()
+    values.ode.update(fields)
+    ODESettings.from_config(values.ode)  # validates
+    return snapshot(values)
 
 
 def failure_of(code: int, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:

@@ -146,7 +146,7 @@ def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios
 
     resolved = training.resolve_config(paper).train
     assert (resolved.optimizer, resolved.learning_rate, resolved.weight_decay) == ("sgd", 0.01, 5e-4)
-    assert camvid_parity.plan("shared", camvid_parity.SEEDS) == [
+    assert camvid_parity.plan(camvid_parity.SEEDS) == [
         ("hrnetv2", 0),
         ("baseline", 0),
         ("segnode", 0),
