@@ -301,7 +301,11 @@ class RunCheckpoints:
 
     def save_best(self, step: int, state, score: float, *, metric: str = "miou") -> None:
         """Saves ``state`` as the new best checkpoint (the previous best is then deleted), with
-        ``{"step", metric: score}`` (``metric``: "miou", or "top1" for a classifier)."""
+        ``{"step", metric: score}`` (``metric``: "miou", or "top1" for a classifier).
+
+        Returns once it is written: the training loop logs the validation after it, so a logged
+        validation always has its best checkpoint (a run killed during this save has neither,
+        and validates that step again when it resumes from it)."""
         meta = {"step": int(step), metric: float(score)}
         with self._writing(self.best.directory):
             self.best.save(
@@ -309,6 +313,7 @@ class RunCheckpoints:
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                 force=True,
             )
+            self.best.wait_until_finished()
 
     def wait(self) -> None:
         """Blocks until every save has been written (raises :class:`CheckpointWriteError` if

@@ -7,6 +7,7 @@ upgrade that breaks one fails loudly there instead of silently elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -31,6 +32,38 @@ def diffrax_result_names() -> list[str]:
 def diffrax_result_code(result: Any):
     """The integer code (a JAX array) of a ``diffrax.RESULTS`` value, e.g. ``sol.result``."""
     return result._value
+
+
+_NAN_MODE_ERROR_IMPL: list = []
+
+
+@contextlib.contextmanager
+def equinox_errors_as_nan():
+    """While a function is *traced* inside the block, equinox's runtime error checks that use
+    the default behaviour (``on_error="default"``, e.g. diffrax's ``throw=True`` inside
+    ``BacksolveAdjoint``'s backward solve) return NaN instead of raising through a host
+    callback: what ``EQX_ON_ERROR=nan`` does process-wide, for one trace.
+
+    equinox reads the setting from the module global ``equinox._errors.EQX_ON_ERROR`` when it
+    traces a check, inside ``branched_error_if_impl_jit``, a ``filter_jit`` whose cache key
+    does not hold the setting: a check traced once in one mode would be reused in the other.
+    So the block also swaps in a second ``filter_jit`` (of a function of its own: filter_jit
+    caches by the wrapped function), used only here, whose cache holds only NaN-mode traces.
+    """
+    from equinox import _errors, filter_jit
+
+    if not _NAN_MODE_ERROR_IMPL:
+        # A function of its own: filter_jit caches by the function it wraps.
+        def nan_mode_error_if_impl(*args, **kwargs):
+            return _errors.branched_error_if_impl(*args, **kwargs)
+
+        _NAN_MODE_ERROR_IMPL.append(filter_jit(nan_mode_error_if_impl))
+    old = _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit
+    _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit = "nan", _NAN_MODE_ERROR_IMPL[0]
+    try:
+        yield
+    finally:
+        _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit = old
 
 
 # jax ----------------------------------------------------------------------------------------

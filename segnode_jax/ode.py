@@ -27,7 +27,8 @@ adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divide
                   (exact rescaling), so ``atol`` means the same whatever the loss scale
 saveat            extra output times in [t0, t1] (trajectory analysis)
 on_failure        raise (default: :class:`ODESolveError`) | nan (NaN state, result code in
-                  the statistics: inside the training step and ``jax.export``)
+                  the statistics; a failed backward solve: NaN gradients; no host callback:
+                  inside the training step, evaluation and ``jax.export``)
 count_evaluations count evaluations on the host (:func:`counting_evaluations`)
 ================  =========================================================================
 
@@ -504,7 +505,9 @@ def solve(
         return ys, stats
 
     if settings.adjoint == "backsolve":
-        integrate = _guarded_backsolve(integrate, normalise=settings.adjoint_normalise)
+        integrate = _guarded_backsolve(
+            integrate, normalise=settings.adjoint_normalise, nan_on_failure=settings.on_failure == "nan"
+        )
     ys, info = integrate(y0, params)
     info["nfe"] = settings.nfe(info["num_steps"]).astype(jnp.int32)
     y1 = jax.tree_util.tree_map(lambda a: a[-1], ys)
@@ -514,8 +517,8 @@ def solve(
     return y1, info
 
 
-def _guarded_backsolve(integrate, *, normalise: bool):
-    """The backsolve adjoint with two additions.
+def _guarded_backsolve(integrate, *, normalise: bool, nan_on_failure: bool):
+    """The backsolve adjoint with three additions.
 
     * A failed forward solve skips the backward solve (zero gradients: the caller rejects the
       step, see ``on_failure="nan"``). Solving the adjoint from the state where the
@@ -529,6 +532,10 @@ def _guarded_backsolve(integrate, *, normalise: bool):
       whatever the image size and batch size; with it, the adjoint gets the same relative
       accuracy as the forward solve (tests/test_ode.py checks that the gradient does not depend
       on the loss scale).
+    * ``nan_on_failure`` (``on_failure="nan"``): a failed backward solve gives NaN gradients
+      instead of raising through a host callback, like a failed forward solve gives a NaN
+      state. The compiled function then has no host callback at all, so it can sit in JAX's
+      persistent compilation cache, and one device's failure cannot stall the others.
     """
 
     @jax.custom_vjp
@@ -557,7 +564,10 @@ def _guarded_backsolve(integrate, *, normalise: bool):
         def skipped(ct):
             return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(vjp_fn, ct))
 
-        return jax.lax.cond(result == 0, backward, skipped, ct_ys)
+        if not nan_on_failure:
+            return jax.lax.cond(result == 0, backward, skipped, ct_ys)
+        with compat.equinox_errors_as_nan():  # traces the backward solve
+            return jax.lax.cond(result == 0, backward, skipped, ct_ys)
 
     run.defvjp(fwd, bwd)
     return run

@@ -31,6 +31,19 @@ if "xla_backend_optimization_level" not in _flags:
     _flags = f"{_flags} {TEST_XLA_FLAGS}"
 os.environ["XLA_FLAGS"] = _flags
 
+# One persistent compilation cache for the whole session (the xdist workers and every CLI
+# subprocess inherit it): a function compiled once -- the tiny training step, its evaluation --
+# loads from it in the next process instead of compiling again. Fresh per session (removed at
+# exit by the process that made it): no test depends on what an earlier run left.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="segnode-jax-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
+
 import jax  # noqa: E402
 
 # Catch silent dtype/rank promotions in our code (diffrax, flax and optax run under them too).

@@ -67,6 +67,18 @@ def test_train_cli_bad_input_exits_2_with_one_error_line(args, fragments, tmp_pa
     assert_one_error(run_cli("train.py", *argv), 2, *fragments)
 
 
+def test_compilation_cache_folder_follows_the_environment(tmp_path):
+    home = os.path.expanduser("~")
+    assert cli.compilation_cache_dir({}) == os.path.join(home, ".cache", "segnode_jax", "jax")
+    assert cli.compilation_cache_dir({"XDG_CACHE_HOME": "/x"}) == os.path.join("/x", "segnode_jax", "jax")
+    assert cli.compilation_cache_dir({"SEGNODE_COMPILATION_CACHE": str(tmp_path)}) == str(tmp_path)
+    for off in ("off", "0", "OFF", "none"):
+        assert cli.compilation_cache_dir({"SEGNODE_COMPILATION_CACHE": off}) is None
+    # JAX's own variable wins (JAX reads it itself).
+    both = {"SEGNODE_COMPILATION_CACHE": "off", "JAX_COMPILATION_CACHE_DIR": "/jax"}
+    assert cli.compilation_cache_dir(both) == "/jax"
+
+
 def test_none_overrides_are_parsed_and_applied():
     argv = cli.split_none_overrides(
         [

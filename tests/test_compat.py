@@ -36,6 +36,44 @@ def test_diffrax_still_raises_the_messages_we_translate():
     assert compat.DIFFRAX_FAILURE_MESSAGES["max_steps_reached"] in str(info.value)
 
 
+def test_equinox_errors_as_nan_turns_default_checks_into_nan_for_its_traces_only():
+    """Traced inside the block, a default-mode check gives NaN (no callback); traced outside,
+    before and after, the same check raises -- whichever was traced first (equinox caches the
+    check's trace by its arguments, not by the mode)."""
+    import equinox as eqx
+    import jax
+    import numpy as np
+    from equinox import _errors
+
+    assert _errors.EQX_ON_ERROR == "raise" and callable(_errors.branched_error_if_impl)
+
+    def check(x):
+        return eqx.error_if(x, x > 0, "positive")
+
+    def raising():
+        return jax.jit(lambda x: check(x))  # a new function each time: a new trace of check
+
+    def as_nan():
+        def traced(x):
+            with compat.equinox_errors_as_nan():
+                return check(x)
+
+        return jax.jit(traced)
+
+    for first, second in ((raising, as_nan), (as_nan, raising)):
+        for build in (first, second):
+            f = build()
+            text = f.lower(jnp.ones(())).as_text()
+            if build is raising:
+                assert "callback" in text
+                with pytest.raises(Exception, match="positive"):  # noqa: PT011 - equinox's runtime error type
+                    jax.block_until_ready(f(jnp.ones(())))
+            else:
+                assert "callback" not in text and np.isnan(float(f(jnp.ones(()))))
+            assert float(f(-jnp.ones(()))) == -1.0
+    assert _errors.EQX_ON_ERROR == "raise"
+
+
 def test_jax_callback_logger_is_a_real_jax_module_logger():
     import importlib
 

@@ -380,6 +380,25 @@ def test_failed_backward_solve_is_reported_as_such():
     with pytest.raises(ode.ODESolveError, match=r"backward \(adjoint\) solve.*model\.ode\.max_steps"):
         with ode.solver_errors(s):
             jax.block_until_ready(grad(rotation))
+    # With on_failure="nan" (the training step) the same failure is NaN gradients and the
+    # compiled gradient has no host callback at all (so JAX's persistent cache can keep it);
+    # the loss stays finite, so the training loop names the backward solve.
+    as_nan = dataclasses.replace(s, on_failure="nan")
+    nan_grad = jax.jit(jax.value_and_grad(lambda p: jnp.sum(ode.solve(f, y0, p, as_nan)[0] ** 2)))
+    assert "callback" not in nan_grad.lower(rotation).as_text()
+    assert "callback" in grad.lower(rotation).as_text()  # the raising one does call back
+    value, g = nan_grad(rotation)
+    assert np.isfinite(float(value)) and np.isnan(np.asarray(g)).all()
+    # A backward solve that succeeds gives the same gradient as the raising function.
+    roomy = dataclasses.replace(s, max_steps=64)
+    ok = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(f, y0, p, dataclasses.replace(roomy, on_failure="nan"))[0] ** 2)))
+    ref = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(f, y0, p, roomy)[0] ** 2)))
+    np.testing.assert_array_equal(np.asarray(ok(rotation)), np.asarray(ref(rotation)))
+    # And a raising gradient traced after the NaN one still raises (traces are not shared).
+    again = jax.jit(jax.grad(lambda p: jnp.sum(ode.solve(f, y0, p, s)[0] ** 2)))
+    with pytest.raises(ode.ODESolveError, match=r"backward \(adjoint\) solve"):
+        with ode.solver_errors(s):
+            jax.block_until_ready(again(rotation))
 
 
 def test_dtmin_reached_names_the_field():

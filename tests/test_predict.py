@@ -287,6 +287,28 @@ def test_exported_adaptive_solve_gives_nan_instead_of_a_callback_when_it_fails(m
         segnode_jax.apply(variables, np.zeros((1, 32, 32, 3), np.float32), cfg.model)
 
 
+@pytest.mark.slow
+def test_a_failed_solve_in_evaluation_and_prediction_raises_from_its_result_code_without_a_callback(model_dir):
+    """The predictor behind evaluate.py and predict.py compiles the model with
+    ``on_failure="nan"`` (no host callback: JAX's persistent cache can keep it) and raises a
+    failed solve on the host from the returned result code, naming the field to change."""
+    from segnode_jax.evaluation import predictor as predictor_lib
+
+    _, cfg, variables = model_dir
+    cfg = prediction.with_solver(cfg, "dopri5@1e-9")
+    with cfg.unlocked():
+        cfg.model.ode.max_steps = 1
+    predictor = predictor_lib.Predictor.for_model(variables, cfg.model, batch_size=2)
+    images = np.zeros((predictor.batch_size, 32, 32, 3), np.float32)
+    jitted = predictor_lib._predict_jit(segnode_jax.freeze(cfg.model), True, predictor.mesh)
+    assert "callback" not in jitted.lower(variables, predictor.put(images)).as_text()
+    with pytest.raises(segnode_jax.ODESolveError, match=r"max_steps=1.*model\.ode\.max_steps"):
+        predictor(images[:1])
+    # Solved: no error, the statistics of the solve.
+    ok = predictor_lib.Predictor.for_model(variables, prediction.with_solver(cfg, "rk4:1").model, batch_size=2)
+    assert np.isfinite(ok(images[:1])).all() and ok.solver_stats() == {"mean_nfe": 4.0, "num_solves": 1}
+
+
 def test_slide_inference_of_a_pixelwise_function_is_that_function():
     """Windows that overlap, fall off the image edge and pad it: for a per-pixel predict function
     every pixel must be covered and the overlaps averaged back to the same value."""

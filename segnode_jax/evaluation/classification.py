@@ -48,7 +48,7 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
     from tqdm import tqdm
 
     from segnode_jax import api, data, ode, parallel
-    from segnode_jax.evaluation.predictor import _predict_jit, local_mesh
+    from segnode_jax.evaluation.predictor import _predict_jit, local_mesh, raise_failed_solves
 
     s = settings or EvalSettings.from_config(cfg)
     info = data.get_info(cfg.data)
@@ -77,7 +77,8 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
             if n < batch:  # the last batch: pad with copies, count only the real images
                 x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
             # Placed explicitly: in a multi-host run a sharded jit does not place NumPy inputs itself.
-            logits, nfe = predict(variables, jax.device_put(x, parallel.batch_sharding(mesh)))
+            logits, nfe, result = predict(variables, jax.device_put(x, parallel.batch_sharding(mesh)))
+            raise_failed_solves(result, n, cfg.model.get("ode"))
             logits, nfe = np.asarray(jax.device_get(logits))[:n], np.asarray(jax.device_get(nfe))[:n]
             totals += _counts(logits, y)
             nfe_sum += float(nfe.sum())

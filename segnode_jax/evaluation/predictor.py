@@ -22,7 +22,9 @@ def local_mesh(devices=None) -> jax.sharding.Mesh:
     return parallel.make_mesh(jax.local_devices() if devices is None else list(devices))
 
 
-def predict_logits(variables, images: Float[Array, "b h w 3"], model_cfg, *, per_image: bool = True):
+def predict_logits(
+    variables, images: Float[Array, "b h w 3"], model_cfg, *, per_image: bool = True, with_result: bool = False
+):
     """Logits and per-image solver NFE of a batch (pure; call inside ``jax.jit``).
 
     Arguments:
@@ -31,37 +33,67 @@ def predict_logits(variables, images: Float[Array, "b h w 3"], model_cfg, *, per
       model_cfg: ``cfg.model``.
       per_image: vmap the model over the images, so that each image's ODE gets its own
         adaptive steps and the result does not depend on the rest of the batch.
+      with_result: also return each image's solver result code (0: solved; see
+        ``segnode_jax.ode.failure_of``), for a ``model_cfg`` with ``ode.on_failure="nan"``.
 
     Returns:
-      ``(logits (B, h, w, C) float32, nfe (B,) int32)`` (``nfe`` is 0 for models without ODE).
+      ``(logits (B, h, w, C) float32, nfe (B,) int32)`` (``nfe`` is 0 for models without ODE),
+      plus ``result (B,) int32`` with ``with_result``.
     """
     from segnode_jax import api
 
-    def nfe_of(aux, n):
+    def stat(aux, key, n):
         ode = aux.get("ode") if isinstance(aux, Mapping) else None
-        if ode is None:
+        if ode is None or key not in ode:
             return jnp.zeros((n,), jnp.int32)
-        return jnp.broadcast_to(jnp.asarray(ode["nfe"], jnp.int32), (n,))
+        return jnp.broadcast_to(jnp.asarray(ode[key], jnp.int32), (n,))
 
+    keys = ("nfe", "result") if with_result else ("nfe",)
     if per_image:
 
         def one(x):
             logits, aux = api.apply(variables, x[None], model_cfg, train=False)
-            return logits[0], nfe_of(aux, 1)[0]
+            return (logits[0], *(stat(aux, k, 1)[0] for k in keys))
 
         return jax.vmap(one)(images)
     logits, aux = api.apply(variables, images, model_cfg, train=False)
-    return logits, nfe_of(aux, images.shape[0])
+    return (logits, *(stat(aux, k, images.shape[0]) for k in keys))
+
+
+def nan_on_failure(frozen_model_cfg):
+    """The model config whose failed solves give NaN and a result code instead of raising
+    through a host callback (a model without an ODE: unchanged). Functions compiled from it
+    have no host callback, so JAX's persistent compilation cache can keep them; the host
+    raises the failure from the result code (:meth:`Predictor.device_call`)."""
+    from segnode_jax import ode
+
+    if "ode" not in frozen_model_cfg:
+        return frozen_model_cfg
+    return ode.with_settings(frozen_model_cfg, on_failure="nan")
 
 
 @functools.lru_cache(maxsize=32)
 def _predict_jit(frozen_model_cfg, per_image: bool, mesh):
+    """``(variables, images) -> (logits, nfe, result)``, jitted and sharded over ``mesh``."""
     data, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     return jax.jit(
-        functools.partial(predict_logits, model_cfg=frozen_model_cfg, per_image=per_image),
+        functools.partial(
+            predict_logits, model_cfg=nan_on_failure(frozen_model_cfg), per_image=per_image, with_result=True
+        ),
         in_shardings=(rep, data),
-        out_shardings=(data, data),
+        out_shardings=(data, data, data),
     )
+
+
+def raise_failed_solves(result, n: int, ode_settings) -> None:
+    """Raises the :class:`~segnode_jax.ODESolveError` of the first of the ``n`` real inputs
+    whose solve failed (``result``: the per-input result codes of :func:`predict_logits`)."""
+    from segnode_jax import ode
+
+    codes = np.asarray(result)[:n]
+    failed = np.flatnonzero(codes)
+    if failed.size:
+        raise ode.failure_of(int(codes[failed[0]]), ode_settings)
 
 
 @functools.lru_cache(maxsize=8)
@@ -81,6 +113,7 @@ class Predictor:
 
     Arguments:
       fn: jittable ``images (B, h, w, 3) -> (logits (B, h, w, C), nfe (B,) int32)``.
+      ode_settings: ``model.ode`` (named in the error of a failed solve).
       batch_size: inputs per call (rounded up to a multiple of the local device count);
         None: one per local device.
       is_ode: whether ``nfe`` is meaningful (SegNode, U-Node, NODEs-UNet).
@@ -89,7 +122,15 @@ class Predictor:
     """
 
     def __init__(
-        self, fn, *, batch_size: int | None = None, is_ode: bool = False, args: tuple = (), devices=None, _jitted=None
+        self,
+        fn,
+        *,
+        batch_size: int | None = None,
+        is_ode: bool = False,
+        args: tuple = (),
+        devices=None,
+        ode_settings=None,
+        _jitted=None,
     ):
         self.mesh = local_mesh(devices)
         n_dev = self.mesh.size
@@ -100,8 +141,14 @@ class Predictor:
         self._args = jax.device_put(tuple(args), rep)
         if _jitted is None:
             data = parallel.batch_sharding(self.mesh)
-            _jitted = jax.jit(fn, in_shardings=(rep,) * len(args) + (data,), out_shardings=(data, data))
+
+            def with_result(*a):
+                logits, nfe = fn(*a)
+                return logits, nfe, jnp.zeros_like(nfe)
+
+            _jitted = jax.jit(with_result, in_shardings=(rep,) * len(args) + (data,), out_shardings=(data, data, data))
         self._fn = _jitted
+        self._ode_settings = ode_settings
         self._nfe: list[tuple[jax.Array, int]] = []
         # Input shapes called so far: a new one compiles (``num_shapes`` counts them).
         self._shapes: set[tuple[int, ...]] = set()
@@ -122,6 +169,7 @@ class Predictor:
             is_ode=has_ode(frozen),
             args=(variables,),
             devices=devices,
+            ode_settings=frozen.get("ode"),
             _jitted=_predict_jit(frozen, bool(per_image_solve), mesh),
         )
 
@@ -136,7 +184,10 @@ class Predictor:
         return cls(wrapped, batch_size=batch_size)
 
     def device_call(self, images: np.ndarray) -> jax.Array:
-        """Logits on device for one batch (``len(images) <= batch_size``; padded with zeros)."""
+        """Logits on device for one batch (``len(images) <= batch_size``; padded with zeros).
+
+        Waits for the batch's solves: a failed one raises
+        :class:`~segnode_jax.ODESolveError` (every caller reads the logits at once anyway)."""
         n = len(images)
         if n > self.batch_size:
             raise ValueError(f"device_call takes at most batch_size={self.batch_size} images, got {n}")
@@ -145,8 +196,9 @@ class Predictor:
             pad = np.zeros((self.batch_size - n,) + batch.shape[1:], np.float32)
             batch = np.concatenate([batch, pad])
         self._shapes.add(batch.shape)
-        logits, nfe = self._fn(*self._args, self.put(batch))
+        logits, nfe, result = self._fn(*self._args, self.put(batch))
         if self.is_ode:
+            raise_failed_solves(result, n, self._ode_settings)
             self._nfe.append((nfe, n))
         return logits
 

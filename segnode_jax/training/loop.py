@@ -355,6 +355,19 @@ def _announce(run: _Run) -> None:
         )
 
 
+def _backward_solve_hint(cfg, m: Mapping[str, Any]) -> str:
+    """With the backsolve adjoint, a failed backward solve shows as a finite loss with a
+    non-finite gradient (its failure is NaN inside the step, see ``ode.on_failure``)."""
+    solve = cfg.model.get("ode")
+    if not solve or solve.get("adjoint") != "backsolve" or not np.isfinite(m["loss"]):
+        return ""
+    return (
+        " The loss is finite, so the backward (adjoint) solve may have failed: raise "
+        f"--config.model.ode.max_steps (now {solve.get('max_steps')}) or loosen "
+        "--config.model.ode.adjoint_rtol / adjoint_atol."
+    )
+
+
 def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> dict[str, Any]:
     """The step's metrics on the host; a non-finite step stops training (it was not applied)."""
     m = {k: np.asarray(v).item() for k, v in jax.device_get(device_metrics).items()}
@@ -372,6 +385,7 @@ def _checked(step: int, device_metrics, run: _Run, last_saved: int | None) -> di
             f"so this update was not applied and nothing was saved after it; {where}. Lower "
             f"--config.train.learning_rate (now {run.cfg.train.learning_rate:g}), clip gradients "
             f"(--config.train.grad_clip_norm=1.0) or add warm-up (--config.train.warmup_steps=500)."
+            + _backward_solve_hint(run.cfg, m)
         )
     return m
 
@@ -391,10 +405,11 @@ def _validate(
     else:
         scalars = {k: res[k] for k in ("miou", "pixel_accuracy", "mean_accuracy", "mean_nfe") if k in res}
         _say(f"step {step}  val mIoU {100 * res['miou']:.2f}  pixel accuracy {100 * res['pixel_accuracy']:.2f}")
-    writer.write(step, scalars, split="val")
     if best is None or res[metric] > best[metric]:
         run.ckpts.save_best(step, run.state, res[metric], metric=metric)
         best = {"step": step, metric: float(res[metric])}
+    # Logged after the best checkpoint is written: a run killed in between validates again.
+    writer.write(step, scalars, split="val")
     return res, best
 
 

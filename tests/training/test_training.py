@@ -1,5 +1,5 @@
 """Training end to end on configs/tiny.py: checkpoints, logs, evaluation, exact resume after
-SIGKILL, the non-finite guard, init_from, remat in the training step, and the CLIs' errors."""
+SIGKILL at several moments, the non-finite guard, init_from, remat in the training step, and the CLIs' errors."""
 
 from __future__ import annotations
 
@@ -90,49 +90,83 @@ def assert_best_is_the_argmax_of_the_validations(workdir, best=None):
         assert best == {"step": best_step, "miou": pytest.approx(max(mious))}
 
 
-@pytest.mark.slow
-def test_sigkill_during_an_asynchronous_save_then_resume_continues_exactly_like_an_uninterrupted_run(
-    tiny_run, tiny_data_dir, tmp_path, capsys
-):
-    """train.py killed with SIGKILL while the asynchronous save of a checkpoint is in flight (its
-    temporary folder present; tests/training/kill_during_save.py); the same run resumed (here
-    in-process, the code path train.py runs, reusing the compiled step of tiny_run; other tests
-    resume through train.py) starts from the last committed checkpoint, drops the half-written
-    one and continues exactly like the uninterrupted run."""
-    reference = train_losses(tiny_run[0])
-    workdir = str(tmp_path / "killed")
-    kill_from = 2 * TINY_CHECKPOINT_EVERY
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tests", "training", "kill_during_save.py"),
-            *tiny_cli_flags(tiny_data_dir),
-            f"--workdir={workdir}",
-        ],
+# SIGKILL at four moments, one after the other on one run (each kill, then a rerun of train.py
+# that resumes and is killed at the next moment): (moment, first step it may happen at).
+KILLS = (("metrics_append", 6), ("best_save", 8), ("after_commit", 16), ("async_save", 20))
+
+
+def _kill_at(moment, from_step, flags, workdir):
+    env = dict(os.environ, KILL_AT=moment, KILL_FROM_STEP=str(from_step), JAX_DEBUG_LOG_MODULES="jax._src.compiler")
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "training", "kill_at.py"), *flags, f"--workdir={workdir}"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
-        env=dict(os.environ, KILL_FROM_STEP=str(kill_from)),
+        env=env,
     )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    names = os.listdir(os.path.join(workdir, "checkpoints"))
-    in_flight = [n for n in names if not n.isdigit()]
-    assert len(in_flight) == 1 and in_flight[0].endswith(".orbax-checkpoint-tmp"), names
-    saving = int(in_flight[0].split(".")[0])
-    resumed_from = max(int(n) for n in names if n.isdigit())
-    assert kill_from <= saving < TINY_STEPS and resumed_from == saving - TINY_CHECKPOINT_EVERY, names
+
+
+def _on_disk(workdir):
+    names = {sub: sorted(os.listdir(os.path.join(workdir, sub))) for sub in ("checkpoints", "best")}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lines = f.read().splitlines()
+    return names, lines
+
+
+@pytest.mark.slow
+def test_sigkill_at_four_moments_then_resume_continues_exactly_like_an_uninterrupted_run(
+    tiny_run, tiny_data_dir, tmp_path, capsys
+):
+    """train.py SIGKILLed (tests/training/kill_at.py) in the middle of a metrics.jsonl append,
+    during the best checkpoint's save, right after a checkpoint's commit and during an
+    asynchronous save, each time resumed by rerunning train.py, and finally resumed to the end
+    (in-process: the code path train.py runs, reusing tiny_run's compiled step). Every step's
+    loss and every validation equal the uninterrupted run's exactly (the same compiled program
+    on the same inputs: the reruns load it from JAX's persistent compilation cache), the best
+    checkpoint is the argmax of the validations, and nothing half-written is left."""
+    reference = train_losses(tiny_run[0])
+    ref_vals = {
+        r["step"]: r["miou"] for r in read_jsonl(os.path.join(tiny_run[0], "metrics.jsonl")) if r["split"] == "val"
+    }
+    workdir = str(tmp_path / "killed")
+    flags = tiny_cli_flags(tiny_data_dir)
+    for i, (moment, from_step) in enumerate(KILLS):
+        proc = _kill_at(moment, from_step, flags, workdir)
+        assert proc.returncode == -signal.SIGKILL, (moment, proc.stderr[-3000:])
+        if i:  # a rerun: it resumed, and loaded the training step compiled by an earlier process
+            assert "resuming" in proc.stderr, proc.stderr[-3000:]
+            assert "Persistent compilation cache hit for 'jit_train_step'" in proc.stderr, proc.stderr[-3000:]
+        names, lines = _on_disk(workdir)
+        whole = [json.loads(line) for line in (lines[:-1] if moment == "metrics_append" else lines)]
+        vals = [r["step"] for r in whole if r["split"] == "val"]
+        if moment == "metrics_append":
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(lines[-1])
+            assert lines[-1].startswith(f'{{"step": {from_step}, "split": "train"'), lines[-1]
+        elif moment == "best_save":
+            assert f"{from_step}.orbax-checkpoint-tmp" in names["best"], names
+            assert from_step not in vals  # logged only once its best checkpoint is written
+        elif moment == "after_commit":
+            # (its validation may have run while the commit was being written)
+            committed = [int(n) for n in names["checkpoints"] if n.isdigit()]
+            assert max(committed) == from_step and len(committed) == len(names["checkpoints"]), names
+        else:
+            in_flight = [n for n in names["checkpoints"] if not n.isdigit()]
+            assert in_flight == [f"{from_step}.orbax-checkpoint-tmp"], names
     capsys.readouterr()
     result = training.train_and_evaluate(tiny_config(tiny_data_dir), workdir)
     assert result["step"] == TINY_STEPS
     err = capsys.readouterr().err
+    resumed_from = KILLS[-1][1] - TINY_CHECKPOINT_EVERY
     assert f"resuming {workdir} from step {resumed_from}" in err, err
-    assert all(n.isdigit() for n in os.listdir(os.path.join(workdir, "checkpoints")))  # the half-written save is gone
-    continued = train_losses(workdir)
-    assert sorted(continued) == list(range(1, TINY_STEPS + 1))
-    for step in range(resumed_from + 1, TINY_STEPS + 1):
-        assert continued[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
-    # The best checkpoint is chosen across the kill: validations before and after it compete.
+    names, lines = _on_disk(workdir)
+    assert all(n.isdigit() for n in names["checkpoints"] + names["best"]), names  # nothing half-written
+    records = [json.loads(line) for line in lines]  # every line whole (the torn one was dropped)
+    assert train_losses(workdir) == reference  # exactly, every step
+    vals = {r["step"]: r["miou"] for r in records if r["split"] == "val"}
+    assert vals == ref_vals and len([r for r in records if r["split"] == "val"]) == len(ref_vals)
+    # The best checkpoint is chosen across the kills: validations before and after them compete.
     assert_best_is_the_argmax_of_the_validations(workdir)
 
 
