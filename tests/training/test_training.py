@@ -602,3 +602,17 @@ def test_sigterm_saves_stops_the_workers_and_the_rerun_continues_exactly(tiny_ru
     assert sorted(continued) == list(range(1, TINY_STEPS + 1))
     for s in range(1, TINY_STEPS + 1):
         assert continued[s] == pytest.approx(reference[s], rel=1e-6, abs=1e-7), s
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_names_the_backward_solve_under_backsolve(tiny_data_dir):
+    """With ``on_failure="nan"`` a failed backward (adjoint) solve shows only as NaN gradients:
+    the training loop's error then names the backward solve's settings (not for other adjoints,
+    nor when the loss itself is not finite)."""
+    from segnode_jax.training import loop
+
+    cfg = tiny_config(tiny_data_dir, **{"model.ode.adjoint": "backsolve"})
+    hint = loop._backward_solve_hint(cfg, {"loss": 0.7, "grad_norm": float("nan")})
+    assert "backward (adjoint) solve" in hint and "model.ode.max_steps (now" in hint and "adjoint_rtol" in hint
+    assert loop._backward_solve_hint(cfg, {"loss": float("nan"), "grad_norm": float("nan")}) == ""
+    other = tiny_config(tiny_data_dir, **{"model.ode.adjoint": "recursive_checkpoint"})
+    assert loop._backward_solve_hint(other, {"loss": 0.7, "grad_norm": float("nan")}) == ""
