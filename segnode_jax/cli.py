@@ -56,13 +56,29 @@ def use_compilation_cache() -> str | None:
     model) loads its compiled functions instead of compiling them again: minutes on a CPU for
     the dataset configs. JAX keys every entry by the program, the JAX/XLA versions, the flags
     and the devices, so an entry is never reused for anything else; functions with a host
-    callback are not kept (the training step and the evaluation have none). Returns the folder.
+    callback are not kept (the training step and the evaluation have none). A folder that
+    cannot be written turns the cache off with one note on stderr. Returns the folder (None: off).
     """
+    import os
+
     import jax
 
     path = compilation_cache_dir()
-    if path is not None:
-        jax.config.update("jax_compilation_cache_dir", path)
+    if path is None or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return path
+    try:  # JAX would warn at every compile about a folder it cannot write
+        os.makedirs(path, exist_ok=True)
+        writable = os.access(path, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        print(
+            f"note: compilation cache off: cannot write {path} (set {COMPILATION_CACHE_ENV}=DIR to a writable "
+            f"folder, or {COMPILATION_CACHE_ENV}=off)",
+            file=sys.stderr,
+        )
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
     return path
 
 

@@ -79,6 +79,20 @@ def test_compilation_cache_folder_follows_the_environment(tmp_path):
     assert cli.compilation_cache_dir(both) == "/jax"
 
 
+def test_an_unwritable_compilation_cache_folder_turns_the_cache_off_with_one_note(tmp_path, monkeypatch, capsys):
+    import jax
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("SEGNODE_COMPILATION_CACHE", str(blocker / "cache"))  # under a file: cannot be made
+    before = jax.config.jax_compilation_cache_dir
+    assert cli.use_compilation_cache() is None
+    assert jax.config.jax_compilation_cache_dir == before  # the session's cache is left as it was
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: compilation cache off") and "SEGNODE_COMPILATION_CACHE" in err[0]
+
+
 def test_none_overrides_are_parsed_and_applied():
     argv = cli.split_none_overrides(
         [
