@@ -108,6 +108,10 @@ def run_config(model: str, recipe: str, seed: int, steps: int = STEPS):
         "train.progress_bar": False,
         "eval.num_visualizations": 0,
     }
+    if recipe == "shared":  # explicit: otherwise each model's default recipe (train.recipes) fills them in
+        over.update(
+            {"train.optimizer": "sgd", "train.learning_rate": 0.1, "train.momentum": 0.9, "train.weight_decay": 1e-4}
+        )
     if recipe == "paper":  # each model's own (train.recipes); configs/camvid.py sets HRNet's
         paper = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py")).train.recipes
         over.update(

@@ -137,12 +137,18 @@ def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios
         16,
         12,
     )
-    plain = {m: c.to_dict() for m, c in cfgs.items()}
+    from segnode_jax import training
+
+    # Compared as training runs them (resolved: the optimiser recipe filled in), so that a
+    # model's default recipe cannot slip in (it did: HRNetV2 trained with SGD 0.01, the
+    # Baseline with AdamW 1e-4 under the "shared" recipe, 2026-12-07).
+    plain = {m: training.resolve_config(c).to_dict() for m, c in cfgs.items()}
     for c in plain.values():
         c["model"].pop("name")
     assert plain["hrnetv2"] == plain["baseline"] == plain["segnode"]
+    t = plain["segnode"]["train"]
+    assert (t["optimizer"], t["learning_rate"], t["momentum"], t["weight_decay"]) == ("sgd", 0.1, 0.9, 1e-4)
     paper = camvid_parity.run_config("hrnetv2", "paper", 0)
-    from segnode_jax import training
 
     resolved = training.resolve_config(paper).train
     assert (resolved.optimizer, resolved.learning_rate, resolved.weight_decay) == ("sgd", 0.01, 5e-4)
