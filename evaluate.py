@@ -60,16 +60,16 @@ def main(argv):
     cli.quiet_logs()
     if bool(FLAGS.ckpt) == bool(FLAGS.predictions):
         raise UserError(f"pass exactly one of --ckpt or --predictions. Usage: {USAGE}")
-    from segnode_jax import evaluate_lib, evaluation
+    from segnode_jax import evaluation, scoring
     from segnode_jax.evaluation import trajectory
 
     if FLAGS.predictions:
         config = cli.read_config(FLAGS)
         if config is None:
             raise UserError("--predictions needs --config configs/<dataset>.py (the dataset to score against)")
-        results, out_dir = evaluate_lib.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
+        results, out_dir = scoring.score_folder(config, FLAGS.predictions, split=FLAGS.split, output=FLAGS.output)
     elif FLAGS.trajectory:
-        result, out_dir = evaluate_lib.trajectory_checkpoint(
+        result, out_dir = scoring.trajectory_checkpoint(
             FLAGS.ckpt,
             cli.read_config(FLAGS),
             which=FLAGS.which,
@@ -81,7 +81,7 @@ def main(argv):
         print(f"results: {os.path.join(out_dir, 'trajectory.json')}, plot: {result['plot']}")
         return 0
     else:
-        results, out_dir = evaluate_lib.evaluate_checkpoint(
+        results, out_dir = scoring.evaluate_checkpoint(
             FLAGS.ckpt,
             cli.read_config(FLAGS),
             which=FLAGS.which,

@@ -48,14 +48,14 @@ def main(argv):
     missing = [f"--{n}" for n in ("ckpt", "input", "output") if not FLAGS[n].value]
     if missing:
         raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required. Usage: {USAGE}")
-    from segnode_jax import evaluate_lib, prediction
+    from segnode_jax import scoring, segment
 
     # Bad inputs and an occupied output folder are found before the model is loaded.
-    prediction.find_inputs(FLAGS.input)
-    prediction.check_output(FLAGS.output, FLAGS.overwrite)
-    cfg, variables, pytree_dir, description = evaluate_lib.load_model(FLAGS.ckpt, cli.read_config(FLAGS), FLAGS.which)
-    evaluate_lib.refuse_classifier(cfg, "predict.py")
-    summary = prediction.predict_files(
+    segment.find_inputs(FLAGS.input)
+    segment.check_output(FLAGS.output, FLAGS.overwrite)
+    cfg, variables, pytree_dir, description = scoring.load_model(FLAGS.ckpt, cli.read_config(FLAGS), FLAGS.which)
+    scoring.refuse_classifier(cfg, "predict.py")
+    summary = segment.predict_files(
         variables,
         cfg,
         FLAGS.input,
@@ -76,8 +76,8 @@ def main(argv):
         extra += f", {1000 * sum(warm) / len(warm):.0f} ms/image once compiled"
     print(
         f"{n} image{'s' if n != 1 else ''} segmented in {summary['seconds']:.1f} s{extra}: "
-        f"{os.path.join(FLAGS.output, prediction.LABELS_DIR)} ({summary['label_values']}), "
-        f"{prediction.COLOR_DIR}/, {prediction.OVERLAY_DIR}/, {prediction.SUMMARY_NAME}"
+        f"{os.path.join(FLAGS.output, segment.LABELS_DIR)} ({summary['label_values']}), "
+        f"{segment.COLOR_DIR}/, {segment.OVERLAY_DIR}/, {segment.SUMMARY_NAME}"
     )
     return 0
 

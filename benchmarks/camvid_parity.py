@@ -175,7 +175,7 @@ def _record_segment(path: str, started: float, from_step: int) -> None:
 
 def train_one(model: str, recipe: str, seed: int, workdir: str, steps: int) -> str:
     """Trains (or resumes) one run and scores its best-val checkpoint on test; returns its folder."""
-    from segnode_jax import evaluate_lib, ode, training
+    from segnode_jax import ode, scoring, training
 
     path = os.path.join(workdir, run_name(model, recipe, seed))
     if not _finished(path, steps) and not os.path.exists(os.path.join(path, FAILED)):
@@ -191,7 +191,7 @@ def train_one(model: str, recipe: str, seed: int, workdir: str, steps: int) -> s
         finally:
             _record_segment(path, started, from_step)
     if _finished(path, steps) and not os.path.exists(os.path.join(path, "eval_test", "results.json")):
-        evaluate_lib.evaluate_checkpoint(
+        scoring.evaluate_checkpoint(
             path, which="best", split="test", output=os.path.join(path, "eval_test"), progress=False
         )
     return path

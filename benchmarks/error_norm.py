@@ -41,7 +41,7 @@ if not __package__:  # run by path: the imports below need the repository root, 
     )
     sys.exit(2)
 
-from segnode_jax import api, data, evaluate_lib, evaluation, losses, ode  # noqa: E402
+from segnode_jax import api, data, evaluation, losses, ode, scoring  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -207,7 +207,7 @@ def write_readme(block: str) -> None:
 
 
 def measure(ckpt: str, which: str, tolerances, num_images, batch) -> dict:
-    cfg, variables, _, _ = evaluate_lib.load_model(ckpt, which=which, prepare_data=True)
+    cfg, variables, _, _ = scoring.load_model(ckpt, which=which, prepare_data=True)
     if cfg.model.name != "segnode":
         raise SystemExit(f"error: {ckpt} is a {cfg.model.name} run; pass SegNode runs with --ckpt")
     out = {

@@ -547,7 +547,10 @@ def _earlier_runs(path: str, steps: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-def main(argv=None) -> dict[str, Any]:
+MEASURED_FIELDS = ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400, help="training steps per run")
     parser.add_argument("--seeds", type=int, default=3)
@@ -589,7 +592,43 @@ def main(argv=None) -> dict[str, Any]:
         action="store_true",
         help="regenerate the README tables and the plot from results/parity.json (no runs)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _earlier_measurements(path: str, variants) -> tuple[dict[str, dict], str]:
+    """``--measurements_from``: the measurements of ``variants`` in an earlier parity.json and
+    when they were taken; exits with one ``error:`` line if a variant is not there."""
+    with open(path) as f:
+        earlier = json.load(f)
+    measured = {f"{r['model']}|{r['setting']}": {k: r[k] for k in MEASURED_FIELDS} for r in earlier["rows"]}
+    missing = sorted({v.key for v in variants} - set(measured))
+    if missing:
+        raise SystemExit(
+            f"error: {path} has no measurements of {', '.join(missing)}; measure them (omit --measurements_from)"
+        )
+    return {v.key: measured[v.key] for v in variants}, earlier.get("measurements_date") or earlier["machine"]["date"]
+
+
+def _publish(result: dict[str, Any], quick: bool, workdir: str) -> None:
+    """Writes parity.json, the plot and the README table (a quick run: into ``workdir`` only)."""
+    if quick:
+        out = os.path.join(workdir, "parity.json")
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+        plot(result["runs"], os.path.join(workdir, "parity.png"))
+        print(markdown(result))
+        print(f"quick run: {out} (the committed results are left alone)")
+        return
+    path = report.write_json("parity.json", result)
+    plot(result["runs"], os.path.join(report.RESULTS, "parity.png"))
+    table = markdown(result)
+    report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "parity", table)
+    print(table)
+    print(f"results: {path}")
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = _parser().parse_args(argv)
     if args.report_only:
         with open(os.path.join(report.RESULTS, "parity.json")) as f:
             result = json.load(f)
@@ -605,9 +644,7 @@ def main(argv=None) -> dict[str, Any]:
         args.steps, args.seeds, args.remat_seeds, args.solve_seeds, args.repeats = 4, 1, 1, 1, 1
         args.workdir = os.path.join(args.workdir, "quick")
     runs = plan(args.seeds, args.remat_seeds, args.solve_seeds, ODE_PEERS if args.ode_peers else (), args.shared_sgd)
-    earlier_runs = None
-    if args.runs_from:
-        earlier_runs = _earlier_runs(args.runs_from, args.steps)
+    earlier_runs = _earlier_runs(args.runs_from, args.steps) if args.runs_from else None
     print(f"parity: {len(runs)} training runs of {args.steps} steps into {args.workdir}", flush=True)
     start = time.time()
     results = []
@@ -621,18 +658,7 @@ def main(argv=None) -> dict[str, Any]:
         variants += [Variant("segnode", solve, True) for solve in SOLVES]
     measured_at = None
     if args.measurements_from:
-        with open(args.measurements_from) as f:
-            earlier = json.load(f)
-        fields = ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")
-        measured = {f"{r['model']}|{r['setting']}": {k: r[k] for k in fields} for r in earlier["rows"]}
-        missing = sorted({v.key for v in variants} - set(measured))
-        if missing:
-            raise SystemExit(
-                f"error: {args.measurements_from} has no measurements of {', '.join(missing)}; measure them "
-                "(omit --measurements_from)"
-            )
-        measured = {v.key: measured[v.key] for v in variants}
-        measured_at = earlier.get("measurements_date") or earlier["machine"]["date"]
+        measured, measured_at = _earlier_measurements(args.measurements_from, variants)
     else:
         measured = measure(
             {v.key: run_config(Run(v, "paper", 0), args.steps) for v in variants}, args.steps, args.repeats
@@ -650,14 +676,7 @@ def main(argv=None) -> dict[str, Any]:
         "main_job_solve": main_job_solve(),
         "ode_peers": list(ODE_PEERS) if args.ode_peers else [],
         "runs": [
-            {
-                **r,
-                **{
-                    k: measured[f"{r['model']}|{r['setting']}"][k]
-                    for k in ("params", "train_memory_bytes", "train_step_seconds", "infer_ms_per_image")
-                },
-                "nfe": r["eval_nfe"],
-            }
+            {**r, **{k: measured[f"{r['model']}|{r['setting']}"][k] for k in MEASURED_FIELDS}, "nfe": r["eval_nfe"]}
             for r in results
         ],
         "rows": rows,
@@ -666,20 +685,7 @@ def main(argv=None) -> dict[str, Any]:
         "measurements_date": measured_at,
         "total_minutes": (time.time() - start) / 60,
     }
-    if args.quick:
-        out = os.path.join(args.workdir, "parity.json")
-        with open(out, "w") as f:
-            json.dump(result, f, indent=1)
-        plot(results, os.path.join(args.workdir, "parity.png"))
-        print(markdown(result))
-        print(f"quick run: {out} (the committed results are left alone)")
-        return result
-    path = report.write_json("parity.json", result)
-    plot(results, os.path.join(report.RESULTS, "parity.png"))
-    table = markdown(result)
-    report.replace_block(os.path.join(ROOT, "benchmarks", "README.md"), "parity", table)
-    print(table)
-    print(f"results: {path}")
+    _publish(result, args.quick, args.workdir)
     return result
 
 

@@ -526,10 +526,32 @@ def _when(result: dict) -> str:
 
 
 def markdown(result: dict) -> str:
+    """benchmarks/README.md's Table 2 section: how it was measured, the models, the ratios."""
+    return "\n".join(
+        [
+            *_settings_lines(result),
+            *_models_table(result),
+            *_ratios_table(result),
+            *_time_references_note(result),
+            "",
+            *paper_rows_markdown(result),
+            "",
+            "Variants:",
+            "",
+            *(f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]),
+        ]
+    )
+
+
+def _has_device_measurements(result: dict) -> bool:
+    return any(m.get("peak_bytes") is not None or "max_batch_measured" in m for m in result["models"].values())
+
+
+def _settings_lines(result: dict) -> list[str]:
+    """How the table was measured: memory, time, device columns and the training step."""
     s = result["settings"]
-    when = _when(result)
     lines = [
-        f"Measured {when} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
+        f"Measured {_when(result)} on {result['machine']} (jax {result['jax']}, backend {result['backend']}).",
         f"Memory: W{s['width']}, CamVid {s['size'][1]}x{s['size'][0]}, {s['num_classes']} classes, training batch "
         f"{s['train_batch']}, inference batch 1, from XLA's memory analysis of the compiled step"
         + (
@@ -542,10 +564,31 @@ def markdown(result: dict) -> str:
         f"Time: width {s['time_width']}, {s['time_size'][1]}x{s['time_size'][0]} images, training batch "
         f"{s['time_batch']}, inference batch 1, median of {s['repeats']} interleaved repeats; NFE at "
         "initialisation on random images (a trained field may need more or fewer).",
-        "",
     ]
-    budget = s.get("max_batch_budget_gib")
-    measured = any(m.get("peak_bytes") is not None or "max_batch_measured" in m for m in result["models"].values())
+    if _has_device_measurements(result):
+        lines.append(
+            "Measured peak: the device's peak memory over one training step at the memory batch, each step in a "
+            "fresh process; measured max batch: the largest training batch that ran (JAX allowed 95% of the memory)."
+        )
+    old_step = _measured_with_the_old_step(result)
+    lines.append(
+        "Training step: the library's own (`segnode_jax.training.train_step`, configs/camvid.py's recipe: SGD with "
+        "momentum, weight decay and the poly schedule, the config's loss)"
+        + (
+            "."
+            if not old_step
+            else f"; rows marked * ({len(old_step)}) were measured before 2026-12-02 with a plain step (SGD, plain "
+            "cross-entropy) and are not yet remeasured, so ratios between marked and unmarked rows mix the two."
+        )
+    )
+    return lines + [""]
+
+
+def _models_table(result: dict) -> list[str]:
+    """One row per model: parameters, memory (analysed; measured on a device), time, NFE."""
+    budget = result["settings"].get("max_batch_budget_gib")
+    measured = _has_device_measurements(result)
+    old_step = _measured_with_the_old_step(result)
     head = "| model | params (M) | train mem (GiB) | infer mem (GiB) |"
     rule = "|---|---:|---:|---:|"
     if budget:
@@ -554,27 +597,7 @@ def markdown(result: dict) -> str:
     if measured:
         head += " measured peak (GiB) | measured max batch |"
         rule += "---:|---:|"
-    if measured:
-        lines.insert(
-            -1,
-            "Measured peak: the device's peak memory over one training step at the memory batch, each step in a "
-            "fresh process; measured max batch: the largest training batch that ran (JAX allowed 95% of the memory).",
-        )
-    old_step = _measured_with_the_old_step(result)
-    lines.insert(
-        -1,
-        (
-            "Training step: the library's own (`segnode_jax.training.train_step`, configs/camvid.py's recipe: SGD with "
-            "momentum, weight decay and the poly schedule, the config's loss)"
-            + (
-                "."
-                if not old_step
-                else f"; rows marked * ({len(old_step)}) were measured before 2026-12-02 with a plain step (SGD, plain "
-                "cross-entropy) and are not yet remeasured, so ratios between marked and unmarked rows mix the two."
-            )
-        ),
-    )
-    lines += [head + " train step (s) | inference (s) | NFE |", rule + "---:|---:|---:|"]
+    lines = [head + " train step (s) | inference (s) | NFE |", rule + "---:|---:|---:|"]
     for name, m in result["models"].items():
         row = (
             f"| `{name}`{' *' if name in old_step else ''} | {_f(m.get('params') and m['params'] / 1e6)} | {_gib(m.get('train_memory_bytes'))} | "
@@ -588,8 +611,13 @@ def markdown(result: dict) -> str:
             row
             + f" {_f(m.get('train_step_seconds'), '{:.3f}')} | {_f(m.get('infer_seconds'), '{:.3f}')} | {_f(m.get('nfe'), '{:.0f}')} |"
         )
+    return lines
+
+
+def _ratios_table(result: dict) -> list[str]:
+    """The SegNode variants against the Baseline and HRNetV2, the paper's ratios in the header."""
     p = PAPER["ratios"]
-    lines += [
+    lines = [
         "",
         "Ratios (paper in the header):",
         "",
@@ -605,30 +633,30 @@ def markdown(result: dict) -> str:
             f"{_f(r['infer_memory_vs_hrnetv2'])} | {_f(r['infer_time_vs_hrnetv2'])} | {_f(r['params_vs_hrnetv2'])} | "
             f"{_f(r.get('max_batch_vs_baseline'))} |"
         )
+    return lines
+
+
+def _time_references_note(result: dict) -> list[str]:
+    """For rows timed on another day: the times of the three main models in that process."""
     refs = result.get("time_references")
-    if refs:
-        lines += [
-            "",
-            (
-                f"Rows timed on {refs['date']} (the +OCR rows and the comparison models) ran interleaved with HRNetV2, the "
-                "Baseline and SegNode in one process; those three then took "
-                + ", ".join(
-                    f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
-                    "per inference"
-                    for n in ("hrnetv2", "baseline", "segnode")
-                )
-                + " (the ratios of those rows to HRNetV2 use these; the table's own rows of the three are timed "
-                + (
-                    "on " + result["models"]["hrnetv2"]["time_measured"] + " "
-                    if result["models"].get("hrnetv2", {}).get("time_measured")
-                    else ""
-                )
-                + "with the SegNode variants, so that the variants' ratios stay within one measurement)."
-            ),
-        ]
-    lines += ["", *paper_rows_markdown(result)]
-    lines += ["", "Variants:", ""] + [f"* `{n}`: {VARIANTS[n][0]}" for n in result["models"]]
-    return "\n".join(lines)
+    if not refs:
+        return []
+    hrnet_measured = result["models"].get("hrnetv2", {}).get("time_measured")
+    return [
+        "",
+        (
+            f"Rows timed on {refs['date']} (the +OCR rows and the comparison models) ran interleaved with HRNetV2, the "
+            "Baseline and SegNode in one process; those three then took "
+            + ", ".join(
+                f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
+                "per inference"
+                for n in ("hrnetv2", "baseline", "segnode")
+            )
+            + " (the ratios of those rows to HRNetV2 use these; the table's own rows of the three are timed "
+            + ("on " + hrnet_measured + " " if hrnet_measured else "")
+            + "with the SegNode variants, so that the variants' ratios stay within one measurement)."
+        ),
+    ]
 
 
 def paper_rows_markdown(result: dict) -> list[str]:
@@ -761,7 +789,7 @@ def write_readme(table: str) -> None:
     os.replace(README + ".tmp", README)
 
 
-def main(argv=None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to measure (default: all)")
     parser.add_argument("--train_batch", type=int, default=24)
@@ -793,14 +821,77 @@ def main(argv=None) -> dict:
         action="store_true",
         help="measure nothing: regenerate the tables of benchmarks/README.md and README.md from --out",
     )
+    return parser
+
+
+def _memory_row(name: str, args, size: tuple[int, int], infer_cache: dict, backend: str) -> dict[str, Any]:
+    """The memory columns of one variant at W48: XLA's analysis of a training step and of
+    inference (inference once per settings that change it), the largest batch within the budget
+    and, on a GPU, what the device measured."""
+    mc = model_config(VARIANTS[name][1], num_classes=11)
+    m: dict[str, Any] = {}
+    t = time.perf_counter()
+    m["train_memory_bytes"] = train_memory(mc, args.train_batch, size)["total"]
+    # Inference does not depend on the adjoint (but for the unrolled solve, which runs
+    # without diffrax's loop): measure once per remaining settings.
+    adjoint = "unrolled" if mc.ode.adjoint == "unrolled" else "direct"
+    key = model_config(VARIANTS[name][1], num_classes=11, **{"ode.adjoint": adjoint, "ode.adjoint_seminorm": True})
+    if key not in infer_cache:
+        infer_cache[key] = infer_memory(mc, size)
+    m["infer_memory_bytes"] = infer_cache[key]["total"]
+    if args.budget_gib:
+        known = {args.train_batch: m["train_memory_bytes"]}
+        m["max_batch_analysed"], _ = max_train_batch(mc, size, int(args.budget_gib * 2**30), known)
+    print(
+        f"{name}: train {_gib(m['train_memory_bytes'])} GiB  infer {_gib(m['infer_memory_bytes'])} GiB  "
+        f"max batch {m.get('max_batch_analysed', '-')}  ({time.perf_counter() - t:.0f}s)",
+        flush=True,
+    )
+    m["memory_measured"], m["memory_step"] = time.strftime("%Y-%m-%d"), STEP_KIND
+    if backend == "gpu":
+        m.update(gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed")))
+    return m
+
+
+def _settings(args, previous: dict) -> dict[str, Any]:
+    """The run's settings; for the columns skipped (--no_memory, --no_time) the previous run's,
+    whose numbers the table keeps."""
+    memory_settings = {
+        "size": list(args.size),
+        "num_classes": 11,
+        "train_batch": args.train_batch,
+        "max_batch_budget_gib": args.budget_gib or None,
+    }
+    if args.no_memory and "settings" in previous:
+        memory_settings = {k: previous["settings"].get(k) for k in memory_settings}
+    time_settings = {
+        "time_width": args.time_width,
+        "time_size": list(args.time_size),
+        "time_batch": args.time_batch,
+        "repeats": args.repeats,
+    }
+    if args.no_time and "settings" in previous:
+        time_settings = {k: previous["settings"].get(k) for k in time_settings}
+    return {"width": 48, **memory_settings, **time_settings}
+
+
+def _publish(result: dict, out: str, readme: bool) -> None:
+    """Writes the JSON (ratios derived again), prints the table and regenerates the pages."""
+    result["ratios"] = ratios(result["models"], result.get("time_references"))
+    report.write_json_at(out, result, indent=2)
+    table = markdown(result)
+    print(table)
+    if readme:
+        write_readme(table)
+        report.replace_block(os.path.join(report.RESULTS, "table2.md"), "table2-summary", summary_markdown(result))
+
+
+def main(argv=None) -> dict:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.report_only:
         result = json.load(open(args.out))
-        result["ratios"] = ratios(result["models"], result.get("time_references"))  # derived: kept current
-        report.write_json_at(args.out, result, indent=2)
-        write_readme(markdown(result))
-        report.replace_block(os.path.join(report.RESULTS, "table2.md"), "table2-summary", summary_markdown(result))
-        print(summary_markdown(result))
+        _publish(result, args.out, readme=True)
         return result
     if args._run_step:
         name, batch, h, w = args._run_step
@@ -821,37 +912,10 @@ def main(argv=None) -> dict:
     models: dict[str, dict] = {n: dict(previous["models"].get(n, {})) for n in names}
     infer_cache: dict[Any, dict] = {}
     for name in names:
-        mc = model_config(VARIANTS[name][1], num_classes=11)
-        m = models[name]
-        m["params"] = segnode_jax.count_params(mc)
+        models[name]["params"] = segnode_jax.count_params(model_config(VARIANTS[name][1], num_classes=11))
         if not args.no_memory:
-            t = time.perf_counter()
-            m["train_memory_bytes"] = train_memory(mc, args.train_batch, size)["total"]
-            # Inference does not depend on the adjoint (but for the unrolled solve, which runs
-            # without diffrax's loop): measure once per remaining settings.
-            adjoint = "unrolled" if mc.ode.adjoint == "unrolled" else "direct"
-            key = model_config(
-                VARIANTS[name][1], num_classes=11, **{"ode.adjoint": adjoint, "ode.adjoint_seminorm": True}
-            )
-            if key not in infer_cache:
-                infer_cache[key] = infer_memory(mc, size)
-            m["infer_memory_bytes"] = infer_cache[key]["total"]
-            if args.budget_gib:
-                known = {args.train_batch: m["train_memory_bytes"]}
-                m["max_batch_analysed"], _ = max_train_batch(mc, size, int(args.budget_gib * 2**30), known)
-            else:
-                m.pop("max_batch_analysed", None)
-            print(
-                f"{name}: params {m['params']:,}  train {_gib(m['train_memory_bytes'])} GiB  "
-                f"infer {_gib(m['infer_memory_bytes'])} GiB  max batch {m.get('max_batch_analysed', '-')}  "
-                f"({time.perf_counter() - t:.0f}s)",
-                flush=True,
-            )
-            m["memory_measured"], m["memory_step"] = time.strftime("%Y-%m-%d"), STEP_KIND
-            if backend == "gpu":
-                m.update(
-                    gpu_measurements(name, args.train_batch, size, args.max_batch, guess=m.get("max_batch_analysed"))
-                )
+            models[name].pop("max_batch_analysed", None)
+            models[name].update(_memory_row(name, args, size, infer_cache, backend))
     if not args.no_time:
         timed = time_models(
             args.time_only or names,
@@ -867,49 +931,20 @@ def main(argv=None) -> dict:
             print(
                 f"{name}: train step {t['train_step_seconds']:.3f}s  inference {t['infer_seconds']:.3f}s  NFE {t['nfe']}"
             )
-    memory_settings = {
-        "size": list(size),
-        "num_classes": 11,
-        "train_batch": args.train_batch,
-        "max_batch_budget_gib": args.budget_gib or None,
-    }
-    if args.no_memory and "settings" in previous:
-        memory_settings = {k: previous["settings"].get(k) for k in memory_settings}
-    time_settings = {
-        "time_width": args.time_width,
-        "time_size": list(args.time_size),
-        "time_batch": args.time_batch,
-        "repeats": args.repeats,
-    }
-    if args.no_time and "settings" in previous:
-        time_settings = {k: previous["settings"].get(k) for k in time_settings}
     merged = {**previous["models"], **models}
-    ordered = {n: merged[n] for n in VARIANTS if n in merged}
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"
         + (f", {jax.devices()[0].device_kind}" if backend == "gpu" else ""),
         "backend": backend,
         "jax": jax.__version__,
-        "settings": {
-            "width": 48,
-            # The settings of this run's columns; for columns skipped (--no_memory, --no_time) the
-            # previous run's, whose numbers the table keeps.
-            **memory_settings,
-            **time_settings,
-        },
+        "settings": _settings(args, previous),
         "paper": PAPER,
-        "models": ordered,
+        "models": {n: merged[n] for n in VARIANTS if n in merged},
     }
     if "time_references" in previous:  # the same-process timings of rows timed on another day (kept)
         result["time_references"] = previous["time_references"]
-    result["ratios"] = ratios(ordered, result.get("time_references"))
-    report.write_json_at(args.out, result, indent=2)
-    table = markdown(result)
-    print(table)
-    if not args.no_readme:
-        write_readme(table)
-        report.replace_block(os.path.join(report.RESULTS, "table2.md"), "table2-summary", summary_markdown(result))
+    _publish(result, args.out, readme=not args.no_readme)
     return result
 
 

@@ -17,7 +17,7 @@ from segnode_jax.config import base_config, load_config, model_config
 from segnode_jax.errors import RunError, SegnodeError, UserError
 from segnode_jax.models import build_model, capabilities, model_names, register_model
 from segnode_jax.ode import ODESettings, ODESolveError
-from segnode_jax.prediction import predict
+from segnode_jax.segment import predict
 
 __all__ = [
     "ODESettings",
@@ -46,7 +46,7 @@ __version__ = "0.1.0.dev0"
 def load(path: str, *, which: str = "best"):
     """``(variables, cfg)`` of a trained model: a training workdir (its best checkpoint by
     default), one of its checkpoints, or a model folder such as ``pretrained/camvid_small``
-    (see :func:`segnode_jax.evaluate_lib.load`)."""
-    from segnode_jax import evaluate_lib  # orbax is imported on first use, not with the package
+    (see :func:`segnode_jax.scoring.load`)."""
+    from segnode_jax import scoring  # orbax is imported on first use, not with the package
 
-    return evaluate_lib.load(path, which=which)
+    return scoring.load(path, which=which)

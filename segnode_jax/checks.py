@@ -17,7 +17,7 @@ from segnode_jax import config as config_lib
 from segnode_jax import models, ode, parallel
 from segnode_jax.errors import ConfigError
 from segnode_jax.evaluation import inference, metrics
-from segnode_jax.models import blocks, classification, layers, ocr, resnet, segnode, unet, unode
+from segnode_jax.models import blocks, classification, heads, layers, resnet, segnode, unet, unode
 
 _MISSING = object()
 
@@ -28,7 +28,7 @@ def choices() -> dict[str, tuple[Any, ...]]:
         "model.name": tuple(models.model_names()),
         "model.task": tuple(classification.TASKS),
         "model.dtype": tuple(layers.DTYPES),
-        "model.head": tuple(ocr.HEADS),
+        "model.head": tuple(heads.HEADS),
         "model.size": (None, *config_lib.MODEL_SIZES),
         "model.field.norm": ("group", "none"),
         "model.field.activation": tuple(blocks.ACTIVATIONS),

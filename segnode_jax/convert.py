@@ -370,48 +370,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
     num_stage4 = _num_stage4(state_dict)
     has_aux = any(k.startswith("aux_head.") for k in state_dict)
     for key in sorted(state_dict):
-        value = np.asarray(state_dict[key])
-        if key.endswith("num_batches_tracked"):
-            result.ignored[key] = "BatchNorm step counter (unused)"
-            continue
-        if key.startswith("loss."):
-            result.ignored[key] = "training loss state"
-            continue
-        if resnet:
-            target, leaf, why = _resnet_route(key, model_cfg)
-        elif key.split(".")[0] in CLASSIFICATION_PREFIXES:
-            if model_cfg.get("task", "segmentation") != "classification":
-                result.ignored[key] = "ImageNet classification head (set model.task=classification to use it)"
-                continue
-            *parts, leaf = key.split(".")  # HRNet-Image-Classification's head -> the classifier's head
-            target, why = ["head"] + _group(parts), ""
-        else:
-            target, leaf, why = _hrnet_route(key, model_cfg, num_stage4, has_aux)
+        target, leaf, why = _route_key(key, model_cfg, resnet, num_stage4, has_aux)
         if target is None:
             if why is None:
                 result.unexpected.append(key)
             else:
                 result.ignored[key] = why
             continue
-        collection, name = _LEAVES[leaf]
-        if leaf == "weight":
-            name = "kernel" if value.ndim in (2, 4) else "scale"
-        if value.ndim == 4:
-            value = np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
-        elif value.ndim == 2:
-            value = np.transpose(value)  # Linear (out, in) -> Dense (in, out)
-        dest = "/".join([collection, *target, name])
-        if dest not in want:
-            if collection == "batch_stats" and f"params/{'/'.join(target)}/scale" in want:
-                result.ignored[key] = "running statistics of a BatchNorm that is a GroupNorm here"
-            else:
-                result.unexpected.append(key)
-            continue
-        if tuple(value.shape) != want[dest]:
-            result.mismatched[key] = (tuple(value.shape), want[dest])
-            continue
-        flat[dest] = value.astype(np.float32)
-        result.mapped[dest] = key
+        _place(key, np.asarray(state_dict[key]), target, leaf, want, flat, result)
     if resnet:  # the backbone always; the head too when the file has one (torchvision's segmentation models)
         has_head = any(p.split("/")[1] != "backbone" for p in flat)
         expected_parts = [p for p in want if has_head or p.split("/")[1] == "backbone"]
@@ -420,6 +386,59 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
         expected_parts = _expected_parts(model_cfg, want)
         result.missing = sorted(p for p in expected_parts if p not in flat and not p.split("/")[1] == "head")
     result.fresh = sorted(p for p in want if p not in flat)
+    _check_fit(result, strict)
+    if not flat:
+        kind = "a torchvision ResNet" if resnet else "an HRNet"
+        raise ConversionError(
+            f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it {kind} checkpoint?"
+        )
+    result.variables = unflatten(flat)
+    return result
+
+
+def _route_key(key: str, model_cfg, resnet: bool, num_stage4: int, has_aux: bool):
+    """``(target path, leaf, why)`` of one official key: ``target`` None means the key is
+    ignored (``why`` says why) or, with ``why`` None too, unexpected."""
+    if key.endswith("num_batches_tracked"):
+        return None, None, "BatchNorm step counter (unused)"
+    if key.startswith("loss."):
+        return None, None, "training loss state"
+    if resnet:
+        return _resnet_route(key, model_cfg)
+    if key.split(".")[0] in CLASSIFICATION_PREFIXES:
+        if model_cfg.get("task", "segmentation") != "classification":
+            return None, None, "ImageNet classification head (set model.task=classification to use it)"
+        *parts, leaf = key.split(".")  # HRNet-Image-Classification's head -> the classifier's head
+        return ["head"] + _group(parts), leaf, ""
+    return _hrnet_route(key, model_cfg, num_stage4, has_aux)
+
+
+def _place(key: str, value: np.ndarray, target, leaf: str, want, flat: dict, result: Conversion) -> None:
+    """Puts one official array (PyTorch layout) at its flax path in ``flat``, or records in
+    ``result`` why it does not fit."""
+    collection, name = _LEAVES[leaf]
+    if leaf == "weight":
+        name = "kernel" if value.ndim in (2, 4) else "scale"
+    if value.ndim == 4:
+        value = np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+    elif value.ndim == 2:
+        value = np.transpose(value)  # Linear (out, in) -> Dense (in, out)
+    dest = "/".join([collection, *target, name])
+    if dest not in want:
+        if collection == "batch_stats" and f"params/{'/'.join(target)}/scale" in want:
+            result.ignored[key] = "running statistics of a BatchNorm that is a GroupNorm here"
+        else:
+            result.unexpected.append(key)
+        return
+    if tuple(value.shape) != want[dest]:
+        result.mismatched[key] = (tuple(value.shape), want[dest])
+        return
+    flat[dest] = value.astype(np.float32)
+    result.mapped[dest] = key
+
+
+def _check_fit(result: Conversion, strict: bool) -> None:
+    """Strict: refuses unexpected keys, missing variables and shape mismatches in one message."""
     problems = []
     if result.unexpected:
         problems.append(f"unexpected keys: {_listing(result.unexpected)}")
@@ -434,13 +453,6 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             "(model.name, width, number of modules); --nostrict converts what fits and leaves the rest freshly "
             "initialised (e.g. a classifier for another class count), listing it in conversion.json"
         )
-    if not flat:
-        kind = "a torchvision ResNet" if resnet else "an HRNet"
-        raise ConversionError(
-            f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it {kind} checkpoint?"
-        )
-    result.variables = unflatten(flat)
-    return result
 
 
 def _expected_parts(model_cfg, want: Mapping[str, tuple]) -> list[str]:

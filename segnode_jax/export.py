@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from absl import flags
     from ml_collections import config_flags
 
-    from segnode_jax import cli, evaluate_lib, prediction
+    from segnode_jax import cli, scoring, segment
 
     usage = "python -m segnode_jax.export --ckpt RUN --out model.jax [--shape b,H,W] [--solver rk4:1] [--platforms cpu,cuda]"
     fv = flags.FlagValues()
@@ -193,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExportError(f"--out {fv.out} exists; pass --overwrite to replace it, or choose another file")
         shape = parse_shape(fv.shape) if fv.shape else None
         cli.quiet_logs()
-        cfg, variables, _, description = evaluate_lib.load_model(fv.ckpt, cli.read_config(fv), fv.which)
-        cfg = prediction.with_solver(cfg, fv.solver)
+        cfg, variables, _, description = scoring.load_model(fv.ckpt, cli.read_config(fv), fv.which)
+        cfg = segment.with_solver(cfg, fv.solver)
         shape = shape or default_shape(cfg)
         exported = export_model(variables, cfg, shape=shape, platforms=fv.platforms)
         meta = {**metadata(cfg, exported, shape), "checkpoint": description}

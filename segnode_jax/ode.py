@@ -464,12 +464,27 @@ def solve(
         info = dict(num_steps=n, num_accepted_steps=n, num_rejected_steps=jnp.zeros((), jnp.int32))
         info["nfe"] = jnp.asarray(settings.nfe(settings.num_steps), jnp.int32)
         return _unrolled_solve(f, y0, params, settings), info
-    if settings.saveat:
-        ts = np.array(sorted(set(settings.saveat) | {settings.t1}), dtype=np.float32)
-        saveat = diffrax.SaveAt(ts=jnp.asarray(ts))
-    else:
-        ts = None
-        saveat = diffrax.SaveAt(t1=True)
+    ts = np.array(sorted(set(settings.saveat) | {settings.t1}), dtype=np.float32) if settings.saveat else None
+    integrate = _integrator(f, settings, solver, controller, dt0, ts)
+    if settings.adjoint == "backsolve":
+        integrate = _guarded_backsolve(
+            integrate, normalise=settings.adjoint_normalise, nan_on_failure=settings.on_failure == "nan"
+        )
+    ys, info = integrate(y0, params)
+    info["nfe"] = settings.nfe(info["num_steps"]).astype(jnp.int32)
+    y1 = jax.tree_util.tree_map(lambda a: a[-1], ys)
+    if ts is not None:
+        info["ts"] = jnp.asarray(ts)
+        info["ys"] = ys
+    return y1, info
+
+
+def _integrator(f, settings: ODESettings, solver, controller, dt0, ts: np.ndarray | None):
+    """``integrate(y0, params) -> (ys, stats)``: one diffrax solve of ``f`` saving at ``ts``
+    (None: at ``t1`` only), ``ys`` stacked on a leading axis. A failed solve raises (the host
+    check of ``solver_errors``) or, with ``on_failure="nan"``, gives NaN states; ``stats``
+    holds the step counts and diffrax's result code."""
+    saveat = diffrax.SaveAt(ts=jnp.asarray(ts)) if ts is not None else diffrax.SaveAt(t1=True)
 
     def integrate(y0, params):
         sol = diffrax.diffeqsolve(
@@ -504,17 +519,7 @@ def solve(
         stats["result"] = jnp.asarray(compat.diffrax_result_code(sol.result), jnp.int32)
         return ys, stats
 
-    if settings.adjoint == "backsolve":
-        integrate = _guarded_backsolve(
-            integrate, normalise=settings.adjoint_normalise, nan_on_failure=settings.on_failure == "nan"
-        )
-    ys, info = integrate(y0, params)
-    info["nfe"] = settings.nfe(info["num_steps"]).astype(jnp.int32)
-    y1 = jax.tree_util.tree_map(lambda a: a[-1], ys)
-    if ts is not None:
-        info["ts"] = jnp.asarray(ts)
-        info["ys"] = ys
-    return y1, info
+    return integrate
 
 
 def _guarded_backsolve(integrate, *, normalise: bool, nan_on_failure: bool):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import glob
-import json
 import os
+import sys
 import time
 from typing import Any, Iterator, Sequence
 
@@ -417,6 +417,38 @@ def _batches(items: list[InputImage], segmenter: Segmenter) -> Iterator[list[Inp
         yield group
 
 
+def _read_images(group, skipped: list[dict[str, str]]) -> tuple[list[np.ndarray], list]:
+    """The images of ``group`` that can be read, and their items; each one that cannot is
+    reported on one line and added to ``skipped``."""
+    from tqdm import tqdm
+
+    images, readable = [], []
+    for item in group:
+        try:
+            images.append(read_image(item.path))
+            readable.append(item)
+        except UnreadableImage as e:
+            tqdm.write(f"skipped: {e}", file=sys.stderr)
+            skipped.append({"input": item.path, "reason": str(e)})
+    return images, readable
+
+
+def _record(item, image: np.ndarray, res, paths, names: Sequence[str]) -> dict[str, Any]:
+    """One image's entry of ``predictions.json``."""
+    counts = np.bincount(res.labels.ravel(), minlength=len(names))
+    return {
+        "input": item.path,
+        "name": item.name,
+        "outputs": paths,
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "seconds": round(res.seconds, 4),
+        "includes_compilation": res.compiled,
+        "nfe": res.nfe,
+        "pixels_per_class": {names[c]: int(counts[c]) for c in np.flatnonzero(counts)},
+    }
+
+
 def predict_files(
     variables,
     cfg,
@@ -445,11 +477,10 @@ def predict_files(
       SkippedInputs: after everything else was written, if some inputs could not be read.
       segnode_jax.ODESolveError: an ODE solve failed.
     """
-    import sys
-
     from tqdm import tqdm
 
     from segnode_jax import ode
+    from segnode_jax.evaluation import report
     from segnode_jax.models import capabilities
 
     if fmt not in FORMATS:
@@ -464,31 +495,11 @@ def predict_files(
     start = time.time()
     bar = tqdm(total=len(items), desc=f"predict ({segmenter.settings.mode})", unit="img", disable=not progress)
     for group in _batches(items, segmenter):
-        images, readable = [], []
-        for item in group:
-            try:
-                images.append(read_image(item.path))
-                readable.append(item)
-            except UnreadableImage as e:
-                tqdm.write(f"skipped: {e}", file=sys.stderr)
-                skipped.append({"input": item.path, "reason": str(e)})
+        images, readable = _read_images(group, skipped)
         if images:
             for item, image, res in zip(readable, images, segmenter.segment(images)):
                 paths = write_outputs(out_dir, item.name, image, res.labels, segmenter.info, fmt=fmt, dcfg=cfg.data)
-                counts = np.bincount(res.labels.ravel(), minlength=len(names))
-                records.append(
-                    {
-                        "input": item.path,
-                        "name": item.name,
-                        "outputs": paths,
-                        "height": int(image.shape[0]),
-                        "width": int(image.shape[1]),
-                        "seconds": round(res.seconds, 4),
-                        "includes_compilation": res.compiled,
-                        "nfe": res.nfe,
-                        "pixels_per_class": {names[c]: int(counts[c]) for c in np.flatnonzero(counts)},
-                    }
-                )
+                records.append(_record(item, image, res, paths, names))
         bar.update(len(group))
     bar.close()
     order = {item.path: k for k, item in enumerate(items)}
@@ -507,11 +518,7 @@ def predict_files(
         "images": records,
         "skipped": skipped,
     }
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, SUMMARY_NAME)
-    with open(path + ".partial", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(path + ".partial", path)
+    path = report.write_results(os.path.join(out_dir, SUMMARY_NAME), summary)
     if skipped:
         listed = "; ".join(s["input"] for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         raise SkippedInputs(

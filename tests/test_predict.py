@@ -17,7 +17,7 @@ from PIL import Image
 
 import segnode_jax
 from segnode_jax import config as config_lib
-from segnode_jax import data, prediction
+from segnode_jax import data, segment
 from segnode_jax import export as export_lib
 from segnode_jax.data.transforms import normalize
 from tests.conftest import REPO, run_cli, tiny_config
@@ -58,38 +58,38 @@ def inputs(tmp_path_factory):
 
 
 def test_find_inputs_takes_files_folders_and_globs_and_names_the_problems(inputs, tmp_path):
-    found = prediction.find_inputs([str(inputs)])
+    found = segment.find_inputs([str(inputs)])
     assert sorted(i.name for i in found) == ["a", "broken", "depth16", "sub/b", "sub/deeper/alpha", "sub/grey"]
-    globbed = prediction.find_inputs([str(inputs / "sub" / "**" / "*.png")])
+    globbed = segment.find_inputs([str(inputs / "sub" / "**" / "*.png")])
     assert sorted(i.name for i in globbed) == ["deeper/alpha", "grey"]
-    assert [i.name for i in prediction.find_inputs([str(inputs / "notes.txt")])] == ["notes"]  # named: tried
-    with pytest.raises(prediction.PredictError, match="no such file or folder"):
-        prediction.find_inputs([str(tmp_path / "missing")])
-    with pytest.raises(prediction.PredictError, match="matches no file"):
-        prediction.find_inputs([str(tmp_path / "*.png")])
+    assert [i.name for i in segment.find_inputs([str(inputs / "notes.txt")])] == ["notes"]  # named: tried
+    with pytest.raises(segment.PredictError, match="no such file or folder"):
+        segment.find_inputs([str(tmp_path / "missing")])
+    with pytest.raises(segment.PredictError, match="matches no file"):
+        segment.find_inputs([str(tmp_path / "*.png")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(prediction.PredictError, match="holds no image files"):
-        prediction.find_inputs([str(tmp_path / "empty")])
+    with pytest.raises(segment.PredictError, match="holds no image files"):
+        segment.find_inputs([str(tmp_path / "empty")])
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.jpg")
-    with pytest.raises(prediction.PredictError, match=r"a\.png and .*a\.jpg would both be written as 'a'"):
-        prediction.find_inputs([str(inputs / "a.png"), str(tmp_path / "a.jpg")])
+    with pytest.raises(segment.PredictError, match=r"a\.png and .*a\.jpg would both be written as 'a'"):
+        segment.find_inputs([str(inputs / "a.png"), str(tmp_path / "a.jpg")])
 
 
 def test_read_image_converts_modes_and_applies_the_exif_orientation(inputs, tmp_path):
-    assert prediction.read_image(str(inputs / "sub" / "grey.png")).shape == (24, 40, 3)
-    assert prediction.read_image(str(inputs / "sub" / "deeper" / "alpha.png")).shape == (32, 32, 3)
-    deep = prediction.read_image(str(inputs / "depth16.png"))
+    assert segment.read_image(str(inputs / "sub" / "grey.png")).shape == (24, 40, 3)
+    assert segment.read_image(str(inputs / "sub" / "deeper" / "alpha.png")).shape == (32, 32, 3)
+    deep = segment.read_image(str(inputs / "depth16.png"))
     assert deep.dtype == np.uint8 and deep.shape == (20, 28, 3) and deep.max() > 128
     # A camera JPEG stored sideways with "rotate 90" in its EXIF: read upright.
     img = Image.fromarray(np.zeros((10, 30, 3), np.uint8))
     exif = img.getexif()
     exif[0x0112] = 6
     img.save(tmp_path / "turned.jpg", exif=exif)
-    assert prediction.read_image(str(tmp_path / "turned.jpg")).shape == (30, 10, 3)
-    assert prediction.image_size(str(tmp_path / "turned.jpg")) == (30, 10)
+    assert segment.read_image(str(tmp_path / "turned.jpg")).shape == (30, 10, 3)
+    assert segment.image_size(str(tmp_path / "turned.jpg")) == (30, 10)
     for bad in ("broken.png", "notes.txt"):
-        with pytest.raises(prediction.UnreadableImage, match=bad.replace(".", r"\.")):
-            prediction.read_image(str(inputs / bad))
+        with pytest.raises(segment.UnreadableImage, match=bad.replace(".", r"\.")):
+            segment.read_image(str(inputs / bad))
 
 
 @pytest.mark.slow
@@ -118,9 +118,9 @@ def test_predict_api_equals_the_model_on_normalised_images(model_dir):
     one_window = copy.deepcopy(cfg)
     one_window.eval.crop_size = (24, 40)
     np.testing.assert_array_equal(segnode_jax.predict(variables, b, one_window, mode="slide"), both[1])
-    with pytest.raises(prediction.PredictError, match="uint8"):
+    with pytest.raises(segment.PredictError, match="uint8"):
         segnode_jax.predict(variables, a.astype(np.float32), cfg)
-    with pytest.raises(prediction.PredictError, match="rk4:1"):
+    with pytest.raises(segment.PredictError, match="rk4:1"):
         segnode_jax.predict(variables, a, cfg, solver="rk4-1")
 
 
@@ -165,7 +165,7 @@ def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_
         assert np.asarray(Image.open(r["outputs"]["color"])).shape == (r["height"], r["width"], 3)
         assert np.asarray(Image.open(r["outputs"]["overlay"])).shape == (r["height"], r["width"], 3)
     # The written labels are what the Python API gives for the same file and solve.
-    grey = prediction.read_image(str(inputs / "sub" / "grey.png"))
+    grey = segment.read_image(str(inputs / "sub" / "grey.png"))
     expected = segnode_jax.predict(variables, grey, cfg, solver="rk4:1")
     np.testing.assert_array_equal(np.asarray(Image.open(out / "labels" / "sub" / "grey.png")), expected)
     # The same command again: the folder is left alone, one error line naming --overwrite.
@@ -187,7 +187,7 @@ def test_predict_cli_writes_every_readable_image_skips_the_broken_one_and_keeps_
     )
     assert over.returncode == 0, over.stderr
     ids = np.asarray(Image.open(out / "labels" / "a.png"))
-    train_ids = segnode_jax.predict(variables, prediction.read_image(str(inputs / "a.png")), cfg)
+    train_ids = segnode_jax.predict(variables, segment.read_image(str(inputs / "a.png")), cfg)
     np.testing.assert_array_equal(ids, data.train_ids_to_dataset_ids(cfg.data, train_ids))
 
 
@@ -277,7 +277,7 @@ def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_pa
 @pytest.mark.slow
 def test_exported_adaptive_solve_gives_nan_instead_of_a_callback_when_it_fails(model_dir):
     _, cfg, variables = model_dir
-    cfg = prediction.with_solver(cfg, "dopri5@1e-9")
+    cfg = segment.with_solver(cfg, "dopri5@1e-9")
     with cfg.unlocked():
         cfg.model.ode.max_steps = 1
     exported = export_lib.export_model(variables, cfg, shape=(1, 32, 32), platforms=("cpu",))
@@ -295,7 +295,7 @@ def test_a_failed_solve_in_evaluation_and_prediction_raises_from_its_result_code
     from segnode_jax.evaluation import predictor as predictor_lib
 
     _, cfg, variables = model_dir
-    cfg = prediction.with_solver(cfg, "dopri5@1e-9")
+    cfg = segment.with_solver(cfg, "dopri5@1e-9")
     with cfg.unlocked():
         cfg.model.ode.max_steps = 1
     predictor = predictor_lib.Predictor.for_model(variables, cfg.model, batch_size=2)
@@ -305,7 +305,7 @@ def test_a_failed_solve_in_evaluation_and_prediction_raises_from_its_result_code
     with pytest.raises(segnode_jax.ODESolveError, match=r"max_steps=1.*model\.ode\.max_steps"):
         predictor(images[:1])
     # Solved: no error, the statistics of the solve.
-    ok = predictor_lib.Predictor.for_model(variables, prediction.with_solver(cfg, "rk4:1").model, batch_size=2)
+    ok = predictor_lib.Predictor.for_model(variables, segment.with_solver(cfg, "rk4:1").model, batch_size=2)
     assert np.isfinite(ok(images[:1])).all() and ok.solver_stats() == {"mean_nfe": 4.0, "num_solves": 1}
 
 

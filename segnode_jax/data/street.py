@@ -79,203 +79,234 @@ def render(*, seed: int, split: str, index: int, size: tuple[int, int]) -> tuple
     Returns:
       ``(image uint8 (h, w, 3), label uint8 (h, w))``, labels indexing :data:`CLASSES`.
     """
-    h, w = size
     rng = np.random.default_rng([int(seed), {"train": 10, "val": 11}.get(split, 12), int(index)])
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    c = _Canvas(h, w)
+    scene = _Scene(rng, *size)
+    # The layers back to front; each draws from one random stream, in this order.
+    scene.sky()
+    scene.skyline()
+    scene.ground()
+    scene.facades()
+    scene.things()
+    return scene.photograph()
 
-    # Camera: horizon row and vanishing column; below the horizon, `depth_scale` is the screen
-    # height of one camera height at that row (0 at the horizon).
-    hor = h * rng.uniform(0.36, 0.54)
-    vx = w * rng.uniform(0.3, 0.7)
-    below = np.maximum(yy - hor, 0.0)
-    dx = xx - vx
 
-    # Sky: a vertical gradient (clear blue or overcast grey) with soft clouds.
-    overcast = rng.random() < 0.3
-    top = np.array([150, 160, 170] if overcast else [50, 110, 200], np.float32) + rng.normal(0, 12, 3)
-    low = np.array([200, 205, 210] if overcast else [170, 200, 235], np.float32) + rng.normal(0, 10, 3)
-    t = np.clip(yy / max(hor, 1.0), 0, 1)[..., None]
-    sky = top * (1 - t) + low * t
-    clouds = np.clip(_noise_field(rng, h, w, 6) * 0.8 + rng.uniform(-0.6, 0.2), 0, 1)[..., None]
-    sky = sky * (1 - 0.8 * clouds) + 235 * 0.8 * clouds
-    c.paint(np.ones((h, w), bool), sky, SKY)
+class _Scene:
+    """One scene being drawn: its random stream, pixel grids, camera and canvas.
 
-    # Far skyline at the horizon: blocks of random height and grey-brown colour.
-    x = 0.0
-    while x < w:
-        bw = w * rng.uniform(0.04, 0.14)
-        if rng.random() < 0.75:
-            bh = h * rng.uniform(0.03, 0.16)
-            m = (xx >= x) & (xx < x + bw) & (yy >= hor - bh) & (yy <= hor + 1)
-            c.paint(m, rng.uniform(90, 150) + rng.normal(0, 8, 3), BUILDING)
-        x += bw
+    Camera: ``hor`` is the horizon row and ``vx`` the vanishing column; below the horizon,
+    ``below`` is the screen height of one camera height at that row (0 at the horizon) and
+    ``dx`` the column offset from the vanishing point. ``k_road`` / ``k_walk`` (set by
+    :meth:`ground`) are the road's half-width and the sidewalks' outer edge per row below the
+    horizon."""
 
-    # Ground: grass everywhere below the horizon, then the sidewalks and the road on top.
-    k_road = rng.uniform(0.9, 2.2)  # road half-width per row below the horizon
-    k_walk = k_road * rng.uniform(1.5, 2.2)  # outer edge of the sidewalks
-    ground = yy >= hor
-    grass = np.array([70, 120, 40], np.float32) + rng.normal(0, 10, 3)
-    grass_tex = grass * (1 + 0.25 * _noise_field(rng, h, w, 24)[..., None] + 0.12 * rng.normal(0, 1, (h, w, 1)))
-    c.paint(ground, grass_tex, VEGETATION)
+    def __init__(self, rng: np.random.Generator, h: int, w: int):
+        self.rng, self.h, self.w = rng, h, w
+        self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.c = _Canvas(h, w)
+        self.hor = h * rng.uniform(0.36, 0.54)
+        self.vx = w * rng.uniform(0.3, 0.7)
+        self.below = np.maximum(self.yy - self.hor, 0.0)
+        self.dx = self.xx - self.vx
 
-    walk = ground & (np.abs(dx) <= k_walk * below)
-    walk_col = np.array([175, 160, 165], np.float32) + rng.normal(0, 12, 3)
-    # Paving slabs in perspective: joints at equal depth steps and along lines to the vanishing point.
-    depth = 1.0 / np.maximum(below, 1e-3)
-    joints = (np.abs(((depth * h * 0.6) % 1.0) - 0.5) > 0.42) | (
-        np.abs(((dx / np.maximum(below, 1e-3)) * 3.0 % 1.0) - 0.5) > 0.45
-    )
-    walk_tex = walk_col * (1 - 0.18 * joints[..., None])
-    c.paint(walk, walk_tex, SIDEWALK)
+    def sky(self) -> None:
+        """A vertical gradient (clear blue or overcast grey) with soft clouds."""
+        rng, h, w = self.rng, self.h, self.w
+        overcast = rng.random() < 0.3
+        top = np.array([150, 160, 170] if overcast else [50, 110, 200], np.float32) + rng.normal(0, 12, 3)
+        low = np.array([200, 205, 210] if overcast else [170, 200, 235], np.float32) + rng.normal(0, 10, 3)
+        t = np.clip(self.yy / max(self.hor, 1.0), 0, 1)[..., None]
+        sky = top * (1 - t) + low * t
+        clouds = np.clip(_noise_field(rng, h, w, 6) * 0.8 + rng.uniform(-0.6, 0.2), 0, 1)[..., None]
+        sky = sky * (1 - 0.8 * clouds) + 235 * 0.8 * clouds
+        self.c.paint(np.ones((h, w), bool), sky, SKY)
 
-    road = ground & (np.abs(dx) <= k_road * below)
-    road_col = rng.uniform(65, 110) + rng.normal(0, 4, 3)
-    road_tex = road_col * (1 + 0.08 * _noise_field(rng, h, w, 32)[..., None] + 0.06 * rng.normal(0, 1, (h, w, 1)))
-    # Lane markings: a dashed centre line, solid edge lines (painted on the road: still road).
-    u = dx / np.maximum(below, 1e-3)  # lateral road coordinate (camera heights)
-    dash = ((depth * h * rng.uniform(0.15, 0.3)) % 1.0) < 0.5
-    centre = rng.uniform(-0.2, 0.2) * k_road
-    marks = (np.abs(u - centre) < 0.04) & dash
-    marks |= np.abs(np.abs(u) - 0.93 * k_road) < 0.03
-    road_tex = np.where(marks[..., None], 225.0, road_tex)
-    c.paint(road, road_tex, ROAD)
+    def skyline(self) -> None:
+        """Far blocks at the horizon, of random height and grey-brown colour."""
+        rng, xx, yy, hor = self.rng, self.xx, self.yy, self.hor
+        x = 0.0
+        while x < self.w:
+            bw = self.w * rng.uniform(0.04, 0.14)
+            if rng.random() < 0.75:
+                bh = self.h * rng.uniform(0.03, 0.16)
+                m = (xx >= x) & (xx < x + bw) & (yy >= hor - bh) & (yy <= hor + 1)
+                self.c.paint(m, rng.uniform(90, 150) + rng.normal(0, 8, 3), BUILDING)
+            x += bw
 
-    # Building facades on each side: vertical planes along the street beyond the sidewalks,
-    # cut into blocks by depth with their own height and colour, windows on a perspective grid.
-    for side in (-1, 1):
-        if rng.random() < 0.2:
-            continue  # an open side: grass and trees only
-        lateral = np.where(side * dx > 0, np.abs(dx), np.inf)
-        # Facade plane at lateral distance k_walk (in camera heights per unit depth): a pixel
-        # is on it when |dx| >= k_walk * below; its depth coordinate is k_walk / |dx|.
-        on_plane = (side * dx > 0) & (np.abs(dx) >= k_walk * below - 0.5)
-        zcoord = k_walk / np.maximum(lateral, 1e-3)  # 1 / distance along the street
-        height = (hor - yy) / np.maximum(lateral, 1e-3) * k_walk + 1.0  # camera heights above ground
-        edges = np.sort(rng.uniform(0.0, 1.0, int(rng.integers(2, 6))))
-        block = np.searchsorted(edges, np.clip(zcoord * rng.uniform(0.6, 1.2), 0, 0.999))
-        tops = rng.uniform(3.0, 14.0, len(edges) + 1)
-        tops[rng.random(len(tops)) < 0.15] = 0.0  # gaps between buildings
-        colours = rng.uniform(70, 200, (len(edges) + 1, 1)) * rng.uniform(0.8, 1.15, (len(edges) + 1, 3))
-        facade = on_plane & (height < tops[block]) & (height >= 0.0)
-        col = colours[block]
-        spacing_z, spacing_h = rng.uniform(0.08, 0.16), rng.uniform(1.4, 2.2)
-        wz = ((1.0 / np.maximum(zcoord, 1e-3)) / (spacing_z * 40)) % 1.0
-        wh = (height / spacing_h) % 1.0
-        window = (wz > 0.3) & (wz < 0.75) & (wh > 0.35) & (wh < 0.8) & (height > 1.0) & (height < tops[block] - 0.5)
-        glass = np.array([60, 75, 95], np.float32) * rng.uniform(0.6, 1.3)
-        col = np.where(window[..., None], glass, col)
-        c.paint(facade, col, BUILDING)
+    def ground(self) -> None:
+        """Grass everywhere below the horizon, then the sidewalks and the road on top."""
+        rng, h, w, below, dx = self.rng, self.h, self.w, self.below, self.dx
+        self.k_road = k_road = rng.uniform(0.9, 2.2)
+        self.k_walk = k_walk = k_road * rng.uniform(1.5, 2.2)
+        ground = self.yy >= self.hor
+        grass = np.array([70, 120, 40], np.float32) + rng.normal(0, 10, 3)
+        grass_tex = grass * (1 + 0.25 * _noise_field(rng, h, w, 24)[..., None] + 0.12 * rng.normal(0, 1, (h, w, 1)))
+        self.c.paint(ground, grass_tex, VEGETATION)
 
-    # Things, far to near: trees and poles along the kerb, people on the sidewalks, cars on the road.
-    things = []
-    span = h - hor
-    for _ in range(int(rng.integers(1, 5))):
-        things.append(("tree", hor + span * rng.uniform(0.05, 0.7)))
-    for _ in range(int(rng.integers(1, 4))):
-        things.append(("pole", hor + span * rng.uniform(0.3, 1.0)))
-    for _ in range(int(rng.integers(1, 6))):
-        things.append(("person", hor + span * rng.uniform(0.45, 1.0)))
-    for _ in range(int(rng.integers(0, 5))):
-        things.append(("car", hor + span * rng.uniform(0.06, 0.75)))
-    things.sort(key=lambda item: item[1])
-    for kind, base in things:
-        s = base - hor  # screen height of one camera height at this depth
-        if kind == "tree":
-            side = rng.choice([-1, 1])
-            cx = vx + side * rng.uniform(1.0, 1.3) * k_walk * s
-            r = s * rng.uniform(0.7, 1.4)
-            cy = base - s * rng.uniform(1.8, 2.6)
-            wobble = 1 + 0.25 * _noise_field(rng, h, w, 10)
-            crown = ((xx - cx) ** 2 + ((yy - cy) * 1.2) ** 2) <= (r * wobble) ** 2
-            trunk = (np.abs(xx - cx) <= max(0.07 * s, 0.6)) & (yy >= cy) & (yy <= base)
-            leaf = np.array([50, 100, 30], np.float32) + rng.normal(0, 12, 3)
-            tex = leaf * (0.7 + 0.6 * (rng.random((h, w, 1)) < 0.5))
-            c.paint(trunk, np.array([90, 65, 40], np.float32), VEGETATION)
-            c.paint(crown, tex, VEGETATION)
-        elif kind == "pole":
-            side = rng.choice([-1, 1])
-            cx = vx + side * rng.uniform(1.02, 1.12) * k_road * s
-            # At least ~4 pixels wide at 128x128: thin, but a pixel of the networks'
-            # 1/4-resolution output, so that they can resolve it at all.
-            half = max(POLE_WIDTH * s / 2, 2.0 * h / 128)
-            m = (np.abs(xx - cx) <= half) & (yy <= base) & (yy >= base - POLE_HEIGHT * s)
-            arm = (
-                (yy >= base - POLE_HEIGHT * s)
-                & (yy <= base - POLE_HEIGHT * s + 2 * half)
-                & ((xx - cx) * -side >= 0)
-                & (np.abs(xx - cx) <= 0.6 * s)
-            )
-            grey = rng.uniform(100, 170)
-            shade = grey * (1 + 0.25 * np.clip((xx - cx) / max(half, 1e-3), -1, 1))[..., None]
-            c.paint(m | arm, np.broadcast_to(shade, (h, w, 3)), POLE)
-        elif kind == "person":
-            crossing = rng.random() < 0.2
-            side = rng.choice([-1, 1])
-            lane = (
-                rng.uniform(-0.9, 0.9) * k_road
-                if crossing
-                else side * rng.uniform(1.05, 0.97 * k_walk / k_road) * k_road
-            )
-            cx = vx + lane * s
-            H = PERSON_HEIGHT * s * rng.uniform(0.85, 1.1)
-            top_y = base - H
-            head_r = 0.075 * H
-            legs_h = 0.47 * H
-            body_w = 0.18 * H
-            shirt, trousers = rng.uniform(20, 230, 3), rng.uniform(20, 150, 3)
-            skin = np.array([225, 180, 150], np.float32) * rng.uniform(0.45, 1.05)
-            stride = rng.uniform(0.0, 0.12) * H
-            t_leg = np.clip((yy - (base - legs_h)) / max(legs_h, 1e-3), 0, 1)
-            left = np.abs(xx - (cx - 0.045 * H - stride * t_leg)) <= 0.045 * H + 0.5
-            right = np.abs(xx - (cx + 0.045 * H + stride * t_leg)) <= 0.045 * H + 0.5
-            legs = (left | right) & (yy >= base - legs_h) & (yy <= base)
-            torso = (
-                ((xx - cx) / (body_w / 2 + 0.5)) ** 2 + ((yy - (top_y + 2 * head_r + 0.2 * H)) / (0.2 * H + 0.5)) ** 2
-            ) <= 1
-            head = (xx - cx) ** 2 + (yy - (top_y + head_r)) ** 2 <= (head_r + 0.5) ** 2
-            c.paint(legs, trousers, PERSON)
-            c.paint(torso, shirt, PERSON)
-            c.paint(head, skin, PERSON)
-        else:  # car
-            lane = rng.uniform(-0.75, 0.75) * k_road
-            cx = vx + lane * s
-            H, W = CAR_HEIGHT * s * rng.uniform(0.85, 1.15), CAR_WIDTH * s * rng.uniform(0.9, 1.2)
-            body_col = rng.choice([rng.uniform(20, 240, 3), np.full(3, rng.uniform(20, 240))])
-            # Shadow on the road first (road pixels, darker).
-            shadow = (np.abs(xx - cx) <= 0.55 * W) & (yy >= base - 0.06 * H) & (yy <= base + 0.05 * H) & road
-            c.img[shadow] *= 0.45
-            body = (np.abs(xx - cx) <= W / 2) & (yy >= base - 0.62 * H) & (yy <= base - 0.1 * H)
-            # Cabin: a trapezoid narrowing upwards.
-            frac = np.clip((base - 0.62 * H - yy) / max(0.38 * H, 1e-3), 0, 1)
-            cabin = (np.abs(xx - cx) <= (0.45 - 0.1 * frac) * W) & (yy >= base - H) & (yy < base - 0.62 * H)
-            glass = (
-                cabin & (np.abs(xx - cx) <= (0.4 - 0.1 * frac) * W) & (yy >= base - 0.93 * H) & (yy < base - 0.66 * H)
-            )
-            wheel_r = 0.14 * H
-            wheels = np.zeros((h, w), bool)
-            for wxo in (-0.33, 0.33):
-                wheels |= (((xx - (cx + wxo * W)) / 1.1) ** 2 + (yy - (base - wheel_r)) ** 2) <= wheel_r**2
-            lights = (np.abs(np.abs(xx - cx) - 0.38 * W) <= 0.07 * W) & (np.abs(yy - (base - 0.45 * H)) <= 0.05 * H)
-            c.paint(body | cabin, body_col, CAR)
-            c.paint(glass, np.array([40, 50, 65], np.float32) * rng.uniform(0.7, 1.5), CAR)
-            c.paint(lights & body, np.array([230, 220, 190], np.float32), CAR)
-            c.paint(wheels, np.full(3, 25.0), CAR)
+        walk = ground & (np.abs(dx) <= k_walk * below)
+        walk_col = np.array([175, 160, 165], np.float32) + rng.normal(0, 12, 3)
+        # Paving slabs in perspective: joints at equal depth steps and along lines to the vanishing point.
+        depth = 1.0 / np.maximum(below, 1e-3)
+        joints = (np.abs(((depth * h * 0.6) % 1.0) - 0.5) > 0.42) | (
+            np.abs(((dx / np.maximum(below, 1e-3)) * 3.0 % 1.0) - 0.5) > 0.45
+        )
+        self.c.paint(walk, walk_col * (1 - 0.18 * joints[..., None]), SIDEWALK)
 
-    # Illumination: a cast shadow (half-plane), exposure and colour cast, vignette; then a
-    # slight blur and sensor noise.
-    img = c.img
-    if rng.random() < 0.5:
-        a = rng.uniform(0, 2 * np.pi)
-        off = rng.uniform(-0.3, 0.3) * (h + w)
-        shade = ((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a) > off) & (yy > hor)
-        img = img * np.where(shade, rng.uniform(0.5, 0.75), 1.0)[..., None]
-    img = img * rng.uniform(0.65, 1.3) * (1 + rng.normal(0, 0.06, 3))
-    r2 = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
-    img = img * (1 - rng.uniform(0.0, 0.6) * r2)[..., None]
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    blur = rng.uniform(0.0, 0.8) * h / 256
-    if blur > 0.2:
-        img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(blur)))
-    img = img.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), c.label
+        self.road = road = ground & (np.abs(dx) <= k_road * below)
+        road_col = rng.uniform(65, 110) + rng.normal(0, 4, 3)
+        road_tex = road_col * (1 + 0.08 * _noise_field(rng, h, w, 32)[..., None] + 0.06 * rng.normal(0, 1, (h, w, 1)))
+        # Lane markings: a dashed centre line, solid edge lines (painted on the road: still road).
+        u = dx / np.maximum(below, 1e-3)  # lateral road coordinate (camera heights)
+        dash = ((depth * h * rng.uniform(0.15, 0.3)) % 1.0) < 0.5
+        centre = rng.uniform(-0.2, 0.2) * k_road
+        marks = (np.abs(u - centre) < 0.04) & dash
+        marks |= np.abs(np.abs(u) - 0.93 * k_road) < 0.03
+        self.c.paint(road, np.where(marks[..., None], 225.0, road_tex), ROAD)
+
+    def facades(self) -> None:
+        """Building facades on each side: vertical planes along the street beyond the sidewalks,
+        cut into blocks by depth with their own height and colour, windows on a perspective grid."""
+        rng, dx, k_walk = self.rng, self.dx, self.k_walk
+        for side in (-1, 1):
+            if rng.random() < 0.2:
+                continue  # an open side: grass and trees only
+            lateral = np.where(side * dx > 0, np.abs(dx), np.inf)
+            # Facade plane at lateral distance k_walk (in camera heights per unit depth): a pixel
+            # is on it when |dx| >= k_walk * below; its depth coordinate is k_walk / |dx|.
+            on_plane = (side * dx > 0) & (np.abs(dx) >= k_walk * self.below - 0.5)
+            zcoord = k_walk / np.maximum(lateral, 1e-3)  # 1 / distance along the street
+            height = (self.hor - self.yy) / np.maximum(lateral, 1e-3) * k_walk + 1.0  # camera heights above ground
+            edges = np.sort(rng.uniform(0.0, 1.0, int(rng.integers(2, 6))))
+            block = np.searchsorted(edges, np.clip(zcoord * rng.uniform(0.6, 1.2), 0, 0.999))
+            tops = rng.uniform(3.0, 14.0, len(edges) + 1)
+            tops[rng.random(len(tops)) < 0.15] = 0.0  # gaps between buildings
+            colours = rng.uniform(70, 200, (len(edges) + 1, 1)) * rng.uniform(0.8, 1.15, (len(edges) + 1, 3))
+            facade = on_plane & (height < tops[block]) & (height >= 0.0)
+            col = colours[block]
+            spacing_z, spacing_h = rng.uniform(0.08, 0.16), rng.uniform(1.4, 2.2)
+            wz = ((1.0 / np.maximum(zcoord, 1e-3)) / (spacing_z * 40)) % 1.0
+            wh = (height / spacing_h) % 1.0
+            window = (wz > 0.3) & (wz < 0.75) & (wh > 0.35) & (wh < 0.8) & (height > 1.0) & (height < tops[block] - 0.5)
+            glass = np.array([60, 75, 95], np.float32) * rng.uniform(0.6, 1.3)
+            self.c.paint(facade, np.where(window[..., None], glass, col), BUILDING)
+
+    def things(self) -> None:
+        """Trees and poles along the kerb, people on the sidewalks, cars on the road, each at a
+        random base row (its depth), drawn far to near."""
+        rng, hor = self.rng, self.hor
+        span = self.h - hor
+        things = []
+        # kind, how many (integers' range), base row between the horizon (0) and the bottom (1)
+        kinds = (
+            ("tree", (1, 5), 0.05, 0.7),
+            ("pole", (1, 4), 0.3, 1.0),
+            ("person", (1, 6), 0.45, 1.0),
+            ("car", (0, 5), 0.06, 0.75),
+        )
+        for kind, count, lo, hi in kinds:
+            for _ in range(int(rng.integers(*count))):
+                things.append((kind, hor + span * rng.uniform(lo, hi)))
+        things.sort(key=lambda item: item[1])
+        draw = {"tree": self.tree, "pole": self.pole, "person": self.person, "car": self.car}
+        for kind, base in things:
+            draw[kind](base, base - hor)  # s: the screen height of one camera height at this depth
+
+    def tree(self, base: float, s: float) -> None:
+        rng, xx, yy = self.rng, self.xx, self.yy
+        side = rng.choice([-1, 1])
+        cx = self.vx + side * rng.uniform(1.0, 1.3) * self.k_walk * s
+        r = s * rng.uniform(0.7, 1.4)
+        cy = base - s * rng.uniform(1.8, 2.6)
+        wobble = 1 + 0.25 * _noise_field(rng, self.h, self.w, 10)
+        crown = ((xx - cx) ** 2 + ((yy - cy) * 1.2) ** 2) <= (r * wobble) ** 2
+        trunk = (np.abs(xx - cx) <= max(0.07 * s, 0.6)) & (yy >= cy) & (yy <= base)
+        leaf = np.array([50, 100, 30], np.float32) + rng.normal(0, 12, 3)
+        tex = leaf * (0.7 + 0.6 * (rng.random((self.h, self.w, 1)) < 0.5))
+        self.c.paint(trunk, np.array([90, 65, 40], np.float32), VEGETATION)
+        self.c.paint(crown, tex, VEGETATION)
+
+    def pole(self, base: float, s: float) -> None:
+        rng, xx, yy = self.rng, self.xx, self.yy
+        side = rng.choice([-1, 1])
+        cx = self.vx + side * rng.uniform(1.02, 1.12) * self.k_road * s
+        # At least ~4 pixels wide at 128x128: thin, but a pixel of the networks'
+        # 1/4-resolution output, so that they can resolve it at all.
+        half = max(POLE_WIDTH * s / 2, 2.0 * self.h / 128)
+        top = base - POLE_HEIGHT * s
+        m = (np.abs(xx - cx) <= half) & (yy <= base) & (yy >= top)
+        arm = (yy >= top) & (yy <= top + 2 * half) & ((xx - cx) * -side >= 0) & (np.abs(xx - cx) <= 0.6 * s)
+        grey = rng.uniform(100, 170)
+        shade = grey * (1 + 0.25 * np.clip((xx - cx) / max(half, 1e-3), -1, 1))[..., None]
+        self.c.paint(m | arm, np.broadcast_to(shade, (self.h, self.w, 3)), POLE)
+
+    def person(self, base: float, s: float) -> None:
+        rng, xx, yy, k_road = self.rng, self.xx, self.yy, self.k_road
+        crossing = rng.random() < 0.2
+        side = rng.choice([-1, 1])
+        if crossing:
+            lane = rng.uniform(-0.9, 0.9) * k_road
+        else:
+            lane = side * rng.uniform(1.05, 0.97 * self.k_walk / k_road) * k_road
+        cx = self.vx + lane * s
+        H = PERSON_HEIGHT * s * rng.uniform(0.85, 1.1)
+        top_y = base - H
+        head_r = 0.075 * H
+        legs_h = 0.47 * H
+        body_w = 0.18 * H
+        shirt, trousers = rng.uniform(20, 230, 3), rng.uniform(20, 150, 3)
+        skin = np.array([225, 180, 150], np.float32) * rng.uniform(0.45, 1.05)
+        stride = rng.uniform(0.0, 0.12) * H
+        t_leg = np.clip((yy - (base - legs_h)) / max(legs_h, 1e-3), 0, 1)
+        left = np.abs(xx - (cx - 0.045 * H - stride * t_leg)) <= 0.045 * H + 0.5
+        right = np.abs(xx - (cx + 0.045 * H + stride * t_leg)) <= 0.045 * H + 0.5
+        legs = (left | right) & (yy >= base - legs_h) & (yy <= base)
+        torso = (
+            ((xx - cx) / (body_w / 2 + 0.5)) ** 2 + ((yy - (top_y + 2 * head_r + 0.2 * H)) / (0.2 * H + 0.5)) ** 2
+        ) <= 1
+        head = (xx - cx) ** 2 + (yy - (top_y + head_r)) ** 2 <= (head_r + 0.5) ** 2
+        self.c.paint(legs, trousers, PERSON)
+        self.c.paint(torso, shirt, PERSON)
+        self.c.paint(head, skin, PERSON)
+
+    def car(self, base: float, s: float) -> None:
+        rng, xx, yy = self.rng, self.xx, self.yy
+        lane = rng.uniform(-0.75, 0.75) * self.k_road
+        cx = self.vx + lane * s
+        H, W = CAR_HEIGHT * s * rng.uniform(0.85, 1.15), CAR_WIDTH * s * rng.uniform(0.9, 1.2)
+        body_col = rng.choice([rng.uniform(20, 240, 3), np.full(3, rng.uniform(20, 240))])
+        # Shadow on the road first (road pixels, darker).
+        shadow = (np.abs(xx - cx) <= 0.55 * W) & (yy >= base - 0.06 * H) & (yy <= base + 0.05 * H) & self.road
+        self.c.img[shadow] *= 0.45
+        body = (np.abs(xx - cx) <= W / 2) & (yy >= base - 0.62 * H) & (yy <= base - 0.1 * H)
+        # Cabin: a trapezoid narrowing upwards.
+        frac = np.clip((base - 0.62 * H - yy) / max(0.38 * H, 1e-3), 0, 1)
+        cabin = (np.abs(xx - cx) <= (0.45 - 0.1 * frac) * W) & (yy >= base - H) & (yy < base - 0.62 * H)
+        glass = cabin & (np.abs(xx - cx) <= (0.4 - 0.1 * frac) * W) & (yy >= base - 0.93 * H) & (yy < base - 0.66 * H)
+        wheel_r = 0.14 * H
+        wheels = np.zeros((self.h, self.w), bool)
+        for wxo in (-0.33, 0.33):
+            wheels |= (((xx - (cx + wxo * W)) / 1.1) ** 2 + (yy - (base - wheel_r)) ** 2) <= wheel_r**2
+        lights = (np.abs(np.abs(xx - cx) - 0.38 * W) <= 0.07 * W) & (np.abs(yy - (base - 0.45 * H)) <= 0.05 * H)
+        self.c.paint(body | cabin, body_col, CAR)
+        self.c.paint(glass, np.array([40, 50, 65], np.float32) * rng.uniform(0.7, 1.5), CAR)
+        self.c.paint(lights & body, np.array([230, 220, 190], np.float32), CAR)
+        self.c.paint(wheels, np.full(3, 25.0), CAR)
+
+    def photograph(self) -> tuple[np.ndarray, np.ndarray]:
+        """Illumination (a cast shadow over a half-plane, exposure and colour cast, vignette),
+        then a slight blur and sensor noise: ``(image uint8, label uint8)``."""
+        rng, h, w, xx, yy = self.rng, self.h, self.w, self.xx, self.yy
+        img = self.c.img
+        if rng.random() < 0.5:
+            a = rng.uniform(0, 2 * np.pi)
+            off = rng.uniform(-0.3, 0.3) * (h + w)
+            shade = ((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a) > off) & (yy > self.hor)
+            img = img * np.where(shade, rng.uniform(0.5, 0.75), 1.0)[..., None]
+        img = img * rng.uniform(0.65, 1.3) * (1 + rng.normal(0, 0.06, 3))
+        r2 = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
+        img = img * (1 - rng.uniform(0.0, 0.6) * r2)[..., None]
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        blur = rng.uniform(0.0, 0.8) * h / 256
+        if blur > 0.2:
+            img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(blur)))
+        img = img.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), img.shape)
+        return np.clip(img, 0, 255).astype(np.uint8), self.c.label

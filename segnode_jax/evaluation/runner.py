@@ -127,13 +127,7 @@ def evaluate_predictor(
                 bar.update(len(group))
         else:
             for ex in it:
-                scores, _ = infer(predictor, ex["image"], s, fill=fill, flip_pairs=info.flip_pairs)
-                label = ex["label"]
-                if scores.shape[:2] != label.shape:
-                    scores = resize_bilinear_np(scores, label.shape)
-                pred = np.argmax(scores, axis=-1).astype(np.int32)
-                confusion += confusion_matrix_np(pred, label, num_classes)[:, :num_classes]
-                visualize(ex, pred)
+                confusion += _one_image(predictor, ex, s, fill, info.flip_pairs, num_classes, visualize)
                 bar.update(1)
         stats = predictor.solver_stats()
     bar.close()
@@ -150,16 +144,35 @@ def evaluate_predictor(
         seconds=round(time.time() - start, 3),
         visualizations=visualizations,
     )
-    if s.mode == "multiscale":
-        result.update(scales=list(s.scales), flip=s.flip, multiscale_base=s.multiscale_base)
-    if s.mode == "hrnet":
-        result.update(
-            scales=list(s.scales), flip=s.flip, hrnet_rule=s.hrnet_rule, base_size=s.base_size, crop=list(s.crop)
-        )
-    if s.mode in ("slide",) or (s.mode == "multiscale" and s.multiscale_base == "slide"):
-        result.update(crop=list(s.crop), stride=list(s.stride) if s.stride else None)
+    result.update(_mode_settings(s))
     result.update(stats)
     return result
+
+
+def _one_image(predictor: Predictor, ex, s: EvalSettings, fill, flip_pairs, num_classes: int, visualize) -> np.ndarray:
+    """The confusion of one image scored by ``infer`` (slide / multiscale / hrnet modes), its
+    scores resized to the label's resolution where they differ."""
+    scores, _ = infer(predictor, ex["image"], s, fill=fill, flip_pairs=flip_pairs)
+    label = ex["label"]
+    if scores.shape[:2] != label.shape:
+        scores = resize_bilinear_np(scores, label.shape)
+    pred = np.argmax(scores, axis=-1).astype(np.int32)
+    visualize(ex, pred)
+    return confusion_matrix_np(pred, label, num_classes)[:, :num_classes]
+
+
+def _mode_settings(s: EvalSettings) -> dict[str, Any]:
+    """The settings of the evaluation mode that ``results.json`` records."""
+    out: dict[str, Any] = {}
+    if s.mode == "multiscale":
+        out.update(scales=list(s.scales), flip=s.flip, multiscale_base=s.multiscale_base)
+    if s.mode == "hrnet":
+        out.update(
+            scales=list(s.scales), flip=s.flip, hrnet_rule=s.hrnet_rule, base_size=s.base_size, crop=list(s.crop)
+        )
+    if s.mode == "slide" or (s.mode == "multiscale" and s.multiscale_base == "slide"):
+        out.update(crop=list(s.crop), stride=list(s.stride) if s.stride else None)
+    return out
 
 
 def _whole_batch(predictor: Predictor, score, group, fill, pad_multiple, visualize) -> np.ndarray:

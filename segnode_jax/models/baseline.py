@@ -12,7 +12,7 @@ import flax.linen as nn
 
 from segnode_jax.models.hrnet import (
     HRModule,
-    concat_head_outputs,
+    hrnet_head_outputs,
     hrnet_stages,
     make_stem,
     outer_norm,
@@ -51,4 +51,4 @@ class Baseline(nn.Module):
             )
             delta = module(xs, train)
             xs = tuple(h + d.astype(h.dtype) for h, d in zip(xs, delta))
-        return concat_head_outputs(cfg, xs, images.shape[1:3], train, dtype)
+        return hrnet_head_outputs(cfg, xs, images.shape[1:3], train, dtype)

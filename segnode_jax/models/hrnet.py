@@ -16,9 +16,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from segnode_jax.models.blocks import BasicBlock, Bottleneck, activation
-from segnode_jax.models.heads import HRNetHead
+from segnode_jax.models.heads import make_head
 from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of
-from segnode_jax.models.ocr import check_head, make_ocr_head
 from segnode_jax.resize import resize_bilinear
 
 Features = tuple[Float[Array, "b h w c"], ...]
@@ -228,24 +227,15 @@ class HRNetV2(nn.Module):
         xs = hrnet_stages(
             x, cfg, stage_modules=cfg.hrnet.stage_modules, stage_blocks=cfg.hrnet.stage_blocks, train=train, dtype=dtype
         )
-        return concat_head_outputs(cfg, tuple(xs), images.shape[1:3], train, dtype)
+        return hrnet_head_outputs(cfg, tuple(xs), images.shape[1:3], train, dtype)
 
 
-def concat_head_outputs(cfg, xs, size, train: bool, dtype: Dtype):
-    """``(logits, aux)`` of HRNetV2's or the Baseline's head over the branches ``xs``: HRNetV2's
-    concat head or (``model.head="ocr"``) the OCR head, whose soft-region logits go to
-    ``aux["aux_logits"]`` at branch-0 resolution; logits resized to ``size``."""
-    from segnode_jax.models.classification import classification_head, task_of
-
+def hrnet_head_outputs(cfg, xs, size, train: bool, dtype: Dtype):
+    """``(logits, aux)`` of HRNetV2 or the Baseline over the branches ``xs``: the head of
+    ``models.heads.make_head`` (concat, OCR or classification); ``aux["features"]`` is ``xs``
+    and, with the OCR head, ``aux["aux_logits"]`` its soft-region logits."""
+    logits, aux_logits = make_head(cfg, outer_norm(cfg), dtype, size, per_branch=False)(xs, train)
     aux = {"features": xs}
-    if task_of(cfg) == "classification":  # ImageNet pretraining: (N, classes) logits
-        return classification_head(cfg, outer_norm(cfg), dtype)(xs, train), aux
-    if check_head(cfg) == "ocr":
-        logits, aux["aux_logits"] = make_ocr_head(cfg, outer_norm(cfg), dtype)(xs, train)
-    else:
-        head_cls = nn.remat(HRNetHead, static_argnums=(2,)) if cfg.remat.head else HRNetHead
-        head = head_cls(
-            int(cfg.num_classes), norm=outer_norm(cfg), align_corners=bool(cfg.align_corners), dtype=dtype, name="head"
-        )
-        logits = head(xs, train)
-    return resize_bilinear(logits, tuple(size), align_corners=bool(cfg.align_corners)), aux
+    if aux_logits is not None:
+        aux["aux_logits"] = aux_logits
+    return logits, aux

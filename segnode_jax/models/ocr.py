@@ -39,11 +39,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segnode_jax.errors import ConfigError
 from segnode_jax.models.layers import Dtype, NormSpec, classifier_init, conv
 from segnode_jax.resize import resize_bilinear
-
-HEADS = ("default", "ocr")
 
 
 def _units(x, specs, norm: NormSpec, train: bool, prefix: str, dtype):
@@ -137,28 +134,3 @@ class OCRHead(nn.Module):
         )(x, objects, train)
         logits = conv(self.num_classes, 1, bias=True, dtype=self.dtype, name="cls_head", kernel_init=classifier_init)(x)
         return logits.astype(jnp.float32), aux
-
-
-def check_head(model_cfg) -> str:
-    """The config's ``model.head`` (``"default"`` | ``"ocr"``), validated."""
-    head = str(model_cfg.get("head", "default"))
-    if head not in HEADS:
-        raise ConfigError(f"unknown model.head={head!r}; use one of {', '.join(HEADS)}")
-    return head
-
-
-def make_ocr_head(cfg, norm: NormSpec, dtype: Dtype, *, preact: bool = False) -> nn.Module:
-    """The OCR head of a model config (``name="head"``; rematerialised if ``remat.head``)."""
-    o = cfg.ocr
-    cls = nn.remat(OCRHead, static_argnums=(2,)) if cfg.remat.head else OCRHead
-    return cls(
-        int(cfg.num_classes),
-        mid_channels=int(o.mid_channels),
-        key_channels=int(o.key_channels),
-        dropout=float(o.dropout),
-        preact=preact,
-        norm=norm,
-        align_corners=bool(cfg.align_corners),
-        dtype=dtype,
-        name="head",
-    )

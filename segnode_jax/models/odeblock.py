@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from segnode_jax import ode
 from segnode_jax.errors import ConfigError
+from segnode_jax.models.heads import require_own_head
 
 STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps", "nfe")
 
@@ -69,9 +70,6 @@ def check_ode_unet(cfg, label: str, solves: str) -> None:
     """The settings an ODE U-Net (U-Node, NODEs-UNet) refuses: a segmentation head of the HRNet
     family (it has its own decoder) and ``ode.saveat`` (the trajectory analysis is SegNode's;
     ``solves`` says what the model solves instead)."""
-    if cfg.get("head", "default") != "default":
-        raise ConfigError(
-            f"model.head={cfg.head!r} is for the HRNet family; {label} has its own decoder (model.head=default)"
-        )
+    require_own_head(cfg, label, "decoder")
     if cfg.ode.get("saveat"):
         raise ConfigError(f"model.ode.saveat (trajectory analysis) is for SegNode; {label} solves {solves}")

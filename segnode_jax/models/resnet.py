@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segnode_jax.errors import ConfigError
+from segnode_jax.models.heads import require_own_head
 from segnode_jax.models.layers import Dtype, classifier_init, conv, conv_bn_relu, dtype_of, norm, state_dtype
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -110,13 +111,6 @@ class ResNet(nn.Module):
         return outputs[2], outputs[3]
 
 
-def check_head(cfg, model: str) -> None:
-    if cfg.get("head", "default") != "default":
-        raise ConfigError(
-            f"model.head={cfg.head!r} is for the HRNet family; {model} has its own head (model.head=default)"
-        )
-
-
 def backbone(cfg, default_depth: int, dtype) -> ResNet:
     """The config's ResNet, named ``backbone`` (torchvision's segmentation models' key prefix)."""
     _, blocks, dilate = resnet_settings(cfg, default_depth)
@@ -151,7 +145,7 @@ def head_on_backbone(cfg, model: str, default_depth: int, images, train: bool):
     """What PSPNet and DeepLabv3 start with (call inside their compact ``__call__``): the head
     check, the compute dtype, their BatchNorm settings and the backbone's layer3 / layer4
     features: ``(dtype, bn, c3, c4)``."""
-    check_head(cfg, model)
+    require_own_head(cfg, model)
     dtype = dtype_of(cfg.dtype)
     bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
     c3, c4 = backbone(cfg, default_depth, dtype)(images, train)

@@ -21,13 +21,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segnode_jax.errors import ConfigError
-from segnode_jax.models.classification import classification_head, task_of
-from segnode_jax.models.heads import SegNodeHead
+from segnode_jax.models.classification import task_of
+from segnode_jax.models.heads import make_head
 from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
 from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
-from segnode_jax.models.ocr import check_head, make_ocr_head
 from segnode_jax.models.odeblock import ODEBlock
-from segnode_jax.resize import resize_bilinear
 
 TIME_DEPENDENCE = ("none", "concat")
 
@@ -119,32 +117,11 @@ class SegNode(nn.Module):
         )
         y0 = tuple(v.astype(jnp.float32) for v in xs)
         y1, info = ODEBlock(functools.partial(make_field, cfg), cfg.ode, bool(cfg.remat.field), name="ode")(y0)
-        size = tuple(images.shape[1:3])
         out = {"features": y1}
+        # The state is pre-activation: every head normalises and rectifies each branch first.
+        head = make_head(cfg, outer_norm(cfg), dtype, images.shape[1:3], per_branch=True)
         if task_of(cfg) == "classification":  # ImageNet pretraining over the final state
-            return classification_head(cfg, outer_norm(cfg), dtype, preact=True)(y1, train), {**out, "ode": info}
-        if check_head(cfg) == "ocr":
-            # SegNode+OCR: the OCR head reads the ODE's final state (normalised and rectified
-            # per branch first: the state is pre-activation).
-            ocr = make_ocr_head(cfg, outer_norm(cfg), dtype, preact=True)
-
-            def head(state, train):
-                logits, aux_logits = ocr(state, train)
-                return resize_bilinear(logits, size, align_corners=bool(cfg.align_corners)), aux_logits
-
-        else:
-            head_cls = nn.remat(SegNodeHead, static_argnums=(2, 3)) if cfg.remat.head else SegNodeHead
-            own = head_cls(
-                int(cfg.num_classes),
-                norm=outer_norm(cfg),
-                align_corners=bool(cfg.align_corners),
-                dtype=dtype,
-                name="head",
-            )
-
-            def head(state, train):
-                return own(state, size, train), None
-
+            return head(y1, train)[0], {**out, "ode": info}
         logits, aux_logits = head(y1, train)
         if aux_logits is not None:
             out["aux_logits"] = aux_logits

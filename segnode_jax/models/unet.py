@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segnode_jax.errors import ConfigError
+from segnode_jax.models.heads import require_own_head
 from segnode_jax.models.layers import Dtype, classifier_init, conv, dtype_of, norm, state_dtype
 from segnode_jax.resize import resize_bilinear
 
@@ -154,9 +155,6 @@ class UNet(nn.Module):
     @nn.compact
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
-        if cfg.get("head", "default") != "default":
-            raise ConfigError(
-                f"model.head={cfg.head!r} is for the HRNet family; U-Net has its own decoder (model.head=default)"
-            )
+        require_own_head(cfg, "U-Net", "decoder")
         logits, x = unet(images, train, cfg, cfg.unet)
         return logits, {"features": (x,)}

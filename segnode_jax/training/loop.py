@@ -430,6 +430,73 @@ def _validation_missed(run: _Run, schedule: _Schedule, writer) -> bool:
     return missed
 
 
+@dataclasses.dataclass
+class _Loop:
+    """The training loop between two steps: the step reached, the metrics of the step in
+    flight (read one step late, while the next one runs, so that the host never waits for the
+    device), the sums since the last log line and the newest saved step."""
+
+    run: _Run
+    writer: Any
+    sums: _MetricSums
+    bar: Any
+    step: int
+    last_saved: int | None
+    m: dict[str, Any] = dataclasses.field(default_factory=dict)  # the newest metrics read
+    pending: tuple[int, Any] | None = None  # (step, its metrics still on the device)
+    running: int = 0  # the step being computed (named if it fails before its metrics are read)
+    clock: float = dataclasses.field(default_factory=time.time)
+    steps_since_log: int = 0
+
+    def advance(self, step_fn) -> None:
+        """Runs one step, then reads the previous step's metrics while it runs."""
+        run = self.run
+        self.running = self.step + 1
+        run.state, device_metrics = step_fn(run.state, parallel.global_batch(next(run.data_iter), run.mesh))
+        self.step, self.steps_since_log = self.step + 1, self.steps_since_log + 1
+        self.bar.update(1)
+        self.read()
+        self.pending = (self.step, device_metrics)
+
+    def read(self) -> None:
+        """Reads (and checks) the metrics in flight, if any."""
+        if self.pending is not None:
+            self.m = _checked(*self.pending, self.run, self.last_saved)
+            self.pending = None
+            self.sums.add(self.m)
+
+    def log(self) -> None:
+        """One log line: the step's metrics, the means since the last line, speed and epoch."""
+        t = self.run.cfg.train
+        elapsed = time.time() - self.clock
+        ips = self.steps_since_log * int(t.batch_size) / elapsed if elapsed > 0 else None
+        epoch = self.step * int(t.batch_size) / max(self.run.info.splits.get(self.run.cfg.data.train_split) or 1, 1)
+        extra = {"images_per_second": ips} if ips else {}
+        self.writer.write(self.step, {**self.m, **self.sums.means(), "epoch": epoch, **extra})
+        _say(_format(self.step, self.m, ips))
+        self.sums.reset()
+        self.clock, self.steps_since_log = time.time(), 0
+
+    def save(self) -> None:
+        meta = {"step": self.step, "acc_sum": self.sums.sums, "acc_count": self.sums.count}
+        self.run.ckpts.save(self.step, self.run.state, self.run.data_iter, meta)
+        self.last_saved = self.step
+
+    def stop(self, signum: int) -> None:
+        """Stops on a signal: reads the step in flight, saves it (if not saved yet), waits for
+        the write and raises ``TrainingStopped``."""
+        self.read()
+        if self.last_saved != self.step:
+            self.save()
+        self.run.ckpts.wait()
+        raise TrainingStopped(
+            f"stopped by {signal.Signals(signum).name} at step {self.step} of {self.run.num_steps}; checkpoint saved "
+            f"in {os.path.join(self.run.workdir, checkpoints.CHECKPOINT_DIR, str(self.step))}. Rerun the same command "
+            "to resume from it",
+            signum,
+        )
+
+
 def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from ``workdir`` if it holds a checkpoint) and validates.
 
@@ -472,74 +539,34 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
         dynamic_ncols=True,
         disable=not t.progress_bar or jax.process_index() != 0,
     )
-    clock, steps_since_log = time.time(), 0
-    m: dict[str, Any] = {}
-    step, pending, finished = run.start_step, None, False
-    running = step
-    stop = _StopSignals()
+    loop = _Loop(run, writer, sums, bar, step=run.start_step, last_saved=last_saved, running=run.start_step)
+    stop, finished = _StopSignals(), False
     try:
         with ode.solver_errors(cfg.model.ode), stop:
             if _validation_missed(run, schedule, writer):
-                _say(f"validating step {step} first: the run stopped after saving it, before its validation")
-                last_val, best = _validate(run, step, writer, best)
-            while step < run.num_steps:
-                running = step + 1
-                run.state, device_metrics = step_fn(run.state, parallel.global_batch(next(run.data_iter), run.mesh))
-                step, steps_since_log = step + 1, steps_since_log + 1
-                bar.update(1)
-                # The previous step's metrics are read while this one runs (one step of lag).
-                if pending is not None:
-                    m = _checked(*pending, run, last_saved)
-                    sums.add(m)
-                pending = (step, device_metrics)
-                log_now, save_now, eval_now = schedule.due(step)
+                _say(f"validating step {loop.step} first: the run stopped after saving it, before its validation")
+                last_val, best = _validate(run, loop.step, writer, best)
+            while loop.step < run.num_steps:
+                loop.advance(step_fn)
+                log_now, save_now, eval_now = schedule.due(loop.step)
                 if log_now or save_now or eval_now:
-                    m, pending = _checked(*pending, run, last_saved), None
-                    sums.add(m)
-                    bar.set_postfix(loss=f"{m['loss']:.3f}", nfe=m.get("ode_nfe", "-"))
+                    loop.read()
+                    bar.set_postfix(loss=f"{loop.m['loss']:.3f}", nfe=loop.m.get("ode_nfe", "-"))
                 if log_now:
-                    elapsed = time.time() - clock
-                    ips = steps_since_log * int(t.batch_size) / elapsed if elapsed > 0 else None
-                    epoch = step * int(t.batch_size) / max(run.info.splits.get(cfg.data.train_split) or 1, 1)
-                    writer.write(
-                        step, {**m, **sums.means(), "epoch": epoch, **({"images_per_second": ips} if ips else {})}
-                    )
-                    _say(_format(step, m, ips))
-                    sums.reset()
-                    clock, steps_since_log = time.time(), 0
+                    loop.log()
                 if save_now:
-                    run.ckpts.save(
-                        step, run.state, run.data_iter, {"step": step, "acc_sum": sums.sums, "acc_count": sums.count}
-                    )
-                    last_saved = step
+                    loop.save()
                 if eval_now:
-                    last_val, best = _validate(run, step, writer, best)
-                    clock = time.time()
+                    last_val, best = _validate(run, loop.step, writer, best)
+                    loop.clock = time.time()
                 signum = stop.requested()
-                if signum is not None and step < run.num_steps:
-                    if pending is not None:
-                        m, pending = _checked(*pending, run, last_saved), None
-                        sums.add(m)
-                    if last_saved != step:
-                        run.ckpts.save(
-                            step,
-                            run.state,
-                            run.data_iter,
-                            {"step": step, "acc_sum": sums.sums, "acc_count": sums.count},
-                        )
-                        last_saved = step
-                    run.ckpts.wait()
-                    raise TrainingStopped(
-                        f"stopped by {signal.Signals(signum).name} at step {step} of {run.num_steps}; checkpoint saved in "
-                        f"{os.path.join(run.workdir, checkpoints.CHECKPOINT_DIR, str(step))}. Rerun the same command to "
-                        "resume from it",
-                        signum,
-                    )
+                if signum is not None and loop.step < run.num_steps:
+                    loop.stop(signum)
         finished = True
     except ode.ODESolveError as e:
         # Steps run ahead of the host by one: the failed step is the first one whose metrics
         # were not read yet (a step whose metrics were read had solved).
-        failed = pending[0] if pending is not None else running
+        failed = loop.pending[0] if loop.pending is not None else loop.running
         raise ode.ODESolveError(f"training stopped at step {failed}: {e}") from None
     finally:
         bar.close()
@@ -549,7 +576,7 @@ def train_and_evaluate(cfg: config_dict.ConfigDict, workdir: str) -> dict[str, A
         close = getattr(run.data_iter, "close", None)
         if callable(close):
             close()
-    return {"step": step, "loss": m.get("loss"), "val": last_val, "best": best}
+    return {"step": loop.step, "loss": loop.m.get("loss"), "val": last_val, "best": best}
 
 
 def _init_from(state: TrainState, cfg, tx, pretrained_classifier: bool = False) -> TrainState:

@@ -369,7 +369,7 @@ def test_evaluate_and_predict_give_the_same_predictions_in_every_mode(eval_cfg, 
     """evaluate.py's runner and predict.py's Segmenter go through one dispatcher
     (evaluation.inference.infer, canvas_groups): for the same model and images their
     predictions are identical, and the Segmenter's probabilities are the dispatcher's."""
-    from segnode_jax import prediction
+    from segnode_jax import segment
     from segnode_jax.evaluation import inference
 
     cfg = copy.deepcopy(eval_cfg)
@@ -385,7 +385,7 @@ def test_evaluate_and_predict_give_the_same_predictions_in_every_mode(eval_cfg, 
         predictor, cfg, settings=settings, on_prediction=lambda ex, pred: evaluated.__setitem__(str(ex["name"]), pred)
     )
     examples = _examples(cfg)
-    segmenter = prediction.Segmenter(variables, cfg)
+    segmenter = segment.Segmenter(variables, cfg)
     predicted = segmenter.segment([ex["raw_image"] for ex in examples], probabilities=True)
     assert len(evaluated) == len(predicted) == len(examples) == 4
     for ex, p in zip(examples, predicted):

@@ -504,7 +504,7 @@ def test_a_registered_model_is_asked_what_it_can_do_not_named(variables, images)
     """A model added with register_model(..., solves_ode=True) gets --solver, NaN-on-failure in
     export and the ODE statistics like the built-in ODE models; one registered without it is
     refused with the names of those that can."""
-    from segnode_jax import models, prediction
+    from segnode_jax import models, segment
     from segnode_jax.models.segnode import SegNode
 
     try:
@@ -514,18 +514,71 @@ def test_a_registered_model_is_asked_what_it_can_do_not_named(variables, images)
         cfg.model.name = "my_ode_net"
         assert models.has_ode(cfg.model) and "my_ode_net" in models.ode_model_names()
         assert not segnode_jax.capabilities("my_ode_net").saves_along_solve
-        fast = prediction.with_solver(cfg, "euler:1")
+        fast = segment.with_solver(cfg, "euler:1")
         assert (fast.model.ode.solver, fast.model.ode.num_steps) == ("euler", 1)
         _, aux = segnode_jax.apply(variables["segnode"], images, fast.model)
         assert int(aux["ode"]["nfe"]) == 1
         cfg.model.name = "my_plain_net"
         assert not models.has_ode(cfg.model)
         with pytest.raises(
-            prediction.PredictError, match=r"--solver only applies to models that solve an ODE \(.*my_ode_net"
+            segment.PredictError, match=r"--solver only applies to models that solve an ODE \(.*my_ode_net"
         ):
-            prediction.with_solver(cfg, "euler:1")
+            segment.with_solver(cfg, "euler:1")
         with pytest.raises(ConfigError, match="unknown model.name='nope'"):
             segnode_jax.capabilities("nope")
     finally:
         for name in ("my_ode_net", "my_plain_net"):
             models._REGISTRY.pop(name, None)
+
+
+def test_make_head_is_the_one_choice_of_an_hrnet_family_head():
+    """models.heads.make_head picks the head from the config alone (task, model.head, and whether
+    the branches are SegNode's pre-activation state); calling it twice (SegNode's trajectory)
+    reuses one module named ``head``; a model with its own head refuses model.head=ocr."""
+    import flax.linen as nn
+
+    from segnode_jax.models.heads import make_head
+
+    cfg = tiny("segnode")
+    widths = (2, 4, 8, 16)
+    xs = tuple(jnp.ones((1, 8 >> i, 8 >> i, w)) for i, w in enumerate(widths))
+
+    class Host(nn.Module):
+        cfg: object
+        per_branch: bool
+
+        @nn.compact
+        def __call__(self, xs):
+            head = make_head(self.cfg, NormSpec("batch"), jnp.float32, (32, 32), per_branch=self.per_branch)
+            first, aux_logits = head(xs, False)
+            second, _ = head(xs, False)
+            return first, second, aux_logits
+
+    expected = {
+        ("default", "segmentation", False): ({"last_layer_0", "last_layer_1", "last_layer_3"}, (1, 32, 32)),
+        ("default", "segmentation", True): (
+            {f"{k}_{i}" for k in ("norm", "classifier") for i in range(4)},
+            (1, 32, 32),
+        ),
+        ("ocr", "segmentation", False): ({"conv3x3_ocr_0", "aux_head_3", "cls_head"}, (1, 32, 32)),
+        ("ocr", "segmentation", True): ({"norm_0", "conv3x3_ocr_0", "aux_head_3", "cls_head"}, (1, 32, 32)),
+        ("default", "classification", False): ({"incre_modules_0_0", "final_layer_0", "classifier"}, (1,)),
+        ("default", "classification", True): ({"norm_0", "incre_modules_0_0", "classifier"}, (1,)),
+    }
+    for (head, task, per_branch), (names, lead) in expected.items():
+        c = cfg
+        c.head, c.task = head, task
+        c.ocr.mid_channels, c.ocr.key_channels = 8, 4
+        c.classification.head_channels, c.classification.features = (2, 3, 4, 5), 12
+        c.num_classes = 5
+        host = Host(c, per_branch)
+        v = jax.eval_shape(lambda host=host: host.init(jax.random.key(0), xs))
+        assert set(v["params"]) == {"head"}, (head, task, per_branch)
+        assert names <= set(v["params"]["head"]), (head, task, per_branch, sorted(v["params"]["head"]))
+        first, second, aux_logits = jax.eval_shape(host.apply, v, xs)
+        assert first.shape == lead + (5,) and second.shape == first.shape
+        assert (aux_logits is not None) == (head == "ocr")
+    own = tiny("unet")
+    own.head = "ocr"
+    with pytest.raises(ConfigError, match=r"U-Net has its own decoder \(model.head=default\)"):
+        segnode_jax.count_params(own)

@@ -81,12 +81,11 @@ def test_evaluate_uses_the_newest_intact_checkpoint_or_names_the_damaged_one(tin
         for a, intact_leaf in zip(weights.flatten(loaded).values(), weights.flatten(intact).values())
     )
     # What evaluate.py reports (results.json's "checkpoint" and "step") is the one it read.
-    from segnode_jax import evaluate_lib
+    from segnode_jax import scoring
 
-    _, _, pytree_dir, description = evaluate_lib.load_model(workdir)
+    _, _, pytree_dir, description = scoring.load_model(workdir)
     assert (
-        evaluate_lib._step_of(pytree_dir) == TINY_STEPS - TINY_CHECKPOINT_EVERY
-        and description == f"checkpoint {previous}"
+        scoring._step_of(pytree_dir) == TINY_STEPS - TINY_CHECKPOINT_EVERY and description == f"checkpoint {previous}"
     )
     # The damaged step named explicitly: one error line naming it, exit status 2.
     proc = run_cli("evaluate.py", f"--ckpt={newest}", f"--output={tmp_path}/out")

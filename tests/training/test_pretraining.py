@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import segnode_jax
-from segnode_jax import checkpoints, data, evaluate_lib, training, weights
+from segnode_jax import checkpoints, data, scoring, training, weights
 from segnode_jax.training import ConfigError
 from tests.conftest import REPO, read_jsonl, train_losses
 from tests.data import data_fakes as F
@@ -80,7 +80,7 @@ def test_a_tiny_segnode_classifier_learns_and_evaluate_counts_the_same_top1(pret
         if r.get("split", "train") == "train" and "loss_mean" in r
     }
     assert np.mean([means[s] for s in (35, 40)]) < 0.7 * np.log(len(F.FAKE_WNIDS)), means
-    res, out = evaluate_lib.evaluate_checkpoint(workdir, progress=False)
+    res, out = scoring.evaluate_checkpoint(workdir, progress=False)
     assert json.load(open(os.path.join(out, "results.json")))["top1"] == res["top1"] == result["val"]["top1"]
     assert res["mean_nfe"] == 2  # Euler x2 written out: two evaluations of the field
     # An independent count: the model applied image by image, the argmax against the labels.
