@@ -64,6 +64,7 @@ if not __package__:  # run by path: the imports below need the repository root, 
     sys.exit(2)
 
 import segnode_jax  # noqa: E402
+import segnode_jax.config  # noqa: E402
 from benchmarks import report  # noqa: E402
 from segnode_jax import api, data, memory, metrics_log, ode, parallel, training  # noqa: E402
 

@@ -54,6 +54,7 @@ if not __package__:  # run by path: the imports below need the repository root, 
     sys.exit(2)
 
 import segnode_jax  # noqa: E402
+import segnode_jax.config  # noqa: E402
 from benchmarks import report  # noqa: E402
 from segnode_jax import memory, ode  # noqa: E402
 from segnode_jax.models import ode_model_names  # noqa: E402

@@ -71,6 +71,7 @@ def _need_torch():
 
 def make_config(setting: str, width: int, batch: int, size: tuple[int, int]):
     import segnode_jax
+    import segnode_jax.config
     from segnode_jax import training
 
     cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py"))
@@ -214,6 +215,7 @@ def _jax_outputs(cfg, variables, images, labels):
     import optax
 
     import segnode_jax
+    import segnode_jax.config
     from segnode_jax import ode
 
     logits, _ = segnode_jax.apply(variables, images, cfg.model)
@@ -272,6 +274,7 @@ def reference_config(cfg, steps: int = 32):
     import copy
 
     import segnode_jax
+    import segnode_jax.config
 
     ref = copy.deepcopy(cfg)
     segnode_jax.config.apply_overrides(
@@ -309,6 +312,7 @@ def run(args) -> dict:
     import torch
 
     import segnode_jax
+    import segnode_jax.config
 
     h, w = (int(v) for v in args.size.split("x"))
     rng = np.random.default_rng(0)

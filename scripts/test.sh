@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The test command: sets up ./.venv if needed, then runs the whole suite on the CPU.
 source "$(dirname "$0")/env.sh"
+# The optional ONNX export's packages too: its test converts a model and runs it in onnxruntime.
+bash scripts/install_onnx.sh
 # Two workers by default (SEGNODE_TEST_WORKERS=0 runs in one process); a test file runs whole
 # on one worker (tests/conftest.py groups the files that share the tiny training run), so that
 # the fixtures they share are built once.
 # Lint, import order and formatting first (pyproject.toml [tool.ruff]; a second, no tests).
 ruff check . && ruff format --check . || { echo "[segnode-jax] ruff: fix the above (ruff check --fix . && ruff format .)" >&2; exit 1; }
+# Types (pyproject.toml [tool.pyright]; the errors listed in .basedpyright/baseline.json are tolerated).
+basedpyright || { echo "[segnode-jax] basedpyright: fix the type errors above (the baseline tolerates only the listed ones)" >&2; exit 1; }
 workers="${SEGNODE_TEST_WORKERS:-2}"
 if [ "$workers" = "0" ]; then exec python -m pytest tests "$@"; fi
 exec python -m pytest -n "$workers" --dist loadfile tests "$@"

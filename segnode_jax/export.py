@@ -3,6 +3,7 @@ without the training code.
 
     python -m segnode_jax.export --ckpt runs/camvid --out camvid.jax
     python -m segnode_jax.export --ckpt runs/synthetic --out fast.jax --shape b,128,128 --solver rk4:1
+    python -m segnode_jax.export --ckpt runs/synthetic --out model.onnx --solver euler:2   # ONNX
 
 The file holds the function with its weights: uint8 RGB images ``(N, H, W, 3)`` in, float32
 logits ``(N, H, W, classes)`` out (the normalisation is inside). The batch ``N`` is symbolic
@@ -17,6 +18,19 @@ Loading it needs only ``jax`` (the README's loader)::
     from jax import export
     fn = export.deserialize(bytearray(open("camvid.jax", "rb").read()))
     logits = fn.call(images)            # images: uint8 (N, H, W, 3)
+
+``--format onnx`` (the default for an ``--out`` ending in ``.onnx``) writes the same function as
+an ONNX model through jax2onnx (optional packages: ``bash scripts/install_onnx.sh``), to run with
+onnxruntime or TensorRT without JAX: same input, output and symbolic batch. ONNX has no loop
+that this converter writes from diffrax's, so an ODE model is exported with a fixed-step solve
+(``--solver rk4:1``, ``euler:2``; the run's own if it has fixed steps), unrolled into plain
+convolutions; an adaptive solve is refused in one line. The model is converted from its traced
+program (jax2onnx sees primitives, not Flax modules: its Linen plugins cannot read our norms)
+and batched as a whole (``per_image`` vmapping is for adaptive solves, the same numbers here).
+
+    import onnxruntime as ort
+    sess = ort.InferenceSession("model.onnx")
+    logits = sess.run(None, {sess.get_inputs()[0].name: images})[0]
 """
 
 from __future__ import annotations
@@ -31,6 +45,8 @@ import numpy as np
 from segnode_jax.errors import UserError
 
 PLATFORMS = ("cpu", "cuda")
+FORMATS = ("jax", "onnx")
+ONNX_INSTALL = "bash scripts/install_onnx.sh (requirements-onnx.txt, then jax2onnx without its dependencies)"
 
 
 class ExportError(UserError):
@@ -63,11 +79,12 @@ def default_shape(cfg) -> tuple[str, int, int]:
     return "b", int(size[0]), int(size[1])
 
 
-def inference_function(variables, cfg, on_failure: str = "raise"):
+def inference_function(variables, cfg, on_failure: str = "raise", per_image: bool | None = None):
     """``uint8 images (N, H, W, 3) -> float32 logits (N, H, W, C)`` with the weights and the
     normalisation inside (a pure function for ``jax.jit`` / ``jax.export``); ``on_failure``: what
     a failed ODE solve does (``model.ode.on_failure``: "nan" for an exported function, which
-    cannot call back to raise)."""
+    cannot call back to raise); ``per_image``: one solve per image (default: for models that solve
+    an ODE, see below)."""
     import jax.numpy as jnp
 
     from segnode_jax import api, ode
@@ -77,7 +94,7 @@ def inference_function(variables, cfg, on_failure: str = "raise"):
     frozen = api.freeze(ode.with_settings(cfg.model, on_failure=on_failure))
     # SegNode: each image gets its own solve (as in evaluation), which also keeps the adaptive
     # controller's error norm free of the symbolic batch size.
-    per_image = capabilities(frozen).solves_ode
+    per_image = capabilities(frozen).solves_ode if per_image is None else per_image
     std = np.asarray(cfg.data.std, np.float32).reshape(1, 1, 1, 3)
     scale = jnp.asarray(1.0 / (255.0 * std), jnp.float32)
     shift = jnp.asarray(np.asarray(cfg.data.mean, np.float32).reshape(1, 1, 1, 3) / std, jnp.float32)
@@ -115,7 +132,53 @@ def export_model(variables, cfg, *, shape: Sequence[Any] | None = None, platform
     return export.export(fn, platforms=tuple(platforms))(jax.ShapeDtypeStruct(spec, np.uint8))
 
 
-def metadata(cfg, exported, shape) -> dict[str, Any]:
+def onnx_model(variables, cfg, *, shape: Sequence[Any] | None = None):
+    """The model as an ``onnx.ModelProto`` (see the module docstring): uint8 ``(N, H, W, 3)`` in,
+    float32 logits out; ``N`` symbolic if ``shape[0]`` is a name.
+
+    Raises:
+      ExportError: jax2onnx is not installed, or an ODE model with an adaptive solve.
+    """
+    import logging
+
+    import jax
+    import jax.extend
+
+    from segnode_jax import ode
+    from segnode_jax.models import capabilities
+
+    try:
+        from jax2onnx import to_onnx
+    except ImportError:
+        raise ExportError(f"--format onnx needs the optional ONNX packages: {ONNX_INSTALL}") from None
+    if capabilities(cfg.model).solves_ode:
+        if not cfg.model.ode.get("num_steps"):
+            raise ExportError(
+                f"--format onnx needs a fixed-step solve (unrolled into plain convolutions); this run solves with "
+                f"{ode.describe_solve(cfg.model.ode)}: pass --solver rk4:1 (or euler:2, ...)"
+            )
+        cfg = cfg.copy_and_resolve_references()
+        with cfg.unlocked():
+            cfg.model = ode.with_settings(cfg.model, adjoint="unrolled")
+    n, h, w = shape or default_shape(cfg)
+    variables = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
+    fn = inference_function(variables, cfg, on_failure="nan", per_image=False)
+    if isinstance(n, str):
+        traced = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"{n}, {h}, {w}, 3"), np.uint8)
+    else:
+        traced = jax.ShapeDtypeStruct((n, h, w, 3), np.uint8)
+    # Traced to primitives first: jax2onnx then converts the program, not the Flax modules.
+    closed = jax.make_jaxpr(fn)(traced)
+    # onnx_ir logs one warning per constant shape it writes without a type: nothing to act on.
+    logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)
+    return to_onnx(
+        lambda x: jax.extend.core.jaxpr_as_fun(closed)(x)[0],
+        inputs=[jax.ShapeDtypeStruct((n, h, w, 3), np.uint8)],
+        model_name=str(cfg.model.name),
+    )
+
+
+def metadata(cfg, platforms: Sequence[str], shape, fmt: str = "jax") -> dict[str, Any]:
     from segnode_jax import data, ode
     from segnode_jax.models import capabilities
 
@@ -131,16 +194,16 @@ def metadata(cfg, exported, shape) -> dict[str, Any]:
         "output": {"shape": ["N", shape[1], shape[2], info.num_classes], "dtype": "float32", "meaning": "logits"},
         "class_names": list(info.class_names),
         "palette": np.asarray(info.palette).tolist(),
-        "platforms": list(exported.platforms),
+        "format": fmt,
+        "platforms": list(platforms),
         "solver": ode.describe_solve(cfg.model.ode) if capabilities(cfg.model).solves_ode else None,
         "failed_solve": "NaN logits" if capabilities(cfg.model).solves_ode else None,
     }
 
 
-def save(exported, path: str, meta: dict[str, Any]) -> tuple[str, str]:
+def save(blob: bytes | bytearray, path: str, meta: dict[str, Any]) -> tuple[str, str]:
     """Writes the serialized function to ``path`` and ``meta`` to ``path + '.json'``
     (each through a temporary file: an interrupted write leaves no half file)."""
-    blob = exported.serialize()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".partial", "wb") as f:
         f.write(blob)
@@ -157,7 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from segnode_jax import cli, scoring, segment
 
-    usage = "python -m segnode_jax.export --ckpt RUN --out model.jax [--shape b,H,W] [--solver rk4:1] [--platforms cpu,cuda]"
+    usage = (
+        "python -m segnode_jax.export --ckpt RUN --out model.jax|model.onnx [--format jax|onnx] [--shape b,H,W] "
+        "[--solver rk4:1] [--platforms cpu,cuda]"
+    )
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "Config file; default: the run's config.json.", flag_values=fv, lock_config=True
@@ -175,7 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shape", None, "N,H,W of the input; N may be a name (any batch size). Default b,<eval size>.", flag_values=fv
     )
     flags.DEFINE_string("solver", None, "SegNode only: the ODE solve to export, e.g. rk4:1.", flag_values=fv)
-    flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms to lower for.", flag_values=fv)
+    flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms to lower for (jax format).", flag_values=fv)
+    flags.DEFINE_enum(
+        "format",
+        None,
+        list(FORMATS),
+        "jax (jax.export) or onnx; default: onnx for an --out ending in .onnx.",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out file.", flag_values=fv)
     argv = list(sys.argv if argv is None else argv)
     argv = cli.split_none_overrides(argv)
@@ -196,13 +269,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, variables, _, description = scoring.load_model(fv.ckpt, cli.read_config(fv), fv.which)
         cfg = segment.with_solver(cfg, fv.solver)
         shape = shape or default_shape(cfg)
-        exported = export_model(variables, cfg, shape=shape, platforms=fv.platforms)
-        meta = {**metadata(cfg, exported, shape), "checkpoint": description}
-        path, meta_path = save(exported, fv.out, meta)
+        fmt = fv.format or ("onnx" if fv.out.lower().endswith(".onnx") else "jax")
+        if fmt == "onnx":
+            model = onnx_model(variables, cfg, shape=shape)
+            blob, platforms = model.SerializeToString(), ["onnx"]
+        else:
+            exported = export_model(variables, cfg, shape=shape, platforms=fv.platforms)
+            blob, platforms = exported.serialize(), list(exported.platforms)
+        meta = {**metadata(cfg, platforms, shape, fmt), "checkpoint": description}
+        path, meta_path = save(blob, fv.out, meta)
         size = os.path.getsize(path) / 2**20
         print(
-            f"written: {path} ({size:.1f} MiB; input uint8 {','.join(map(str, meta['input']['shape']))}, "
-            f"logits out; platforms {','.join(exported.platforms)}) and {meta_path}"
+            f"written: {path} ({fmt}, {size:.1f} MiB; input uint8 {','.join(map(str, meta['input']['shape']))}, "
+            f"logits out; platforms {','.join(platforms)}) and {meta_path}"
         )
         return 0
 

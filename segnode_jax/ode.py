@@ -251,7 +251,7 @@ class ODESettings:
                 bad("saveat", f"time {s} is outside [t0, t1] = [{self.t0}, {self.t1}]")
 
     @classmethod
-    def from_config(cls, cfg: Mapping | "ODESettings") -> "ODESettings":
+    def from_config(cls, cfg: Mapping | ODESettings) -> ODESettings:
         """Builds settings from ``cfg.model.ode`` (a ConfigDict or mapping)."""
         if isinstance(cfg, ODESettings):
             return cfg

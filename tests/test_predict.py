@@ -1,6 +1,6 @@
 """predict.py and segnode_jax.predict on real image files (mixed sizes and formats, a broken
 file, an occupied output folder), and the serialized inference function (jax.export) run by
-the loader of docs/usage.md with only jax."""
+the loader of docs/usage.md with only jax, and the same function as ONNX run by onnxruntime."""
 
 from __future__ import annotations
 
@@ -272,6 +272,49 @@ def test_exported_function_runs_with_only_jax_and_equals_apply(model_dir, tmp_pa
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], (args, proc.stderr)
     assert not os.path.exists(tmp_path / "x.jax")
+
+
+@pytest.mark.slow
+def test_onnx_export_runs_in_onnxruntime_and_equals_apply_on_real_image_files(model_dir, inputs, tmp_path):
+    """--format onnx: an adaptive solve is refused in one line naming a fixed-step --solver; with
+    rk4:1 the file passes onnx.checker and onnxruntime gives apply's logits (rk4:1) on image files
+    read from disk, for batch 1 and 3 (the batch is symbolic)."""
+    pytest.importorskip("jax2onnx", reason="optional ONNX packages not installed: bash scripts/install_onnx.sh")
+    import onnx
+    import onnxruntime as ort
+
+    ckpt, cfg, variables = model_dir
+    out = tmp_path / "model.onnx"
+
+    def export(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "segnode_jax.export", f"--ckpt={ckpt}", f"--out={out}", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    refused = export("--solver=dopri5@1e-3")
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(lines) == 1 and "--solver rk4:1" in lines[0], refused.stderr
+    assert not out.exists()
+    proc = export("--solver=rk4:1")
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr, proc.stderr  # onnx_ir's per-constant warnings are silenced
+    onnx.checker.check_model(str(out))
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["format"] == "onnx" and meta["solver"] == "rk4:1" and meta["input"]["shape"] == ["b", 32, 32, 3]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    files = [inputs / "a.png", inputs / "sub" / "b.jpg", inputs / "sub" / "deeper" / "alpha.png"]
+    images = np.stack([segment.read_image(str(f)) for f in files])
+    fast = segment.with_solver(cfg, "rk4:1").model
+    for n in (1, 3):
+        got = sess.run(None, {sess.get_inputs()[0].name: images[:n]})[0]
+        x = normalize(images[:n], mean=cfg.data.mean, std=cfg.data.std)
+        want = np.asarray(segnode_jax.apply(variables, x, fast)[0])
+        assert got.shape == (n, 32, 32, 5)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

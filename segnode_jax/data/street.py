@@ -47,7 +47,7 @@ def _noise_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nda
     gh = max(2, int(round(cells * h / max(h, w))) + 1)
     gw = max(2, int(round(cells * w / max(h, w))) + 1)
     grid = rng.normal(0, 1, (gh, gw)).astype(np.float32)
-    return np.asarray(Image.fromarray(grid).resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BILINEAR))
 
 
 class _Canvas:

@@ -212,7 +212,7 @@ def _background(rng: np.random.Generator, h: int, w: int, unit: float) -> np.nda
     gh, gw = max(2, int(h / (40 * unit)) + 2), max(2, int(w / (40 * unit)) + 2)
     blot = rng.normal(0, 30, (gh, gw, 3)).astype(np.float32)
     blot_img = np.stack(
-        [np.asarray(Image.fromarray(blot[..., c]).resize((w, h), Image.BILINEAR)) for c in range(3)], axis=-1
+        [np.asarray(Image.fromarray(blot[..., c]).resize((w, h), Image.Resampling.BILINEAR)) for c in range(3)], axis=-1
     )
     img = img + blot_img
     if rng.random() < 0.5:  # Faint stripes so that texture alone is not "object".

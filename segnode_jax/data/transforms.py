@@ -23,7 +23,7 @@ from PIL import Image
 
 from segnode_jax.data.classes import IGNORE
 
-_RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
 def decode_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def scale_pad_crop(
         sy, sx = h0 / nh, w0 / nw
         box = (x * sx, y * sy, (x + rw) * sx, (y + rh) * sy)
         img = Image.fromarray(image).resize((rw, rh), _RESAMPLE[image_resample], box=box)
-        lab = Image.fromarray(label).resize((rw, rh), Image.NEAREST, box=box)
+        lab = Image.fromarray(label).resize((rw, rh), Image.Resampling.NEAREST, box=box)
         out_img[:rh, :rw] = np.asarray(img)
         out_lab[:rh, :rw] = np.asarray(lab)
     return out_img, out_lab
@@ -236,7 +236,7 @@ class EvalTransform(grain.transforms.Map):
         rec = decode_record(element)
         raw = rec["image"]
         if self.eval_size and raw.shape[:2] != self.eval_size:
-            raw = np.asarray(Image.fromarray(raw).resize(self.eval_size[::-1], Image.BILINEAR))
+            raw = np.asarray(Image.fromarray(raw).resize(self.eval_size[::-1], Image.Resampling.BILINEAR))
         return {
             "image": normalize(raw, mean=self.mean, std=self.std),
             "label": rec["label"].astype(np.int32),
@@ -310,7 +310,9 @@ class ClassificationTrainTransform(grain.transforms.RandomMap):
     def augment(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         top, left, h, w = random_resized_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
         out = np.asarray(
-            Image.fromarray(image).resize(self.crop_size[::-1], Image.BILINEAR, box=(left, top, left + w, top + h))
+            Image.fromarray(image).resize(
+                self.crop_size[::-1], Image.Resampling.BILINEAR, box=(left, top, left + w, top + h)
+            )
         )
         if self.flip and rng.integers(0, 2) == 1:
             out = np.ascontiguousarray(out[:, ::-1])
@@ -329,7 +331,7 @@ def resize_center_crop(image: np.ndarray, *, short_side: int, crop: Sequence[int
         nh, nw = short_side, int(short_side * w / h)
     else:
         nh, nw = int(short_side * h / w), short_side
-    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
     ch, cw = int(crop[0]), int(crop[1])
     if ch > nh or cw > nw:
         raise ValueError(f"centre crop {ch}x{cw} larger than the resized image {nh}x{nw}; raise data.eval_resize")

@@ -37,7 +37,7 @@ def labelled_panels(
     h, w = label.shape
     img = np.asarray(raw_image, np.uint8)
     if img.shape[:2] != (h, w):
-        img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        img = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
     tiles = [img, data.colorize(label, palette)] + [data.colorize(p, palette) for p in preds]
     names = ["input", "ground truth", *titles]
     # Small images are shown enlarged so that titles and thin structures are readable.

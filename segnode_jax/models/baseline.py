@@ -8,6 +8,8 @@ BasicBlocks, as Fig. 2 describes, with BatchNorm; the head is HRNetV2's (or the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 
 from segnode_jax.models.hrnet import (
@@ -25,7 +27,7 @@ from segnode_jax.models.layers import dtype_of
 class Baseline(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size, ``aux["features"]``."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):

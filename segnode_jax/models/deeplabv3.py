@@ -20,6 +20,8 @@ names, so that torchvision's checkpoints convert (``python -m segnode_jax.conver
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -58,7 +60,7 @@ class DeepLabV3(nn.Module):
     backbone's output, a 1-tuple) and, with ``aux_head``, ``aux["aux_logits"]`` (at the
     backbone's resolution; the loss resizes them)."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):

@@ -9,7 +9,7 @@ segmentation head (``last_layer``) under ``head/``. See ``docs/architecture.md``
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -217,7 +217,7 @@ class HRNetV2(nn.Module):
     size, and ``aux = {"features": the 4 branch outputs}``.
     """
 
-    cfg: object  # the model config, frozen (hashable)
+    cfg: Any  # the model config, frozen (hashable)
 
     @nn.compact
     def __call__(self, images, train: bool = False):

@@ -24,6 +24,7 @@ silent:
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -65,7 +66,7 @@ class NODEsUNet(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["ode"]`` (the summed
     statistics of the ODE blocks' solves), ``aux["features"]`` (the last decoder output)."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):

@@ -25,6 +25,8 @@ Table 2, which matches no PSPNet configuration we could identify.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -65,7 +67,7 @@ class PSPNet(nn.Module):
     backbone's output, a 1-tuple) and, with ``aux_head``, ``aux["aux_logits"]`` (at the
     backbone's resolution; the loss resizes them)."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):

@@ -16,6 +16,7 @@ evaluation would each integrate a different ODE. See docs/architecture.md.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -105,7 +106,7 @@ class SegNode(nn.Module):
     (T, N, H, W, classes) -- the prediction from the state at each time; ``aux["features"]``
     is the state at t1."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):

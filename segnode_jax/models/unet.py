@@ -25,6 +25,8 @@ decoder level by level (the names the other models use for their first and last 
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -150,7 +152,7 @@ class UNet(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size, ``aux["features"]`` (the
     last decoder level's output, a 1-tuple)."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):

@@ -34,6 +34,7 @@ for 5 classes) and training first spends its steps shrinking them.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -92,7 +93,7 @@ class UNode(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["ode"]`` (summed
     solver statistics), ``aux["features"]`` (the last ODE block's output, a 1-tuple)."""
 
-    cfg: object
+    cfg: Any
 
     @nn.compact
     def __call__(self, images, train: bool = False):
