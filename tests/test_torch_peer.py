@@ -1,6 +1,7 @@
 """segnode-jax and the PyTorch + torchdiffeq peer (benchmarks/torch_peer) compute the same
-function: the peer's weights, logits, losses and adjoint gradients were written by real torch
-and torchdiffeq (benchmarks/torch_peer/make_fixture.py) into tests/fixtures/torch_peer_tiny.npz.
+function: the peer's weights, logits, losses and gradients were written by real torch and
+torchdiffeq (benchmarks/torch_peer/make_fixture.py) into tests/fixtures/torch_peer_<size>.npz, at
+two sizes: ``tiny`` (width 4) and ``main`` (the main job's network, width 12).
 """
 
 import json
@@ -15,7 +16,7 @@ import pytest
 import segnode_jax
 from tests.conftest import REPO
 
-FIXTURE = os.path.join(REPO, "tests", "fixtures", "torch_peer_tiny.npz")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
 
 
 def _nested(data, prefix):
@@ -38,10 +39,14 @@ def _flat(d, prefix=""):
     return out
 
 
-@pytest.fixture(scope="module")
-def peer():
-    with np.load(FIXTURE) as f:
-        return {k: f[k] for k in f.files}
+_LOADED: dict[str, dict] = {}
+
+
+def _peer(size: str) -> dict:
+    if size not in _LOADED:
+        with np.load(os.path.join(FIXTURES, f"torch_peer_{size}.npz")) as f:
+            _LOADED[size] = {k: f[k] for k in f.files}
+    return _LOADED[size]
 
 
 def _model_config(peer, setting):
@@ -51,17 +56,30 @@ def _model_config(peer, setting):
     return cfg.model
 
 
-SETTINGS = ["euler_x2", "rk4_x2", "dopri5_1e-6_silu"]
+# (fixture size, setting). At the main size RK4 x2 is compared through the exact gradient of the
+# discrete solve (ours: adjoint=direct, theirs: odeint), not through the adjoints: at that width
+# the backsolve gradient of RK4 x2 is ill-conditioned in float32 (the backward re-integration of
+# the state amplifies rounding: a relative change of 1e-6 in the images moves our adjoint
+# gradient by as much as it differs from torchdiffeq's, and the exact gradient about a hundred
+# times less), so two correct implementations of that adjoint agree only to a few 1e-3.
+CASES = [
+    ("tiny", "euler_x2"),
+    ("tiny", "rk4_x2"),
+    ("tiny", "dopri5_1e-6_silu"),
+    ("main", "dopri5_1e-6_silu"),
+    ("main", "rk4_x2_direct"),
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", SETTINGS)
-def test_same_logits_loss_and_adjoint_gradients_as_torchdiffeq(peer, setting):
+@pytest.mark.parametrize("size,setting", CASES)
+def test_same_logits_loss_and_adjoint_gradients_as_torchdiffeq(size, setting):
     """Eval logits to 1e-4 of their scale; the training loss (BatchNorm on batch statistics) to
     1e-5; every parameter's gradient -- our BacksolveAdjoint against torchdiffeq's
-    odeint_adjoint -- to 1e-4 of its own size with fixed steps (both frameworks then solve the
-    same discretisation of the adjoint ODE) and to 1e-3 with Dopri5 at tolerance 1e-6 (the two
-    step-size controllers choose different steps)."""
+    odeint_adjoint, or (``_direct``) both frameworks' gradients through the solver's steps -- to
+    1e-4 of its own size with fixed steps (the same discretisation on both sides) and to 1e-3
+    with Dopri5 at tolerance 1e-6 (the two step-size controllers choose different steps)."""
+    peer = _peer(size)
     cfg = _model_config(peer, setting)
     variables = {"params": _nested(peer, "variables/params"), "batch_stats": _nested(peer, "variables/batch_stats")}
     images, labels = jnp.asarray(peer["image"]), jnp.asarray(peer["label"])

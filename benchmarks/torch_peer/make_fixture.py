@@ -1,8 +1,10 @@
-"""Writes tests/fixtures/torch_peer_tiny.npz: the torch peer's outputs at a tiny width, for
-tests/test_torch_peer.py to compare segnode-jax against (no torch needed by the tests).
+"""Writes tests/fixtures/torch_peer_<size>.npz: the torch peer's outputs for tests/test_torch_peer.py
+to compare segnode-jax against (no torch needed by the tests), at two sizes: ``tiny`` (width 4,
+GroupNorm of 2 groups, 48x56 images) and ``main`` (the main job's network: width 12, 4 groups,
+64x72 images).
 
-    pip install torch torchdiffeq numpy          # a separate environment is fine
-    python -m benchmarks.torch_peer.make_fixture   # from the repository root
+    pip install torch torchdiffeq numpy          # a separate environment is fine (CPU wheels)
+    python -m benchmarks.torch_peer.make_fixture --size tiny   # from the repository root; --size main
 
 The peer draws its own weights (seeded); they go into the fixture in the Flax layout, with a
 batch of images and labels and, per solve setting: the eval-mode logits, the train-mode loss,
@@ -29,7 +31,7 @@ if not __package__:  # run by path: the imports below need the repository root, 
 
 from benchmarks.torch_peer.segnode_torch import SegNodeTorch, flax_grads_of, flax_variables_of  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "torch_peer_tiny.npz")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures")
 
 # The model: configs/tiny.py's SegNode (these are the fields the tests set on it).
 MODEL = {
@@ -75,6 +77,9 @@ SETTINGS = {
         "ode": {"solver": "dopri5", "num_steps": None, "rtol": 1e-6, "atol": 1e-6},
         "field": {"activation": "silu"},
     },
+    # The exact gradient of the discrete RK4 x2 solve (torchdiffeq's odeint, autograd through
+    # the steps): the reference both frameworks' adjoints are compared with at the main size.
+    "rk4_x2_direct": {"ode": {"solver": "rk4", "num_steps": 2, "adjoint": "direct"}},
 }
 
 
@@ -86,12 +91,35 @@ def _flatten(tree, prefix=""):
     return out
 
 
-def main() -> None:
+# Per size: model fields over MODEL, the image size, the settings written.
+SIZES = {
+    "tiny": ({}, (48, 56), ("euler_x2", "rk4_x2", "dopri5_1e-6_silu")),
+    "main": (
+        {"width": 12, "stem_width": 16, "layer1_planes": 8, "field": dict(MODEL["field"], groups=4)},
+        (64, 72),
+        # Not rk4_x2 here: at this width the backsolve gradient of RK4 x2 is ill-conditioned in
+        # float32 (tests/test_torch_peer.py says how), so the exact gradient of the same
+        # discrete solve is compared instead.
+        ("dopri5_1e-6_silu", "rk4_x2_direct"),
+    ),
+}
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=list(SIZES), default="tiny")
+    parser.add_argument("--out", default=None, help="default: tests/fixtures/torch_peer_<size>.npz")
+    args = parser.parse_args(argv)
+    fields, (h, w), names = SIZES[args.size]
+    model = dict(MODEL, **fields)
+    out_path = args.out or os.path.join(FIXTURES, f"torch_peer_{args.size}.npz")
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((2, 48, 56, 3)).astype(np.float32)
-    labels = rng.integers(0, MODEL["num_classes"], (2, 48, 56)).astype(np.int64)
-    base = SegNodeTorch(MODEL)
+    images = rng.standard_normal((2, h, w, 3)).astype(np.float32)
+    labels = rng.integers(0, model["num_classes"], (2, h, w)).astype(np.int64)
+    base = SegNodeTorch(model)
     # Non-trivial normalisation parameters and running statistics (fresh ones are 1 and 0).
     with torch.no_grad():
         for mod in base.modules():
@@ -106,9 +134,10 @@ def main() -> None:
     out.update({f"variables/{k}": v for k, v in _flatten(variables).items()})
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels)
-    for name, setting in SETTINGS.items():
+    for name in names:
+        setting = SETTINGS[name]
         model_cfg = dict(
-            MODEL, ode=dict(MODEL["ode"], **setting["ode"]), field=dict(MODEL["field"], **setting.get("field", {}))
+            model, ode=dict(model["ode"], **setting["ode"]), field=dict(model["field"], **setting.get("field", {}))
         )
         peer = SegNodeTorch(model_cfg)
         peer.load_state_dict(base.state_dict())
@@ -134,9 +163,10 @@ def main() -> None:
     import torchdiffeq
 
     out["torchdiffeq_version"] = np.array(torchdiffeq.__version__)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    np.savez_compressed(OUT, **out)
-    print("written:", os.path.abspath(OUT))
+    out["size"] = np.array(args.size)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    np.savez_compressed(out_path, **out)
+    print("written:", os.path.abspath(out_path))
 
 
 if __name__ == "__main__":
