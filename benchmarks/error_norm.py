@@ -106,7 +106,7 @@ def gradient_rows(variables, cfg, tolerances, batch):
     ref_cfg = _with_solve(cfg, rtol=1e-7, atol=1e-7, adjoint="recursive_checkpoint", max_steps=4096)
     with ode.solver_errors(ref_cfg.model.ode):
         (_, ref_nfe), ref = _grad_fn(ref_cfg.model)(params, stats, images, labels)
-    ref_norm = float(optax.global_norm(ref))
+    ref_norm = float(optax.tree.norm(ref))
     print(f"reference gradient: |g| {ref_norm:.4g}, forward NFE {int(ref_nfe)}", flush=True)
     rows = []
     for tol in tolerances:
@@ -119,7 +119,7 @@ def gradient_rows(variables, cfg, tolerances, batch):
                 (_, nfe), g = jax.block_until_ready(fn(params, stats, images, labels))
                 seconds = time.perf_counter() - start
             diff = jax.tree_util.tree_map(lambda a, b: a - b, g, ref)
-            err = float(optax.global_norm(diff)) / ref_norm
+            err = float(optax.tree.norm(diff)) / ref_norm
             # Per-leaf worst relative error (a small leaf can be far off while the total is fine).
             leaf_err = max(
                 float(jnp.linalg.norm(d) / jnp.maximum(jnp.linalg.norm(r), 1e-30))

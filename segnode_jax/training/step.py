@@ -101,14 +101,14 @@ def train_step(state: TrainState, batch, *, model_cfg, tx, schedule, loss_cfg, c
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=aux.get("batch_stats", state.batch_stats), opt_state=opt_state
     )
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     # The update itself must be finite too (e.g. a NaN learning rate, an overflowing step).
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(params))
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,
-        "param_norm": optax.global_norm(new_state.params),
+        "param_norm": optax.tree.norm(new_state.params),
         "learning_rate": schedule(state.step),
         "finite": finite.astype(jnp.int32),
     }
