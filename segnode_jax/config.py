@@ -159,7 +159,8 @@ def model_config() -> config_dict.ConfigDict:
             unet=dict(base_width=64, depth=4, upsampling="transposed"),
             # U-Node (Table 1's neural-ODE comparison; segnode_jax/models/unode.py): the authors'
             # ConvODEUNet setting. Its solves use `ode` below (the authors': dopri5, tol 1e-3).
-            unode=dict(num_filters=16, levels=4, time_dependent=True, activation="lrelu"),
+            # norm_input=False: the field convolves its un-normalised state, as the authors' code does.
+            unode=dict(num_filters=16, levels=4, time_dependent=True, activation="lrelu", norm_input=True),
             # NODEs-UNet (Table 1's other neural-ODE comparison; models/nodes_unet.py, our reading
             # of its paper): model.unet's U-Net with an ODE block after each double convolution
             # named in ode_blocks (inc, down1.., up1..), GroupNorm groups of its field.

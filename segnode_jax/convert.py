@@ -1,5 +1,5 @@
-"""Converts official HRNet (and torchvision ResNet / DeepLabv3) PyTorch checkpoints into
-segnode-jax variables.
+"""Converts official HRNet (and torchvision ResNet / DeepLabv3, milesial's U-Net, the U-Node
+authors' ConvODEUNet) PyTorch checkpoints into segnode-jax variables.
 
     python -m segnode_jax.convert --torch hrnetv2_w48_imagenet_pretrained.pth \\
         --config configs/cityscapes.py --out pretrained/hrnetv2_w48_imagenet
@@ -41,6 +41,9 @@ FORMAT = "segnode-jax-converted/1"
 CONVERTIBLE = ("hrnetv2", "baseline", "segnode")
 # Models on torchvision's ResNet: its ImageNet checkpoints (backbone) and DeepLabv3 checkpoints.
 RESNET_MODELS = ("pspnet", "deeplabv3")
+# Models whose modules mirror a reference PyTorch model's names: milesial/Pytorch-UNet's UNet
+# and the U-Node authors' ConvODEUNet (DIAGNijmegen/neural-odes-segmentation).
+REFERENCE_MODELS = {"unet": "milesial/Pytorch-UNet's UNet", "unode": "neural-odes-segmentation's ConvODEUNet"}
 # Keys of HRNet-Image-Classification's ImageNet head: never part of a segmentation network.
 CLASSIFICATION_PREFIXES = ("incre_modules", "downsamp_modules", "final_layer", "classifier")
 # Wrappers used by the official training code (DataParallel, HRNet-Semantic-Segmentation's
@@ -271,6 +274,101 @@ def _resnet_route(key: str, model_cfg):
     return _group(parts), leaf, ""
 
 
+# A Sequential DoubleConv of milesial's U-Net: conv, BatchNorm, ReLU, conv, BatchNorm, ReLU.
+_DOUBLE_CONV = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2"}
+
+
+def _reference_route(key: str, model_cfg):
+    """``(target path | None, leaf, why)`` of a U-Net (milesial) or U-Node (ConvODEUNet) key.
+
+    U-Net: ``inc.double_conv.3.weight`` -> ``inc/conv2``, ``down2.maxpool_conv.1.double_conv.0``
+    -> ``down2/conv1``, ``up1.up`` (the transposed convolution) -> ``up1/up``,
+    ``up1.conv.double_conv.4`` -> ``up1/conv/bn2``, ``outc.conv`` -> ``outc``. U-Node:
+    ``odeblock_down1.odefunc.conv1`` -> ``odeblock_down1/field/conv1`` (the ODE block's field),
+    the 1x1 convolutions and the classifier by their own names (its InstanceNorms have no
+    weights)."""
+    *parts, leaf = key.split(".")
+    if not parts or leaf not in _LEAVES:
+        return None, None, None
+    top, rest = parts[0], parts[1:]
+    if model_cfg.name == "unode":
+        if re.fullmatch(r"odeblock_(down\d+|embedding|up\d+)", top) and rest[:1] == ["odefunc"] and len(rest) == 2:
+            return [top, "field", rest[1]], leaf, ""
+        if not rest and re.fullmatch(r"input_1x1|conv_(down\d+_(\d+|embed)|up_embed_1|up\d+_\d+)|classifier", top):
+            return [top], leaf, ""
+        return None, None, None
+    if top == "outc" and rest == ["conv"]:
+        return ["outc"], leaf, ""
+    if not re.fullmatch(r"inc|down\d+|up\d+", top):
+        return None, None, None
+    if rest[:2] == ["maxpool_conv", "1"]:
+        rest = rest[2:]
+    if top.startswith("up") and rest == ["up"]:
+        return [top, "up"], leaf, ""
+    inner = [rest.pop(0)] if top.startswith("up") and rest[:1] == ["conv"] else []
+    if len(rest) == 2 and rest[0] == "double_conv" and rest[1] in _DOUBLE_CONV:
+        return [top, *inner, _DOUBLE_CONV[rest[1]]], leaf, ""
+    return None, None, None
+
+
+def _check_reference(state_dict, model_cfg, strict: bool) -> int:
+    """Refuses a U-Net / U-Node file of another width, depth or variant than the config's
+    (the message names the setting); strict, also a U-Node config whose fields would not
+    compute what the file's network computes. Returns the first level's width."""
+    name = model_cfg.name
+    if name == "unet":
+        section, first, count_pattern = model_cfg.unet, "inc.double_conv.0.weight", r"down(\d+)\."
+        width_field, depth_field, depth = "base_width", "depth", int(model_cfg.unet.depth)
+    else:
+        section, first, count_pattern = model_cfg.unode, "input_1x1.weight", r"odeblock_down(\d+)\."
+        width_field, depth_field, depth = "num_filters", "levels", int(model_cfg.unode.levels)
+    if first not in state_dict or np.ndim(state_dict[first]) != 4:
+        raise ConversionError(
+            f"the checkpoint has no {first}: it is not {REFERENCE_MODELS[name]} (model.name={name}); "
+            "pass that model's state_dict, or another --config.model.name"
+        )
+    width = int(np.shape(state_dict[first])[0])
+    if width != int(section[width_field]):
+        raise ConversionError(
+            f"the checkpoint's first level has {width} channels but the config has model.{name}.{width_field}="
+            f"{int(section[width_field])}: pass --config.model.{name}.{width_field}={width}"
+        )
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(count_pattern, k))}
+    if found and max(found) != depth:
+        raise ConversionError(
+            f"the checkpoint has {max(found)} down levels but the config has model.{name}.{depth_field}={depth}: "
+            f"pass --config.model.{name}.{depth_field}={max(found)}"
+        )
+    if name == "unet":
+        transposed = any(re.match(r"up\d+\.up\.weight$", k) for k in state_dict)
+        if transposed != (model_cfg.unet.upsampling == "transposed"):
+            variant = "transposed" if transposed else "bilinear"
+            raise ConversionError(
+                f"the checkpoint is the {variant} U-Net (bilinear={not transposed} in milesial's code) but the config has "
+                f"model.unet.upsampling={model_cfg.unet.upsampling!r}: pass --config.model.unet.upsampling={variant}"
+            )
+    else:
+        conv1 = state_dict.get("odeblock_down1.odefunc.conv1.weight")
+        if conv1 is not None and (int(np.shape(conv1)[1]) == width + 1) != bool(model_cfg.unode.time_dependent):
+            td = int(np.shape(conv1)[1]) == width + 1
+            raise ConversionError(
+                f"the checkpoint's ODE fields are {'' if td else 'not '}time-dependent but the config has "
+                f"model.unode.time_dependent={bool(model_cfg.unode.time_dependent)}: pass --config.model.unode.time_dependent={td}"
+            )
+        if (
+            strict
+            and conv1 is not None
+            and bool(model_cfg.unode.time_dependent)
+            and model_cfg.unode.get("norm_input", True)
+        ):
+            raise ConversionError(
+                "ConvODEUNet's time-dependent fields convolve the un-normalised state (its first InstanceNorm is unused) "
+                "but the config has model.unode.norm_input=True: pass --config.model.unode.norm_input=False to compute "
+                "what the file's network computes (--nostrict converts anyway)"
+            )
+    return width
+
+
 def _check_hrnet_width(state_dict, model_cfg) -> int | None:
     width = detect_width(state_dict)
     if width is not None and width != int(model_cfg.width):
@@ -333,12 +431,14 @@ def _num_stage4(state_dict) -> int:
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, strict: bool = True) -> Conversion:
-    """Maps an official HRNet state_dict onto the variables of ``model_cfg``'s model.
+    """Maps an official state_dict onto the variables of ``model_cfg``'s model.
 
     Arguments:
       state_dict: official key -> array (NCHW conv weights, BatchNorm weight/bias/
         running_mean/running_var), e.g. from :func:`read_state_dict`.
-      model_cfg: ``cfg.model`` (``name`` hrnetv2 | baseline | segnode, ``width``, ...).
+      model_cfg: ``cfg.model``: ``name`` hrnetv2 | baseline | segnode (HRNet files), pspnet |
+        deeplabv3 (torchvision ResNet / DeepLabv3, semseg's PSPNet head), unet (milesial's
+        U-Net), unode (ConvODEUNet); with the width and depth settings of the file's network.
       strict: refuse unexpected keys, missing keys and any shape mismatch. Off: those are
         listed in the result, and mismatched entries (e.g. a classifier for another class
         count) stay freshly initialised.
@@ -356,13 +456,18 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
 
     if model_cfg.name not in model_names():
         raise ConversionError(f"unknown model.name={model_cfg.name!r}; choose one of {', '.join(model_names())}")
-    if model_cfg.name not in CONVERTIBLE + RESNET_MODELS:
+    if model_cfg.name not in CONVERTIBLE + RESNET_MODELS + tuple(REFERENCE_MODELS):
         raise ConversionError(
-            f"official HRNet weights map into {', '.join(CONVERTIBLE)} and torchvision ResNet/DeepLabv3 weights into "
-            f"{', '.join(RESNET_MODELS)}; not into model.name={model_cfg.name!r}"
+            f"official HRNet weights map into {', '.join(CONVERTIBLE)}, torchvision ResNet/DeepLabv3 weights into "
+            f"{', '.join(RESNET_MODELS)}, milesial's U-Net into unet and ConvODEUNet into unode; not into "
+            f"model.name={model_cfg.name!r}"
         )
     resnet = model_cfg.name in RESNET_MODELS
-    width = _check_resnet(state_dict, model_cfg) if resnet else _check_hrnet_width(state_dict, model_cfg)
+    reference = model_cfg.name in REFERENCE_MODELS
+    if reference:
+        width = _check_reference(state_dict, model_cfg, strict)
+    else:
+        width = _check_resnet(state_dict, model_cfg) if resnet else _check_hrnet_width(state_dict, model_cfg)
     shapes = jax.eval_shape(lambda: api.init(model_cfg, jax.random.key(0), (1, 64, 64, 3)))
     want = {p: tuple(v.shape) for p, v in flatten({k: shapes.get(k, {}) for k in ("params", "batch_stats")}).items()}
     result = Conversion(variables={}, width=width)
@@ -377,8 +482,15 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             else:
                 result.ignored[key] = why
             continue
-        _place(key, np.asarray(state_dict[key]), target, leaf, want, flat, result)
-    if resnet:  # the backbone always; the head too when the file has one (torchvision's segmentation models)
+        value = np.asarray(state_dict[key])
+        if reference and target[-1] == "up" and value.ndim == 4:
+            # ConvTranspose2d (in, out, kh, kw) computes with the flipped kernel of flax's
+            # ConvTranspose: flip, and as (out, in, kh, kw) it transposes like a convolution.
+            value = np.transpose(np.flip(value, (2, 3)), (1, 0, 2, 3))
+        _place(key, value, target, leaf, want, flat, result)
+    if reference:
+        result.missing = sorted(p for p in want if p not in flat)
+    elif resnet:  # the backbone always; the head too when the file has one (torchvision's segmentation models)
         has_head = any(p.split("/")[1] != "backbone" for p in flat)
         expected_parts = [p for p in want if has_head or p.split("/")[1] == "backbone"]
         result.missing = sorted(p for p in expected_parts if p not in flat and not (has_head and "/aux" in p))
@@ -388,7 +500,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
     result.fresh = sorted(p for p in want if p not in flat)
     _check_fit(result, strict)
     if not flat:
-        kind = "a torchvision ResNet" if resnet else "an HRNet"
+        kind = REFERENCE_MODELS.get(model_cfg.name) or ("a torchvision ResNet" if resnet else "an HRNet")
         raise ConversionError(
             f"nothing in the checkpoint maps onto the {model_cfg.name} model; is it {kind} checkpoint?"
         )
@@ -405,6 +517,8 @@ def _route_key(key: str, model_cfg, resnet: bool, num_stage4: int, has_aux: bool
         return None, None, "training loss state"
     if resnet:
         return _resnet_route(key, model_cfg)
+    if model_cfg.name in REFERENCE_MODELS:
+        return _reference_route(key, model_cfg)
     if key.split(".")[0] in CLASSIFICATION_PREFIXES:
         if model_cfg.get("task", "segmentation") != "classification":
             return None, None, "ImageNet classification head (set model.task=classification to use it)"
@@ -545,7 +659,12 @@ def convert(torch_file: str, cfg, out_dir: str, *, strict: bool = True, overwrit
 
 def summary(result: Conversion, model_name: str) -> str:
     n = len(result.mapped) + len(result.fresh)
-    source = f"a ResNet (stem width {result.width})" if model_name in RESNET_MODELS else f"HRNet-W{result.width}"
+    if model_name in REFERENCE_MODELS:
+        source = f"{REFERENCE_MODELS[model_name]} (first level width {result.width})"
+    elif model_name in RESNET_MODELS:
+        source = f"a ResNet (stem width {result.width})"
+    else:
+        source = f"HRNet-W{result.width}"
     lines = [
         f"{model_name}: {len(result.mapped)} of {n} variables converted from {source}; "
         f"{len(result.fresh)} stay freshly initialised, {len(result.ignored)} file entries ignored"

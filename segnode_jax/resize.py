@@ -1,5 +1,6 @@
 """Bilinear resizing, the one home of PyTorch's ``F.interpolate(mode="bilinear")`` rules
-(no antialiasing; ``align_corners`` both ways) for the three places that resize:
+(no antialiasing; ``align_corners`` both ways) for the three places that resize (and
+:func:`resize_nearest`, ``mode="nearest"``, for HRNet-Image-Classification's fusions):
 
 * :func:`resize_bilinear` -- NHWC arrays in a model or loss (static sizes, on device);
 * :func:`resize_bilinear_np` -- host images and logits in inference (NumPy);
@@ -59,6 +60,18 @@ def resize_bilinear(
         i0, i1, w = source_index(out_w, in_w, align_corners)
         w = jnp.asarray(w, x.dtype)[None, None, :, None]
         x = jnp.take(x, i0, axis=2) * (1 - w) + jnp.take(x, i1, axis=2) * w
+    return x
+
+
+def resize_nearest(x: Float[Array, "b h w c"], size: Sequence[int]) -> Float[Array, "b H W c"]:
+    """NHWC ``x`` resized to ``size=(H, W)`` by PyTorch's ``mode="nearest"`` rule: output pixel
+    ``d`` takes source pixel ``floor(d * in / out)`` (an integer factor: each pixel repeated)."""
+    out_h, out_w = int(size[0]), int(size[1])
+    in_h, in_w = x.shape[1], x.shape[2]
+    if in_h != out_h:
+        x = jnp.take(x, np.minimum((np.arange(out_h) * in_h) // out_h, in_h - 1), axis=1)
+    if in_w != out_w:
+        x = jnp.take(x, np.minimum((np.arange(out_w) * in_w) // out_w, in_w - 1), axis=2)
     return x
 
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 
 from segnode_jax.models.hrnet import (
     HRModule,
+    fuse_upsampling,
     hrnet_head_outputs,
     hrnet_stages,
     make_stem,
@@ -49,6 +50,7 @@ class Baseline(nn.Module):
                 preact=True,
                 align_corners=bool(cfg.align_corners),
                 dtype=dtype,
+                upsampling=fuse_upsampling(cfg),
                 name=f"repeat_{r}",
             )
             delta = module(xs, train)

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float
 from segnode_jax.models.blocks import BasicBlock, Bottleneck, activation
 from segnode_jax.models.heads import make_head
 from segnode_jax.models.layers import Dtype, NormSpec, conv, dtype_of
-from segnode_jax.resize import resize_bilinear
+from segnode_jax.resize import resize_bilinear, resize_nearest
 
 Features = tuple[Float[Array, "b h w c"], ...]
 
@@ -27,7 +27,8 @@ class HRModule(nn.Module):
     """HRNet's HighResolutionModule over ``len(widths)`` parallel branches.
 
     Each branch applies ``num_blocks`` BasicBlocks; then output ``i`` sums, over inputs ``j``:
-    the identity (j == i); 1x1 conv + norm, bilinearly upsampled (j > i); a chain of (i - j)
+    the identity (j == i); 1x1 conv + norm, upsampled (j > i: bilinearly as in seg_hrnet, or
+    ``upsampling="nearest"`` as in HRNet-Image-Classification's cls_hrnet); a chain of (i - j)
     3x3 stride-2 convs + norm, ReLU between them (j < i). The official module applies ReLU to
     the sum; the pre-activation form (``preact=True``) does not, and uses ``act`` (default
     ReLU) as its activation. ``remat``: every BasicBlock and the fuse step are rematerialised
@@ -42,6 +43,7 @@ class HRModule(nn.Module):
     dtype: Dtype = jnp.float32
     act: str = "relu"
     remat: bool = False
+    upsampling: str = "bilinear"
 
     @nn.compact
     def __call__(self, xs: Sequence, train: bool, t=None) -> Features:
@@ -70,7 +72,10 @@ def _fuse(module: HRModule, xs: Features, train: bool) -> Features:
             elif j > i:
                 z = conv(module.widths[i], 1, dtype=module.dtype, name=f"fuse_layers_{i}_{j}_0")(xs[j])
                 z = module.norm(z, train, f"fuse_layers_{i}_{j}_1")
-                z = resize_bilinear(z, xs[i].shape[1:3], align_corners=module.align_corners)
+                if module.upsampling == "nearest":
+                    z = resize_nearest(z, xs[i].shape[1:3])
+                else:
+                    z = resize_bilinear(z, xs[i].shape[1:3], align_corners=module.align_corners)
             else:
                 z = xs[j]
                 for k in range(i - j):
@@ -157,6 +162,13 @@ def widths_of(cfg) -> tuple[int, int, int, int]:
     return (w, 2 * w, 4 * w, 8 * w)
 
 
+def fuse_upsampling(cfg) -> str:
+    """How the 4-branch modules upsample in their fusions: as HRNet-Image-Classification's
+    cls_hrnet (``nearest``) in a classifier (``model.task=classification``), so that HRNet-W48-C's
+    ImageNet weights compute what they computed there; as seg_hrnet (``bilinear``) otherwise."""
+    return "nearest" if cfg.get("task", "segmentation") == "classification" else "bilinear"
+
+
 def outer_norm(cfg) -> NormSpec:
     """BatchNorm with running statistics, used everywhere outside an ODE vector field."""
     return NormSpec("batch", momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps))
@@ -203,6 +215,7 @@ def hrnet_stages(
                 preact=False,
                 align_corners=bool(cfg.align_corners),
                 dtype=dtype,
+                upsampling=fuse_upsampling(cfg),
                 name=f"stage{k + 2}_{m}",
             )
             xs = list(module(xs, train))

@@ -62,6 +62,18 @@ class PPM(nn.Module):
         return jnp.concatenate(out, axis=-1)
 
 
+def pyramid_head(module: nn.Module, c4, cfg, train: bool, bn: dict, dtype):
+    """PSPNet's head on the backbone's output ``c4`` (call inside ``module``'s compact
+    ``__call__``): ``ppm``, then ``cls`` (3x3 conv-BN-ReLU, channel dropout, 1x1 classifier);
+    logits at ``c4``'s resolution."""
+    p = cfg.pspnet
+    bins = positive_ints(p.bins, "pspnet.bins", "(1, 2, 3, 6)")
+    x = PPM(bins, name="ppm", **bn)(c4, train)
+    x = conv_bn_relu(x, int(p.channels), 3, train, ("cls_0", "cls_1"), **bn)
+    x = dropout(float(p.dropout), train, module, channels=True)(x)
+    return class_conv(cfg, dtype, "cls_4")(x)
+
+
 class PSPNet(nn.Module):
     """Returns ``(logits, aux)``: float32 logits at the input size; ``aux["features"]`` (the
     backbone's output, a 1-tuple) and, with ``aux_head``, ``aux["aux_logits"]`` (at the
@@ -73,12 +85,9 @@ class PSPNet(nn.Module):
     def __call__(self, images, train: bool = False):
         cfg = self.cfg
         p = cfg.pspnet
-        bins = positive_ints(p.bins, "pspnet.bins", "(1, 2, 3, 6)")
+        positive_ints(p.bins, "pspnet.bins", "(1, 2, 3, 6)")  # checked before the backbone is built
         dtype, bn, c3, c4 = head_on_backbone(cfg, "PSPNet", 50, images, train)
-        x = PPM(bins, name="ppm", **bn)(c4, train)
-        x = conv_bn_relu(x, int(p.channels), 3, train, ("cls_0", "cls_1"), **bn)
-        x = dropout(float(p.dropout), train, self, channels=True)(x)
-        logits = class_conv(cfg, dtype, "cls_4")(x)
+        logits = pyramid_head(self, c4, cfg, train, bn, dtype)
         out = {"features": (c4,)}
         if p.aux_head:
             out["aux_logits"] = aux_fcn_head(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from segnode_jax.errors import ConfigError
 from segnode_jax.models.classification import task_of
 from segnode_jax.models.heads import make_head
-from segnode_jax.models.hrnet import HRModule, make_stem, outer_norm, transition, widths_of
+from segnode_jax.models.hrnet import HRModule, fuse_upsampling, make_stem, outer_norm, transition, widths_of
 from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
 from segnode_jax.models.odeblock import ODEBlock
 
@@ -53,6 +53,7 @@ class VectorField(nn.Module):
     dtype: Dtype = jnp.float32
     act: str = "relu"
     remat: bool = False
+    upsampling: str = "bilinear"
 
     @nn.compact
     def __call__(self, t, y):
@@ -68,6 +69,7 @@ class VectorField(nn.Module):
                 dtype=self.dtype,
                 act=self.act,
                 remat=self.remat,
+                upsampling=self.upsampling,
                 name=f"module_{m}",
             )
             xs = module(xs, train=False, t=tt)
@@ -95,6 +97,7 @@ def make_field(cfg) -> VectorField:
         dtype_of(cfg.dtype),
         str(f.activation),
         bool(cfg.remat.field),
+        fuse_upsampling(cfg),
         parent=None,
     )
 

@@ -19,7 +19,10 @@ Every ODE block solves ``dh/dt = f(t, h)`` over [t0, t1] with ``model.ode``'s se
 reference: Dopri5, rtol = atol = 1e-3, adjoint) through :mod:`segnode_jax.ode`, each block its own
 solve; ``f`` = InstanceNorm (no affine) -> 3x3 conv -> activation -> InstanceNorm -> 3x3 conv
 -> activation, the time entering every convolution as an extra first input channel when
-``time_dependent``. ``aux["ode"]`` sums the statistics of the ``2 * levels + 1`` solves (``nfe``:
+``time_dependent``. The authors' code computes the first InstanceNorm of a time-dependent field
+but convolves the un-normalised state (``out = self.norm1(x); out = self.conv1(t, x)``):
+``model.unode.norm_input=False`` computes exactly that (what their trained weights expect:
+``segnode_jax.convert`` asks for it); the default normalises, as the field is described. ``aux["ode"]`` sums the statistics of the ``2 * levels + 1`` solves (``nfe``:
 all their field evaluations) and reports the first failure's ``result``.
 
 Where the reference fixes sizes, this module generalises: its ``interpolate(scale_factor=...)``
@@ -74,13 +77,15 @@ class ConvODEField(nn.Module):
     time_dependent: bool = True
     activation: str = "lrelu"
     dtype: Dtype = jnp.float32
+    norm_input: bool = True
 
     @nn.compact
     def __call__(self, t, h):
         act = _activation(self.activation)
         x = h
         for i in (1, 2):
-            x = _instance_norm(x)
+            if i == 2 or self.norm_input:
+                x = _instance_norm(x)
             if self.time_dependent:
                 tt = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:3] + (1,))
                 x = jnp.concatenate([tt, x], axis=-1)
@@ -108,7 +113,13 @@ class UNode(nn.Module):
 
         def block(width, name):
             field = functools.partial(
-                ConvODEField, width, bool(u.time_dependent), str(u.activation), dtype, parent=None
+                ConvODEField,
+                width,
+                bool(u.time_dependent),
+                str(u.activation),
+                dtype,
+                bool(u.get("norm_input", True)),
+                parent=None,
             )
             return ODEBlock(field, cfg.ode, remat, name=name)
 

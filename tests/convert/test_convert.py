@@ -3,7 +3,9 @@ against a NumPy reimplementation of the official forward pass (blocks, modules) 
 converted networks (HRNetV2, HRNetV2+OCR) against the official forward pass run by PyTorch,
 the CLI, and the errors.
 
-The .pth and forward-pass fixtures were written by real PyTorch (tests/convert/make_fixtures.py)."""
+The .pth fixtures were written by real PyTorch (tests/convert/make_fixtures.py); the
+whole-network references by the official model code run by PyTorch
+(tests/convert/make_official_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -22,15 +24,23 @@ from segnode_jax import api, checkpoints, convert, pth, weights
 from segnode_jax.models.blocks import BasicBlock
 from segnode_jax.models.hrnet import HRModule, outer_norm
 from tests.conftest import REPO, xla_flags
-from tests.convert import official
-from tests.convert.spec import TINY, TINY_CLS, TINY_OCR, tiny_model_config
+from tests.convert import official, seeded
+from tests.convert.spec import (
+    OFFICIAL,
+    OFFICIAL_CLS,
+    OFFICIAL_OCR,
+    TINY,
+    TINY_OCR,
+    official_model_config,
+    tiny_model_config,
+)
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ZIP = os.path.join(FIXTURES, "hrnet_tiny_zip.pth")
 LEGACY = os.path.join(FIXTURES, "hrnet_tiny_legacy.pth")
 TRAINING = os.path.join(FIXTURES, "hrnet_tiny_training_ckpt.pth")
 OCR = os.path.join(FIXTURES, "hrnet_ocr_tiny.pth")
-CLS = os.path.join(FIXTURES, "hrnet_cls_tiny.pth")
+OFFICIAL_FIXTURES = os.path.join(FIXTURES, "official")
 RTOL = 1e-4
 
 
@@ -347,42 +357,61 @@ def test_training_starts_from_the_converted_weights(tiny_data_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# Whole networks against PyTorch: the official forward pass run by torch (make_fixtures.py).
+# Whole networks against the official model code run by PyTorch (make_official_fixtures.py:
+# HRNet-Semantic-Segmentation's seg_hrnet / seg_hrnet_ocr, HRNet-Image-Classification's
+# cls_hrnet, built by their own factories, weights loaded with strict=True).
 
 
-def _torch_reference(name: str, align_corners: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    data = np.load(os.path.join(FIXTURES, f"{name}_forward.npz"))
+def _official(name: str):
+    """``(arrays, state_dict, source)`` of an official-code fixture; the weights are drawn
+    again from the fixture's seed (tests/convert/seeded.py)."""
+    arrays, layout, source = seeded.load(os.path.join(OFFICIAL_FIXTURES, f"{name}.npz"))
+    return arrays, seeded.values(layout, source["seed"]), source
+
+
+def _outputs(arrays, align_corners: bool) -> dict[str, np.ndarray]:
     suffix = f"_align_corners_{int(align_corners)}"
-    return np.transpose(data["image"], (0, 2, 3, 1)), {
-        k[: -len(suffix)]: data[k] for k in data.files if k.endswith(suffix)
-    }
+    return {k[: -len(suffix)]: v for k, v in arrays.items() if k.endswith(suffix)}
 
 
-def _ocr_model_config(name: str):
-    cfg = tiny_model_config(name)
-    cfg.model.head = "ocr"
-    cfg.model.ocr.mid_channels, cfg.model.ocr.key_channels = TINY_OCR["ocr"]
-    return cfg
+@pytest.mark.parametrize("name", ["hrnetv2", "hrnetv2_ocr", "hrnet_cls"])
+def test_the_numpy_transcription_writes_the_official_codes_keys_and_shapes(name):
+    """official.state_dict (behind the .pth fixtures and the block tests above) has exactly
+    the keys and shapes of the official module's state_dict."""
+    _, layout, _ = seeded.load(os.path.join(OFFICIAL_FIXTURES, f"{name}.npz"))
+    spec = dict(OFFICIAL)
+    if name == "hrnetv2_ocr":
+        spec["ocr"] = OFFICIAL_OCR
+    if name == "hrnet_cls":
+        spec["num_classes"] = OFFICIAL_CLS["num_classes"]
+        spec["cls"] = (OFFICIAL_CLS["head_channels"], OFFICIAL_CLS["features"])
+    ours = {k: list(v.shape) for k, v in official.state_dict(**spec).items()}
+    assert ours == {k: shape for k, shape, _ in layout}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("align_corners", [False, True], ids=["half_pixel", "align_corners"])
 @pytest.mark.parametrize("ocr", [False, True], ids=["hrnetv2", "hrnetv2_ocr"])
-def test_whole_converted_network_matches_torch(ocr, align_corners):
+def test_whole_converted_network_matches_the_official_code(ocr, align_corners):
     """Stem, layer1, every transition and stage, the head (HRNetV2's or OCR's) and the
-    upsampling of the logits to the image: our logits equal PyTorch's to 1e-4."""
-    cfg = _ocr_model_config("hrnetv2") if ocr else tiny_model_config("hrnetv2")
+    official test-time upsampling of the logits: the official module's state_dict converts
+    strictly (nothing fresh, unexpected or missing) and our logits equal the official
+    forward's to 1e-4."""
+    arrays, sd, source = _official("hrnetv2_ocr" if ocr else "hrnetv2")
+    assert source["repository"] == "HRNet/HRNet-Semantic-Segmentation" and len(source["commit"]) == 40
+    cfg = official_model_config("hrnetv2", head="ocr" if ocr else "default")
     cfg.model.align_corners = align_corners
-    conv = convert.convert_state_dict(convert.read_state_dict(OCR if ocr else ZIP), cfg.model)
+    conv = convert.convert_state_dict(sd, cfg.model)
     assert not conv.fresh and not conv.unexpected and not conv.missing
-    image, reference = _torch_reference("hrnet_ocr_tiny" if ocr else "hrnet_tiny", align_corners)
+    image = np.transpose(arrays["image"], (0, 2, 3, 1))
+    reference = _outputs(arrays, align_corners)
     logits, aux = api.apply(conv.variables, image, cfg.model)
-    assert logits.shape == (2, 37, 29, TINY["num_classes"])
+    assert logits.shape == (2, *image.shape[1:3], OFFICIAL["num_classes"])
     _close(_nchw(logits), reference["logits"])
     if ocr:
         _close(_nchw(aux["aux_logits"]), reference["aux_logits"])
     # The reference depends on align_corners: the comparison can tell them apart.
-    _, other = _torch_reference("hrnet_ocr_tiny" if ocr else "hrnet_tiny", not align_corners)
+    other = _outputs(arrays, not align_corners)
     assert np.abs(other["logits"] - reference["logits"]).max() > 1e-2 * np.abs(reference["logits"]).max()
 
 
@@ -403,20 +432,21 @@ def test_ocr_checkpoint_into_baseline_and_segnode_ocr_heads():
         )
         fresh_head = {p for p in conv.fresh if p.split("/")[1] == "head"}
         # SegNode normalises its pre-activation state per branch first (no HRNet counterpart).
-        assert fresh_head == (
-            {
-                f"{c}/head/norm_{i}/{leaf}"
-                for i in range(4)
-                for c, leaf in (
-                    ("params", "scale"),
-                    ("params", "bias"),
-                    ("batch_stats", "mean"),
-                    ("batch_stats", "var"),
-                )
-            }
-            if name == "segnode"
-            else set()
-        )
+        assert fresh_head == (_SEGNODE_HEAD_NORMS if name == "segnode" else set())
+
+
+_SEGNODE_HEAD_NORMS = {
+    f"{c}/head/norm_{i}/{leaf}"
+    for i in range(4)
+    for c, leaf in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))
+}
+
+
+def _ocr_model_config(name: str):
+    cfg = tiny_model_config(name)
+    cfg.model.head = "ocr"
+    cfg.model.ocr.mid_channels, cfg.model.ocr.key_channels = TINY_OCR["ocr"]
+    return cfg
 
 
 def test_hrnetv2_head_initialises_an_ocr_auxiliary_head_and_ocr_keys_need_an_ocr_model(expected_sd):
@@ -430,36 +460,25 @@ def test_hrnetv2_head_initialises_an_ocr_auxiliary_head_and_ocr_keys_need_an_ocr
     assert "params/head/last_layer_3/kernel" in plain.fresh
 
 
-def _cls_model_config(name: str):
-    cfg = tiny_model_config(name)
-    cfg.model.task, cfg.model.num_classes = "classification", TINY_CLS["num_classes"]
-    cfg.model.classification.head_channels, cfg.model.classification.features = TINY_CLS["cls"]
-    return cfg
-
-
 @pytest.mark.slow
-def test_classification_checkpoint_converts_and_matches_torch():
-    """An HRNet-Image-Classification checkpoint (HRNet-W48-C's layout, tiny) into the hrnetv2
-    classifier: every variable from the file (the Linear classifier transposed), logits equal
-    the official ``cls_hrnet`` forward run by PyTorch to 1e-4. Into SegNode's classifier the
-    head converts too (its per-branch norms stay fresh); into a segmentation model it is
-    ignored, saying how to use it."""
-    sd = convert.read_state_dict(CLS)
-    cfg = _cls_model_config("hrnetv2")
+def test_classification_checkpoint_converts_and_matches_the_official_code():
+    """HRNet-Image-Classification's cls_hrnet (W48-C's head: 32-256 head channels, 2048
+    features, 1000 classes; a small backbone) into the hrnetv2 classifier: every variable
+    from the file (the Linear classifier transposed), logits equal the official forward's to
+    1e-4. Into SegNode's classifier the head converts too (its per-branch norms stay fresh);
+    into a segmentation model it is ignored, saying how to use it."""
+    arrays, sd, source = _official("hrnet_cls")
+    assert source["repository"] == "HRNet/HRNet-Image-Classification"
+    cfg = official_model_config("hrnetv2", task="classification")
     conv = convert.convert_state_dict(sd, cfg.model)
     assert not conv.fresh and not conv.unexpected and not conv.missing
     assert conv.mapped["params/head/classifier/kernel"] == "classifier.weight"
     assert conv.mapped["params/head/incre_modules_3_0/downsample_0/kernel"] == "incre_modules.3.0.downsample.0.weight"
-    image, reference = _torch_reference("hrnet_cls_tiny", False)
-    logits, _ = api.apply(conv.variables, image, cfg.model)
-    assert logits.shape == (2, TINY_CLS["num_classes"])
-    _close(logits, reference["logits"])
-    conv = convert.convert_state_dict(sd, _cls_model_config("segnode").model, strict=False)
+    logits, _ = api.apply(conv.variables, np.transpose(arrays["image"], (0, 2, 3, 1)), cfg.model)
+    assert logits.shape == (2, OFFICIAL_CLS["num_classes"])
+    _close(logits, arrays["logits"])
+    conv = convert.convert_state_dict(sd, official_model_config("segnode", task="classification").model, strict=False)
     assert "params/head/final_layer_0/kernel" in conv.mapped
-    assert {p for p in conv.fresh if p.split("/")[1] == "head"} == {
-        f"{c}/head/norm_{i}/{leaf}"
-        for i in range(4)
-        for c, leaf in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var"))
-    }
-    conv = convert.convert_state_dict(sd, tiny_model_config("hrnetv2").model, strict=False)
+    assert {p for p in conv.fresh if p.split("/")[1] == "head"} == _SEGNODE_HEAD_NORMS
+    conv = convert.convert_state_dict(sd, official_model_config("hrnetv2").model, strict=False)
     assert "model.task=classification" in conv.ignored["classifier.weight"]
