@@ -482,6 +482,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
             else:
                 result.ignored[key] = why
             continue
+        assert leaf is not None  # a routed key always names its leaf
         value = np.asarray(state_dict[key])
         if reference and target[-1] == "up" and value.ndim == 4:
             # ConvTranspose2d (in, out, kh, kw) computes with the flipped kernel of flax's
