@@ -317,7 +317,7 @@ def test_every_generated_block_is_what_its_json_renders_to():
     JSON rerun without regenerating, fails here), and each file holds exactly these blocks."""
     import json
 
-    from benchmarks import camvid, main_job, parity, report, table2, vs_torch
+    from benchmarks import camvid, main_job, onnx_speed, parity, report, table2, vs_torch
 
     def load(name):
         with open(os.path.join(report.RESULTS, name)) as f:
@@ -350,4 +350,6 @@ def test_every_generated_block_is_what_its_json_renders_to():
             assert _block(text, block) == rendered.strip("\n"), (path, block)
         assert set(re.findall(r"<!-- ([\w-]+):begin -->", text)) == set(expected), path
     with open(os.path.join(REPO, "benchmarks", "README.md"), encoding="utf-8") as f:
-        assert _block(f.read(), "parity") == parity.markdown(load("parity.json")).strip("\n")
+        text = f.read()
+    assert _block(text, "parity") == parity.markdown(load("parity.json")).strip("\n")
+    assert _block(text, "onnx-speed") == onnx_speed.markdown(load("onnx_speed.json")).strip("\n")
