@@ -169,13 +169,109 @@ def onnx_model(variables, cfg, *, shape: Sequence[Any] | None = None):
         traced = jax.ShapeDtypeStruct((n, h, w, 3), np.uint8)
     # Traced to primitives first: jax2onnx then converts the program, not the Flax modules.
     closed = jax.make_jaxpr(fn)(traced)
+    if _has_primitive(closed.jaxpr, "reduce_window_max"):  # U-Net, ResNet stems: see _max_of_slices
+        program = lambda x: _evaluate_without_max_pools(closed.jaxpr, closed.consts, x)[0]  # noqa: E731
+    else:
+        program = lambda x: jax.extend.core.jaxpr_as_fun(closed)(x)[0]  # noqa: E731
     # onnx_ir logs one warning per constant shape it writes without a type: nothing to act on.
     logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)
     return to_onnx(
-        lambda x: jax.extend.core.jaxpr_as_fun(closed)(x)[0],
+        program,
         inputs=[jax.ShapeDtypeStruct((n, h, w, 3), np.uint8)],
         model_name=str(cfg.model.name),
     )
+
+
+# Call primitives whose inner program is inlined when it holds a max pool to rewrite (the
+# exported function is never differentiated: custom derivative rules are not needed).
+_INLINED = {
+    "pjit": "jaxpr",
+    "jit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+}
+
+
+def _subjaxprs(eqn):
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            inner = getattr(item, "jaxpr", item)
+            if hasattr(inner, "eqns"):
+                yield inner
+
+
+def _has_primitive(jaxpr, name: str) -> bool:
+    return any(
+        eqn.primitive.name == name or any(_has_primitive(j, name) for j in _subjaxprs(eqn)) for eqn in jaxpr.eqns
+    )
+
+
+def _max_of_slices(x, *, window_dimensions, window_strides, padding, base_dilation, window_dilation):
+    """``lax.reduce_window_max`` as the maximum of strided slices of the (edge-padded) input.
+
+    jax2onnx 0.17.1 lowers a max pool over an NHWC array to an ONNX MaxPool with one spatial
+    axis per array axis (4), which onnxruntime refuses ("Unsupported pooling size"); slices
+    and element-wise maxima are plain ONNX, and the same numbers."""
+    import itertools
+
+    import jax.numpy as jnp
+    from jax import lax
+
+    if any(d != 1 for d in (*base_dilation, *window_dilation)) or any(
+        max(p) >= w for p, w in zip(padding, window_dimensions)
+    ):
+        raise ExportError("--format onnx: this max pool (dilated, or padded by a window or more) has no ONNX form here")
+    # Padding repeats the edge (concatenated slices, not a pad: jax2onnx's pad needs a constant
+    # batch): a window reaching into the padding also holds the edge pixel, so its maximum is
+    # the same as with -inf padding.
+    for axis, (lo, hi) in enumerate(padding):
+        if lo or hi:
+            size = x.shape[axis]
+            first, last = lax.slice_in_dim(x, 0, 1, axis=axis), lax.slice_in_dim(x, size - 1, size, axis=axis)
+            x = jnp.concatenate([first] * lo + [x] + [last] * hi, axis=axis)
+    out = None
+    for offsets in itertools.product(*(range(w) for w in window_dimensions)):
+        start, limit = [], []
+        for axis, (o, w, s) in enumerate(zip(offsets, window_dimensions, window_strides)):
+            size = x.shape[axis]
+            start.append(o)
+            limit.append(size if (w, s) == (1, 1) else o + ((size - w) // s) * s + 1)
+        piece = lax.slice(x, start, limit, window_strides)
+        out = piece if out is None else jnp.maximum(out, piece)
+    return out
+
+
+def _evaluate_without_max_pools(jaxpr, consts, *args):
+    """Evaluates ``jaxpr`` with every ``reduce_window_max`` (also inside jit / custom_jvp calls,
+    which are inlined) computed by :func:`_max_of_slices`: traced by the converter, a program
+    without max pools (the slices take their sizes from the converter's own symbolic batch)."""
+    from jax.extend.core import Literal
+
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        values = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if name == "reduce_window_max":
+            outs = [_max_of_slices(values[0], **eqn.params)]
+        elif (
+            name in _INLINED
+            and _INLINED[name] in eqn.params
+            and _has_primitive(eqn.params[_INLINED[name]].jaxpr, "reduce_window_max")
+        ):
+            inner = eqn.params[_INLINED[name]]
+            outs = _evaluate_without_max_pools(inner.jaxpr, inner.consts, *values)
+        else:  # as jax's own eval_jaxpr binds an equation
+            outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
 
 
 def metadata(cfg, platforms: Sequence[str], shape, fmt: str = "jax") -> dict[str, Any]:

@@ -318,6 +318,29 @@ def test_onnx_export_runs_in_onnxruntime_and_equals_apply_on_real_image_files(mo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["unet", "pspnet"])
+def test_onnx_export_of_models_with_max_pooling_runs_in_onnxruntime(name):
+    """U-Net (2x2 pools) and PSPNet (the ResNet stem's padded 3x3 pool): jax2onnx writes a max
+    pool over NHWC as a 4-axis ONNX MaxPool that onnxruntime refuses; the exporter writes it as
+    slices and maxima instead (no MaxPool node) and onnxruntime gives the JAX function's logits
+    for batch 1 and 3."""
+    pytest.importorskip("jax2onnx", reason="optional ONNX packages not installed: bash scripts/install_onnx.sh")
+    import onnxruntime as ort
+
+    cfg = segnode_jax.load_config(os.path.join(REPO, "configs", "tiny.py"))
+    cfg.model.name = name
+    variables = segnode_jax.init(cfg.model, jax.random.key(0), (1, 64, 64, 3))
+    proto = export_lib.onnx_model(variables, cfg, shape=("b", 64, 64))
+    assert "MaxPool" not in {node.op_type for node in proto.graph.node}
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    fn = jax.jit(export_lib.inference_function(variables, cfg, per_image=False))
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    for n in (1, 3):
+        got = sess.run(None, {sess.get_inputs()[0].name: images[:n]})[0]
+        np.testing.assert_allclose(got, np.asarray(fn(images[:n])), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_exported_adaptive_solve_gives_nan_instead_of_a_callback_when_it_fails(model_dir):
     _, cfg, variables = model_dir
     cfg = segment.with_solver(cfg, "dopri5@1e-9")
