@@ -58,7 +58,9 @@ def _git(path: str, *args: str) -> str:
 
 
 def snapshot(path: str, tmp: str, name: str) -> tuple[str, str]:
-    """``(source tree, commit)`` of a checkout or a git directory of the repository ``name``."""
+    """``(source tree, commit)`` of a checkout or a git directory of the repository ``name``
+    (the shims recorded from here on are that repository's)."""
+    SHIMS.clear()
     commit = _git(path, "rev-parse", "HEAD")
     if _git(path, "rev-parse", "--is-bare-repository") == "true":
         tree = os.path.join(tmp, name.replace("/", "+"))
@@ -95,6 +97,15 @@ def _fill(model, seed: int) -> list:
     sd = {k: torch.from_numpy(v) for k, v in seeded.values(layout, seed).items()}
     model.load_state_dict(sd, strict=True)
     return layout
+
+
+def _run(model, seed: int, x: np.ndarray, call=None):
+    """Seeded weights loaded strictly, eval mode, float64: ``(layout, output of call(x))``
+    (``call``: the model itself by default)."""
+    layout = _fill(model, seed)
+    model.double().eval()
+    with torch.no_grad():
+        return layout, (call or model)(torch.from_numpy(x.astype(np.float64)))
 
 
 def _image(seed: int, size=(37, 29)) -> np.ndarray:
@@ -164,12 +175,8 @@ def hrnet_classification(tree: str, commit: str, *, seed: int) -> None:
         "MODEL": {"NAME": "cls_hrnet", "EXTRA": official_extra(OFFICIAL), "NUM_CLASSES": OFFICIAL_CLS["num_classes"]}
     }
     cfg.merge_from_other_cfg(CfgNode(settings))
-    model = cls_module.get_cls_net(cfg)
-    layout = _fill(model, seed)
-    model = model.double().eval()
     image = _image(8, (64, 96))  # cls_hrnet upsamples by scale factors: sizes divisible by 32
-    with torch.no_grad():
-        logits = model(torch.from_numpy(image.astype(np.float64)))
+    layout, logits = _run(cls_module.get_cls_net(cfg), seed, image)
     source = {
         "repository": "HRNet/HRNet-Image-Classification",
         "commit": commit,
@@ -196,11 +203,8 @@ def _import_from(tree: str, module: str, clear: tuple[str, ...]):
 def unet(tree: str, commit: str, *, bilinear: bool, seed: int) -> None:
     """milesial's ``UNet(n_channels=3, n_classes, bilinear)`` (its widths are fixed: 64-1024)."""
     model = _import_from(tree, "unet", ("unet",)).UNet(n_channels=3, n_classes=UNET_CLASSES, bilinear=bilinear)
-    layout = _fill(model, seed)
-    model = model.double().eval()
     image = _image(9)  # odd sizes: the decoder pads each upsampled map to its skip
-    with torch.no_grad():
-        logits = model(torch.from_numpy(image.astype(np.float64)))
+    layout, logits = _run(model, seed, image)
     source = {
         "repository": "milesial/Pytorch-UNet",
         "commit": commit,
@@ -229,11 +233,8 @@ def unode(tree: str, commit: str, *, seed: int) -> None:
         tol=UNODE["tol"],
         adjoint=False,
     )
-    layout = _fill(model, seed)
-    model = model.double().eval()
     image = _image(10, (32, 48))  # its bilinear resizes by scale_factor need sizes divisible by 16
-    with torch.no_grad():
-        logits = model(torch.from_numpy(image.astype(np.float64)))
+    layout, logits = _run(model, seed, image)
     factory = (
         f"ConvODEUNet(num_filters={UNODE['num_filters']}, output_dim={UNODE['classes']}, time_dependent=True, "
         f"non_linearity='lrelu', tol={UNODE['tol']}, adjoint=False)"
@@ -257,12 +258,9 @@ def pspnet_head(tree: str, commit: str, *, seed: int) -> None:
     model = pspnet.PSPNet(
         layers=50, bins=(1, 2, 3, 6), dropout=0.1, classes=PSPNET_CLASSES, zoom_factor=8, pretrained=False
     )
-    layout = _fill(model, seed)
-    model = model.double().eval()
     # One 7x7 map (uneven adaptive-pooling bins for 3 and 6), stored as float16 to keep the file small.
     features = np.abs(np.random.default_rng(11).standard_normal((1, 2048, 7, 7))).astype(np.float16)
-    with torch.no_grad():
-        logits = model.cls(model.ppm(torch.from_numpy(features.astype(np.float64))))
+    layout, logits = _run(model, seed, features, lambda x: model.cls(model.ppm(x)))
     source = {
         "repository": "hszhao/semseg",
         "commit": commit,
