@@ -222,9 +222,9 @@ def _max_of_slices(x, *, window_dimensions, window_strides, padding, base_dilati
         max(p) >= w for p, w in zip(padding, window_dimensions)
     ):
         raise ExportError("--format onnx: this max pool (dilated, or padded by a window or more) has no ONNX form here")
-    # Padding repeats the edge (concatenated slices, not a pad: jax2onnx's pad needs a constant
-    # batch): a window reaching into the padding also holds the edge pixel, so its maximum is
-    # the same as with -inf padding.
+    # Padding repeats the edge (concatenated slices, not a pad: jax2onnx's pad lowering failed on
+    # the symbolic batch in these models): a window reaching into the padding also holds the edge
+    # pixel, so its maximum is the same as with -inf padding.
     for axis, (lo, hi) in enumerate(padding):
         if lo or hi:
             size = x.shape[axis]
