@@ -22,8 +22,9 @@ solve; ``f`` = InstanceNorm (no affine) -> 3x3 conv -> activation -> InstanceNor
 ``time_dependent``. The authors' code computes the first InstanceNorm of a time-dependent field
 but convolves the un-normalised state (``out = self.norm1(x); out = self.conv1(t, x)``):
 ``model.unode.norm_input=False`` computes exactly that (what their trained weights expect:
-``segnode_jax.convert`` asks for it); the default normalises, as the field is described. ``aux["ode"]`` sums the statistics of the ``2 * levels + 1`` solves (``nfe``:
-all their field evaluations) and reports the first failure's ``result``.
+``segnode_jax.convert`` asks for it); the default normalises, as the field is described.
+``aux["ode"]`` sums the statistics of the ``2 * levels + 1`` solves (``nfe``: all their field
+evaluations) and reports the first failure's ``result``.
 
 Where the reference fixes sizes, this module generalises: its ``interpolate(scale_factor=...)``
 needs inputs divisible by ``2**levels`` (the upsampled map must match the skip); here each
