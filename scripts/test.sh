@@ -3,6 +3,9 @@
 source "$(dirname "$0")/env.sh"
 # The optional ONNX export's packages too: its test converts a model and runs it in onnxruntime.
 bash scripts/install_onnx.sh
+# The optional demo page's packages, and chromium + chromium-driver (apt-get, as root) for its
+# browser test (skipped with the reason where no browser can be installed).
+bash scripts/install_demo.sh
 # Two workers by default (SEGNODE_TEST_WORKERS=0 runs in one process); a test file runs whole
 # on one worker (tests/conftest.py groups the files that share the tiny training run), so that
 # the fixtures they share are built once.

@@ -151,6 +151,24 @@ def run_cli(script, *args, timeout=600, devices=None):
     )
 
 
+def random_model_dir(out, seed: int = 3):
+    """A tiny SegNode's random weights in the converter's layout (``out/variables``) with a
+    config.json: what ``--ckpt`` takes. ``(path, cfg, variables)``. For tests of the plumbing
+    (prediction, export, the demo), not of accuracy."""
+    import orbax.checkpoint as ocp
+
+    import segnode_jax
+
+    cfg = tiny_config(out / "unused_data")
+    variables = segnode_jax.init(cfg.model, jax.random.key(seed), (1, 32, 32, 3))
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(str(out / "variables"), jax.device_get(variables))
+    ckpt.wait_until_finished()
+    (out / "conversion.json").write_text(json.dumps({"note": "test weights"}))
+    segnode_jax.config.save_config(str(out), cfg)
+    return str(out), cfg, jax.device_get(variables)
+
+
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -16,28 +16,16 @@ import pytest
 from PIL import Image
 
 import segnode_jax
-from segnode_jax import config as config_lib
 from segnode_jax import data, segment
 from segnode_jax import export as export_lib
 from segnode_jax.data.transforms import normalize
-from tests.conftest import REPO, run_cli, tiny_config
+from tests.conftest import REPO, random_model_dir, run_cli
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A tiny SegNode's weights in the converter's layout (``variables/``) with a config.json:
-    what ``--ckpt`` takes. Random weights: these tests check the plumbing, not accuracy."""
-    import orbax.checkpoint as ocp
-
-    out = tmp_path_factory.mktemp("model")
-    cfg = tiny_config(out / "unused_data")
-    variables = segnode_jax.init(cfg.model, jax.random.key(3), (1, 32, 32, 3))
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(str(out / "variables"), jax.device_get(variables))
-    ckpt.wait_until_finished()
-    (out / "conversion.json").write_text(json.dumps({"note": "test weights"}))
-    config_lib.save_config(str(out), cfg)
-    return str(out), cfg, jax.device_get(variables)
+    """A tiny SegNode with random weights as ``--ckpt`` takes it (see ``random_model_dir``)."""
+    return random_model_dir(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
