@@ -125,7 +125,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 # Fixtures that train or prepare for a minute or more: a test that needs one is slow, whatever
 # its own call takes (scripts/mark_slow.py marks the rest from measured times).
-SLOW_FIXTURES = {"tiny_run", "pretrained", "one_step_results"}
+SLOW_FIXTURES = {"tiny_run", "pretrained", "one_step_results", "demo_model"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,7 +27,8 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(model_dir):
+def demo_model(model_dir):
+    """The page's model (compiled on first use: the tests that take it are slow)."""
     return demo_app.DemoModel(model_dir[0])
 
 
@@ -48,42 +49,42 @@ def uploads(tmp_path_factory):
     return root
 
 
-def test_the_page_overlay_is_predict_labels_blended_and_the_shares_count_the_pixels(model, model_dir, uploads):
+def test_the_page_overlay_is_predict_labels_blended_and_the_shares_count_the_pixels(demo_model, model_dir, uploads):
     _, cfg, variables = model_dir
-    result = model.run(str(uploads / "scene.png"))
+    result = demo_model.run(str(uploads / "scene.png"))
     image = segment.read_image(str(uploads / "scene.png"))
     labels = segnode_jax.predict(variables, image, cfg)
     np.testing.assert_array_equal(result.labels, labels)
     assert len(np.unique(labels)) >= 2, "random weights should give several classes, else the check is weak"
-    np.testing.assert_array_equal(result.overlay, segment.overlay(image, data.colorize(labels, model.palette)))
-    counts = np.bincount(labels.ravel(), minlength=len(model.class_names))
-    assert result.shares == pytest.approx({n: c / labels.size for n, c in zip(model.class_names, counts)})
+    np.testing.assert_array_equal(result.overlay, segment.overlay(image, data.colorize(labels, demo_model.palette)))
+    counts = np.bincount(labels.ravel(), minlength=len(demo_model.class_names))
+    assert result.shares == pytest.approx({n: c / labels.size for n, c in zip(demo_model.class_names, counts)})
     assert result.solve == f"{ode.describe_solve(cfg.model.ode)}, t = 1" and result.nfe == (
         segment.Segmenter(variables, cfg).segment([image])[0].nfe
     )
-    legend = model.legend_html(result.shares)
+    legend = demo_model.legend_html(result.shares)
     top = max(result.shares, key=result.shares.get)
     assert legend.index(f'data-class="{top}"') < min(
-        legend.index(f'data-class="{n}"') for n in model.class_names if n != top
+        legend.index(f'data-class="{n}"') for n in demo_model.class_names if n != top
     ), "the legend lists the largest class first"
 
 
-def test_the_solve_controls_change_the_solve_nfe_and_time_t(model, uploads):
+def test_the_solve_controls_change_the_solve_nfe_and_time_t(demo_model, uploads):
     path = str(uploads / "scene.png")
-    euler = model.run(path, model.solve_spec("euler", 2, "1e-3"))
+    euler = demo_model.run(path, demo_model.solve_spec("euler", 2, "1e-3"))
     assert (euler.solve, euler.nfe) == ("euler:2, t = 1", 2)
-    rk4 = model.run(path, model.solve_spec("rk4", 2, "1e-2"))
+    rk4 = demo_model.run(path, demo_model.solve_spec("rk4", 2, "1e-2"))
     assert (rk4.solve, rk4.nfe) == ("rk4:2, t = 1", 8)
-    half = model.run(path, "euler:2", 0.5)
+    half = demo_model.run(path, "euler:2", 0.5)
     assert half.solve == "euler:2, t = 0.5" and half.nfe == 2
     assert not np.array_equal(half.labels, euler.labels), "the state at t = 0.5 is not the state at t = 1"
-    assert model.solve_spec("dopri5", 3, "1e-3") == "dopri5@1e-3"  # adaptive: the trained solve of the tiny config
-    assert model.solve_spec("euler", 3, "1e-2") == "euler:3"
+    assert demo_model.solve_spec("dopri5", 3, "1e-3") == "dopri5@1e-3"  # adaptive: the trained solve of the tiny config
+    assert demo_model.solve_spec("euler", 3, "1e-2") == "euler:3"
 
 
 @pytest.mark.parametrize("name", ["grey.png", "alpha.png", "depth16.png"])
-def test_grey_alpha_and_16_bit_uploads_are_segmented(model, uploads, name):
-    overlay, legend, status = demo_app.handle(model, str(uploads / name), "euler", 2, "1e-2", 1.0)
+def test_grey_alpha_and_16_bit_uploads_are_segmented(demo_model, uploads, name):
+    overlay, legend, status = demo_app.handle(demo_model, str(uploads / name), "euler", 2, "1e-2", 1.0)
     assert overlay is not None and overlay.shape == (48, 64, 3) and "error" not in status
     assert "NFE 2" in status and " ms" in status and "%" in legend
 
@@ -95,19 +96,19 @@ def test_grey_alpha_and_16_bit_uploads_are_segmented(model, uploads, name):
         ("huge.png", "10000x6000 (60 megapixels); the demo takes up to 50"),
     ],
 )
-def test_bad_uploads_are_a_message_on_the_page(model, uploads, name, message):
-    overlay, legend, status = demo_app.handle(model, str(uploads / name), "euler", 2, "1e-2", 1.0)
+def test_bad_uploads_are_a_message_on_the_page(demo_model, uploads, name, message):
+    overlay, legend, status = demo_app.handle(demo_model, str(uploads / name), "euler", 2, "1e-2", 1.0)
     assert overlay is None and status.startswith("**error:**") and message in status, status
     assert "<table" in legend
 
 
-def test_large_uploads_are_shrunk_and_bad_settings_are_messages(model, model_dir, uploads, tmp_path):
+def test_large_uploads_are_shrunk_and_bad_settings_are_messages(demo_model, model_dir, uploads, tmp_path):
     small = demo_app.DemoModel(model_dir[0], max_side=32)
     overlay, _, status = demo_app.handle(small, str(uploads / "scene.png"), "euler", 2, "1e-2", 1.0)
     assert overlay.shape == (24, 32, 3) and "shrunk from 64x48 to 32x24" in status
-    _, _, status = demo_app.handle(model, str(uploads / "scene.png"), "euler", 2, "1e-2", 1.5)
+    _, _, status = demo_app.handle(demo_model, str(uploads / "scene.png"), "euler", 2, "1e-2", 1.5)
     assert status.startswith("**error:**") and "(0, 1]" in status
-    _, _, status = demo_app.handle(model, None, "euler", 2, "1e-2", 1.0)
+    _, _, status = demo_app.handle(demo_model, None, "euler", 2, "1e-2", 1.0)
     assert "Drop an image" in status
 
 
@@ -118,6 +119,7 @@ def test_demo_cli_bad_input_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(demo_page.browser_missing() is not None, reason=str(demo_page.browser_missing()))
 def test_the_page_in_a_headless_browser_shows_predict_py_overlay_and_survives_a_bad_upload(
     model_dir, uploads, tmp_path
