@@ -42,6 +42,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from segnode_jax import compat, data
+from segnode_jax import config as config_lib
 from segnode_jax.errors import RunError, UserError
 from segnode_jax.weights import VARIABLE_COLLECTIONS
 
@@ -115,8 +117,6 @@ def _save_replicated_arrays_once() -> None:
     save on 4 CPU devices). orbax's own default on GPUs; it applies to every orbax save in this
     process."""
     if not _ARRAY_HANDLER_SET[0]:
-        from segnode_jax import compat
-
         # Replacing the default handler is the point: orbax's warning that it is replaced is dropped.
         absl_logger = logging.getLogger("absl")
         quiet = _DropMessage('Type handler registry type "')
@@ -562,8 +562,6 @@ def export_model(
     """
     import datetime
 
-    from segnode_jax import config as config_lib
-
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     if os.path.exists(out_dir) and not overwrite:
         raise CheckpointError(f"{out_dir} already exists; pass overwrite=True to replace it, or choose another folder")
@@ -577,7 +575,6 @@ def export_model(
                 cfg.data[key] = None
         if "init_from" in cfg:
             cfg.init_from = None
-    from segnode_jax import data
 
     dinfo = data.get_info(cfg.data)
     meta = dict(info or {})

@@ -16,6 +16,7 @@ import logging as std_logging
 import sys
 from typing import Callable, Sequence
 
+from segnode_jax.config import resolve_model_size
 from segnode_jax.errors import SegnodeError, UserError
 
 NONE_WORDS = ("none", "null")
@@ -240,8 +241,6 @@ def read_config(flag_values, name: str = "config"):
         return None
     value = apply_none_overrides(value, paths, flag=name)
     if "model" in value:
-        from segnode_jax.config import resolve_model_size
-
         resolve_model_size(value.model)
     return value
 

@@ -31,9 +31,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from segnode_jax import checkpoints, pth
+from segnode_jax import api, checkpoints, cli, data, pth
 from segnode_jax.checkpoints import CONVERSION_INFO, CONVERTED_VARIABLES
 from segnode_jax.errors import UserError
+from segnode_jax.models import model_names
+from segnode_jax.models.resnet import BLOCKS, resnet_settings
 from segnode_jax.weights import flatten, unflatten
 
 FORMAT = "segnode-jax-converted/1"
@@ -382,7 +384,6 @@ def _check_hrnet_width(state_dict, model_cfg) -> int | None:
 def _check_resnet(state_dict, model_cfg) -> int | None:
     """Refuses a torchvision file of another stem width or depth than the config's ResNet
     (the message names the setting); returns the stem width."""
-    from segnode_jax.models.resnet import BLOCKS, resnet_settings
 
     keys = [k[len("backbone.") :] if k.startswith("backbone.") else k for k in state_dict]
     stem = next((state_dict[k] for k in ("conv1.weight", "backbone.conv1.weight") if k in state_dict), None)
@@ -450,9 +451,6 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, stric
       ConversionError: another width, or (strict) unexpected/missing keys or shape mismatches.
     """
     import jax
-
-    from segnode_jax import api
-    from segnode_jax.models import model_names
 
     if model_cfg.name not in model_names():
         raise ConversionError(f"unknown model.name={model_cfg.name!r}; choose one of {', '.join(model_names())}")
@@ -697,7 +695,6 @@ def main(argv=None) -> int:
         flag_values=flags_,
     )
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.", flag_values=flags_)
-    from segnode_jax import cli
 
     argv = list(sys.argv if argv is None else argv)
     argv = argv[:1] + cli.split_none_overrides(argv[1:])
@@ -721,8 +718,6 @@ def main(argv=None) -> int:
                 )
         cfg = cli.read_config(flags_)
         if cfg.model.get("num_classes") is None:  # configs/imagenet.py, folder.py: the dataset's count
-            from segnode_jax import data
-
             data.resolve_num_classes(cfg)
         result = convert(flags_.torch, cfg, flags_.out, strict=flags_.strict, overwrite=flags_.overwrite)
         print(summary(result, cfg.model.name))

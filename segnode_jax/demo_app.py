@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segnode_jax import data, ode, scoring, segment
+from segnode_jax.data import street
 from segnode_jax.errors import UserError
 from segnode_jax.models import capabilities
 
@@ -221,8 +222,6 @@ def example_images(specs: Sequence[str] | None, folder: str, size: tuple[int, in
         found = segment.find_inputs(specs)
         return [item.path for item in found[:count]]
     from PIL import Image
-
-    from segnode_jax.data import street
 
     os.makedirs(folder, exist_ok=True)
     paths = []

@@ -42,7 +42,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segnode_jax import api, cli, data, ode, scoring, segment
 from segnode_jax.errors import UserError
+from segnode_jax.evaluation.predictor import predict_logits
+from segnode_jax.models import capabilities
 
 PLATFORMS = ("cpu", "cuda")
 FORMATS = ("jax", "onnx")
@@ -86,10 +89,6 @@ def inference_function(variables, cfg, on_failure: str = "raise", per_image: boo
     cannot call back to raise); ``per_image``: one solve per image (default: for models that solve
     an ODE, see below)."""
     import jax.numpy as jnp
-
-    from segnode_jax import api, ode
-    from segnode_jax.evaluation.predictor import predict_logits
-    from segnode_jax.models import capabilities
 
     frozen = api.freeze(ode.with_settings(cfg.model, on_failure=on_failure))
     # SegNode: each image gets its own solve (as in evaluation), which also keeps the adaptive
@@ -143,9 +142,6 @@ def onnx_model(variables, cfg, *, shape: Sequence[Any] | None = None):
 
     import jax
     import jax.extend
-
-    from segnode_jax import ode
-    from segnode_jax.models import capabilities
 
     try:
         from jax2onnx import to_onnx
@@ -275,8 +271,6 @@ def _evaluate_without_max_pools(jaxpr, consts, *args):
 
 
 def metadata(cfg, platforms: Sequence[str], shape, fmt: str = "jax") -> dict[str, Any]:
-    from segnode_jax import data, ode
-    from segnode_jax.models import capabilities
 
     info = data.get_info(cfg.data)
     return {
@@ -313,8 +307,6 @@ def save(blob: bytes | bytearray, path: str, meta: dict[str, Any]) -> tuple[str,
 def main(argv: Sequence[str] | None = None) -> int:
     from absl import flags
     from ml_collections import config_flags
-
-    from segnode_jax import cli, scoring, segment
 
     usage = (
         "python -m segnode_jax.export --ckpt RUN --out model.jax|model.onnx [--format jax|onnx] [--shape b,H,W] "

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from segnode_jax import compat
+
 log = logging.getLogger(__name__)
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -127,7 +129,6 @@ class MetricWriter:
                 except OSError as e:
                     # TensorBoard's copy could not be written (e.g. a full disk): say so, and
                     # keep tensorboardX's exit hook from failing again; metrics.jsonl is complete.
-                    from segnode_jax import compat
 
                     log.warning(
                         "TensorBoard events in %s could not be written (%s); metrics.jsonl has every value",

@@ -13,9 +13,10 @@ from typing import Any
 
 import jax
 
-from segnode_jax import api, checkpoints, checks, evaluation, models, parallel, weights
+from segnode_jax import api, checkpoints, checks, data, evaluation, models, parallel, weights
 from segnode_jax import config as config_lib
 from segnode_jax.checkpoints import CheckpointError
+from segnode_jax.evaluation import trajectory
 
 RESULTS_NAME = "results.json"
 PREDICTIONS_DIR = "predictions"
@@ -136,7 +137,6 @@ def load(path: str, *, which: str = "best"):
 
 
 def _load(ckpt: str, cfg, which: str, *, prepare_data: bool = True):
-    from segnode_jax import data
 
     checkpoints.resolve_checkpoint(ckpt, which=which)  # nothing there: say so before anything else
     cfg = config_lib.load_run_config(ckpt) if cfg is None else copy.deepcopy(cfg)
@@ -174,7 +174,6 @@ def trajectory_checkpoint(
       CheckpointError, PreparationError: as :func:`evaluate_checkpoint`.
       segnode_jax.evaluation.trajectory.TrajectoryError: not a SegNode, or bad ``eval.trajectory`` settings.
     """
-    from segnode_jax.evaluation import trajectory
 
     named = config_lib.load_run_config(ckpt) if cfg is None else cfg
     refuse_classifier(named, "--trajectory")

@@ -23,7 +23,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from segnode_jax import data, evaluation, ode
+from segnode_jax.data.transforms import normalize
 from segnode_jax.errors import RunError, UserError
+from segnode_jax.evaluation import report
+from segnode_jax.evaluation.inference import canvas_groups, infer, pad_value, padded_batch, softmax_np
+from segnode_jax.models import capabilities, ode_model_names
+from segnode_jax.ode import SOLVERS
+from segnode_jax.resize import resize_bilinear_np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 FORMATS = ("train_ids", "dataset")
@@ -163,8 +170,6 @@ def with_solver(cfg, spec: str | None):
     """
     if spec is None:
         return cfg
-    from segnode_jax import ode
-    from segnode_jax.models import capabilities, ode_model_names
 
     if not capabilities(cfg.model).solves_ode:
         raise PredictError(
@@ -177,7 +182,6 @@ def with_solver(cfg, spec: str | None):
         raise PredictError(
             f"--solver {spec!r} is not 'solver:steps' (e.g. rk4:1, euler:3) or 'solver@tol' (e.g. dopri5@1e-2)"
         ) from None
-    from segnode_jax.ode import SOLVERS
 
     if over["solver"] not in SOLVERS:
         raise PredictError(f"--solver {spec!r}: unknown solver {over['solver']!r}; use one of {', '.join(SOLVERS)}")
@@ -214,7 +218,6 @@ class Segmenter:
     """
 
     def __init__(self, variables, cfg, *, mode: str | None = None, batch_size: int | None = None):
-        from segnode_jax import data, evaluation
 
         self.cfg = cfg
         self.settings = evaluation.EvalSettings.from_config(cfg, mode=mode, batch_size=batch_size)
@@ -236,8 +239,6 @@ class Segmenter:
         evaluation size where it has one)."""
         from PIL import Image
 
-        from segnode_jax.data.transforms import normalize
-
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise PredictError(f"an image must be (H, W, 3) RGB, got shape {image.shape}")
@@ -248,8 +249,6 @@ class Segmenter:
         return normalize(image, mean=self.mean, std=self.std)
 
     def _finish(self, scores: np.ndarray, size: tuple[int, int], probabilities: bool, *, are_probs: bool):
-        from segnode_jax.evaluation.inference import softmax_np
-        from segnode_jax.resize import resize_bilinear_np
 
         if scores.shape[:2] != tuple(size):
             scores = resize_bilinear_np(scores, size)
@@ -268,8 +267,6 @@ class Segmenter:
     def segment(self, images: Sequence[np.ndarray], *, probabilities: bool = False) -> list[Prediction]:
         """Segments images given in one call (``whole`` mode: consecutive images of one size
         share a forward pass)."""
-        from segnode_jax import ode
-        from segnode_jax.evaluation.inference import canvas_groups, infer, pad_value, padded_batch
 
         s = self.settings
         fill = pad_value(self.cfg.data)
@@ -381,7 +378,6 @@ def write_outputs(
 ) -> dict[str, str]:
     """``labels/<name>.png`` (train ids, or with ``fmt="dataset"`` the dataset's own ids),
     ``color/<name>.png`` and ``overlay/<name>.jpg``; returns their paths."""
-    from segnode_jax import data
 
     ids = data.train_ids_to_dataset_ids(dcfg, labels) if fmt == "dataset" else labels.astype(np.uint8)
     color = data.colorize(labels, info.palette)
@@ -478,10 +474,6 @@ def predict_files(
       segnode_jax.ODESolveError: an ODE solve failed.
     """
     from tqdm import tqdm
-
-    from segnode_jax import ode
-    from segnode_jax.evaluation import report
-    from segnode_jax.models import capabilities
 
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")

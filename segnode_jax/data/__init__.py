@@ -41,6 +41,7 @@ warnings.filterwarnings(
     "ignore", message=r"'segnode_jax\.data\.prepare' found in sys\.modules", category=RuntimeWarning
 )
 from segnode_jax.data.registry import DATASETS, data_config, dataset_module, get_info  # noqa: E402 - after the filter above
+from segnode_jax.errors import UserError  # noqa: E402 - after the filter above
 
 
 def label_to_train_ids(dcfg: config_dict.ConfigDict, label) -> np.ndarray:
@@ -81,7 +82,6 @@ def resolve_num_classes(cfg) -> int:
     Raises:
       segnode_jax.errors.UserError: the model and the dataset disagree (names the value to set).
     """
-    from segnode_jax.errors import UserError
 
     n = get_info(cfg.data).num_classes
     if cfg.model.get("num_classes") is None:

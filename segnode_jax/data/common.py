@@ -12,9 +12,10 @@ from typing import Callable, Iterable
 import numpy as np
 from ml_collections import config_dict
 
-from segnode_jax.data import files
+from segnode_jax.data import files, registry, transforms
 from segnode_jax.data.classes import ClassTable
 from segnode_jax.data.errors import PreparationError
+from segnode_jax.data.prepare import ensure_prepared
 
 
 def warn(message: str) -> None:
@@ -156,8 +157,6 @@ def export_ground_truth(
     Returns:
       ``[(name, path)]`` sorted by name.
     """
-    from segnode_jax.data import registry, transforms
-    from segnode_jax.data.prepare import ensure_prepared
 
     builder = ensure_prepared(dcfg)
     if split not in builder.info.splits:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
-from segnode_jax.data import classification, common, files
+from segnode_jax.data import classification, common, files, registry
 from segnode_jax.data.builder import Plan, variant_config
 from segnode_jax.data.classification import ClassificationBuilder, RawImage
 from segnode_jax.data.errors import PreparationError
@@ -87,7 +87,6 @@ def _classes(dcfg, splits) -> list[str]:
 
 def class_table(dcfg: config_dict.ConfigDict):
     """The prepared dataset's classes, else the class folders of the training split."""
-    from segnode_jax.data import registry
 
     found = classification.prepared_classes(registry.make_builder(dcfg))
     ids, names = found if found else (_classes(dcfg, _scan(dcfg)[1]), None)

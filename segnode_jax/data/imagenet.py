@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
-from segnode_jax.data import classification
+from segnode_jax.data import classification, registry
 from segnode_jax.data.builder import Plan, variant_config
 from segnode_jax.data.classification import ClassificationBuilder, RawImage
 from segnode_jax.data.errors import PreparationError
@@ -94,7 +94,6 @@ def _standard_wnids() -> list[str]:
 
 def class_table(dcfg: config_dict.ConfigDict):
     """The prepared dataset's classes; before preparation ILSVRC2012's 1000 wnids."""
-    from segnode_jax.data import registry
 
     found = classification.prepared_classes(registry.make_builder(dcfg))
     ids, names = found if found else (_standard_wnids(), None)

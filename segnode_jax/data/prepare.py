@@ -24,7 +24,8 @@ from typing import Sequence
 
 from ml_collections import config_dict
 
-from segnode_jax.data import registry
+from segnode_jax import cli
+from segnode_jax.data import download, registry
 from segnode_jax.data.builder import SegmentationBuilder
 from segnode_jax.data.errors import PreparationError
 
@@ -221,7 +222,6 @@ _downloading: list[str] = []  # the folder of a download in progress (for the Ct
 def _download(args: argparse.Namespace, dcfg: config_dict.ConfigDict) -> str:
     """``--download``: fetches the raw dataset (camvid only) unless it is prepared already;
     returns the folder to build from."""
-    from segnode_jax.data import download
 
     if args.dataset != "camvid":
         raise PreparationError(
@@ -237,7 +237,6 @@ def _download(args: argparse.Namespace, dcfg: config_dict.ConfigDict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
-    from segnode_jax import cli
 
     cli.quiet_logs()
     args = _parser().parse_args(argv)

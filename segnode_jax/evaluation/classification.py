@@ -14,8 +14,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from segnode_jax import api, data, ode, parallel
 from segnode_jax.errors import ConfigError
+from segnode_jax.evaluation.predictor import _predict_jit, local_mesh, raise_failed_solves
 from segnode_jax.evaluation.settings import EvalSettings, sum_over_hosts
+from segnode_jax.models import has_ode
 
 
 def _counts(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -46,9 +49,6 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
     """
     import grain
     from tqdm import tqdm
-
-    from segnode_jax import api, data, ode, parallel
-    from segnode_jax.evaluation.predictor import _predict_jit, local_mesh, raise_failed_solves
 
     s = settings or EvalSettings.from_config(cfg)
     info = data.get_info(cfg.data)
@@ -96,7 +96,6 @@ def evaluate_classification(variables, cfg, *, settings=None, progress: bool = F
         "split": s.split,
         "seconds": time.time() - start,
     }
-    from segnode_jax.models import has_ode
 
     if has_ode(cfg.model):
         out["mean_nfe"] = float(summed[3] / total)

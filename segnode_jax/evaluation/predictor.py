@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from segnode_jax import parallel
+from segnode_jax import api, ode, parallel
 from segnode_jax.evaluation.metrics import score_batch
+from segnode_jax.models import has_ode
 
 
 def local_mesh(devices=None) -> jax.sharding.Mesh:
@@ -40,13 +41,12 @@ def predict_logits(
       ``(logits (B, h, w, C) float32, nfe (B,) int32)`` (``nfe`` is 0 for models without ODE),
       plus ``result (B,) int32`` with ``with_result``.
     """
-    from segnode_jax import api
 
     def stat(aux, key, n):
-        ode = aux.get("ode") if isinstance(aux, Mapping) else None
-        if ode is None or key not in ode:
+        stats = aux.get("ode") if isinstance(aux, Mapping) else None
+        if stats is None or key not in stats:
             return jnp.zeros((n,), jnp.int32)
-        return jnp.broadcast_to(jnp.asarray(ode[key], jnp.int32), (n,))
+        return jnp.broadcast_to(jnp.asarray(stats[key], jnp.int32), (n,))
 
     keys = ("nfe", "result") if with_result else ("nfe",)
     if per_image:
@@ -65,7 +65,6 @@ def nan_on_failure(frozen_model_cfg):
     through a host callback (a model without an ODE: unchanged). Functions compiled from it
     have no host callback, so JAX's persistent compilation cache can keep them; the host
     raises the failure from the result code (:meth:`Predictor.device_call`)."""
-    from segnode_jax import ode
 
     if "ode" not in frozen_model_cfg:
         return frozen_model_cfg
@@ -88,7 +87,6 @@ def _predict_jit(frozen_model_cfg, per_image: bool, mesh):
 def raise_failed_solves(result, n: int, ode_settings) -> None:
     """Raises the :class:`~segnode_jax.ODESolveError` of the first of the ``n`` real inputs
     whose solve failed (``result``: the per-input result codes of :func:`predict_logits`)."""
-    from segnode_jax import ode
 
     codes = np.asarray(result)[:n]
     failed = np.flatnonzero(codes)
@@ -158,8 +156,6 @@ class Predictor:
         cls, variables, model_cfg, *, batch_size: int | None = None, per_image_solve: bool = True, devices=None
     ) -> "Predictor":
         """A predictor running a segnode-jax model (see :func:`predict_logits`)."""
-        from segnode_jax import api
-        from segnode_jax.models import has_ode
 
         frozen = api.freeze(model_cfg)
         mesh = local_mesh(devices)

@@ -10,6 +10,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from segnode_jax import data
+
 
 def labelled_panels(
     raw_image: np.ndarray,
@@ -31,8 +33,6 @@ def labelled_panels(
       class_names: names for the legend (None: no legend).
     """
     from PIL import Image, ImageDraw, ImageFont
-
-    from segnode_jax import data
 
     h, w = label.shape
     img = np.asarray(raw_image, np.uint8)

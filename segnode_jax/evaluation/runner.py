@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from segnode_jax import data, ode
 from segnode_jax.evaluation.classification import evaluate_classification
 from segnode_jax.evaluation.inference import canvas_groups, infer, pad_value, padded_batch, round_up
 from segnode_jax.evaluation.metrics import LABEL_CANVAS_MULTIPLE, confusion_matrix_np, metrics_from_confusion
@@ -24,8 +25,6 @@ from segnode_jax.resize import resize_bilinear_np
 
 def _examples(dcfg, split: str, num_images: int | None):
     import grain
-
-    from segnode_jax import data
 
     ds = data.eval_dataset(dcfg, split=split)
     if num_images is not None:
@@ -94,8 +93,6 @@ def evaluate_predictor(
     is called with every image's train-id prediction at its label's resolution (e.g. an
     :class:`~segnode_jax.evaluation.server_export.ExportWriter`)."""
     from tqdm import tqdm
-
-    from segnode_jax import data, ode
 
     s = settings or EvalSettings.from_config(cfg)
     dcfg = cfg.data

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from segnode_jax import data
 from segnode_jax.errors import UserError
 from segnode_jax.evaluation.metrics import confusion_matrix_np, metrics_from_confusion
 
@@ -68,7 +69,6 @@ def score_predictions(dcfg, pred_dir: str, *, split: str | None = None) -> dict[
       PredictionError: ``pred_dir`` is missing, lacks predictions (names the first ones), holds
         two for one image (names both), or a prediction's size differs from its ground truth.
     """
-    from segnode_jax import data
 
     split = split or dcfg.eval_split
     if not os.path.isdir(pred_dir):

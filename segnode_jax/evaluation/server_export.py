@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 
+from segnode_jax import data
 from segnode_jax.errors import UserError
 
 
@@ -31,7 +32,6 @@ class ExportWriter:
     """
 
     def __init__(self, dcfg, out_dir: str, *, overwrite: bool = False):
-        from segnode_jax import data
 
         self.dcfg = dcfg
         self.out_dir = os.path.abspath(out_dir)
@@ -45,8 +45,6 @@ class ExportWriter:
 
     def __call__(self, example, pred: np.ndarray) -> None:
         from PIL import Image
-
-        from segnode_jax import data
 
         rel = self._name(example["name"])
         path = os.path.join(self.out_dir, rel)

@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from segnode_jax.config import EVAL_MODES
 from segnode_jax.errors import ConfigError
 from segnode_jax.evaluation.inference import HRNET_RULES
 from segnode_jax.evaluation.metrics import MIOU_OVER
@@ -39,7 +40,6 @@ class EvalSettings:
     @classmethod
     def from_config(cls, cfg, **overrides) -> "EvalSettings":
         """From ``cfg.eval`` with ``cfg.data`` defaults; keyword overrides win when not None."""
-        from segnode_jax.config import EVAL_MODES
 
         e, d = cfg.eval, cfg.data
         out = cls(

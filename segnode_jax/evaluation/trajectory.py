@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segnode_jax import api, evaluation, models, ode
+from segnode_jax import api, data, evaluation, models, ode
+from segnode_jax.config import eval_config
 from segnode_jax.errors import UserError
 from segnode_jax.evaluation.inference import pad_value, padded_batch
 
@@ -65,8 +66,6 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
       ``{"t": [...], "miou": [...], "pixel_accuracy": [...], "mean_nfe", "strips": [paths]}``.
     """
     from tqdm import tqdm
-
-    from segnode_jax import data
 
     if not models.capabilities(cfg.model).saves_along_solve:
         raise TrajectoryError(
@@ -149,7 +148,6 @@ def solver_sweep(variables, cfg, *, specs, num_images=None, timing_images=4, pro
       A list of ``{"setting", "miou", "mean_nfe", "seconds_per_image"}`` plus a final
       ``{"setting": "hrnetv2 (same width)", "seconds_per_image"}`` row.
     """
-    from segnode_jax import data
 
     settings = evaluation.EvalSettings.from_config(cfg, mode="whole", num_images=num_images, batch_size=1)
     settings.num_visualizations = 0
@@ -242,7 +240,6 @@ def plot(result: dict[str, Any], path: str) -> str:
 def run(variables, cfg, out_dir: str, *, num_images=None, progress=True, metadata=None) -> dict[str, Any]:
     """Both measurements, the recommendation, the JSON, the plot and the strips; ``metadata``
     (e.g. the checkpoint's name and step) is stored in ``trajectory.json`` too."""
-    from segnode_jax.config import eval_config
 
     # Runs from before eval.trajectory existed get the defaults.
     tcfg = cfg.eval.get("trajectory") or eval_config().trajectory

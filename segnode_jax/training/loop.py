@@ -33,10 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
-from segnode_jax import api, checkpoints, checks, evaluation, metrics_log, ode, parallel, weights
+from segnode_jax import api, checkpoints, checks, data, evaluation, metrics_log, ode, parallel, weights
 from segnode_jax import config as config_lib
 from segnode_jax.config import LR_SCHEDULES
+from segnode_jax.data import registry
 from segnode_jax.errors import RunError
+from segnode_jax.models import model_names
+from segnode_jax.models.classification import task_of
 from segnode_jax.training.optim import ConfigError, make_optimizer, recipe_name, resolve_optimizer
 from segnode_jax.training.step import TrainState, create_train_state, make_train_step, train_state_shardings
 
@@ -61,7 +64,6 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
                 f"the config has no '{section}' section; start from segnode_jax.config.base_config() "
                 "and set cfg.data = segnode_jax.data.data_config(NAME) (see configs/)."
             )
-    from segnode_jax.models import model_names
 
     if cfg.model.name not in model_names():
         raise ConfigError(f"unknown model.name={cfg.model.name!r}; choose one of {', '.join(model_names())}.")
@@ -86,8 +88,6 @@ def resolve_config(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
 
 def _check_task(cfg) -> None:
     """The model's task (``model.task``) must be the dataset's."""
-    from segnode_jax.data import registry
-    from segnode_jax.models.classification import task_of
 
     try:
         task = task_of(cfg.model)
@@ -118,7 +118,6 @@ def num_train_steps(cfg) -> int:
     t = cfg.train
     if t.get("num_steps") is not None:
         return int(t.num_steps)
-    from segnode_jax import data
 
     per_epoch = data.steps_per_epoch(cfg.data, batch_size=int(t.batch_size))
     if per_epoch < 1:
@@ -284,7 +283,6 @@ class _Run:
 
 def _start(cfg: config_dict.ConfigDict, workdir: str) -> _Run:
     """Resolves and checks the config, prepares the data, and restores or initialises the state."""
-    from segnode_jax import data
 
     parallel.initialize(cfg.get("parallel"))
     cfg = resolve_config(cfg)
@@ -344,7 +342,6 @@ def _announce(run: _Run) -> None:
         )
     if jax.process_count() > 1:
         # Every host says which part of the data it reads (shard i of n: examples i, i+n, ...).
-        from segnode_jax import data
 
         shard, shards = data.resolve_shard(None, None)
         print(
