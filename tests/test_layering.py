@@ -113,3 +113,34 @@ def test_no_module_imports_a_higher_layer():
 def test_the_cycle_finder_finds_a_cycle_through_a_third_module():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# Function-local imports of this package that are kept on purpose (module: the reason).
+LOCAL_IMPORTS_ALLOWED = {
+    "segnode_jax": "segnode_jax.load imports scoring on first use: `import segnode_jax` stays free of orbax and TFDS",
+}
+
+
+def function_local_imports(source: str) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import of this package inside a function of ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and (sub.level or (sub.module or "").startswith("segnode_jax")):
+                    found.append((sub.lineno, "." * sub.level + (sub.module or "")))
+                elif isinstance(sub, ast.Import):
+                    found += [(sub.lineno, a.name) for a in sub.names if a.name.startswith("segnode_jax")]
+    return found
+
+
+def test_the_package_imports_its_own_modules_at_module_level():
+    local = {
+        f"{name}:{line} imports {module}"
+        for name, path in _modules().items()
+        if name not in LOCAL_IMPORTS_ALLOWED
+        for line, module in function_local_imports(open(path).read())
+    }
+    assert sorted(local) == []
+    # The finder finds one (the check can fail).
+    assert function_local_imports("def f():\n    from segnode_jax import ode\n") == [(2, "segnode_jax")]
