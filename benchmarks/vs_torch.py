@@ -1,3 +1,5 @@
+# pyright: reportMissingImports=false
+# (torch and torchdiffeq come from benchmarks/torch_peer/requirements.txt, not the project's venv that CI type-checks)
 """segnode-jax against SegNode in PyTorch + torchdiffeq (the paper's stack), side by side.
 
     pip install -r benchmarks/torch_peer/requirements.txt     # torch (CPU) and torchdiffeq

@@ -1,3 +1,5 @@
+# pyright: reportMissingImports=false
+# (torch and torchdiffeq come from benchmarks/torch_peer/requirements.txt, not the project's venv that CI type-checks)
 """Writes tests/fixtures/torch_peer_<size>.npz: the torch peer's outputs for tests/test_torch_peer.py
 to compare segnode-jax against (no torch needed by the tests), at two sizes: ``tiny`` (width 4,
 GroupNorm of 2 groups, 48x56 images) and ``main`` (the main job's network: width 12, 4 groups,

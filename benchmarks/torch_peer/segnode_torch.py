@@ -1,3 +1,5 @@
+# pyright: reportMissingImports=false
+# (torch and torchdiffeq come from benchmarks/torch_peer/requirements.txt, not the project's venv that CI type-checks)
 """SegNode in PyTorch + torchdiffeq: the performance peer of segnode-jax (benchmarks/vs_torch.py).
 
 The same network as ``segnode_jax.models.segnode.SegNode`` (stem, transition to four branches,
