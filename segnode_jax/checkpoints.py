@@ -252,7 +252,7 @@ class RunCheckpoints:
         return os.path.exists(os.path.join(self.latest.directory, str(step), "data_iter", name))
 
     @contextlib.contextmanager
-    def _writing(self, directory: str):
+    def _writing(self, directory: str | os.PathLike[str]):
         """Turns a failed write (now, or of an earlier asynchronous save that surfaces now)
         into one :class:`CheckpointWriteError` naming the folder, the cause and the newest
         intact checkpoint, from which a rerun resumes."""
@@ -346,7 +346,7 @@ def _is_step_dir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "state"))
 
 
-def _step_dirs(directory: str) -> list[str]:
+def _step_dirs(directory: str | os.PathLike[str]) -> list[str]:
     """The complete ``<step>`` directories of an orbax CheckpointManager directory, newest first."""
     if not os.path.isdir(directory):
         return []
@@ -358,7 +358,7 @@ def _step_dirs(directory: str) -> list[str]:
     return [os.path.join(directory, str(s)) for s in sorted(steps, reverse=True)]
 
 
-def _latest_step_dir(directory: str) -> str | None:
+def _latest_step_dir(directory: str | os.PathLike[str]) -> str | None:
     """The newest complete ``<step>`` directory of an orbax CheckpointManager directory."""
     dirs = _step_dirs(directory)
     return dirs[0] if dirs else None

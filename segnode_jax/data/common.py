@@ -39,7 +39,7 @@ def manual_dir(dcfg: config_dict.ConfigDict, *, expected: str) -> str:
             f"{dcfg.name}: no raw download given. Pass --manual_dir (or set data.manual_dir) to the "
             f"folder holding:\n{expected}"
         )
-    path = os.path.abspath(os.path.expanduser(path))
+    path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isdir(path):
         raise PreparationError(f"{dcfg.name}: manual_dir {path} does not exist. It should hold:\n{expected}")
     return path
@@ -51,7 +51,7 @@ def user_root(dcfg: config_dict.ConfigDict, *, holding: str) -> str:
     root = dcfg.get("root")
     if not root:
         raise PreparationError(f"{dcfg.name}: set data.root (or --root) to the folder holding {holding}.")
-    root = os.path.abspath(os.path.expanduser(root))
+    root = os.path.abspath(os.path.expanduser(str(root)))
     if not os.path.isdir(root):
         raise PreparationError(f"{dcfg.name}: root {root} does not exist.")
     return root

@@ -63,7 +63,7 @@ def _root(dcfg: config_dict.ConfigDict) -> str:
 def _classes_file(dcfg: config_dict.ConfigDict) -> str:
     path = dcfg.get("classes_file")
     if path:
-        path = os.path.abspath(os.path.expanduser(path))
+        path = os.path.abspath(os.path.expanduser(str(path)))
         if not os.path.isfile(path):
             raise PreparationError(f"folder: classes_file {path} does not exist.")
         return path
