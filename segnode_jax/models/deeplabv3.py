@@ -43,7 +43,7 @@ class ASPP(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = dict(momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype)
+        bn: dict[str, Any] = dict(momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype)
         outs = [conv_bn_relu(x, self.channels, 1, train, ("convs_0_0", "convs_0_1"), **bn)]
         for i, rate in enumerate(self.rates, start=1):
             outs.append(conv_bn_relu(x, self.channels, 3, train, (f"convs_{i}_0", f"convs_{i}_1"), dilation=rate, **bn))

@@ -20,6 +20,8 @@ BatchNorm: momentum and eps from the model config (PyTorch's 0.1 / 1e-5). Depths
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -61,7 +63,7 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = dict(kind="batch", momentum=self.momentum, epsilon=self.epsilon)
+        bn: dict[str, Any] = dict(kind="batch", momentum=self.momentum, epsilon=self.epsilon)
         y = nn.relu(norm(conv(self.planes, 1, dtype=self.dtype, name="conv1")(x), train, name="bn1", **bn))
         y = conv(self.planes, 3, stride=self.stride, dilation=self.dilation, dtype=self.dtype, name="conv2")(y)
         y = nn.relu(norm(y, train, name="bn2", **bn))
@@ -85,7 +87,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = dict(momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype)
+        bn: dict[str, Any] = dict(momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype)
         block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         x = conv(self.stem_width, 7, stride=2, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
         x = nn.relu(norm(x, train, kind="batch", name="bn1", momentum=self.momentum, epsilon=self.epsilon))
