@@ -55,7 +55,7 @@ def apply_overrides(cfg: config_dict.ConfigDict, overrides) -> config_dict.Confi
       KeyError: a path that is not in the config (the message names it).
     """
     for key, value in dict(overrides).items():
-        node = cfg
+        node: Any = cfg  # a ConfigDict, whose item types pyright cannot know
         *parents, leaf = key.split(".")
         for part in parents:
             if part not in node:
@@ -266,6 +266,8 @@ def resolve_model_size(model_cfg):
     defaults = model_config()
     for key, value in MODEL_SIZES[size].items():
         *parents, leaf = key.split(".")
+        node: Any
+        default: Any
         node, default = model_cfg, defaults
         for part in parents:
             node, default = node[part], default[part]
@@ -505,6 +507,8 @@ def load_config(path: str | os.PathLike) -> config_dict.ConfigDict:
         )
     name = "segnode_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"config file {path!r} cannot be loaded as Python; pass a .py file such as configs/camvid.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
