@@ -117,7 +117,8 @@ class DemoModel:
             cfg = cfg.copy_and_resolve_references()
             with cfg.unlocked():
                 cfg.model.ode.t1 = float(t)
-        seg = segment.Segmenter(self.variables, cfg, mode="whole", batch_size=1)
+        # The run's own inference mode (whole / slide / multiscale), as predict.py uses it.
+        seg = segment.Segmenter(self.variables, cfg)
         self._segmenters[key] = seg
         while len(self._segmenters) > KEEP_SEGMENTERS:
             self._segmenters.popitem(last=False)
