@@ -33,6 +33,7 @@ def choices() -> dict[str, tuple[Any, ...]]:
         "model.field.norm": ("group", "none"),
         "model.field.activation": tuple(blocks.ACTIVATIONS),
         "model.field.time_dependence": tuple(segnode.TIME_DEPENDENCE),
+        "model.field.conv_grads": tuple(layers.CONV_GRADS),
         "model.ode.solver": tuple(ode.SOLVERS),
         "model.ode.adjoint": tuple(ode.ADJOINTS),
         "model.ode.error_norm": tuple(ode.ERROR_NORMS),

@@ -187,8 +187,12 @@ def model_config() -> config_dict.ConfigDict:
             # with `groups` groups, clipped to divide each width) | "none". activation: relu
             # (paper) | silu | softplus | gelu. time_dependence: "none" (autonomous; the paper
             # does not say how t enters f: our choice) |
-            # "concat" (t as an extra input channel of every block convolution).
-            field=dict(norm="group", groups=16, activation="relu", time_dependence="none"),
+            # "concat" (t as an extra input channel of every block convolution). conv_grads: how
+            # the field's convolutions are differentiated, the same gradients either way: "auto"
+            # ("canonical" on a CPU unless ode.adjoint is "unrolled", else "xla") | "xla" |
+            # "canonical" (models/layers.py: XLA:CPU runs JAX's own convolution gradients slowly
+            # inside the solver's loops).
+            field=dict(norm="group", groups=16, activation="relu", time_dependence="none", conv_grads="auto"),
             ode=ode_config(),
             # "default": each model's own head (HRNetV2's concat head; SegNode's per-branch
             # classifiers). "ocr": HRNet-OCR's object-contextual head over the 4 branches (for

@@ -38,7 +38,8 @@ class BasicBlock(nn.Module):
     ``preact=True`` (paper Fig. 2, "BN, ReLU, conv" units; used by Baseline and SegNode):
     x + conv(ReLU(N(conv(ReLU(N(x)))))), with no activation after the sum. ``t`` (optional)
     is concatenated as an extra input channel of both convolutions. ``act`` names the
-    activation of the pre-activation form (the official form is always ReLU).
+    activation of the pre-activation form (the official form is always ReLU). ``conv_grads``:
+    how the convolutions' gradients are computed (``layers.CONV_GRADS``).
     """
 
     features: int
@@ -46,21 +47,22 @@ class BasicBlock(nn.Module):
     preact: bool = False
     dtype: Dtype = jnp.float32
     act: str = "relu"
+    conv_grads: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool, t=None):
         c = self.features
         if not self.preact:
-            y = conv(c, 3, dtype=self.dtype, name="conv1")(x)
+            y = conv(c, 3, dtype=self.dtype, name="conv1", grads=self.conv_grads)(x)
             y = nn.relu(self.norm(y, train, "bn1"))
-            y = conv(c, 3, dtype=self.dtype, name="conv2")(y)
+            y = conv(c, 3, dtype=self.dtype, name="conv2", grads=self.conv_grads)(y)
             y = self.norm(y, train, "bn2")
             return nn.relu(y + x.astype(y.dtype))
         act = activation(self.act)
         y = act(self.norm(x, train, "norm1")).astype(self.dtype)
-        y = conv(c, 3, dtype=self.dtype, name="conv1")(_with_time(y, t))
+        y = conv(c, 3, dtype=self.dtype, name="conv1", grads=self.conv_grads)(_with_time(y, t))
         y = act(self.norm(y, train, "norm2")).astype(self.dtype)
-        y = conv(c, 3, dtype=self.dtype, name="conv2")(_with_time(y, t))
+        y = conv(c, 3, dtype=self.dtype, name="conv2", grads=self.conv_grads)(_with_time(y, t))
         return x + y.astype(x.dtype)
 
 

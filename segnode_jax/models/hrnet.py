@@ -33,6 +33,7 @@ class HRModule(nn.Module):
     the sum; the pre-activation form (``preact=True``) does not, and uses ``act`` (default
     ReLU) as its activation. ``remat``: every BasicBlock and the fuse step are rematerialised
     separately in the backward pass (it then holds one of them's activations at a time).
+    ``conv_grads``: how every convolution's gradients are computed (``layers.CONV_GRADS``).
     """
 
     widths: tuple[int, ...]
@@ -44,6 +45,7 @@ class HRModule(nn.Module):
     act: str = "relu"
     remat: bool = False
     upsampling: str = "bilinear"
+    conv_grads: str = "xla"
 
     @nn.compact
     def __call__(self, xs: Sequence, train: bool, t=None) -> Features:
@@ -53,7 +55,13 @@ class HRModule(nn.Module):
         for i in range(n):
             for k in range(self.num_blocks):
                 block = block_cls(
-                    self.widths[i], self.norm, self.preact, self.dtype, self.act, name=f"branches_{i}_{k}"
+                    self.widths[i],
+                    self.norm,
+                    self.preact,
+                    self.dtype,
+                    self.act,
+                    self.conv_grads,
+                    name=f"branches_{i}_{k}",
                 )
                 xs[i] = block(xs[i], train, t)
         fuse = nn.remat(_fuse, static_argnums=(2,)) if self.remat else _fuse
@@ -70,7 +78,9 @@ def _fuse(module: HRModule, xs: Features, train: bool) -> Features:
             if j == i:
                 z = xs[j]
             elif j > i:
-                z = conv(module.widths[i], 1, dtype=module.dtype, name=f"fuse_layers_{i}_{j}_0")(xs[j])
+                z = conv(
+                    module.widths[i], 1, dtype=module.dtype, name=f"fuse_layers_{i}_{j}_0", grads=module.conv_grads
+                )(xs[j])
                 z = module.norm(z, train, f"fuse_layers_{i}_{j}_1")
                 if module.upsampling == "nearest":
                     z = resize_nearest(z, xs[i].shape[1:3])
@@ -81,7 +91,14 @@ def _fuse(module: HRModule, xs: Features, train: bool) -> Features:
                 for k in range(i - j):
                     last = k == i - j - 1
                     width = module.widths[i] if last else module.widths[j]
-                    z = conv(width, 3, stride=2, dtype=module.dtype, name=f"fuse_layers_{i}_{j}_{k}_0")(z)
+                    z = conv(
+                        width,
+                        3,
+                        stride=2,
+                        dtype=module.dtype,
+                        name=f"fuse_layers_{i}_{j}_{k}_0",
+                        grads=module.conv_grads,
+                    )(z)
                     z = module.norm(z, train, f"fuse_layers_{i}_{j}_{k}_1")
                     if not last:
                         z = activation(module.act)(z)

@@ -9,11 +9,14 @@ bilinear resizing uses half-pixel centres (PyTorch ``align_corners=False``) unle
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 from jaxtyping import Array, Float
 
 from segnode_jax.errors import ConfigError
@@ -38,6 +41,128 @@ def dtype_of(name: str) -> Dtype:
         raise ConfigError(f"unknown model.dtype={name!r}; use one of {sorted(DTYPES)}") from None
 
 
+# How a convolution's gradients are computed (``model.field.conv_grads``): "xla" lets JAX
+# differentiate ``lax.conv_general_dilated`` (transposed-layout convolutions); "canonical" uses
+# :func:`canonical_conv`, whose gradients are written as ordinary ops in the canonical layout;
+# "auto" is "canonical" for a field differentiated inside loops on a CPU, else "xla"
+# (see :func:`conv_grads_for_backend`).
+CONV_GRADS = ("auto", "xla", "canonical")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_grads_for_backend(choice: str, in_loops: bool) -> str:
+    """Resolves ``"auto"`` for the backend the model is traced for. XLA:CPU rewrites gradient
+    convolutions into its fast kernels' layout only in a program's entry computation, so inside
+    a loop (``in_loops``: the field's gradients in diffrax's solves, for every adjoint but
+    "unrolled") they run on its generic convolution, 10-20x slower; there "auto" is "canonical".
+    Straight-line code (the unrolled adjoint) and GPU/TPU compilers have no such gap: "xla"."""
+    if choice not in CONV_GRADS:
+        raise ConfigError(f"invalid model.field.conv_grads={choice!r}; use one of {CONV_GRADS}")
+    if choice == "auto":
+        return "canonical" if in_loops and jax.default_backend() == "cpu" else "xla"
+    return choice
+
+
+def _taps(xp, kernel_shape, out_shape, strides, dilation):
+    """The (B, Ho, Wo, I) slice of the padded input ``xp`` that each kernel tap (row-major)
+    multiplies: the input of the forward convolution, tap by tap."""
+    kh, kw = kernel_shape
+    ho, wo = out_shape
+    (s0, s1), (d0, d1) = strides, dilation
+    return [
+        lax.slice(
+            xp,
+            (0, i * d0, j * d1, 0),
+            (xp.shape[0], i * d0 + (ho - 1) * s0 + 1, j * d1 + (wo - 1) * s1 + 1, xp.shape[3]),
+            (1, s0, s1, 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def canonical_conv(x, w, strides, padding, dilation):
+    """``lax.conv_general_dilated`` (NHWC input, HWIO kernel, explicit ``padding``), whose
+    gradients are computed without transposed-layout convolutions: the kernel gradient as one
+    matrix product per kernel tap (over batch and positions, no im2col buffer), the input
+    gradient as an ordinary convolution of the output gradient -- spread by the stride with
+    interior padding instead of ``lhs_dilation`` -- with the flipped, transposed kernel. The
+    same numbers as JAX's own gradient up to float rounding (tests/models/test_layers.py)."""
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=_DIMS)
+
+
+def _canonical_conv_fwd(x, w, strides, padding, dilation):
+    return canonical_conv(x, w, strides, padding, dilation), (x, w)
+
+
+def _canonical_conv_bwd(strides, padding, dilation, residuals, g):
+    x, w = residuals
+    kh, kw, cin, cout = w.shape
+    _, h, wd, _ = x.shape
+    _, ho, wo, _ = g.shape
+    (top, bottom), (left, right) = padding
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    g_rows = g.reshape(-1, cout)
+    contract_rows = (((0,), (0,)), ((), ()))
+    dw = jnp.stack(
+        [
+            lax.dot_general(tap.reshape(-1, cin), g_rows, contract_rows)
+            for tap in _taps(xp, (kh, kw), (ho, wo), strides, dilation)
+        ]
+    ).reshape(kh, kw, cin, cout)
+    # Output gradient placed at the strided positions of the padded input (interior padding),
+    # then correlated with the flipped kernel: a full correlation over the padded input's size.
+    (s0, s1), (d0, d1) = strides, dilation
+    spread = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (0, 0, s0 - 1), (0, 0, s1 - 1), (0, 0, 0)))
+    pads = (
+        ((kh - 1) * d0, h + top + bottom - (ho - 1) * s0 - 1),
+        ((kw - 1) * d1, wd + left + right - (wo - 1) * s1 - 1),
+    )
+    flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    dxp = lax.conv_general_dilated(spread, flipped, (1, 1), pads, rhs_dilation=dilation, dimension_numbers=_DIMS)
+    return dxp[:, top : top + h, left : left + wd, :].astype(x.dtype), dw.astype(w.dtype)
+
+
+canonical_conv.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)
+
+
+def _flax_canonical_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
+    """:func:`canonical_conv` with ``lax.conv_general_dilated``'s signature (what ``nn.Conv``
+    calls) for the convolutions :func:`conv` makes: explicit padding, no input dilation, no
+    groups, flax's channels-last dimension numbers."""
+    expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMS)
+    if (
+        isinstance(padding, str)
+        or tuple(lhs_dilation or (1, 1)) != (1, 1)
+        or feature_group_count != 1
+        or batch_group_count != 1
+        or precision is not None
+        or preferred_element_type is not None
+        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != expected
+    ):
+        raise ValueError("canonical_conv covers plain NHWC/HWIO convolutions with explicit padding only")
+    return canonical_conv(
+        lhs,
+        rhs,
+        tuple(window_strides),
+        tuple(tuple(p) for p in padding),
+        tuple(rhs_dilation or (1, 1)),
+    )
+
+
 def conv(
     features: int,
     kernel: int,
@@ -48,9 +173,12 @@ def conv(
     dtype: Dtype = jnp.float32,
     name: str | None = None,
     kernel_init=conv_init,
+    grads: str = "xla",
 ) -> nn.Conv:
     """A ``kernel x kernel`` convolution with PyTorch's symmetric ``dilation * (kernel // 2)``
-    padding (a dilated 3x3 convolution keeps the size, as torchvision's and DeepLab's)."""
+    padding (a dilated 3x3 convolution keeps the size, as torchvision's and DeepLab's).
+    ``grads``: how its gradients are computed, "xla" or "canonical" (:func:`canonical_conv`; the
+    same function either way)."""
     pad = dilation * (kernel // 2)
     return nn.Conv(
         features,
@@ -63,6 +191,7 @@ def conv(
         param_dtype=state_dtype(dtype),
         kernel_init=kernel_init,
         name=name,
+        conv_general_dilated=_flax_canonical_conv if grads == "canonical" else None,
     )
 
 

@@ -25,7 +25,7 @@ from segnode_jax.errors import ConfigError
 from segnode_jax.models.classification import task_of
 from segnode_jax.models.heads import make_head
 from segnode_jax.models.hrnet import HRModule, fuse_upsampling, make_stem, outer_norm, transition, widths_of
-from segnode_jax.models.layers import Dtype, NormSpec, dtype_of
+from segnode_jax.models.layers import Dtype, NormSpec, conv_grads_for_backend, dtype_of
 from segnode_jax.models.odeblock import ODEBlock
 
 TIME_DEPENDENCE = ("none", "concat")
@@ -41,7 +41,10 @@ class VectorField(nn.Module):
     activation (``field.activation``): ReLU as in the paper, or a smooth one (silu, softplus,
     gelu), whose continuous Jacobian spares the adaptive backward (adjoint) solve the small
     steps it takes around every ReLU switching point. ``remat``: each BasicBlock and fuse step
-    of the field is rematerialised separately when the field is differentiated.
+    of the field is rematerialised separately when the field is differentiated. ``conv_grads``
+    (``field.conv_grads``): how its convolutions are differentiated; on a CPU the field's
+    gradients run inside the solver's loops, where only :func:`layers.canonical_conv`'s gradients
+    reach XLA:CPU's fast convolution kernels.
     """
 
     widths: tuple[int, ...]
@@ -54,6 +57,7 @@ class VectorField(nn.Module):
     act: str = "relu"
     remat: bool = False
     upsampling: str = "bilinear"
+    conv_grads: str = "xla"
 
     @nn.compact
     def __call__(self, t, y):
@@ -70,6 +74,7 @@ class VectorField(nn.Module):
                 act=self.act,
                 remat=self.remat,
                 upsampling=self.upsampling,
+                conv_grads=self.conv_grads,
                 name=f"module_{m}",
             )
             xs = module(xs, train=False, t=tt)
@@ -98,6 +103,8 @@ def make_field(cfg) -> VectorField:
         str(f.activation),
         bool(cfg.remat.field),
         fuse_upsampling(cfg),
+        # "auto" resolved for this backend and adjoint; configs written before the field existed lack it.
+        conv_grads_for_backend(str(f.get("conv_grads", "auto")), in_loops=cfg.ode.adjoint != "unrolled"),
         parent=None,
     )
 
