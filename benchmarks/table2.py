@@ -467,13 +467,44 @@ def time_models(names: list[str], *, width: int, size: tuple[int, int], batch: i
 REFERENCE_ROWS = ("hrnetv2", "baseline", "segnode")
 
 
-def timed_beside(models: dict[str, dict], time_references: dict | None, name: str) -> tuple[dict, dict]:
+def references(time_references: dict | list | None) -> list[dict]:
+    """``time_references`` as a list, one entry per day (older table2.json files hold one dict)."""
+    if not time_references:
+        return []
+    return [time_references] if isinstance(time_references, dict) else list(time_references)
+
+
+def timed_beside(models: dict[str, dict], time_references: dict | list | None, name: str) -> tuple[dict, dict]:
     """The HRNetV2 and Baseline timings to compare row ``name`` with: those timed in the same
-    process -- ``time_references`` for a row timed on their day, else the table's own rows."""
-    refs = time_references or {}
-    if refs and name not in REFERENCE_ROWS and models.get(name, {}).get("time_measured") == refs.get("date"):
-        return refs["hrnetv2"], refs["baseline"]
+    process -- the ``time_references`` of the day the row was timed, else the table's own rows."""
+    measured = models.get(name, {}).get("time_measured")
+    for refs in references(time_references):
+        if name not in REFERENCE_ROWS and measured == refs.get("date"):
+            return refs["hrnetv2"], refs["baseline"]
     return models.get("hrnetv2", {}), models.get("baseline", {})
+
+
+def keep_references(previous: dict, retimed: list[str], today: str) -> list[dict]:
+    """The ``time_references`` after re-timing the rows ``retimed`` today: when HRNetV2, the
+    Baseline and SegNode are re-timed, their earlier timings are kept as the references of the
+    day they were timed, for the rows timed beside them then that are not re-timed now."""
+    refs = references(previous.get("time_references"))
+    models = previous.get("models", {})
+    day = models.get("baseline", {}).get("time_measured")
+    others = [
+        n for n, m in models.items() if n not in REFERENCE_ROWS and n not in retimed and m.get("time_measured") == day
+    ]
+    if (
+        day
+        and day != today
+        and set(REFERENCE_ROWS) <= set(retimed)
+        and others
+        and all(n in models for n in REFERENCE_ROWS)
+        and not any(r.get("date") == day for r in refs)
+    ):
+        kept = {n: {k: models[n][k] for k in ("train_step_seconds", "infer_seconds")} for n in REFERENCE_ROWS}
+        refs.append({"date": day, "cpu": models["baseline"].get("time_cpu"), **kept})
+    return refs
 
 
 def ratios(models: dict[str, dict], time_references: dict | None = None) -> dict[str, dict[str, float | None]]:
@@ -639,25 +670,30 @@ def _ratios_table(result: dict) -> list[str]:
 
 def _time_references_note(result: dict) -> list[str]:
     """For rows timed on another day: the times of the three main models in that process."""
-    refs = result.get("time_references")
-    if not refs:
-        return []
     hrnet_measured = result["models"].get("hrnetv2", {}).get("time_measured")
-    return [
-        "",
-        (
-            f"Rows timed on {refs['date']} (the +OCR rows and the comparison models) ran interleaved with HRNetV2, the "
-            "Baseline and SegNode in one process; those three then took "
-            + ", ".join(
-                f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
-                "per inference"
-                for n in ("hrnetv2", "baseline", "segnode")
-            )
-            + " (the ratios of those rows to HRNetV2 use these; the table's own rows of the three are timed "
-            + ("on " + hrnet_measured + " " if hrnet_measured else "")
-            + "with the SegNode variants, so that the variants' ratios stay within one measurement)."
-        ),
-    ]
+    lines = []
+    for refs in references(result.get("time_references")):
+        rows = [
+            n for n, m in result["models"].items() if n not in REFERENCE_ROWS and m.get("time_measured") == refs["date"]
+        ]
+        lines += [
+            "",
+            (
+                f"Rows timed on {refs['date']}"
+                + (f" on {refs['cpu']}" if refs.get("cpu") else "")
+                + f" ({', '.join(f'`{n}`' for n in rows)}) ran interleaved with HRNetV2, the "
+                "Baseline and SegNode in one process; those three then took "
+                + ", ".join(
+                    f"`{n}` {refs[n]['train_step_seconds']:.3f} s per training step and {refs[n]['infer_seconds']:.3f} s "
+                    "per inference"
+                    for n in ("hrnetv2", "baseline", "segnode")
+                )
+                + " (the ratios of those rows use these; the table's own rows of the three are timed "
+                + ("on " + hrnet_measured + " " if hrnet_measured else "")
+                + "with the SegNode variants timed that day, so that ratios stay within one measurement)."
+            ),
+        ]
+    return lines
 
 
 def paper_rows_markdown(result: dict) -> list[str]:
@@ -943,8 +979,14 @@ def main(argv=None) -> dict:
         "paper": PAPER,
         "models": {n: merged[n] for n in VARIANTS if n in merged},
     }
-    if "time_references" in previous:  # the same-process timings of rows timed on another day (kept)
-        result["time_references"] = previous["time_references"]
+    # The same-process timings of rows timed on other days (kept, and added to when the three are re-timed).
+    refs = (
+        previous
+        if args.no_time
+        else {"time_references": keep_references(previous, list(args.time_only or names), time.strftime("%Y-%m-%d"))}
+    )
+    if refs.get("time_references"):
+        result["time_references"] = refs["time_references"]
     _publish(result, args.out, readme=not args.no_readme)
     return result
 

@@ -30,7 +30,7 @@ import jax
 BARRIER_PASS = "cse_barrier_expander"
 
 
-def compiler_options(backend: str | None = None) -> dict[str, str]:
+def compiler_options(backend: str | None = None) -> dict[str, str | bool]:
     """XLA options under which a CPU compile keeps ``jax.checkpoint``'s optimisation barriers
     (empty on other backends, which keep them anyway)."""
     backend = backend or jax.default_backend()

@@ -253,6 +253,31 @@ def test_table2_compares_a_row_with_the_baseline_timed_in_its_own_process():
     # Without references every row is compared with the table's rows.
     assert table2.ratios(models)["segnode+ocr"]["train_time_vs_baseline"] == pytest.approx(39.5 / 0.30)
 
+    # Re-timing the three (and one variant) on a later day keeps their 2026-12-06 timings as the
+    # references of the rows timed beside them then; the older day's references stay.
+    models["segnode+euler_x2"] = {"infer_seconds": 0.01, "train_step_seconds": 0.13, "time_measured": "2026-12-06"}
+    models["segnode+rk4x2"] = {"infer_seconds": 0.02, "train_step_seconds": 1.4, "time_measured": "2026-12-06"}
+    kept = table2.keep_references(
+        {"models": models, "time_references": refs}, [*table2.REFERENCE_ROWS, "segnode+rk4x2"], "2026-12-07"
+    )
+    assert [r["date"] for r in kept] == ["2026-12-02", "2026-12-06"]
+    assert kept[1]["baseline"]["train_step_seconds"] == 0.30
+    later = {
+        **models,
+        "hrnetv2": {"infer_seconds": 0.08, "train_step_seconds": 0.9, "time_measured": "2026-12-07"},
+        "baseline": {"infer_seconds": 0.05, "train_step_seconds": 0.7, "time_measured": "2026-12-07"},
+        "segnode+rk4x2": {"infer_seconds": 0.06, "train_step_seconds": 0.7, "time_measured": "2026-12-07"},
+    }
+    r = table2.ratios(later, kept)
+    assert r["segnode+euler_x2"]["train_time_vs_baseline"] == pytest.approx(0.13 / 0.30)  # its own day's Baseline
+    assert r["segnode+rk4x2"]["train_time_vs_baseline"] == pytest.approx(0.7 / 0.7)
+    assert r["segnode+ocr"]["train_time_vs_baseline"] == pytest.approx(39.5 / 0.456)
+    # Nothing left from that day (or the three not re-timed): no new references.
+    assert len(table2.keep_references({"models": models, "time_references": refs}, list(models), "2026-12-07")) == 1
+    assert (
+        len(table2.keep_references({"models": models, "time_references": refs}, ["segnode+rk4x2"], "2026-12-07")) == 1
+    )
+
 
 def test_camvid_block_is_generated_from_the_run_files(tmp_path):
     """benchmarks.camvid reads a run's results (val, test, timing) and writes them, and only
@@ -317,7 +342,7 @@ def test_every_generated_block_is_what_its_json_renders_to():
     JSON rerun without regenerating, fails here), and each file holds exactly these blocks."""
     import json
 
-    from benchmarks import camvid, main_job, onnx_speed, parity, report, table2, vs_torch
+    from benchmarks import camvid, conv_grads, main_job, onnx_speed, parity, report, table2, vs_torch
 
     def load(name):
         with open(os.path.join(report.RESULTS, name)) as f:
@@ -353,3 +378,4 @@ def test_every_generated_block_is_what_its_json_renders_to():
         text = f.read()
     assert _block(text, "parity") == parity.markdown(load("parity.json")).strip("\n")
     assert _block(text, "onnx-speed") == onnx_speed.markdown(load("onnx_speed.json")).strip("\n")
+    assert _block(text, "conv-grads") == conv_grads.markdown(load("conv_grads.json")).strip("\n")
