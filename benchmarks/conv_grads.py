@@ -60,13 +60,14 @@ def _prepare(name: str, conv_grads: str | None, args) -> dict:
     step, state, images, labels = table2.train_inputs(mc, (args.batch, *args.size, 3))
     t = time.perf_counter()
     compiled = jax.jit(step).lower(state, images, labels).compile(compiler_options=memory.compiler_options())
-    print(f"  compiled {name} [{conv_grads or 'n/a'}] in {time.perf_counter() - t:.0f}s", flush=True)
+    seconds = time.perf_counter() - t
+    print(f"  compiled {name} [{conv_grads or 'n/a'}] in {seconds:.0f}s", flush=True)
     return {
         "mc": mc,
         "fn": compiled,
         "inputs": (state, images, labels),
         "times": [],
-        "compile_seconds": time.perf_counter() - t,
+        "compile_seconds": seconds,
     }
 
 
