@@ -25,8 +25,12 @@ original 360x480 labels), with the code that trains and evaluates every run:
 
 Every run resumes where it stopped (the training loop's exact resume): rerun the same command
 after any interruption. Each run's folder records when and where each part of it trained
-(``camvid_parity_run.json``). Writes ``benchmarks/results/camvid_parity.json``, the plot
-``benchmarks/results/camvid/parity.png`` and the page ``benchmarks/results/camvid_parity.md``.
+(``camvid_parity_run.json``). A finished run's record (val curve, val and test scores, where and
+when it trained) is written at once to ``benchmarks/results/camvid_parity/<run>.json``, inside the
+repository: commit it, and a later machine, which has neither the run folders nor the data's
+checkpoints, skips that run and trains only what is missing. Writes
+``benchmarks/results/camvid_parity.json``, the plot ``benchmarks/results/camvid/parity.png`` and the
+page ``benchmarks/results/camvid_parity.md``.
 
     python -m benchmarks.camvid_parity --train_only        # train and test-score what is missing
     python -m benchmarks.camvid_parity                     # ... then measure and report (idle machine)
@@ -72,6 +76,7 @@ STEPS = 1500
 RECIPES = ("shared", "paper")
 MAX_GAP = 0.01  # the claim: SegNode within 1 mIoU point of HRNetV2
 PROVENANCE = "camvid_parity_run.json"
+RECORDS = os.path.join(report.RESULTS, "camvid_parity")  # one committed JSON per finished run
 FAILED = "camvid_parity_failed.txt"
 
 
@@ -174,15 +179,29 @@ def _record_segment(path: str, started: float, from_step: int) -> None:
         json.dump(segments, f, indent=1)
 
 
-def train_one(model: str, recipe: str, seed: int, workdir: str, steps: int) -> str:
-    """Trains (or resumes) one run and scores its best-val checkpoint on test; returns its folder."""
+def kept(name: str, steps: int, records: str = RECORDS) -> dict[str, Any] | None:
+    """The committed record of a finished (or failed) run of ``steps`` steps, if there is one."""
+    record = _read(records, f"{name}.json")
+    if record is None or record.get("steps") != steps or not (record["finished"] or record["failed"]):
+        return None
+    return record
+
+
+def train_one(model: str, recipe: str, seed: int, workdir: str, steps: int, records: str = RECORDS) -> dict[str, Any]:
+    """Trains (or resumes) one run, scores its best-val checkpoint on test and keeps its record in
+    ``records``; a run already kept there is not trained again. Returns the record."""
     from segnode_jax import ode, scoring, training
 
-    path = os.path.join(workdir, run_name(model, recipe, seed))
+    name = run_name(model, recipe, seed)
+    record = kept(name, steps, records)
+    if record is not None:
+        print(f"kept: {name} (test mIoU {record['test_miou']}) from {os.path.relpath(records, ROOT)}", flush=True)
+        return record
+    path = os.path.join(workdir, name)
     if not _finished(path, steps) and not os.path.exists(os.path.join(path, FAILED)):
         os.makedirs(path, exist_ok=True)
         started, from_step = time.time(), _last_step(path)
-        print(f"training {run_name(model, recipe, seed)} from step {from_step}", flush=True)
+        print(f"training {name} from step {from_step}", flush=True)
         try:
             training.train_and_evaluate(run_config(model, recipe, seed, steps), path)
         except (training.NonFiniteLossError, ode.ODESolveError) as e:
@@ -195,7 +214,10 @@ def train_one(model: str, recipe: str, seed: int, workdir: str, steps: int) -> s
         scoring.evaluate_checkpoint(
             path, which="best", split="test", output=os.path.join(path, "eval_test"), progress=False
         )
-    return path
+    record = collect(path, model, recipe, seed, steps)
+    if record["finished"] or record["failed"]:
+        report.write_json_at(os.path.join(records, f"{name}.json"), record)
+    return record
 
 
 def collect(path: str, model: str, recipe: str, seed: int, steps: int) -> dict[str, Any]:
@@ -213,6 +235,7 @@ def collect(path: str, model: str, recipe: str, seed: int, steps: int) -> dict[s
         "model": model,
         "recipe": recipe,
         "seed": seed,
+        "steps": steps,
         "run": os.path.basename(path),
         "finished": _finished(path, steps) and test is not None,
         "failed": failed,
@@ -393,12 +416,11 @@ def main(argv=None) -> dict[str, Any] | None:
     else:
         seeds = dict(zip(MODELS, args.seeds))
         order = plan(seeds)
-        paths = [train_one(m, args.recipe, s, args.workdir, args.steps) for m, s in order]
+        records = [train_one(m, args.recipe, s, args.workdir, args.steps) for m, s in order]
         if args.train_only:
             return None
         earlier = _read(report.RESULTS, name, {})
-        runs = [r for r in earlier.get("runs", []) if r["recipe"] != args.recipe]
-        runs += [collect(p, m, args.recipe, s, args.steps) for p, (m, s) in zip(paths, order)]
+        runs = [r for r in earlier.get("runs", []) if r["recipe"] != args.recipe] + records
         from benchmarks import parity
 
         measured = parity.measure(

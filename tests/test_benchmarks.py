@@ -5,6 +5,7 @@ its path says how to run it instead of failing inside an import.
 The benchmarks themselves measure for minutes to hours and are not run here."""
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -161,6 +162,34 @@ def test_camvid_parity_scales_the_papers_structures_to_table_2s_parameter_ratios
         ("segnode", 1),
         ("segnode", 2),
     ]
+
+
+def test_camvid_parity_keeps_finished_runs_in_the_repository_and_trains_only_the_rest(tmp_path, monkeypatch):
+    # A later machine has no run folders: what was finished must come from the committed records.
+    from benchmarks import camvid_parity, report
+    from segnode_jax import training
+
+    records = tmp_path / "records"
+    finished = {"run": "segnode_shared_s0", "steps": 1500, "finished": True, "failed": None, "test_miou": 0.5}
+    report.write_json_at(str(records / "segnode_shared_s0.json"), finished)
+    report.write_json_at(str(records / "baseline_shared_s0.json"), {**finished, "run": "baseline_shared_s0", "steps": 500})
+    trained = []
+
+    def fake_train(cfg, workdir):  # stands in for hours of training; only which runs reach it matters
+        trained.append(os.path.basename(workdir))
+        raise training.NonFiniteLossError("loss is nan at step 3")
+
+    monkeypatch.setattr(training, "train_and_evaluate", fake_train)
+    workdir = tmp_path / "runs"
+    got = camvid_parity.train_one("segnode", "shared", 0, str(workdir), 1500, records=str(records))
+    assert got == finished and trained == [] and not workdir.exists()
+    # kept for 500 steps is not kept for 1500: trained; a failure is a result, recorded at once
+    got = camvid_parity.train_one("baseline", "shared", 0, str(workdir), 1500, records=str(records))
+    assert trained == ["baseline_shared_s0"] and got["failed"] == "loss is nan at step 3" and not got["finished"]
+    again = json.loads((records / "baseline_shared_s0.json").read_text())
+    assert again["failed"] == got["failed"] and again["steps"] == 1500
+    assert camvid_parity.train_one("baseline", "shared", 0, str(workdir), 1500, records=str(records)) == again
+    assert trained == ["baseline_shared_s0"]
 
 
 def test_camvid_parity_reports_the_claim_and_unfinished_runs():
