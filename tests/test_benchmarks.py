@@ -172,7 +172,9 @@ def test_camvid_parity_keeps_finished_runs_in_the_repository_and_trains_only_the
     records = tmp_path / "records"
     finished = {"run": "segnode_shared_s0", "steps": 1500, "finished": True, "failed": None, "test_miou": 0.5}
     report.write_json_at(str(records / "segnode_shared_s0.json"), finished)
-    report.write_json_at(str(records / "baseline_shared_s0.json"), {**finished, "run": "baseline_shared_s0", "steps": 500})
+    report.write_json_at(
+        str(records / "baseline_shared_s0.json"), {**finished, "run": "baseline_shared_s0", "steps": 500}
+    )
     trained = []
 
     def fake_train(cfg, workdir):  # stands in for hours of training; only which runs reach it matters
