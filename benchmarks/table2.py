@@ -242,9 +242,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def model_config(overrides: dict[str, Any], **extra: Any):
-    """``configs/camvid.py``'s model section with ``overrides`` (dotted keys) applied."""
+    """``configs/camvid.py``'s model section with the paper's adjoint (backsolve: the dataset
+    configs train with recursive checkpointing) and ``overrides`` (dotted keys) applied."""
     cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py")).model
-    segnode_jax.config.apply_overrides(cfg, {**overrides, **extra})
+    segnode_jax.config.apply_overrides(cfg, {"ode.adjoint": "backsolve", **overrides, **extra})
     return segnode_jax.freeze(cfg)
 
 

@@ -361,6 +361,26 @@ def test_camvid_block_is_generated_from_the_run_files(tmp_path):
     assert Image.open(tmp_path / "results" / "camvid" / "main_job_test_predictions.png").size == (30, 30)
 
 
+def test_solve_breakdown_counts_what_each_adjoint_differentiates():
+    from benchmarks import solve_breakdown
+
+    med = {"eval": 0.01, "vjp": 0.03, "a/forward": 0.4, "a/gradient": 2.0}
+    counts = {"nfe": 40, "num_accepted_steps": 6, "num_rejected_steps": 1, "gradient_evaluations": 140}
+    solve_breakdown.VARIANTS["a"] = ("a solve", {})
+    try:
+        back = solve_breakdown.breakdown("a", "backsolve", counts, med)
+        ckpt = solve_breakdown.breakdown("a", "recursive_checkpoint", counts, med)
+    finally:
+        del solve_breakdown.VARIANTS["a"]
+    # backsolve: every one of the 100 backward evaluations is a VJP of the field
+    assert (back["backward_vjps"], back["backward_recomputed"]) == (100, 0)
+    assert back["floor_seconds"] == pytest.approx(40 * 0.01 + 100 * 0.03)
+    # recursive checkpointing: the 40 forward evaluations differentiated once, 60 recomputed
+    assert (ckpt["backward_vjps"], ckpt["backward_recomputed"]) == (40, 60)
+    assert ckpt["backward_loop_factor"] == pytest.approx(1.6 / (60 * 0.01 + 40 * 0.03))
+    assert ckpt["forward_loop_factor"] == pytest.approx(1.0) and ckpt["gradient_over_floor"] == pytest.approx(2.0 / 2.2)
+
+
 def _block(text: str, name: str) -> str:
     match = re.search(rf"<!-- {name}:begin -->\n(.*?)\n<!-- {name}:end -->", text, re.S)
     assert match, f"no generated block {name!r}"
@@ -373,7 +393,7 @@ def test_every_generated_block_is_what_its_json_renders_to():
     JSON rerun without regenerating, fails here), and each file holds exactly these blocks."""
     import json
 
-    from benchmarks import camvid, conv_grads, main_job, onnx_speed, parity, report, table2, vs_torch
+    from benchmarks import camvid, conv_grads, main_job, onnx_speed, parity, report, solve_breakdown, table2, vs_torch
 
     def load(name):
         with open(os.path.join(report.RESULTS, name)) as f:
@@ -410,3 +430,4 @@ def test_every_generated_block_is_what_its_json_renders_to():
     assert _block(text, "parity") == parity.markdown(load("parity.json")).strip("\n")
     assert _block(text, "onnx-speed") == onnx_speed.markdown(load("onnx_speed.json")).strip("\n")
     assert _block(text, "conv-grads") == conv_grads.markdown(load("conv_grads.json")).strip("\n")
+    assert _block(text, "solve-breakdown") == solve_breakdown.markdown(load("solve_breakdown.json")).strip("\n")
