@@ -153,7 +153,7 @@ def _finished(path: str, steps: int) -> bool:
     )
 
 
-def _read(path: str, name: str, default=None):
+def _read(path: str, name: str, default: Any = None) -> Any:
     try:
         with open(os.path.join(path, name)) as f:
             return json.load(f)
@@ -414,7 +414,7 @@ def main(argv=None) -> dict[str, Any] | None:
         with open(os.path.join(report.RESULTS, name)) as f:
             result = json.load(f)
     else:
-        seeds = dict(zip(MODELS, args.seeds))
+        seeds: dict[str, int] = dict(zip(MODELS, args.seeds))
         order = plan(seeds)
         records = [train_one(m, args.recipe, s, args.workdir, args.steps) for m, s in order]
         if args.train_only:
@@ -449,4 +449,8 @@ if __name__ == "__main__":
     from segnode_jax import cli
 
     cli.quiet_logs()
-    sys.exit(cli.guarded(main))
+    def command() -> int:  # main returns the result, for callers in Python; the command's status is 0
+        main()
+        return 0
+
+    sys.exit(cli.guarded(command))
