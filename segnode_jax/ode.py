@@ -315,7 +315,9 @@ def _stages(solver: str) -> tuple[tuple, tuple, tuple]:
 def _unrolled_solve(f, y0: PyTree, params: PyTree, settings: ODESettings) -> PyTree:
     """The fixed-step explicit Runge--Kutta solve, every step and stage written out."""
     rows, b, c = _stages(settings.solver)
-    h = (settings.t1 - settings.t0) / settings.num_steps
+    num_steps = settings.num_steps
+    assert num_steps is not None, "unrolled solves have fixed steps (ODESettings validates it)"
+    h = (settings.t1 - settings.t0) / num_steps
 
     def combine(y, weights, ks):
         for w, k in zip(weights, ks):
@@ -324,7 +326,7 @@ def _unrolled_solve(f, y0: PyTree, params: PyTree, settings: ODESettings) -> PyT
         return y
 
     y = y0
-    for step in range(settings.num_steps):
+    for step in range(num_steps):
         t = settings.t0 + step * h
         ks = [f(jnp.asarray(t, jnp.float32), y, params)]
         for row, ci in zip(rows, c):
@@ -373,6 +375,7 @@ def _solver_parts(settings: ODESettings):
         dt0 = settings.dt0
     else:
         controller = diffrax.ConstantStepSize()
+        assert settings.num_steps is not None, "a solver without error estimates has fixed steps (validated)"
         dt0 = (settings.t1 - settings.t0) / settings.num_steps
     return solver, controller, dt0
 

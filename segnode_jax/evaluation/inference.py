@@ -195,6 +195,7 @@ def slide_inference(
         for (y0, y1, x0, x1), lg in zip(group, logits):
             total[y0:y1, x0:x1] += lg
             count[y0:y1, x0:x1] += 1
+    assert total is not None, "sliding_windows gives at least one window"
     return (total / count)[:h, :w]
 
 
@@ -261,6 +262,7 @@ def multiscale_inference(
             p = softmax_np(logits)
             total = p if total is None else total + p
             views += 1
+    assert total is not None, "at least one scale and view"
     return total / views
 
 
@@ -355,8 +357,10 @@ def hrnet_inference(
                         acc = np.zeros((ph, pw, pred.shape[-1]), np.float64)
                     acc[y0:y1, x0:x1] += pred[: y1 - y0, : x1 - x0]
                     count[y0:y1, x0:x1] += 1
+            assert acc is not None, "at least one window"
             scores = (acc / count)[:sh, :sw]
         if scores.shape[:2] != (h, w):
             scores = resize_bilinear_np(scores, (h, w)).astype(np.float64)
         total = scores if total is None else total + scores
+    assert total is not None, "at least one scale"
     return total

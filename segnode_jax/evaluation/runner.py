@@ -165,10 +165,14 @@ def _mode_settings(s: EvalSettings) -> dict[str, Any]:
         out.update(scales=list(s.scales), flip=s.flip, multiscale_base=s.multiscale_base)
     if s.mode == "hrnet":
         out.update(
-            scales=list(s.scales), flip=s.flip, hrnet_rule=s.hrnet_rule, base_size=s.base_size, crop=list(s.crop)
+            scales=list(s.scales),
+            flip=s.flip,
+            hrnet_rule=s.hrnet_rule,
+            base_size=s.base_size,
+            crop=list(s.crop) if s.crop else None,
         )
     if s.mode == "slide" or (s.mode == "multiscale" and s.multiscale_base == "slide"):
-        out.update(crop=list(s.crop), stride=list(s.stride) if s.stride else None)
+        out.update(crop=list(s.crop) if s.crop else None, stride=list(s.stride) if s.stride else None)
     return out
 
 

@@ -14,6 +14,12 @@ from segnode_jax.evaluation.inference import HRNET_RULES
 from segnode_jax.evaluation.metrics import MIOU_OVER
 
 
+def _pair(values) -> tuple[int, int]:
+    """``(height, width)`` from a config's 2-sequence."""
+    h, w = (int(v) for v in values)
+    return h, w
+
+
 @dataclasses.dataclass
 class EvalSettings:
     """Resolved evaluation settings (from ``cfg.eval`` and ``cfg.data``)."""
@@ -46,8 +52,8 @@ class EvalSettings:
             mode=e.mode,
             split=e.get("split") or d.eval_split,
             batch_size=e.get("batch_size"),
-            crop=tuple(int(v) for v in (e.get("crop_size") or d.crop_size)),
-            stride=tuple(int(v) for v in e.stride) if e.get("stride") else None,
+            crop=_pair(e.get("crop_size") or d.crop_size),
+            stride=_pair(e.stride) if e.get("stride") else None,
             scales=tuple(float(s) for s in (e.get("scales") or d.eval_scales)),
             flip=bool(d.eval_flip if e.get("flip") is None else e.flip),
             multiscale_base=e.get("multiscale_base", "slide"),
@@ -64,7 +70,7 @@ class EvalSettings:
                 setattr(out, k, v)
         # mode=hrnet (from the config or from --mode): HRNet's TEST.IMAGE_SIZE windows.
         if out.mode == "hrnet" and not e.get("crop_size") and overrides.get("crop") is None and d.get("test_crop_size"):
-            out.crop = tuple(int(v) for v in d.test_crop_size)
+            out.crop = _pair(d.test_crop_size)
         if out.mode not in EVAL_MODES:
             raise ConfigError(f"invalid eval.mode={out.mode!r}; use one of {', '.join(EVAL_MODES)}")
         if out.multiscale_base not in ("whole", "slide"):
