@@ -76,7 +76,7 @@ def initialize(pcfg: Mapping[str, Any] | None) -> bool:
     launcher = detected_launcher()
     if mode == "off" or (mode == "auto" and not address and launcher is None):
         return False
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(  # values from the config, checked by jax.distributed itself
         coordinator_address=address,
         num_processes=pcfg.get("num_processes"),
         process_id=pcfg.get("process_id"),
@@ -145,7 +145,7 @@ def _fsdp_spec(shape: tuple[int, ...], n: int, min_size: int) -> PartitionSpec:
     # Split the largest axis that divides by the device count.
     for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
         if shape[axis] % n == 0:
-            spec = [None] * len(shape)
+            spec: list[str | None] = [None] * len(shape)
             spec[axis] = DATA_AXIS
             return PartitionSpec(*spec)
     return PartitionSpec()
