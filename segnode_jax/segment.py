@@ -245,7 +245,8 @@ class Segmenter:
         if image.dtype != np.uint8:
             raise PredictError(f"images must be uint8 RGB (0..255), got {image.dtype}")
         if self.eval_size and image.shape[:2] != self.eval_size:
-            image = np.asarray(Image.fromarray(image).resize(self.eval_size[::-1], Image.Resampling.BILINEAR))
+            height, width = self.eval_size
+            image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
         return normalize(image, mean=self.mean, std=self.std)
 
     def _finish(self, scores: np.ndarray, size: tuple[int, int], probabilities: bool, *, are_probs: bool):

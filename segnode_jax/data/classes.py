@@ -15,6 +15,12 @@ from segnode_jax.data.errors import PreparationError
 from segnode_jax.labels import IGNORE_INDEX as IGNORE  # noqa: E402 - the one home of 255
 
 
+def rgb(values: Sequence[int] | np.ndarray) -> tuple[int, int, int]:
+    """An ``(r, g, b)`` colour from any 3-sequence (a palette row)."""
+    r, g, b = (int(v) for v in values)
+    return r, g, b
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassEntry:
     """One row of a class table.

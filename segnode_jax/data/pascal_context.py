@@ -35,7 +35,7 @@ from ml_collections import config_dict
 
 from segnode_jax.data import common, files
 from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
-from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable, voc_colormap
+from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable, rgb, voc_colormap
 from segnode_jax.data.errors import PreparationError
 
 # (PASCAL in Detail category_id, name) of the 59 classes, in ascending id order: the n-th
@@ -105,9 +105,7 @@ _COLORS = voc_colormap(len(_DETAIL_CLASSES) + 1)
 # Own ids = the 60-class values of the label PNGs (0 = background, ignored).
 CLASSES = ClassTable(
     (ClassEntry("background", 0, IGNORE, (0, 0, 0)),)
-    + tuple(
-        ClassEntry(name, i + 1, i, tuple(int(c) for c in _COLORS[i + 1])) for i, (_, name) in enumerate(_DETAIL_CLASSES)
-    )
+    + tuple(ClassEntry(name, i + 1, i, rgb(_COLORS[i + 1])) for i, (_, name) in enumerate(_DETAIL_CLASSES))
 )
 # Detail category id -> 60-class value (0 = background / unannotated).
 DETAIL_TO_CONTEXT60 = {0: 0, **{cid: i + 1 for i, (cid, _) in enumerate(_DETAIL_CLASSES)}}

@@ -27,7 +27,7 @@ from PIL import Image
 
 from segnode_jax.data import common, files, street
 from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
-from segnode_jax.data.classes import ClassEntry, ClassTable, voc_colormap
+from segnode_jax.data.classes import ClassEntry, ClassTable, rgb, voc_colormap
 from segnode_jax.data.errors import PreparationError
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "ellipse", "frame")
@@ -68,7 +68,7 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
         raise PreparationError(f"synthetic num_classes must be in [2, {len(SHAPES) + 1}], got {n}.")
     colors = voc_colormap(n)
     names = ("background",) + SHAPES[: n - 1]
-    return ClassTable(tuple(ClassEntry(nm, i, i, tuple(int(c) for c in colors[i])) for i, nm in enumerate(names)))
+    return ClassTable(tuple(ClassEntry(nm, i, i, rgb(colors[i])) for i, nm in enumerate(names)))
 
 
 def default_config(cfg: config_dict.ConfigDict) -> None:

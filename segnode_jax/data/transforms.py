@@ -236,7 +236,8 @@ class EvalTransform(grain.transforms.Map):
         rec = decode_record(element)
         raw = rec["image"]
         if self.eval_size and raw.shape[:2] != self.eval_size:
-            raw = np.asarray(Image.fromarray(raw).resize(self.eval_size[::-1], Image.Resampling.BILINEAR))
+            height, width = self.eval_size
+            raw = np.asarray(Image.fromarray(raw).resize((width, height), Image.Resampling.BILINEAR))
         return {
             "image": normalize(raw, mean=self.mean, std=self.std),
             "label": rec["label"].astype(np.int32),
@@ -309,16 +310,17 @@ class ClassificationTrainTransform(grain.transforms.RandomMap):
 
     def augment(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         top, left, h, w = random_resized_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
+        height, width = self.crop_size
         out = np.asarray(
             Image.fromarray(image).resize(
-                self.crop_size[::-1], Image.Resampling.BILINEAR, box=(left, top, left + w, top + h)
+                (width, height), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h)
             )
         )
         if self.flip and rng.integers(0, 2) == 1:
             out = np.ascontiguousarray(out[:, ::-1])
         return out
 
-    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         image, label, _ = decode_image_record(element)
         return {"image": normalize(self.augment(image, rng), mean=self.mean, std=self.std), "label": np.int32(label)}
 

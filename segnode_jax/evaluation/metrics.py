@@ -133,7 +133,7 @@ def score_batch(
       ``(confusion (C, C) int32, predictions (B, H, W) int32)`` -- the real logits resized
       bilinearly to each label's size, then argmax.
     """
-    canvas = tuple(labels.shape[1:3])
+    canvas = (int(labels.shape[1]), int(labels.shape[2]))
     resized = jax.vmap(lambda x, s, o: resize_in_canvas(x, s, canvas, o))(logits, image_size, label_size)
     pred = jnp.argmax(resized, axis=-1).astype(jnp.int32)
     return confusion_matrix(pred, labels, logits.shape[-1]), pred
