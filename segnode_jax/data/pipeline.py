@@ -68,7 +68,7 @@ def train_transform(dcfg: config_dict.ConfigDict, **overrides: Any) -> TrainTran
     """The training augmentation described by ``dcfg`` (keyword overrides for tests): HRNet's
     for segmentation, random-resized crops and flips for classification."""
     if registry.is_classification(dcfg):
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             crop_size=tuple(dcfg.crop_size),
             scale=tuple(dcfg.rrc_scale),
             ratio=tuple(dcfg.rrc_ratio),
@@ -103,7 +103,7 @@ def train_dataset(
     shard_index: int | None = None,
     shard_count: int | None = None,
     num_epochs: int | None = None,
-    transform: TrainTransform | None = None,
+    transform: TrainTransform | ClassificationTrainTransform | None = None,
 ) -> grain.MapDataset:
     """The batched training ``MapDataset`` of this host (before worker processes).
 
