@@ -215,7 +215,7 @@ class SegmentationBuilder(PlannedBuilder, skip_registration=True):
             )
 
 
-def variant_config(builder_cls: type[SegmentationBuilder], name: str) -> str | tfds.core.BuilderConfig:
+def variant_config(builder_cls: type[tfds.core.DatasetBuilder], name: str) -> str | tfds.core.BuilderConfig:
     """The builder's predefined config ``name``, else a custom ``BuilderConfig`` of that name.
 
     Arguments:

@@ -78,7 +78,7 @@ Builder = SegnodeCamvid
 
 
 def builder_config(dcfg: config_dict.ConfigDict):
-    return variant_config(Builder, dcfg.get("variant") or "segnet")
+    return variant_config(Builder, str(dcfg.get("variant") or "segnet"))
 
 
 def _root(dcfg: config_dict.ConfigDict) -> str:

@@ -115,7 +115,7 @@ Builder = SegnodeCityscapes
 
 
 def builder_config(dcfg: config_dict.ConfigDict):
-    return variant_config(Builder, dcfg.get("variant") or ("fine_coarse" if dcfg.get("use_coarse") else "fine"))
+    return variant_config(Builder, str(dcfg.get("variant") or ("fine_coarse" if dcfg.get("use_coarse") else "fine")))
 
 
 def _tree(root: str, folder: str, archive: str, *, what: str) -> files.SourceTree:

@@ -144,7 +144,7 @@ def variant_name(dcfg: config_dict.ConfigDict) -> str:
     return common.root_variant(dcfg, _root(dcfg))
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
+def builder_config(dcfg: config_dict.ConfigDict) -> str | tfds.core.BuilderConfig:
     return variant_config(Builder, variant_name(dcfg))
 
 

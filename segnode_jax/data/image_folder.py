@@ -53,7 +53,7 @@ def _root(dcfg: config_dict.ConfigDict) -> str:
     return common.user_root(dcfg, holding="<split>/<class>/ images")
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
+def builder_config(dcfg: config_dict.ConfigDict) -> str | tfds.core.BuilderConfig:
     return variant_config(Builder, common.root_variant(dcfg, _root(dcfg)))
 
 

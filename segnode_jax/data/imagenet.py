@@ -82,7 +82,7 @@ Builder = SegnodeImagenet
 
 
 def builder_config(dcfg: config_dict.ConfigDict) -> str | tfds.core.BuilderConfig:
-    return variant_config(Builder, dcfg.get("variant") or "ilsvrc2012")
+    return variant_config(Builder, str(dcfg.get("variant") or "ilsvrc2012"))
 
 
 def _standard_wnids() -> list[str]:

@@ -95,7 +95,7 @@ Builder = SegnodeLip
 
 
 def builder_config(dcfg: config_dict.ConfigDict):
-    return variant_config(Builder, dcfg.get("variant") or "single_person")
+    return variant_config(Builder, str(dcfg.get("variant") or "single_person"))
 
 
 def _trees(root: str) -> list[files.SourceTree]:

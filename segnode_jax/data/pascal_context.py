@@ -151,7 +151,7 @@ Builder = SegnodePascalContext
 
 
 def builder_config(dcfg: config_dict.ConfigDict):
-    return variant_config(Builder, dcfg.get("variant") or "context59")
+    return variant_config(Builder, str(dcfg.get("variant") or "context59"))
 
 
 def _voc_root(dcfg: config_dict.ConfigDict) -> str:

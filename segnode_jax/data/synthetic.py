@@ -107,8 +107,8 @@ class SegnodeSynthetic(SegmentationBuilder):
 Builder = SegnodeSynthetic
 
 
-def builder_config(dcfg: config_dict.ConfigDict) -> tfds.core.BuilderConfig:
-    return variant_config(Builder, dcfg.get("variant") or variant_name(dcfg))
+def builder_config(dcfg: config_dict.ConfigDict) -> str | tfds.core.BuilderConfig:
+    return variant_config(Builder, str(dcfg.get("variant") or variant_name(dcfg)))
 
 
 def _size(dcfg: config_dict.ConfigDict) -> tuple[int, int]:
