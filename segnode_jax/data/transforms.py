@@ -144,7 +144,9 @@ def hflip(
     return image, label
 
 
-def normalize(image: np.ndarray, *, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def normalize(
+    image: np.ndarray, *, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """uint8 RGB -> float32 ``(x / 255 - mean) / std``."""
     scale = np.float32(1.0 / 255.0) / np.asarray(std, np.float32)
     shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)

@@ -103,6 +103,7 @@ def _fuse(module: HRModule, xs: Features, train: bool) -> Features:
                     if not last:
                         z = activation(module.act)(z)
             y = z.astype(xs[i].dtype) if y is None else y + z.astype(y.dtype)
+        assert y is not None, "every output branch sums at least one input"
         outs.append(y if module.preact else nn.relu(y))
     return tuple(outs)
 

@@ -91,7 +91,7 @@ class NODEsUNet(nn.Module):
             return y.astype(x.dtype)
 
         logits, x = unet(images, train, cfg, n, after=after)
-        aux = {"features": (x,)}
+        aux: dict[str, Any] = {"features": (x,)}
         if stats:
             aux["ode"] = sum_statistics(stats)
         return logits, aux

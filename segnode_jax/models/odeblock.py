@@ -58,7 +58,7 @@ class ODEBlock(nn.Module):
 def sum_statistics(stats: list[dict]) -> dict:
     """The statistics of several solves as one: summed counts (``nfe``: every field evaluation)
     and the first failure's result code (a solve written out step by step cannot fail)."""
-    out = {k: sum(s[k] for s in stats) for k in STATISTICS}
+    out: dict[str, Any] = {k: sum(s[k] for s in stats) for k in STATISTICS}
     result = jnp.zeros((), jnp.int32)
     for s in stats:
         result = jnp.where(result == 0, jnp.asarray(s.get("result", 0), jnp.int32), result)

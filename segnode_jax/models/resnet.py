@@ -149,7 +149,7 @@ def head_on_backbone(cfg, model: str, default_depth: int, images, train: bool):
     features: ``(dtype, bn, c3, c4)``."""
     require_own_head(cfg, model)
     dtype = dtype_of(cfg.dtype)
-    bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
+    bn: dict[str, Any] = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
     c3, c4 = backbone(cfg, default_depth, dtype)(images, train)
     return dtype, bn, c3, c4
 

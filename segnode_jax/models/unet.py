@@ -114,7 +114,7 @@ def unet(images, train: bool, cfg, u, *, after=None):
     dtype = dtype_of(cfg.dtype)
     depth, base = int(u.depth), int(u.base_width)
     bilinear = u.upsampling == "bilinear"
-    bn = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
+    bn: dict[str, Any] = dict(momentum=float(cfg.bn_momentum), epsilon=float(cfg.bn_eps), dtype=dtype)
     down_cls = nn.remat(DoubleConv, static_argnums=(2,)) if cfg.remat.stem else DoubleConv
     up_cls = nn.remat(Up, static_argnums=(3,)) if cfg.remat.head else Up
     after = after or (lambda x, name: x)
