@@ -195,9 +195,11 @@ class SegmentationBuilder(PlannedBuilder, skip_registration=True):
         )
 
     def _generate_examples(self, split: str, refs: Sequence[Any]) -> Iterator[tuple[str, dict]]:
+        load = self._load
+        assert load is not None, "set_plan comes before download_and_prepare"
         seen: set[str] = set()
         for ref in tqdm(refs, desc=f"{self.name} {split}", unit="img", disable=not self._progress):
-            ex = self._load(ref)
+            ex = load(ref)
             if ex.name in seen:
                 raise PreparationError(f"{ex.image_source}: duplicate example name {ex.name!r} in split {split}.")
             seen.add(ex.name)

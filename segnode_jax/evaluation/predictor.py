@@ -90,8 +90,9 @@ def raise_failed_solves(result, n: int, ode_settings) -> None:
 
     codes = np.asarray(result)[:n]
     failed = np.flatnonzero(codes)
-    if failed.size:
-        raise ode.failure_of(int(codes[failed[0]]), ode_settings)
+    error = ode.failure_of(int(codes[failed[0]]), ode_settings) if failed.size else None
+    if error is not None:
+        raise error
 
 
 @functools.lru_cache(maxsize=8)

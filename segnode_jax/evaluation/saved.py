@@ -81,7 +81,7 @@ def score_predictions(dcfg, pred_dir: str, *, split: str | None = None) -> dict[
     pairs, missing = [], []
     for name, gt_path in gt_files:
         p = _prediction_path(pred_dir, name, gt_path)
-        if p is None and index is not None:
+        if p is None and index is not None and pattern_of is not None:
             p = index.find(pattern_of(name), name)
         if p is None:
             missing.append(name)
