@@ -30,7 +30,9 @@ def main(argv):
     from segnode_jax import cli, training
 
     cli.quiet_logs()
-    result = training.train_and_evaluate(cli.read_config(FLAGS), FLAGS.workdir)
+    cfg = cli.read_config(FLAGS)
+    assert cfg is not None, "--config is a required flag"
+    result = training.train_and_evaluate(cfg, FLAGS.workdir)
     import jax
 
     if jax.process_index() != 0:

@@ -53,7 +53,7 @@ def detected_launcher() -> str | None:
     return None
 
 
-def initialize(pcfg: Mapping[str, Any] | None) -> bool:
+def initialize(pcfg: Any) -> bool:  # cfg.parallel: a ConfigDict, a mapping or None
     """Starts ``jax.distributed`` if ``pcfg`` (``cfg.parallel``) asks for it or a launcher is
     detected. Call it before anything else uses JAX devices.
 
