@@ -449,6 +449,7 @@ if __name__ == "__main__":
     from segnode_jax import cli
 
     cli.quiet_logs()
+
     def command() -> int:  # main returns the result, for callers in Python; the command's status is 0
         main()
         return 0
