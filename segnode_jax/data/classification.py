@@ -54,8 +54,10 @@ class ClassificationBuilder(PlannedBuilder, skip_registration=True):
 
     def set_classes(self, class_ids: Sequence[str], class_names: Sequence[str]) -> None:
         """The classes a following ``download_and_prepare`` records (index = position)."""
-        self.info.metadata["class_ids"] = [str(c) for c in class_ids]
-        self.info.metadata["class_names"] = [str(c) for c in class_names]
+        metadata = self.info.metadata
+        assert metadata is not None, "_info declares a MetadataDict"
+        metadata["class_ids"] = [str(c) for c in class_ids]
+        metadata["class_names"] = [str(c) for c in class_names]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -76,9 +78,11 @@ class ClassificationBuilder(PlannedBuilder, skip_registration=True):
 
     def _generate_examples(self, split: str, refs: Sequence[Any]) -> Iterator[tuple[str, dict]]:
         seen: set[str] = set()
-        num_classes = len(self.info.metadata.get("class_ids", ()))
+        metadata, load = self.info.metadata, self._load
+        assert metadata is not None and load is not None, "_info declares metadata; set_plan comes first"
+        num_classes = len(metadata.get("class_ids", ()))
         for ref in tqdm(refs, desc=f"{self.name} {split}", unit="source", disable=not self._progress):
-            for ex in self._load(ref):
+            for ex in load(ref):
                 if ex.name in seen:
                     raise PreparationError(f"{ex.source}: duplicate image name {ex.name!r} in split {split}.")
                 seen.add(ex.name)

@@ -61,8 +61,8 @@ def root_variant(dcfg: config_dict.ConfigDict, root: str) -> str:
     """``variant`` if set, else the root folder's name (letters, digits, ``_``)."""
     import re
 
-    name = dcfg.get("variant") or os.path.basename(root.rstrip(os.sep))
-    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or dcfg.name
+    name = str(dcfg.get("variant") or os.path.basename(root.rstrip(os.sep)))
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or str(dcfg.name)
 
 
 def stems(names: Iterable[str], *, strip: str = "") -> dict[str, str]:
@@ -161,11 +161,13 @@ def export_ground_truth(
     builder = ensure_prepared(dcfg)
     if split not in builder.info.splits:
         raise PreparationError(f"split {split!r} is not in {builder.data_path} (has {', '.join(builder.info.splits)}).")
+    config = builder.builder_config
+    assert config is not None, "every segnode builder has a config (its variant)"
     root = os.path.join(
         registry.data_dir(dcfg),
         "segnode_ground_truth",
         builder.name,
-        builder.builder_config.name,
+        config.name,
         str(builder.version),
         split,
     )

@@ -213,7 +213,9 @@ def extract(archive: str, source: Source, target: str) -> str:
                     path = os.path.join(tmp, *rel.split("/")[1:])
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     digest = hashlib.sha256()
-                    with tar.extractfile(member) as src, open(path, "wb") as out:
+                    member_file = tar.extractfile(member)
+                    assert member_file is not None, "a regular file (checked above) can be read"
+                    with member_file as src, open(path, "wb") as out:
                         for chunk in iter(lambda: src.read(CHUNK), b""):
                             digest.update(chunk)
                             out.write(chunk)
