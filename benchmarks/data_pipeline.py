@@ -81,7 +81,7 @@ def _decode_rate(dcfg, n: int = 8) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--batches", type=int, default=15)

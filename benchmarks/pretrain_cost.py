@@ -94,7 +94,8 @@ def _flops(lowered) -> float:
 
 
 def _size(cfg) -> tuple[int, int]:
-    return tuple(int(v) for v in cfg.data.crop_size)
+    h, w = (int(v) for v in cfg.data.crop_size)
+    return h, w
 
 
 def forward_flops(cfg) -> float:
@@ -286,7 +287,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--from_json", action="store_true", help="only regenerate the docs table from the JSON")
     args = p.parse_args(argv)
     if args.from_json:

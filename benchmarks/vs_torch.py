@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -360,7 +361,7 @@ def run(args) -> dict:
     # step's measured peak on a GPU (reset before each step), not measured on a CPU.
     from segnode_jax import memory as mem
 
-    memory = {
+    memory: dict[str, dict[str, Any]] = {
         s: {
             "jax_train_bytes": mem.of_compiled(
                 p.jax_step.lower(p.state, p.batch).compile(compiler_options=mem.compiler_options())

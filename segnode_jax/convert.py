@@ -717,6 +717,7 @@ def main(argv=None) -> int:
                     f"--{name} is required: python -m segnode_jax.convert --torch FILE.pth --config configs/<x>.py --out DIR"
                 )
         cfg = cli.read_config(flags_)
+        assert cfg is not None, "--config was checked above"
         if cfg.model.get("num_classes") is None:  # configs/imagenet.py, folder.py: the dataset's count
             data.resolve_num_classes(cfg)
         result = convert(flags_.torch, cfg, flags_.out, strict=flags_.strict, overwrite=flags_.overwrite)
