@@ -72,7 +72,7 @@ def _decode_rate(dcfg, n: int = 8) -> float:
     from PIL import Image
 
     builder = data.ensure_prepared(dcfg)
-    src = builder.as_data_source(split="train")
+    src = builder.as_data_source(split="train")  # pyright: ignore[reportCallIssue]  # signature hidden by tfds_logging
     recs = [src[i] for i in range(min(n, len(src)))]
     t = time.perf_counter()
     for r in recs:
@@ -95,7 +95,7 @@ def main() -> None:
         t = time.perf_counter()
         builder = data.ensure_prepared(dcfg)
         prep = time.perf_counter() - t
-        src = builder.as_data_source(split="train")
+        src = builder.as_data_source(split="train")  # pyright: ignore[reportCallIssue]  # signature hidden by tfds_logging
         mean_png_mb = float(np.mean([len(src[i]["image"]) for i in range(len(src))]) / 2**20)
         decode = _decode_rate(dcfg)
         rows = [_time_iterator(dcfg, batch_size=args.batch_size, batches=args.batches, workers=w) for w in args.workers]

@@ -209,7 +209,9 @@ class RunCheckpoints:
         )
 
     def _restore_step(self, step: int, abstract_state, data_iter) -> tuple[Any, dict[str, Any]]:
-        args = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        args: dict[str, ocp.args.CheckpointArgs] = dict(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        )
         if data_iter is not None and self.has_data_position(step):
             import grain
 
@@ -285,7 +287,9 @@ class RunCheckpoints:
         """
         import grain
 
-        args = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta)))
+        args: dict[str, ocp.args.CheckpointArgs] = dict(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))
+        )
         if data_iter is not None:
             args["data_iter"] = grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_iter))
         with self._writing(self.latest.directory):

@@ -338,9 +338,10 @@ def predict(
     labels = [r.labels for r in results]
     probs = [r.probabilities for r in results]
     if single:
-        labels, probs = labels[0], probs[0]
-    elif stacked:
-        labels, probs = np.stack(labels), (np.stack(probs) if probabilities else None)
+        return (labels[0], probs[0]) if probabilities else labels[0]
+    if stacked:
+        labels_out = np.stack(labels)
+        return (labels_out, np.stack([p for p in probs if p is not None])) if probabilities else labels_out
     return (labels, probs) if probabilities else labels
 
 

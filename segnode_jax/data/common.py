@@ -175,7 +175,7 @@ def export_ground_truth(
         os.makedirs(os.path.dirname(root), exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".{split}.incomplete.", dir=os.path.dirname(root))
         try:
-            for rec in builder.as_data_source(split=split):
+            for rec in builder.as_data_source(split=split):  # pyright: ignore[reportCallIssue]  # signature hidden by tfds_logging
                 ex = transforms.decode_record(rec)
                 label = ex["label"] if encode is None else encode(ex["label"])
                 path = os.path.join(tmp, ex["name"] + ".png")

@@ -48,7 +48,8 @@ def split_source(dcfg: config_dict.ConfigDict, split: str) -> grain.MapDataset:
                 f"(it has {', '.join(available)}). Fix the split name in the config"
                 + (" or prepare with use_coarse=True." if name == "train_extra" else ".")
             )
-        parts.append(grain.MapDataset.source(builder.as_data_source(split=name)))
+        source = builder.as_data_source(split=name)  # pyright: ignore[reportCallIssue]  # signature hidden by tfds_logging
+        parts.append(grain.MapDataset.source(source))
     return parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)
 
 
