@@ -26,7 +26,8 @@ from ml_collections import config_dict
 
 from segnode_jax import cli
 from segnode_jax.data import download, registry
-from segnode_jax.data.builder import SegmentationBuilder
+from segnode_jax.data.builder import PlannedBuilder
+from segnode_jax.data.classification import ClassificationBuilder
 from segnode_jax.data.errors import PreparationError
 
 
@@ -47,7 +48,7 @@ def _remove_empty_parents(path: str, stop: str) -> None:
         path = os.path.dirname(path)
 
 
-def _cleanup_failed(builder: SegmentationBuilder, data_dir: str) -> None:
+def _cleanup_failed(builder: PlannedBuilder, data_dir: str) -> None:
     """Deletes whatever a failed build left next to its (absent) final folder."""
     final = os.fspath(builder.data_path)
     parent = os.path.dirname(final)
@@ -72,7 +73,7 @@ def prepare(
     *,
     overwrite: bool = False,
     progress: bool = True,
-) -> SegmentationBuilder:
+) -> PlannedBuilder:
     """Builds the TFDS array_record dataset described by ``dcfg`` (no-op if it exists).
 
     Arguments:
@@ -101,6 +102,7 @@ def prepare(
         builder = registry.make_builder(dcfg)
     if registry.is_classification(dcfg):
         plan, (class_ids, class_names) = module.plan(dcfg)
+        assert isinstance(builder, ClassificationBuilder), "registry.make_builder of a classification dataset"
         builder.set_classes(class_ids, class_names)
         load = functools.partial(module.load_source, dcfg)
     else:
@@ -137,7 +139,7 @@ def prepare_command(dcfg: config_dict.ConfigDict) -> str:
     return " ".join(parts)
 
 
-def ensure_prepared(dcfg: config_dict.ConfigDict) -> SegmentationBuilder:
+def ensure_prepared(dcfg: config_dict.ConfigDict) -> PlannedBuilder:
     """The prepared builder; builds the synthetic dataset if missing, otherwise explains how.
 
     Arguments:
