@@ -87,8 +87,9 @@ def forward_rows(variables, cfg, tolerances, num_images):
 def _batch(cfg, n):
     ds = data.eval_dataset(cfg.data, split=cfg.data.train_split)
     h, w = (int(v) for v in cfg.data.crop_size)
-    images = np.stack([ds[i]["image"][:h, :w] for i in range(n)]).astype(np.float32)
-    labels = np.stack([ds[i]["label"][:h, :w] for i in range(n)]).astype(np.int32)
+    examples = [ex for ex in (ds[i] for i in range(n)) if ex is not None]  # mapped, never filtered
+    images = np.stack([ex["image"][:h, :w] for ex in examples]).astype(np.float32)
+    labels = np.stack([ex["label"][:h, :w] for ex in examples]).astype(np.int32)
     return jnp.asarray(images), jnp.asarray(labels)
 
 

@@ -95,6 +95,7 @@ def along_trajectory(variables, cfg, *, times, num_images=None, num_strips=4, st
         ds = ds[: int(num_images)]
     for idx in tqdm(range(len(ds)), desc="trajectory", unit="img", disable=not progress):
         ex = ds[idx]
+        assert ex is not None, "an evaluation dataset is mapped, never filtered"
         image, size, label, lsize = _prepare(ex, pad_multiple, fill)
         traj, nfe = run(variables, jnp.asarray(image))
         nfes.append(int(nfe))
@@ -152,7 +153,8 @@ def solver_sweep(variables, cfg, *, specs, num_images=None, timing_images=4, pro
     settings = evaluation.EvalSettings.from_config(cfg, mode="whole", num_images=num_images, batch_size=1)
     settings.num_visualizations = 0
     ds = data.eval_dataset(cfg.data, split=settings.split)
-    images = np.stack([ds[i]["image"] for i in range(min(timing_images, len(ds)))]).astype(np.float32)
+    examples = [ds[i] for i in range(min(timing_images, len(ds)))]
+    images = np.stack([ex["image"] for ex in examples if ex is not None]).astype(np.float32)
     rows = []
     for spec in specs:
         c = _with_ode(cfg, **_sweep_overrides(spec, cfg.model.ode))
