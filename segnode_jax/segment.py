@@ -381,6 +381,8 @@ def write_outputs(
     """``labels/<name>.png`` (train ids, or with ``fmt="dataset"`` the dataset's own ids),
     ``color/<name>.png`` and ``overlay/<name>.jpg``; returns their paths."""
 
+    if fmt == "dataset" and dcfg is None:
+        raise ValueError("fmt='dataset' needs the dataset's config (dcfg) for its ids")
     ids = data.train_ids_to_dataset_ids(dcfg, labels) if fmt == "dataset" else labels.astype(np.uint8)
     color = data.colorize(labels, info.palette)
     paths = {
@@ -443,7 +445,7 @@ def _record(item, image: np.ndarray, res, paths, names: Sequence[str]) -> dict[s
         "seconds": round(res.seconds, 4),
         "includes_compilation": res.compiled,
         "nfe": res.nfe,
-        "pixels_per_class": {names[c]: int(counts[c]) for c in np.flatnonzero(counts)},
+        "pixels_per_class": {names[int(c)]: int(counts[c]) for c in np.flatnonzero(counts)},
     }
 
 

@@ -133,7 +133,7 @@ def _split_plan(trees, root: str, split: str) -> list:
     img = _find_folder(trees, f"{split}_images")
     seg = _find_folder(trees, f"{split}_segmentations")
     missing = [f for f, v in ((f"{split}_images/", img), (f"{split}_segmentations/", seg)) if v is None]
-    if missing:
+    if missing or img is None or seg is None:
         raise PreparationError(
             f"lip: missing download: no folder {' or '.join(missing)} below {root}. Expected:\n{EXPECTED}"
         )
@@ -206,4 +206,8 @@ def ground_truth_files(dcfg: config_dict.ConfigDict, split: str) -> list[tuple[s
         )
     tree, prefix = found
     folder = tree.local_path(f"{prefix}{split}_segmentations")
+    if folder is None:  # inside an archive: the comparison reads files
+        raise PreparationError(
+            f"lip: {split}_segmentations/ is inside an archive below {root}; unzip TrainVal_parsing_annotations.zip there."
+        )
     return sorted((os.path.splitext(n)[0], os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(".png"))
