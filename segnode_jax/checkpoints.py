@@ -421,6 +421,8 @@ def _restore_numpy(pytree_dir: str) -> Any:
     checkpointer = ocp.PyTreeCheckpointer()
     try:
         metadata = checkpointer.metadata(pytree_dir)
+        if metadata is None:
+            raise FileNotFoundError("no PyTree metadata")
         tree = metadata.item_metadata
         tree = tree.tree if hasattr(tree, "tree") else tree
         restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

@@ -393,7 +393,8 @@ def _check_resnet(state_dict, model_cfg) -> int | None:
             f"the checkpoint's ResNet stem has {width} channels but the config has model.resnet.stem_width="
             f"{int(model_cfg.resnet.stem_width)}: pass --config.model.resnet.stem_width={width}"
         )
-    counts = tuple(len({m.group(1) for k in keys if (m := re.match(rf"layer{i}\.(\d+)\.", k))}) for i in range(1, 5))
+    c1, c2, c3, c4 = (len({m.group(1) for k in keys if (m := re.match(rf"layer{i}\.(\d+)\.", k))}) for i in range(1, 5))
+    counts = (c1, c2, c3, c4)
     default = 50 if model_cfg.name == "pspnet" else 101
     depth, blocks, _ = resnet_settings(model_cfg, default)
     if all(counts) and counts != blocks:

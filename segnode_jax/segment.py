@@ -381,9 +381,12 @@ def write_outputs(
     """``labels/<name>.png`` (train ids, or with ``fmt="dataset"`` the dataset's own ids),
     ``color/<name>.png`` and ``overlay/<name>.jpg``; returns their paths."""
 
-    if fmt == "dataset" and dcfg is None:
-        raise ValueError("fmt='dataset' needs the dataset's config (dcfg) for its ids")
-    ids = data.train_ids_to_dataset_ids(dcfg, labels) if fmt == "dataset" else labels.astype(np.uint8)
+    if fmt == "dataset":
+        if dcfg is None:
+            raise ValueError("fmt='dataset' needs the dataset's config (dcfg) for its ids")
+        ids = data.train_ids_to_dataset_ids(dcfg, labels)
+    else:
+        ids = labels.astype(np.uint8)
     color = data.colorize(labels, info.palette)
     paths = {
         "labels": os.path.join(out_dir, LABELS_DIR, name + ".png"),
