@@ -58,12 +58,12 @@ def equinox_errors_as_nan():
             return _errors.branched_error_if_impl(*args, **kwargs)
 
         _NAN_MODE_ERROR_IMPL.append(filter_jit(nan_mode_error_if_impl))
-    old = _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit
-    _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit = "nan", _NAN_MODE_ERROR_IMPL[0]
+    old = _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit  # pyright: ignore[reportPrivateImportUsage]  # equinox private (this module's purpose)
+    _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit = "nan", _NAN_MODE_ERROR_IMPL[0]  # pyright: ignore[reportPrivateImportUsage]  # equinox private (this module's purpose)
     try:
         yield
     finally:
-        _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit = old
+        _errors.EQX_ON_ERROR, _errors.branched_error_if_impl_jit = old  # pyright: ignore[reportPrivateImportUsage]  # equinox private (this module's purpose)
 
 
 # jax ----------------------------------------------------------------------------------------
@@ -105,7 +105,8 @@ def orbax_array_handler_without_replica_parallel():
 
     current = ocp.type_handlers.get_type_handler(jax.Array)
     return ocp.type_handlers.ArrayHandler(
-        use_replica_parallel=False, array_metadata_store=current._array_metadata_store
+        use_replica_parallel=False,
+        array_metadata_store=current._array_metadata_store,  # pyright: ignore[reportAttributeAccessIssue]  # orbax private
     )
 
 

@@ -95,7 +95,7 @@ def initialize(pcfg: Any) -> bool:  # cfg.parallel: a ConfigDict, a mapping or N
     return True
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+def make_mesh(devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:  # jax.Device is not a type to pyright
     """A 1-D mesh named ``data``.
 
     Arguments:

@@ -269,7 +269,7 @@ def rms_norm(x) -> torch.Tensor:
     state's user norm the tuple)."""
     parts = x if isinstance(x, (tuple, list)) else (x,)
     total = sum(p.pow(2).sum() for p in parts)
-    return (total / sum(p.numel() for p in parts)).sqrt()
+    return (total / sum(p.numel() for p in parts)).sqrt()  # pyright: ignore[reportAttributeAccessIssue]  # a tensor
 
 
 class SegNodeTorch(nn.Module):

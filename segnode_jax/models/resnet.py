@@ -91,7 +91,7 @@ class ResNet(nn.Module):
         block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         x = conv(self.stem_width, 7, stride=2, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
         x = nn.relu(norm(x, train, kind="batch", name="bn1", momentum=self.momentum, epsilon=self.epsilon))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pyright: ignore[reportArgumentType]  # flax's annotation says str; pairs are documented
         channels, dilation, outputs = self.stem_width, 1, []
         for layer, count in enumerate(self.blocks):
             planes = self.stem_width * 2**layer
