@@ -424,6 +424,8 @@ def _restore_numpy(pytree_dir: str) -> Any:
         if metadata is None:
             raise FileNotFoundError("no PyTree metadata")
         tree = metadata.item_metadata
+        if tree is None:
+            raise FileNotFoundError("no item metadata")
         tree = tree.tree if hasattr(tree, "tree") else tree
         restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return checkpointer.restore(pytree_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))

@@ -225,7 +225,13 @@ def _val_labels(dcfg, root: str, files: list[str]) -> tuple[list[str], dict[str,
 def _check_count(wnids: list[str], files: list[str], source: str, *, numbered: bool = False) -> list[str]:
     if numbered:
         # The devkit's line k labels ILSVRC2012_val_{k:08d}: the archive may hold a subset.
-        numbers = [int(_VAL_NAME.match(n).group(1)) for n in files]
+        matches = [(n, _VAL_NAME.match(n)) for n in files]
+        odd = [n for n, m in matches if m is None]
+        if odd:
+            raise PreparationError(
+                f"{source}: {odd[0]} is not named ILSVRC2012_val_NNNNNNNN.JPEG like the devkit's images."
+            )
+        numbers = [int(m.group(1)) for _, m in matches if m is not None]
         if max(numbers) > len(wnids):
             raise PreparationError(
                 f"{source}: {len(wnids)} validation labels but the archive has image number "
