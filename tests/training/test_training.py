@@ -358,7 +358,13 @@ def test_the_dataset_configs_adjoint_trains_with_the_exact_gradient(tmp_path):
     }
     updates, losses = {}, {}
     for adjoint in ("recursive_checkpoint", "direct", "backsolve"):
-        overrides = {"model.ode.adjoint": adjoint, "train.batch_size": b, "data.crop_size": (h, w)}
+        # max_steps bounds what the direct adjoint compiles (it backpropagates through every step slot)
+        overrides = {
+            "model.ode.adjoint": adjoint,
+            "model.ode.max_steps": 16,
+            "train.batch_size": b,
+            "data.crop_size": (h, w),
+        }
         cfg = training.resolve_config(tiny_config(tmp_path, **overrides))
         tx, _ = training.make_optimizer(cfg.train, TINY_STEPS)
         state = training.create_train_state(cfg.model, tx, jax.random.key(0), (b, h, w, 3))
@@ -368,7 +374,9 @@ def test_the_dataset_configs_adjoint_trains_with_the_exact_gradient(tmp_path):
         losses[adjoint] = float(metrics["loss"])
         after = jax.tree_util.tree_leaves(state.params)
         updates[adjoint] = np.concatenate([np.ravel(np.asarray(a) - o) for o, a in zip(before, after)])
-    assert np.isfinite(losses["recursive_checkpoint"]) and losses["recursive_checkpoint"] == losses["direct"]
+    # the same forward solve in two compiled programs: equal to float32's last bits
+    assert np.isfinite(losses["recursive_checkpoint"])
+    assert losses["recursive_checkpoint"] == pytest.approx(losses["direct"], rel=1e-6)
     exact, direct, back = updates["recursive_checkpoint"], updates["direct"], updates["backsolve"]
     assert np.abs(exact).max() > 0
     # float32 through 40-odd evaluations in two differently compiled programs: measured 2.5e-4 of
