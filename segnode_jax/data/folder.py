@@ -95,6 +95,16 @@ def _load_classes(path: str) -> dict:
     return spec
 
 
+def _number(kind, value, path: str, what: str, want: str):
+    """``kind(value)`` (int or float), or one error naming the class file and the field."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise PreparationError(f"{path}: {what} {value!r}; use {want}.") from None
+
+
 def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
     """The table read from the class file (ids, names, colours, ignore values)."""
     path = _classes_file(dcfg)
@@ -106,16 +116,21 @@ def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
             c = {"name": c}
         if not isinstance(c, dict) or "name" not in c:
             raise PreparationError(f"{path}: class #{pos} needs at least a name, got {c!r}.")
-        cid = int(c.get("id", pos))
-        color = tuple(int(v) for v in c.get("color", colors[pos % 256]))
-        if len(color) != 3 or not all(0 <= v <= 255 for v in color):
-            raise PreparationError(
-                f"{path}: class {c['name']!r} has colour {c.get('color')}; use [r, g, b] with 0..255."
-            )
+        cid = _number(int, c.get("id", pos), path, f"class {c['name']!r} has id", "an integer")
+        raw = c.get("color")
+        raw = colors[pos % 256] if raw is None else raw
+        if not isinstance(raw, (list, tuple, np.ndarray)) or len(raw) != 3:
+            raise PreparationError(f"{path}: class {c['name']!r} has colour {raw!r}; use [r, g, b] with 0..255.")
+        r, g, b = (_number(int, v, path, f"class {c['name']!r} has colour {raw!r}:", "[r, g, b]") for v in raw)
+        if not all(0 <= v <= 255 for v in (r, g, b)):
+            raise PreparationError(f"{path}: class {c['name']!r} has colour {raw!r}; use [r, g, b] with 0..255.")
         if c.get("ignore"):
-            entries.append(ClassEntry(str(c["name"]), cid, IGNORE, color))
+            entries.append(ClassEntry(str(c["name"]), cid, IGNORE, (r, g, b)))
         else:
-            entries.append(ClassEntry(str(c["name"]), cid, train_id, color, c.get("weight")))
+            weight = c.get("weight")
+            if weight is not None:
+                weight = _number(float, weight, path, f"class {c['name']!r} has weight", "a number")
+            entries.append(ClassEntry(str(c["name"]), cid, train_id, (r, g, b), weight))
             train_id += 1
     ignore = int(spec.get("ignore_index", dcfg.get("mask_ignore_index", IGNORE)))
     ids = [e.id for e in entries]

@@ -224,6 +224,31 @@ def test_folder_mask_colour_not_in_class_file(tmp_path, rng):
     assert_nothing_written(dcfg)
 
 
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        ('{"name": "fg", "color": null}', None),  # null = the default palette colour
+        ('{"name": "fg", "color": [1, 2]}', "use [r, g, b] with 0..255"),
+        ('{"name": "fg", "color": ["red", 0, 0]}', "'red'; use [r, g, b]"),
+        ('{"name": "fg", "color": [0, 0, 300]}', "use [r, g, b] with 0..255"),
+        ('{"name": "fg", "weight": "heavy"}', "class 'fg' has weight 'heavy'; use a number"),
+        ('{"name": "fg", "id": "one"}', "class 'fg' has id 'one'; use an integer"),
+    ],
+)
+def test_folder_class_file_values_are_checked_one_line_each(tmp_path, entry, expected):
+    root = tmp_path / "mine"
+    root.mkdir()
+    write(str(root / "classes.json"), ('{"classes": ["bg", ' + entry + "]}").encode())
+    dcfg = config("folder", str(tmp_path), root=str(root))
+    if expected is None:
+        info = data.get_info(dcfg)
+        assert info.num_classes == 2 and tuple(info.palette[1]) == (128, 0, 0)  # VOC's colour of class 1
+        return
+    with pytest.raises(data.PreparationError) as e:
+        data.get_info(dcfg)
+    assert str(root / "classes.json") in str(e.value) and expected in str(e.value), str(e.value)
+
+
 def test_unprepared_real_dataset_names_the_command(tmp_path):
     dcfg = config("cityscapes", str(tmp_path), manual_dir="/data/cs")
     with pytest.raises(data.PreparationError) as e:
