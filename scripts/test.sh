@@ -11,8 +11,8 @@ bash scripts/install_demo.sh
 # the fixtures they share are built once.
 # Lint, import order and formatting first (pyproject.toml [tool.ruff]; a second, no tests).
 ruff check . && ruff format --check . || { echo "[segnode-jax] ruff: fix the above (ruff check --fix . && ruff format .)" >&2; exit 1; }
-# Types (pyproject.toml [tool.pyright]; the errors listed in .basedpyright/baseline.json are tolerated).
-basedpyright || { echo "[segnode-jax] basedpyright: fix the type errors above (the baseline tolerates only the listed ones)" >&2; exit 1; }
+# Types (pyproject.toml [tool.pyright]; the tree is clean, so any error fails).
+basedpyright || { echo "[segnode-jax] basedpyright: fix the type errors above" >&2; exit 1; }
 workers="${SEGNODE_TEST_WORKERS:-2}"
 if [ "$workers" = "0" ]; then exec python -m pytest tests "$@"; fi
 exec python -m pytest -n "$workers" --dist loadfile tests "$@"

@@ -20,11 +20,12 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 from jaxtyping import Array, Float
 from ml_collections import config_dict
 
 from segnode_jax import ode
-from segnode_jax.config import resolved_snapshot
+from segnode_jax.config import optional_section, resolved_snapshot
 from segnode_jax.models import build_model
 
 Variables = dict[str, Any]
@@ -77,7 +78,7 @@ def init(model_cfg, rng: jax.Array, input_shape: Sequence[int]) -> Variables:
     return _init(frozen, rng, shape)
 
 
-def _apply_impl(frozen_cfg, variables, images, train, rng=None):
+def _apply_impl(frozen_cfg, variables, images, train, rng=None) -> tuple[jax.Array, dict[str, Any]]:
     model = _model(frozen_cfg)
     rngs = None if rng is None else {"dropout": rng}
     if train:
@@ -85,7 +86,7 @@ def _apply_impl(frozen_cfg, variables, images, train, rng=None):
         aux = dict(aux, batch_stats=updates.get("batch_stats", {}))  # {}: a model without BatchNorm
     else:
         logits, aux = model.apply(variables, images, False)
-    return logits, aux
+    return logits, dict(aux)
 
 
 _apply_jit = jax.jit(_apply_impl, static_argnums=(0, 3))
@@ -125,11 +126,9 @@ def apply(
     """
     _check_images(images, model_cfg)
     frozen = freeze(model_cfg)
-    if isinstance(images, jax.core.Tracer) or any(
-        isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(variables)
-    ):
+    if isinstance(images, Tracer) or any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(variables)):
         return _apply_impl(frozen, variables, images, train, rng)
-    with ode.solver_errors(frozen.get("ode")):
+    with ode.solver_errors(optional_section(frozen, "ode")):
         out = _apply_jit(frozen, variables, images, train, rng)
         jax.block_until_ready(out)
     return out

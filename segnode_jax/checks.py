@@ -86,3 +86,7 @@ def check_config(cfg) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"invalid {path}={value!r}; give a positive integer")
+    data = _get(cfg, "data")
+    if isinstance(data, config_dict.ConfigDict):  # typed data fields, read the way the pipeline reads them
+        config_lib.optional_size(data, "eval_size", section="data")
+        config_lib.optional_int(data, "num_classes", section="data")

@@ -527,6 +527,52 @@ def load_config(path: str | os.PathLike) -> config_dict.ConfigDict:
 CONFIG_NAME = "config.json"
 
 
+# Typed reads. A ConfigDict item can hold any type, so ``cfg.get(key)`` is a union that neither
+# pyright nor a reader can narrow; these check the value (a wrong type is a ConfigError naming
+# the field) and return it with its type.
+
+
+def _field(section: str, key: str) -> str:
+    return f"{section}.{key}" if section else key
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+
+
+def optional_int(cfg, key: str, *, section: str = "") -> int | None:
+    """``cfg[key]`` as an int, None where unset (``section``: the config path, for the message)."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if not _whole(value):
+        raise ConfigError(f"{_field(section, key)} must be a whole number or None, got {value!r}")
+    return int(value)
+
+
+def optional_size(cfg, key: str, *, section: str = "") -> tuple[int, int] | None:
+    """``cfg[key]`` as ``(height, width)``: a pair, or one number for a square; None where unset."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if _whole(value):
+        return int(value), int(value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(_whole(v) and v > 0 for v in value):
+        return int(value[0]), int(value[1])
+    raise ConfigError(
+        f"{_field(section, key)} must be (height, width), a single size or None, got {value!r}; "
+        f"e.g. --config.{_field(section, key)}='(512, 1024)'"
+    )
+
+
+def optional_section(cfg, key: str) -> config_dict.ConfigDict | None:
+    """The sub-config ``cfg[key]`` (frozen or not), None where the config has none."""
+    value = cfg.get(key)
+    if value is None or isinstance(value, config_dict.ConfigDict):
+        return value
+    raise ConfigError(f"{key} must be a config section, got {value!r}")
+
+
 class RunConfigNotFound(UserError):
     """A checkpoint whose run config (``config.json``) is nowhere to be found."""
 

@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+from ml_collections import config_dict
 
 from segnode_jax import compat
 from segnode_jax.config import snapshot
@@ -251,7 +252,7 @@ class ODESettings:
                 bad("saveat", f"time {s} is outside [t0, t1] = [{self.t0}, {self.t1}]")
 
     @classmethod
-    def from_config(cls, cfg: Mapping | ODESettings) -> ODESettings:
+    def from_config(cls, cfg: ODESettings | Mapping | config_dict.ConfigDict) -> ODESettings:
         """Builds settings from ``cfg.model.ode`` (a ConfigDict or mapping)."""
         if isinstance(cfg, ODESettings):
             return cfg
@@ -426,7 +427,7 @@ def solve(
     vector_field: VectorField,
     y0: PyTree,
     params: PyTree,
-    settings: ODESettings | Mapping,
+    settings: ODESettings | Mapping | config_dict.ConfigDict,
     *,
     remat: bool = False,
 ) -> tuple[PyTree, dict[str, Any]]:
@@ -584,7 +585,9 @@ def _guarded_backsolve(integrate, *, normalise: bool, nan_on_failure: bool):
 _DIFFRAX_MESSAGES = compat.DIFFRAX_FAILURE_MESSAGES
 
 
-def translate_error(error: BaseException, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:
+def translate_error(
+    error: BaseException, settings: ODESettings | Mapping | config_dict.ConfigDict | None = None
+) -> ODESolveError | None:
     """Returns the ``ODESolveError`` hidden in a JAX runtime error, or None if there is none."""
     text = str(error)
     start = text.find(_MARK)
@@ -617,7 +620,9 @@ def with_settings(model_cfg, **fields):
     return snapshot(values)
 
 
-def failure_of(code: int, settings: ODESettings | Mapping | None = None) -> ODESolveError | None:
+def failure_of(
+    code: int, settings: ODESettings | Mapping | config_dict.ConfigDict | None = None
+) -> ODESolveError | None:
     """The :class:`ODESolveError` for a result code from ``aux["ode"]["result"]`` (None for 0)."""
     if not int(code):
         return None
@@ -659,7 +664,7 @@ def counting_evaluations():
 
 
 @contextlib.contextmanager
-def solver_errors(settings: ODESettings | Mapping | None = None):
+def solver_errors(settings: ODESettings | Mapping | config_dict.ConfigDict | None = None):
     """Re-raises runtime failures of ODE solves inside the block as :class:`ODESolveError`.
 
     Wrap the call *and* the first read of the results (errors of asynchronously dispatched

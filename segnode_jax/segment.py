@@ -224,8 +224,7 @@ class Segmenter:
         self.info = data.get_info(cfg.data)
         self.mean = np.asarray(cfg.data.mean, np.float32)
         self.std = np.asarray(cfg.data.std, np.float32)
-        eval_size = cfg.data.get("eval_size")
-        self.eval_size = (int(eval_size[0]), int(eval_size[1])) if eval_size else None
+        self.eval_size = self.info.eval_size
         self.predictor = evaluation.Predictor.for_model(
             variables, cfg.model, batch_size=self.settings.batch_size, per_image_solve=self.settings.per_image_solve
         )

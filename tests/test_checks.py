@@ -47,6 +47,24 @@ def test_counts_must_be_positive(path, value):
         checks.check_config(cfg)
 
 
+@pytest.mark.parametrize(
+    "path,value,fragment",
+    [
+        ("data.eval_size", "big", "data.eval_size must be (height, width), a single size or None, got 'big'"),
+        ("data.eval_size", (360, 480, 3), "data.eval_size must be (height, width)"),
+        ("data.eval_size", (360, -480), "data.eval_size must be (height, width)"),
+        ("data.num_classes", 11.5, "data.num_classes must be a whole number or None, got 11.5"),
+        ("data.num_classes", "11", "data.num_classes must be a whole number or None, got '11'"),
+    ],
+)
+def test_typed_data_fields_are_checked_before_any_work(path, value, fragment):
+    cfg = segnode_jax.load_config(TINY)
+    segnode_jax.config.apply_overrides(cfg, {path: value})
+    with pytest.raises(ConfigError) as e:
+        checks.check_config(cfg)
+    assert fragment in str(e.value)
+
+
 def assert_one_error_line(proc, *fragments):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -97,3 +97,30 @@ def test_unknown_model_size_is_one_error_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid model.size='huge'; choose one of w48")
     assert not (tmp_path / "w").exists()
+
+
+def test_typed_config_reads_return_the_value_with_its_type_or_name_the_field():
+    from ml_collections import config_dict
+
+    from segnode_jax import config as config_lib
+    from segnode_jax.errors import ConfigError
+
+    cfg = config_dict.ConfigDict({"a": 3, "b": 4.0, "c": None, "size": (360, 480), "sq": 512, "ode": {"rtol": 1e-3}})
+    assert config_lib.optional_int(cfg, "a") == 3 and config_lib.optional_int(cfg, "b") == 4
+    assert type(config_lib.optional_int(cfg, "b")) is int and config_lib.optional_int(cfg, "c") is None
+    assert config_lib.optional_size(cfg, "size") == (360, 480) and config_lib.optional_size(cfg, "sq") == (512, 512)
+    assert config_lib.optional_size(cfg, "c") is None and config_lib.optional_size(cfg, "missing") is None
+    frozen = config_lib.snapshot(cfg)
+    assert config_lib.optional_section(frozen, "ode") == frozen.ode and config_lib.optional_section(cfg, "c") is None
+    for read, key, message in [
+        (config_lib.optional_int, "size", "data.size must be a whole number or None, got (360, 480)"),
+        (config_lib.optional_size, "b", None),  # a whole float is a square size
+        (config_lib.optional_section, "a", "a must be a config section, got 3"),
+    ]:
+        if message is None:
+            assert read(cfg, key, section="data") == (4, 4)
+            continue
+        with pytest.raises(ConfigError, match=message.replace("(", "[(]").replace(")", "[)]")):
+            read(cfg, key, **({"section": "data"} if read is not config_lib.optional_section else {}))
+    with pytest.raises(ConfigError, match="data.n must be a whole number or None, got True"):
+        config_lib.optional_int(config_dict.ConfigDict({"n": True}), "n", section="data")

@@ -28,6 +28,7 @@ import collections
 import json
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -37,6 +38,9 @@ from segnode_jax.data import common, files
 from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import IGNORE, ClassEntry, ClassTable, rgb, voc_colormap
 from segnode_jax.data.errors import PreparationError
+
+if TYPE_CHECKING:  # pycocotools' stubs name the RLE dict it decodes; nothing to import at run time
+    from pycocotools import _EncodedRLE
 
 # (PASCAL in Detail category_id, name) of the 59 classes, in ascending id order: the n-th
 # row is 60-class value n (1..59) and train id n - 1.
@@ -218,10 +222,12 @@ class _DetailIndex:
                     rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
                 elif isinstance(seg.get("counts"), list):  # uncompressed RLE
                     rle = mask_utils.frPyObjects(seg, h, w)
-                else:
-                    rle = dict(seg)
-                    if isinstance(rle["counts"], str):
-                        rle["counts"] = rle["counts"].encode("ascii")
+                else:  # compressed RLE: pycocotools decodes bytes counts
+                    counts = seg["counts"]
+                    rle: _EncodedRLE = {
+                        "size": [int(n) for n in seg["size"]],
+                        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+                    }
                 with warnings.catch_warnings():  # pycocotools' numpy-2 copy= notice
                     warnings.simplefilter("ignore", DeprecationWarning)
                     m = mask_utils.decode(rle)

@@ -16,6 +16,7 @@ from typing import Any
 import grain
 from ml_collections import config_dict
 
+from segnode_jax import config as config_lib
 from segnode_jax.data import registry
 from segnode_jax.data.builder import split_names
 from segnode_jax.data.errors import PreparationError
@@ -224,7 +225,13 @@ def eval_dataset(
                 std=tuple(dcfg.std),
             )
         )
-    return ds.map(EvalTransform(eval_size=dcfg.get("eval_size"), mean=tuple(dcfg.mean), std=tuple(dcfg.std)))
+    return ds.map(
+        EvalTransform(
+            eval_size=config_lib.optional_size(dcfg, "eval_size", section="data"),
+            mean=tuple(dcfg.mean),
+            std=tuple(dcfg.std),
+        )
+    )
 
 
 def steps_per_epoch(dcfg: config_dict.ConfigDict, *, batch_size: int, shard_count: int = 1) -> int:

@@ -8,6 +8,7 @@ import types
 
 from ml_collections import config_dict
 
+from segnode_jax import config as config_lib
 from segnode_jax.data.builder import DatasetInfo, PlannedBuilder
 from segnode_jax.data.classes import IGNORE
 from segnode_jax.data.errors import PreparationError
@@ -157,7 +158,7 @@ def get_info(dcfg: config_dict.ConfigDict) -> DatasetInfo:
             splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     except PreparationError:
         pass
-    eval_size = tuple(dcfg.eval_size) if dcfg.get("eval_size") else None
+    eval_size = config_lib.optional_size(dcfg, "eval_size", section="data")
     return DatasetInfo(
         name=dcfg.name,
         num_classes=table.num_classes,

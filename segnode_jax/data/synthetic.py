@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 from PIL import Image
 
+from segnode_jax import config as config_lib
 from segnode_jax.data import common, files, street
 from segnode_jax.data.builder import Plan, RawExample, SegmentationBuilder, variant_config
 from segnode_jax.data.classes import ClassEntry, ClassTable, rgb, voc_colormap
@@ -45,16 +46,15 @@ def _generator(dcfg: config_dict.ConfigDict) -> str:
 
 def num_classes(dcfg: config_dict.ConfigDict) -> int:
     """The class count of these settings: 8 for ``street``; ``num_classes`` (default 6) for ``shapes``."""
+    n = config_lib.optional_int(dcfg, "num_classes", section="data")
     if _generator(dcfg) == "street":
-        n = dcfg.get("num_classes")
-        if n is not None and int(n) != len(street.CLASSES):
+        if n is not None and n != len(street.CLASSES):
             raise PreparationError(
                 f"the street generator has {len(street.CLASSES)} classes ({', '.join(street.CLASSES)}), "
                 f"but data.num_classes={n}; leave data.num_classes unset (None) or set it to {len(street.CLASSES)}."
             )
         return len(street.CLASSES)
-    n = dcfg.get("num_classes")
-    return 6 if n is None else int(n)
+    return 6 if n is None else n
 
 
 def class_table(dcfg: config_dict.ConfigDict) -> ClassTable:
