@@ -555,7 +555,7 @@ def optional_size(cfg, key: str, *, section: str = "") -> tuple[int, int] | None
     value = cfg.get(key)
     if value is None:
         return None
-    if _whole(value):
+    if _whole(value) and value > 0:
         return int(value), int(value)
     if isinstance(value, list | tuple) and len(value) == 2 and all(_whole(v) and v > 0 for v in value):
         return int(value[0]), int(value[1])

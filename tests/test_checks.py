@@ -53,6 +53,7 @@ def test_counts_must_be_positive(path, value):
         ("data.eval_size", "big", "data.eval_size must be (height, width), a single size or None, got 'big'"),
         ("data.eval_size", (360, 480, 3), "data.eval_size must be (height, width)"),
         ("data.eval_size", (360, -480), "data.eval_size must be (height, width)"),
+        ("data.eval_size", 0, "data.eval_size must be (height, width), a single size or None, got 0"),
         ("data.num_classes", 11.5, "data.num_classes must be a whole number or None, got 11.5"),
         ("data.num_classes", "11", "data.num_classes must be a whole number or None, got '11'"),
     ],

@@ -68,9 +68,9 @@ def _kernel_grad(xp, g, kernel_shape, strides, dilation):
     output gradient is ``g``: for each kernel tap, the (B, Ho, Wo, I) slice of ``xp`` that tap
     multiplies, contracted with ``g`` over batch and positions (one matrix product).
 
-    The taps are taken one at a time in a loop: written out as nine slices, XLA materialises them
-    all at once (about nine copies of the input per convolution: 18.6 against 12.6 GiB for
-    SegNode-W48's analysed training step at batch 24), while the loop keeps one."""
+    The taps are taken one at a time in a loop: written out as separate slices, XLA keeps them all
+    alive at once (a copy of the input per tap; tests/models/test_layers.py holds the gradient's
+    analysed memory near JAX's own), while the loop keeps one."""
     kh, kw = kernel_shape
     _, ho, wo, cout = g.shape
     cin = xp.shape[3]
@@ -98,8 +98,8 @@ def canonical_conv(x, w, strides, padding, dilation):
     matrix product per kernel tap (over batch and positions, one tap at a time: no im2col
     buffer), the input gradient as an ordinary convolution of the output gradient -- spread by
     the stride with interior padding instead of ``lhs_dilation`` -- with the flipped, transposed
-    kernel. The
-    same numbers as JAX's own gradient up to float rounding (tests/models/test_layers.py)."""
+    kernel. The same numbers as JAX's own gradient up to float rounding
+    (tests/models/test_layers.py)."""
     return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=_DIMS)
 
 
