@@ -136,7 +136,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("Baseline: 6 residual 4-branch modules", {"name": "baseline"}),
     "segnode": ("SegNode, Dopri5, backsolve adjoint (paper)", {"name": "segnode"}),
     "segnode/recursive_checkpoint": (
-        "SegNode, recursive-checkpoint adjoint",
+        "SegNode, recursive-checkpoint adjoint with the dataset configs' "
+        f"{segnode_jax.config.DATASET_SOLVE['checkpoints']} checkpoints",
+        {"name": "segnode", **{f"ode.{k}": v for k, v in segnode_jax.config.DATASET_SOLVE.items()}},
+    ),
+    "segnode/recursive_checkpoint_15": (
+        "SegNode, recursive-checkpoint adjoint with diffrax's default checkpoints (15 for max_steps=128)",
         {"name": "segnode", "ode.adjoint": "recursive_checkpoint"},
     ),
     "segnode/direct": ("SegNode, direct backprop through the solver", {"name": "segnode", "ode.adjoint": "direct"}),
@@ -242,10 +247,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def model_config(overrides: dict[str, Any], **extra: Any):
-    """``configs/camvid.py``'s model section with the paper's adjoint (backsolve: the dataset
-    configs train with recursive checkpointing) and ``overrides`` (dotted keys) applied."""
+    """``configs/camvid.py``'s model section with the library's solve (the paper's backsolve
+    adjoint; the dataset configs train with :data:`segnode_jax.config.DATASET_SOLVE`) and
+    ``overrides`` (dotted keys) applied."""
     cfg = segnode_jax.load_config(os.path.join(ROOT, "configs", "camvid.py")).model
-    segnode_jax.config.apply_overrides(cfg, {"ode.adjoint": "backsolve", **overrides, **extra})
+    library = segnode_jax.config.ode_config()
+    paper = {f"ode.{k}": library[k] for k in segnode_jax.config.DATASET_SOLVE}
+    segnode_jax.config.apply_overrides(cfg, {**paper, **overrides, **extra})
     return segnode_jax.freeze(cfg)
 
 

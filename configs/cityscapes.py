@@ -19,15 +19,13 @@ test. Not yet reproduced with this code (needs 8+ GPUs for days).
 """
 
 from segnode_jax import data
-from segnode_jax.config import base_config
+from segnode_jax.config import base_config, dataset_solve
 
 
 def get_config():
     cfg = base_config()
-    # Training solve: Dopri5 (the paper's) with the recursive-checkpoint adjoint -- exact gradients,
-    # 4x faster than the paper's backsolve at 0.44x the Baseline's memory (benchmarks/README.md,
-    # "Where a solve's time goes"); the paper's adjoint: --config.model.ode.adjoint=backsolve.
-    cfg.model.ode.adjoint = "recursive_checkpoint"
+    # Training solve: Dopri5 with the recursive-checkpoint adjoint (segnode_jax.config.DATASET_SOLVE).
+    dataset_solve(cfg)
     cfg.model.num_classes = 19
     cfg.data = data.data_config("cityscapes")
     cfg.train.num_epochs = 484

@@ -22,15 +22,13 @@ depends on your data; the training log and ``evaluate.py`` report the validation
 """
 
 from segnode_jax import data
-from segnode_jax.config import base_config, placeholder
+from segnode_jax.config import base_config, dataset_solve, placeholder
 
 
 def get_config():
     cfg = base_config()
-    # Training solve: Dopri5 (the paper's) with the recursive-checkpoint adjoint -- exact gradients,
-    # 4x faster than the paper's backsolve at 0.44x the Baseline's memory (benchmarks/README.md,
-    # "Where a solve's time goes"); the paper's adjoint: --config.model.ode.adjoint=backsolve.
-    cfg.model.ode.adjoint = "recursive_checkpoint"
+    # Training solve: Dopri5 with the recursive-checkpoint adjoint (segnode_jax.config.DATASET_SOLVE).
+    dataset_solve(cfg)
     del cfg.model["num_classes"]
     cfg.model.num_classes = placeholder(int)  # None: from data.root's class file
     cfg.data = data.data_config("folder")

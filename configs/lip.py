@@ -17,15 +17,13 @@ Expected result (paper, Table 1): SegNode 55.8 mIoU on the validation set (Image
 """
 
 from segnode_jax import data
-from segnode_jax.config import base_config
+from segnode_jax.config import base_config, dataset_solve
 
 
 def get_config():
     cfg = base_config()
-    # Training solve: Dopri5 (the paper's) with the recursive-checkpoint adjoint -- exact gradients,
-    # 4x faster than the paper's backsolve at 0.44x the Baseline's memory (benchmarks/README.md,
-    # "Where a solve's time goes"); the paper's adjoint: --config.model.ode.adjoint=backsolve.
-    cfg.model.ode.adjoint = "recursive_checkpoint"
+    # Training solve: Dopri5 with the recursive-checkpoint adjoint (segnode_jax.config.DATASET_SOLVE).
+    dataset_solve(cfg)
     cfg.model.num_classes = 20
     cfg.data = data.data_config("lip")
     cfg.train.num_epochs = 150

@@ -54,7 +54,14 @@ def choices() -> dict[str, tuple[Any, ...]]:
 
 
 # Fields that must be positive integers when set (None allowed where the field is optional).
-POSITIVE = ("eval.batch_size", "eval.num_images", "train.batch_size", "model.ode.max_steps", "model.ode.num_steps")
+POSITIVE = (
+    "eval.batch_size",
+    "eval.num_images",
+    "train.batch_size",
+    "model.ode.max_steps",
+    "model.ode.num_steps",
+    "model.ode.checkpoints",
+)
 
 
 def _get(cfg, path: str):

@@ -92,6 +92,10 @@ def ode_config() -> config_dict.ConfigDict:
             # unrolled: fixed steps written out without a loop, plain backprop (exact
             # gradients; memory grows with the evaluations, use remat.field; fastest on CPUs).
             adjoint="backsolve",
+            # recursive_checkpoint: solver states kept for the backward pass (None: diffrax's
+            # rule, 15 for max_steps=128). Solves of at most that many steps recompute nothing;
+            # each state left out saves one copy of the 4-map state and the solver's own.
+            checkpoints=placeholder(int),
             # How the adaptive controller measures the scaled error of the tuple state: "rms"
             # (diffrax's: the RMS over all elements, dominated by branch 0) | "max_rms"
             # (torchdiffeq's, the paper's solver library: the largest per-branch RMS, so every
@@ -488,6 +492,22 @@ def base_config() -> config_dict.ConfigDict:
     # Initialise from another run's checkpoint or a converted-weights directory (see
     # segnode_jax.checkpoints.load_variables); ignored when the workdir already has a checkpoint.
     cfg.init_from = placeholder(str)
+    return cfg
+
+
+# The dataset configs' training solve (configs/camvid.py and the other dataset files): the paper's
+# adaptive Dopri5 with the recursive-checkpoint adjoint -- exact gradients of the discretised solve,
+# several times faster than the paper's backsolve adjoint -- keeping 10 solver states, a few more
+# than the 5-7 steps the fields take (none recomputed then), and fewer than diffrax's default of
+# 15, so that its W48 training memory keeps under the bound of issue 34 (benchmarks/README.md,
+# "Where a solve's time goes", and table2.json's ``segnode/recursive_checkpoint`` row). The
+# paper's adjoint: --config.model.ode.adjoint=backsolve.
+DATASET_SOLVE = {"adjoint": "recursive_checkpoint", "checkpoints": 10}
+
+
+def dataset_solve(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """Sets the dataset configs' training solve (:data:`DATASET_SOLVE`) on ``cfg.model.ode``."""
+    cfg.model.ode.update(DATASET_SOLVE)
     return cfg
 
 

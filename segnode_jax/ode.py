@@ -22,6 +22,10 @@ error_norm        how the adaptive controller measures the scaled error of the 4
                   rms (default; diffrax's: the RMS over all elements, which branch 0
                   dominates) or max_rms (torchdiffeq's, the paper's library: the largest
                   per-map RMS)
+checkpoints       recursive_checkpoint only: how many solver states the backward pass keeps
+                  (None: diffrax's rule, about sqrt(2 max_steps): 15 for 128). A solve of
+                  at most that many steps recomputes nothing; a longer one recomputes some
+                  steps (online treeverse). Memory falls with each checkpoint left out
 adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward step size
 adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
                   (exact rescaling), so ``atol`` means the same whatever the loss scale
@@ -199,6 +203,7 @@ class ODESettings:
     num_steps: int | None = None
     max_steps: int = 128
     adjoint: str = "backsolve"
+    checkpoints: int | None = None
     error_norm: str = "rms"
     adjoint_seminorm: bool = True
     adjoint_normalise: bool = True
@@ -243,6 +248,11 @@ class ODESettings:
             bad("max_steps", f"max_steps={self.max_steps} is smaller than num_steps={self.num_steps}")
         if self.num_steps is None and not (self.rtol > 0 and self.atol >= 0):
             bad("rtol", f"tolerances must be positive (rtol={self.rtol}, atol={self.atol})")
+        if self.checkpoints is not None and not (isinstance(self.checkpoints, int) and self.checkpoints >= 1):
+            bad(
+                "checkpoints",
+                f"{self.checkpoints!r} must be a positive number of solver states (or None: diffrax's rule)",
+            )
         if self.adjoint_rtol is not None and not self.adjoint_rtol > 0:
             bad("adjoint_rtol", f"{self.adjoint_rtol} must be positive (or None: same as rtol)")
         if self.adjoint_atol is not None and not self.adjoint_atol >= 0:
@@ -284,7 +294,8 @@ class ODESettings:
         )
         return (
             f"solver={self.solver}, {steps}, max_steps={self.max_steps}, adjoint={self.adjoint}, "
-            f"t0={self.t0:g}, t1={self.t1:g}"
+            + (f"checkpoints={self.checkpoints}, " if self.checkpoints is not None else "")
+            + f"t0={self.t0:g}, t1={self.t1:g}"
         )
 
     @property
@@ -419,7 +430,7 @@ def _adjoint(settings: ODESettings, solver):
             kwargs["stepsize_controller"] = diffrax.PIDController(**pid)
         return diffrax.BacksolveAdjoint(**kwargs)
     if settings.adjoint in ("recursive_checkpoint", "unrolled"):  # unrolled: with saveat only
-        return diffrax.RecursiveCheckpointAdjoint()
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=settings.checkpoints)
     return diffrax.DirectAdjoint()
 
 

@@ -39,7 +39,10 @@ def test_each_enumerated_field_misspelt_names_the_field_and_its_choices(path):
         assert ("None" if value is None else str(value)) in str(e.value).split("choose one of", 1)[1]
 
 
-@pytest.mark.parametrize("path,value", [("eval.batch_size", 0), ("train.batch_size", -1), ("model.ode.max_steps", 0)])
+@pytest.mark.parametrize(
+    "path,value",
+    [("eval.batch_size", 0), ("train.batch_size", -1), ("model.ode.max_steps", 0), ("model.ode.checkpoints", 0)],
+)
 def test_counts_must_be_positive(path, value):
     cfg = segnode_jax.load_config(TINY)
     segnode_jax.config.apply_overrides(cfg, {path: value})

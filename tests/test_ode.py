@@ -161,6 +161,31 @@ def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
         assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
 
 
+def test_fewer_checkpoints_than_steps_give_the_same_gradient_in_less_memory(nonlinear_problem):
+    """model.ode.checkpoints reaches diffrax: with 2 solver states kept for a solve of more
+    steps, the backward pass recomputes steps and gives the same gradient (float64), and the
+    compiled gradient holds fewer states than with diffrax's rule (10 for max_steps=64)."""
+    p, _, _ = nonlinear_problem
+    with jax.enable_x64(True):
+        y0 = jnp.asarray(np.random.default_rng(1).normal(size=(512, 3)))
+        every = ode.ODESettings(rtol=1e-8, atol=1e-8, max_steps=64, adjoint="recursive_checkpoint")
+        few = dataclasses.replace(every, checkpoints=2)
+
+        def grad_fn(s):
+            return jax.jit(jax.grad(lambda p, y0: jnp.sum(jnp.sin(ode.solve(_nonlinear, y0, p, s)[0]))))
+
+        steps = int(jax.jit(lambda p, y0: ode.solve(_nonlinear, y0, p, few)[1]["num_steps"])(p, y0))
+        assert steps > 4, steps
+        g_every, g_few = grad_fn(every)(p, y0), grad_fn(few)(p, y0)
+        for a, b in zip(jax.tree_util.tree_leaves(g_every), jax.tree_util.tree_leaves(g_few)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+
+        def temp(s):
+            return grad_fn(s).lower(p, y0).compile().memory_analysis().temp_size_in_bytes
+
+        assert temp(every) - temp(few) >= (10 - 2) * y0.nbytes
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("solver,num_steps", [("euler", 3), ("heun", 2), ("rk4", 2), ("dopri5", 2), ("tsit5", 1)])
 def test_unrolled_solve_is_diffrax_fixed_step_solve_without_loops(nonlinear_problem, solver, num_steps):
@@ -421,6 +446,7 @@ def test_dtmin_reached_names_the_field():
         (dict(num_steps=10, max_steps=5), "model.ode.max_steps"),
         (dict(adjoint_rtol=0.0), "model.ode.adjoint_rtol"),
         (dict(adjoint_atol=-1.0), "model.ode.adjoint_atol"),
+        (dict(checkpoints=0), "model.ode.checkpoints"),
     ],
 )
 def test_invalid_settings_name_the_config_field(kwargs, field):
