@@ -25,7 +25,7 @@ error_norm        how the adaptive controller measures the scaled error of the 4
 checkpoints       recursive_checkpoint only: how many solver states the backward pass keeps
                   (None: diffrax's rule, about sqrt(2 max_steps): 15 for 128). A solve of
                   at most that many steps recomputes nothing; a longer one recomputes some
-                  steps (online treeverse). Memory falls with each checkpoint left out
+                  steps (online treeverse). Memory falls with each checkpoint left out.
 adjoint_seminorm  backsolve only: parameter cotangents do not drive the backward step size
 adjoint_normalise backsolve only: solve the adjoint ODE for the cotangent divided by its RMS
                   (exact rescaling), so ``atol`` means the same whatever the loss scale

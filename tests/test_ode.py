@@ -161,6 +161,7 @@ def test_gradients_match_finite_differences(nonlinear_problem, adjoint, rel):
         assert abs(float(gy[1, 2] - fd_y)) <= rel * abs(float(fd_y)) + 1e-9
 
 
+@pytest.mark.slow
 def test_fewer_checkpoints_than_steps_give_the_same_gradient_in_less_memory(nonlinear_problem):
     """model.ode.checkpoints reaches diffrax: with 2 solver states kept for a solve of more
     steps, the backward pass recomputes steps and gives the same gradient (float64), and the
